@@ -1,0 +1,35 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+# DiffPS (REFERENCE §2): Adam 1e-4, 1-epoch warm-up, x0.1 at epochs 8 and 14,
+# 30 epochs, grad clip 10 (AMP is switched on with `tools/train.py --amp`).
+from mmengine.optim.optimizer import OptimWrapper
+from mmengine.optim.scheduler import LinearLR, MultiStepLR
+from mmengine.runner.loops import EpochBasedTrainLoop, TestLoop, ValLoop
+from torch.optim import Adam
+
+train_cfg = dict(type=EpochBasedTrainLoop, max_epochs=30, val_interval=30)
+val_cfg = dict(type=ValLoop)
+test_cfg = dict(type=TestLoop)
+
+param_scheduler = [
+    dict(
+        type=LinearLR,
+        start_factor=0.001,
+        by_epoch=True,
+        begin=0,
+        end=1,
+        convert_to_iter_based=True),
+    dict(
+        type=MultiStepLR,
+        begin=0,
+        end=30,
+        by_epoch=True,
+        milestones=[8, 14],
+        gamma=0.1)
+]
+
+optim_wrapper = dict(
+    type=OptimWrapper,
+    optimizer=dict(type=Adam, lr=1e-4),
+    clip_grad=dict(max_norm=10, norm_type=2))
+
+auto_scale_lr = dict(enable=False, base_batch_size=4)

@@ -1,0 +1,36 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""mmpsearch: diffusion-based person search (PSDiff, DiffPS) for OpenMMLab."""
+import mmcv
+import mmdet
+import mmengine
+from mmengine.utils import digit_version
+
+from .version import __version__, version_info
+
+# The versions measured to work together (see README, "Installation").
+mmcv_minimum_version = '2.1.0'
+mmcv_maximum_version = '2.2.0'
+mmengine_minimum_version = '0.10.7'
+mmengine_maximum_version = '1.0.0'
+mmdet_minimum_version = '3.3.0'
+mmdet_maximum_version = '3.4.0'
+
+
+def _check(name: str, found: str, low: str, high: str) -> None:
+    if not (digit_version(low) <= digit_version(found) < digit_version(high)):
+        raise ImportError(
+            f'{name}=={found} is installed, but mmpsearch needs '
+            f'{name}>={low}, <{high}. Run `make install` (or '
+            f'`pip install "{name}>={low},<{high}"`).')
+
+
+_check('mmcv', mmcv.__version__, mmcv_minimum_version, mmcv_maximum_version)
+_check('mmengine', mmengine.__version__, mmengine_minimum_version,
+       mmengine_maximum_version)
+_check('mmdet', mmdet.__version__, mmdet_minimum_version,
+       mmdet_maximum_version)
+
+__all__ = ['__version__', 'version_info']
+
+# Importing the package makes mmengine's local checkpoint loading safe.
+from . import utils  # noqa: E402,F401

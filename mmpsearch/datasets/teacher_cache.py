@@ -1,0 +1,113 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""The ReID teacher's embeddings e_0 (PSDiff eq. 11), one per annotated box.
+
+``tools/extract_teacher_embeddings.py`` writes them once; the
+``DualNoiseGenerator`` reads them during PSDiff training. The file is a plain
+``.npz`` (no pickle) holding
+
+- ``img_ids``: str (n_images,), the data infos' ``img_id``;
+- ``offsets``: int64 (n_images + 1,), image i owns rows
+  ``offsets[i]:offsets[i + 1]``, in the order of its data info's
+  ``instances``;
+- ``boxes``: float32 (n_boxes, 4), x1y1x2y2 in original pixels, to check that
+  the rows still belong to the boxes of the dataset;
+- ``embeddings``: float32 (n_boxes, D), L2-normalised.
+"""
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+
+def save_teacher_embeddings(path: str, img_ids: List[str],
+                            boxes: List[np.ndarray],
+                            embeddings: List[np.ndarray]) -> None:
+    """Write per-image boxes (n_i, 4) and embeddings (n_i, D) to ``path``."""
+    if not (len(img_ids) == len(boxes) == len(embeddings)):
+        raise ValueError('img_ids, boxes and embeddings must have one entry '
+                         f'per image, got {len(img_ids)}, {len(boxes)}, '
+                         f'{len(embeddings)}')
+    dims = {e.shape[1] for e in embeddings if len(e)}
+    if len(dims) > 1:
+        raise ValueError(f'embeddings of different widths: {sorted(dims)}')
+    dim = dims.pop() if dims else 0
+    counts = [len(b) for b in boxes]
+    for img_id, b, e in zip(img_ids, boxes, embeddings):
+        if len(b) != len(e):
+            raise ValueError(f'{img_id}: {len(b)} boxes but {len(e)} '
+                             'embeddings')
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    all_boxes = np.concatenate(
+        [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes] or
+        [np.zeros((0, 4), np.float32)])
+    all_embeds = np.concatenate(
+        [np.asarray(e, np.float32).reshape(-1, dim) for e in embeddings] or
+        [np.zeros((0, dim), np.float32)])
+    np.savez(
+        path,
+        img_ids=np.asarray(img_ids, dtype=str),
+        offsets=offsets,
+        boxes=all_boxes,
+        embeddings=all_embeds)
+
+
+class TeacherEmbeddings:
+    """Read access to a file written by :func:`save_teacher_embeddings`.
+
+    Args:
+        path (str): The ``.npz`` file.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            data = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'teacher embeddings file {path} does not exist; write it '
+                'with tools/extract_teacher_embeddings.py') from None
+        missing = {'img_ids', 'offsets', 'boxes', 'embeddings'} - set(
+            data.files)
+        if missing:
+            raise KeyError(f'{path} lacks the arrays {sorted(missing)}; it '
+                           'was not written by save_teacher_embeddings')
+        self.embeddings = data['embeddings']
+        self.boxes = data['boxes']
+        offsets = data['offsets']
+        self._index: Dict[str, Tuple[int, int]] = {
+            str(img_id): (int(offsets[i]), int(offsets[i + 1]))
+            for i, img_id in enumerate(data['img_ids'])
+        }
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def __contains__(self, img_id: str) -> bool:
+        return img_id in self._index
+
+    def get(self, img_id: str,
+            boxes: np.ndarray = None) -> np.ndarray:
+        """Embeddings (n, D) of the boxes of ``img_id``.
+
+        Args:
+            img_id (str): The image.
+            boxes (np.ndarray, optional): The boxes the caller holds, x1y1x2y2
+                in original pixels; when given, they must be the boxes the
+                embeddings were extracted for (within 0.5 px).
+        """
+        if img_id not in self._index:
+            raise KeyError(f'{self.path} has no teacher embeddings for image '
+                           f'{img_id!r}; re-run '
+                           'tools/extract_teacher_embeddings.py on this split')
+        start, end = self._index[img_id]
+        if boxes is not None:
+            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+            stored = self.boxes[start:end]
+            if len(boxes) != len(stored) or not np.allclose(
+                    boxes, stored, atol=0.5):
+                raise ValueError(
+                    f'{self.path}: the {len(stored)} boxes stored for '
+                    f'{img_id!r} are not the {len(boxes)} boxes of the '
+                    'dataset; the embeddings were extracted from other '
+                    'annotations')
+        return self.embeddings[start:end]

@@ -1,0 +1,128 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""Safe checkpoint loading: ``torch.load(weights_only=True)`` plus an
+allow-list of exactly the types mmengine checkpoints hold.
+
+torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7
+checkpoints (message hub with ``HistoryBuffer``, numpy scalars and arrays in
+the meta data, ``Counter`` in ``MultiStepLR``) then fail to load. The fix is
+not to switch the safety off but to allow these few types: any other global
+in a checkpoint's pickle is refused before anything in it runs.
+"""
+import collections
+import os.path as osp
+import pickle
+import re
+from typing import Any, Callable, List, Optional
+
+import numpy as np
+import torch
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+try:  # numpy >= 2
+    from numpy._core.multiarray import _reconstruct, scalar
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct, scalar
+
+
+def _numpy_dtype_classes() -> List[type]:
+    """The concrete ``np.dtype`` subclasses (``np.dtypes.Float64DType``...)
+    that numpy >= 1.25 pickles dtypes through."""
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is None:  # pragma: no cover - old numpy
+        return []
+    return [
+        getattr(dtypes, name) for name in dir(dtypes)
+        if name.endswith('DType') and isinstance(getattr(dtypes, name), type)
+    ]
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint's pickle asked for something outside the allow-list."""
+
+
+# HistoryBuffer's statistics methods (min, max, current, mean) are functions
+# with a dotted qualname, which pickle stores as getattr(HistoryBuffer, name).
+# A free ``getattr`` would let a pickle reach any attribute of an allowed
+# object (e.g. ndarray.tofile), so only this one lookup is allowed.
+_HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
+        return getattr(obj, name)
+    raise UnsafeCheckpointError(
+        f'checkpoint asks for getattr({obj!r}, {name!r}); only '
+        f'HistoryBuffer.{{{", ".join(_HISTORY_BUFFER_METHODS)}}} is allowed')
+
+
+#: Everything an mmengine 0.10.7 checkpoint may hold besides tensors and
+#: plain containers: the message hub's ``HistoryBuffer`` (and its statistics
+#: methods), numpy arrays and scalars (logged values, seeds), ``Counter``
+#: (``MultiStepLR.milestones``).
+SAFE_GLOBALS: List[Any] = [
+    HistoryBuffer,
+    (_history_buffer_getattr, 'builtins.getattr'),
+    _reconstruct,
+    scalar,
+    np.ndarray,
+    np.dtype,
+    collections.Counter,
+    collections.defaultdict,
+] + _numpy_dtype_classes()
+
+
+def safe_torch_load(filename: Any,
+                    map_location: Optional[Any] = None,
+                    extra_safe_globals: Optional[List[Any]] = None) -> Any:
+    """``torch.load`` with ``weights_only=True`` and mmengine's types allowed.
+
+    Args:
+        filename (str or file-like): The checkpoint.
+        map_location: As for :func:`torch.load`.
+        extra_safe_globals (list, optional): More types to allow, for a
+            checkpoint that is known to need them.
+
+    Raises:
+        UnsafeCheckpointError: When the pickle references a global outside
+            the allow-list. Nothing of the checkpoint is executed.
+    """
+    allowed = SAFE_GLOBALS + list(extra_safe_globals or [])
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(
+                filename, map_location=map_location, weights_only=True)
+    except UnsafeCheckpointError:
+        raise
+    except pickle.UnpicklingError as e:
+        name = filename if isinstance(filename, str) else repr(filename)
+        # torch's message says which global it met; keep that line only
+        found = re.search(r'(Unsupported global|unsupported GLOBAL)[^\n]*',
+                          str(e))
+        reason = found.group(0) if found else str(e).strip().splitlines()[-1]
+        raise UnsafeCheckpointError(
+            f'Refused to load checkpoint {name}: its pickle references a '
+            'global that is not on mmpsearch\'s allow-list of checkpoint '
+            f'types ({reason}), so it was not loaded and none of its code '
+            'ran. If you trust the file and know the type, pass it in '
+            '`extra_safe_globals`.') from None
+
+
+def load_from_local(filename: str, map_location: Optional[Any] = None) -> Any:
+    """mmengine's local checkpoint loader, made safe (see module docstring)."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint {filename} does not exist')
+    return safe_torch_load(filename, map_location=map_location)
+
+
+def register_safe_checkpoint_loader() -> Callable:
+    """Make mmengine's ``CheckpointLoader`` (used by ``load_from``,
+    ``--resume``, ``load_checkpoint`` and ``init_cfg=Pretrained``) read local
+    files through :func:`load_from_local`."""
+    CheckpointLoader.register_scheme(
+        prefixes='', loader=load_from_local, force=True)
+    return load_from_local
+
+
+register_safe_checkpoint_loader()

@@ -1,0 +1,85 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""Config loading for the tools, with errors that name the wrong key."""
+import difflib
+import os.path as osp
+from typing import Any, Dict, Iterable, Optional
+
+from mmengine.config import Config
+
+# Keys mmengine's Runner reads that a config may legitimately leave out, so
+# that ``--cfg-options`` may add them.
+RUNNER_KEYS = frozenset([
+    'model', 'work_dir', 'train_dataloader', 'val_dataloader',
+    'test_dataloader', 'train_cfg', 'val_cfg', 'test_cfg', 'auto_scale_lr',
+    'optim_wrapper', 'param_scheduler', 'val_evaluator', 'test_evaluator',
+    'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from',
+    'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level',
+    'visualizer', 'default_scope', 'randomness', 'experiment_name', 'cfg',
+    'model_wrapper_cfg', 'find_unused_parameters', 'sync_bn', 'runner_type',
+    'vis_backends'
+])
+
+TRAIN_KEYS = ('model', 'train_dataloader', 'train_cfg', 'optim_wrapper')
+
+
+def _suggest(key: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(candidates), n=1)
+    return f' (did you mean {close[0]!r}?)' if close else ''
+
+
+def check_cfg_options(cfg: Config, options: Optional[Dict[str, Any]]) -> None:
+    """Refuse ``--cfg-options`` keys whose path does not exist in ``cfg``.
+
+    Only the last component of a dotted key may be new (a new argument of an
+    existing dict); a new top-level key must be one the Runner reads. This
+    catches typos such as ``train_cfg.max_iter`` -> ``trian_cfg``.
+    """
+    for full_key in options or {}:
+        parts = full_key.split('.')
+        node: Any = cfg
+        for depth, part in enumerate(parts):
+            is_last = depth == len(parts) - 1
+            if isinstance(node, (list, tuple)):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise KeyError(
+                        f'--cfg-options {full_key}: {".".join(parts[:depth])}'
+                        f' is a list of {len(node)} items; {part!r} is not '
+                        'an index of it')
+                node = node[int(part)]
+                continue
+            if not hasattr(node, 'keys'):
+                raise KeyError(
+                    f'--cfg-options {full_key}: {".".join(parts[:depth])} '
+                    f'is a {type(node).__name__}, not a dict')
+            if part not in node:
+                if depth == 0 and part in RUNNER_KEYS:
+                    break
+                if is_last and depth > 0:
+                    break
+                raise KeyError(
+                    f'--cfg-options {full_key}: the config has no key '
+                    f'{".".join(parts[:depth + 1])!r}'
+                    f'{_suggest(part, node.keys())}')
+            node = node[part]
+
+
+def load_config(path: str,
+                cfg_options: Optional[Dict[str, Any]] = None) -> Config:
+    """Read a config file and merge ``--cfg-options`` into it, with clear
+    errors for a missing file or a key that is not in the config."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path} does not exist')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        check_cfg_options(cfg, cfg_options)
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def check_config(cfg: Config, required: Iterable[str] = TRAIN_KEYS) -> None:
+    """Check that ``cfg`` has the keys a training run needs."""
+    for key in required:
+        if cfg.get(key) is None:
+            raise KeyError(f'config {cfg.filename} has no {key!r}'
+                           f'{_suggest(key, cfg.keys())}; a training config '
+                           f'needs {", ".join(required)}')

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# One idempotent set-up of mmpsearch's environment (called by `make install`).
+#
+#   VENV=.venv            where the virtual environment lives (git-ignored)
+#   PYTHON=python3        the interpreter that creates it
+#   MMPSEARCH_CACHE=...   where the built mmcv wheel is cached, outside the repo
+#
+# The one slow step is compiling mmcv 2.1.0 with its ops (~10-12 min on 2
+# cores). Its wheel is cached keyed by the torch and Python versions, so any
+# later install, also from a fresh clone, takes seconds.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+VENV=${VENV:-$REPO/.venv}
+PYTHON=${PYTHON:-python3}
+CACHE=${MMPSEARCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmpsearch}
+TORCH_SPEC='torch===2.13.0'
+TORCHVISION_SPEC='torchvision==0.28.0'
+MMCV_VERSION=2.1.0
+
+log() { printf '[install] %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtual environment at $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check)
+
+# 1. torch + torchvision, unless a working pair is already there.
+if "$PY" - <<'PYEOF' 2>/dev/null
+import torch, torchvision
+from torchvision.ops import nms
+assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__
+nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+PYEOF
+then
+  log "torch/torchvision already working"
+else
+  log "installing $TORCH_SPEC $TORCHVISION_SPEC"
+  "${PIP[@]}" install -q "$TORCH_SPEC" "$TORCHVISION_SPEC"
+fi
+
+TORCH_TAG=$("$PY" -c 'import sys, torch; print(f"torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}")')
+
+# 2. mmcv with ops, built once and cached outside the repo.
+if "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null; then
+  log "mmcv $MMCV_VERSION with ops already working"
+else
+  WHEEL_DIR="$CACHE/wheels/$TORCH_TAG"
+  mkdir -p "$WHEEL_DIR"
+  WHEEL=$(ls "$WHEEL_DIR"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n 1 || true)
+  # build tools that mmcv's setup.py imports (pkg_resources is gone in 82)
+  "${PIP[@]}" install -q "setuptools>=77,<82" wheel ninja
+  if [ -z "$WHEEL" ]; then
+    log "building mmcv $MMCV_VERSION with ops (10-12 min on 2 cores, once)"
+    TMP_WHEELS=$(mktemp -d)
+    MAX_JOBS=${MAX_JOBS:-$(nproc)} MMCV_WITH_OPS=1 \
+      "${PIP[@]}" wheel -q --no-build-isolation --no-deps \
+      "mmcv==$MMCV_VERSION" -w "$TMP_WHEELS"
+    mv "$TMP_WHEELS"/mmcv-*.whl "$WHEEL_DIR"/
+    rmdir "$TMP_WHEELS" 2>/dev/null || true
+    WHEEL=$(ls "$WHEEL_DIR"/mmcv-$MMCV_VERSION-*.whl | head -n 1)
+  else
+    log "using cached $WHEEL"
+  fi
+  "${PIP[@]}" install -q --no-deps "$WHEEL"
+  # mmcv's own runtime dependencies (the wheel was installed without them)
+  "${PIP[@]}" install -q addict packaging Pillow pyyaml yapf opencv-python
+fi
+
+# 3. the rest, and mmpsearch itself (editable), skipped when nothing changed.
+STAMP="$VENV/.mmpsearch-install-stamp"
+HASH=$(cat requirements/*.txt setup.py | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] \
+   && "$PY" -c "import mmpsearch, mmdet, mmpretrain, diffusers" 2>/dev/null; then
+  log "requirements unchanged and importable"
+else
+  log "installing OpenMMLab packages, requirements and mmpsearch (editable)"
+  "${PIP[@]}" install -q -r requirements/mminstall.txt -r requirements/runtime.txt \
+    -r requirements/tests.txt "$TORCH_SPEC" "$TORCHVISION_SPEC" "mmcv==$MMCV_VERSION"
+  "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
+  echo "$HASH" > "$STAMP"
+fi
+"$PY" -c "import mmpsearch; print('[install] mmpsearch', mmpsearch.__version__, 'ready in', '$VENV')"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Usage: tools/dist_train.sh CONFIG NPROC [train.py args...]
+# On GPUs this is NCCL as usual; without CUDA, train.py starts gloo itself.
+CONFIG=$1
+NPROC=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+TORCHRUN=${TORCHRUN:-torchrun}
+
+PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH:-} \
+"$TORCHRUN" \
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$NPROC" \
+    --master_port="$PORT" \
+    "$(dirname "$0")/train.py" \
+    "$CONFIG" \
+    --launcher pytorch "${@:3}"
