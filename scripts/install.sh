@@ -28,6 +28,12 @@ fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
+# pip 25.3 dropped legacy editable installs, which `mim` needs to find
+# tools/ and configs/ of an editable mmpsearch (as with mmdet).
+if ! "$PY" -c "import pip, sys; v = tuple(map(int, pip.__version__.split('.')[:2])); sys.exit(not (23, 0) <= v < (25, 3))"; then
+  "${PIP[@]}" install -q "pip>=23,<25.3"
+fi
+
 # 1. torch + torchvision, unless a working pair is already there.
 if "$PY" - <<'PYEOF' 2>/dev/null
 import torch, torchvision
@@ -79,8 +85,11 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] \
 else
   log "installing OpenMMLab packages, requirements and mmpsearch (editable)"
   "${PIP[@]}" install -q -r requirements/mminstall.txt -r requirements/runtime.txt \
-    -r requirements/tests.txt "$TORCH_SPEC" "$TORCHVISION_SPEC" "mmcv==$MMCV_VERSION"
-  "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
+    -r requirements/tests.txt -r requirements/mim.txt \
+    "$TORCH_SPEC" "$TORCHVISION_SPEC" "mmcv==$MMCV_VERSION" "setuptools>=77,<82"
+  "${PIP[@]}" install -q --no-deps openmim==0.3.9
+  # legacy editable install (setup.py develop): `mim` finds the repo
+  "${PIP[@]}" install -q --no-deps --no-build-isolation --no-use-pep517 -e .
   echo "$HASH" > "$STAMP"
 fi
 "$PY" -c "import mmpsearch; print('[install] mmpsearch', mmpsearch.__version__, 'ready in', '$VENV')"
