@@ -1,0 +1,177 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""tools/analysis_tools/eval_search.py end to end, on tiny trees in the
+released CUHK-SYSU / PRW formats (written by ``make_synthetic``)."""
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmpsearch.datasets import (load_cuhk_protocol, load_prw_protocol,
+                                make_synthetic)
+from mmpsearch.evaluation.functional import evaluate_person_search
+from mmpsearch.evaluation.results_io import save_search_results
+from .ps_eval_reference import ref_search
+
+SCRIPT = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / \
+    'eval_search.py'
+KEYS = [
+    'mAP', 'top1', 'top5', 'top10', 'det_ap', 'det_recall', 'labeled_det_ap',
+    'labeled_det_recall'
+]
+
+
+def _cli():
+    spec = importlib.util.spec_from_file_location('eval_search_cli', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def trees(tmp_path_factory):
+    root = tmp_path_factory.mktemp('ps_trees')
+    make_synthetic(
+        'cuhk',
+        str(root / 'cuhk'),
+        num_images=202,
+        num_ids=8,
+        image_size=(64, 64))
+    make_synthetic(
+        'prw',
+        str(root / 'prw'),
+        num_images=40,
+        num_ids=10,
+        image_size=(64, 64))
+    return root
+
+
+def _results(protocol, rng=None):
+    """Every person detected exactly; with ``rng`` the embeddings are
+    random, else one-hot by identity (a perfect searcher)."""
+    dim = 64
+    gallery = {}
+    for img_id, g in protocol.gallery.items():
+        n = len(g.person_ids)
+        if rng is None:
+            emb = np.zeros((n, dim), np.float32)
+            emb[np.arange(n), (g.person_ids % (dim - 1)) + 1] = 1
+        else:
+            emb = rng.standard_normal((n, dim)).astype(np.float32)
+        gallery[img_id] = dict(
+            bboxes=g.boxes.astype(np.float32),
+            scores=np.full(n, 0.9, np.float32),
+            embeddings=emb)
+    query = []
+    for q in protocol.queries:
+        emb = np.zeros(dim, np.float32)
+        if rng is None:
+            emb[q.person_id % (dim - 1) + 1] = 1
+        else:
+            emb = rng.standard_normal(dim).astype(np.float32)
+        query.append(
+            dict(
+                img_id=q.img_id, bbox=q.box.astype(np.float32), embedding=emb))
+    return dict(gallery=gallery, query=query)
+
+
+def test_cuhk_perfect_results(trees, tmp_path, capsys):
+    root = str(trees / 'cuhk')
+    res = str(tmp_path / 'res.pkl')
+    protocol = load_cuhk_protocol(root, 100)
+    save_search_results(_results(protocol), res)
+    out = str(tmp_path / 'm.json')
+    summary = _cli().main(
+        [res, '--dataset', 'cuhk', '--data-root', root, '--json', out])
+    with open(out) as f:
+        written = json.load(f)
+    assert written == summary
+    assert list(written) == KEYS
+    for k in KEYS[:-2]:
+        assert written[k] == pytest.approx(1.0), k
+    assert written['labeled_det_recall'] == pytest.approx(1.0)
+    # Labeled only: detections of unlabeled persons are false positives (as
+    # in the public code); all scores tie, so AP = the labeled share of the
+    # persons in images holding a labeled person.
+    pids = [
+        g.person_ids for g in protocol.gallery.values()
+        if (g.person_ids >= 0).any()
+    ]
+    share = sum((p >= 0).sum() for p in pids) / sum(p.size for p in pids)
+    assert share < 1
+    assert written['labeled_det_ap'] == pytest.approx(share)
+    table = capsys.readouterr().out
+    assert 'gallery 100' in table and '100.00' in table
+
+
+def test_cuhk_several_sizes_match_reference(trees, tmp_path):
+    root = str(trees / 'cuhk')
+    p100, p50 = load_cuhk_protocol(root, 100), load_cuhk_protocol(root, 50)
+    results = _results(p100, np.random.default_rng(0))
+    res = str(tmp_path / 'res.pkl')
+    save_search_results(results, res)
+    out = str(tmp_path / 'm.json')
+    _cli().main([
+        res, '--dataset', 'cuhk', '--data-root', root, '--gallery-size', '50',
+        '100', '--json', out
+    ])
+    with open(out) as f:
+        written = json.load(f)
+    assert list(written) == ['50', '100']
+    for size, protocol in (('50', p50), ('100', p100)):
+        assert list(written[size]) == KEYS
+        ap, hits, num_gt = ref_search(results, protocol)
+        assert written[size]['mAP'] == pytest.approx(ap.mean(), abs=1e-9)
+        assert written[size]['top1'] == pytest.approx(hits[:, 0].mean())
+        assert written[size]['top10'] == pytest.approx(hits[:, 2].mean())
+    assert written['50']['det_ap'] == written['100']['det_ap']
+
+
+def test_prw_cross_camera(trees, tmp_path):
+    root = str(trees / 'prw')
+    protocol = load_prw_protocol(root)
+    results = _results(protocol, np.random.default_rng(1))
+    res = str(tmp_path / 'res.pkl')
+    save_search_results(results, res)
+    cli = _cli()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        standard = cli.main([res, '--dataset', 'prw', '--data-root', root])
+        cross = cli.main(
+            [res, '--dataset', 'prw', '--data-root', root, '--cross-camera'])
+        for summary, cc in ((standard, False), (cross, True)):
+            ap, hits, num_gt = ref_search(results, protocol, cross_camera=cc)
+            valid = num_gt > 0
+            assert summary['mAP'] == pytest.approx(ap[valid].mean(), abs=1e-9)
+            assert summary['top5'] == pytest.approx(hits[valid, 1].mean())
+        direct = evaluate_person_search(results, protocol)
+    assert standard == {k: direct[k] for k in KEYS}
+    assert cross['det_ap'] == standard['det_ap']
+
+
+def test_cli_errors(trees, tmp_path):
+    root = str(trees / 'cuhk')
+    protocol = load_cuhk_protocol(root, 100)
+    cli = _cli()
+    results = _results(protocol)
+    missing = next(iter(results['gallery']))
+    del results['gallery'][missing]
+    res = str(tmp_path / 'res.pkl')
+    save_search_results(results, res)
+    with pytest.raises(KeyError, match=missing):
+        cli.main([res, '--dataset', 'cuhk', '--data-root', root])
+    with pytest.raises(SystemExit, match='unknown CUHK-SYSU gallery size'):
+        cli.main([
+            res, '--dataset', 'cuhk', '--data-root', root, '--gallery-size',
+            '77'
+        ])
+    with pytest.raises(SystemExit, match='PRW only'):
+        cli.main(
+            [res, '--dataset', 'cuhk', '--data-root', root, '--cross-camera'])
+    with pytest.raises(SystemExit, match='does not exist'):
+        cli.main([
+            str(tmp_path / 'nope.pkl'), '--dataset', 'cuhk', '--data-root',
+            root
+        ])
