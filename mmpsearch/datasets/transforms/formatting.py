@@ -1,9 +1,8 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from mmcv.transforms import BaseTransform
 from mmdet.datasets.transforms import LoadAnnotations, PackDetInputs
 from mmengine.structures import InstanceData
 

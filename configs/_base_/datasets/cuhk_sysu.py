@@ -1,0 +1,81 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+# CUHK-SYSU as released (REFERENCE §3): train split for training; gallery
+# (pool.mat) then query (TestG100.mat) split for validation / test, scored by
+# PersonSearchMetric under the TestG100 protocol.
+from mmcv.transforms import LoadImageFromFile
+from mmdet.datasets.samplers import AspectRatioBatchSampler
+from mmdet.datasets.transforms import RandomFlip, Resize
+from mmengine.dataset import ConcatDataset, DefaultSampler
+
+from mmpsearch.datasets import (CUHKSYSUDataset, LoadPersonSearchAnnotations,
+                                PackPersonSearchInputs)
+
+dataset_type = CUHKSYSUDataset
+data_root = 'data/CUHK-SYSU/'
+gallery_size = 100
+img_scale = (1333, 800)
+backend_args = None
+
+train_pipeline = [
+    dict(type=LoadImageFromFile, backend_args=backend_args),
+    dict(type=LoadPersonSearchAnnotations, with_bbox=True),
+    dict(type=Resize, scale=img_scale, keep_ratio=True),
+    dict(type=RandomFlip, prob=0.5),
+    dict(type=PackPersonSearchInputs),
+]
+# Boxes are loaded after Resize: they stay in original pixels, which is what
+# the query box and the metric use.
+test_pipeline = [
+    dict(type=LoadImageFromFile, backend_args=backend_args),
+    dict(type=Resize, scale=img_scale, keep_ratio=True),
+    dict(type=LoadPersonSearchAnnotations, with_bbox=True),
+    dict(type=PackPersonSearchInputs),
+]
+
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type=DefaultSampler, shuffle=True),
+    batch_sampler=dict(type=AspectRatioBatchSampler),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='train',
+        filter_cfg=dict(filter_empty_gt=True, min_size=1),
+        pipeline=train_pipeline,
+        backend_args=backend_args))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    drop_last=False,
+    sampler=dict(type=DefaultSampler, shuffle=False),
+    dataset=dict(
+        type=ConcatDataset,
+        datasets=[
+            dict(
+                type=dataset_type,
+                data_root=data_root,
+                split='gallery',
+                gallery_size=gallery_size,
+                test_mode=True,
+                pipeline=test_pipeline,
+                backend_args=backend_args),
+            dict(
+                type=dataset_type,
+                data_root=data_root,
+                split='query',
+                gallery_size=gallery_size,
+                test_mode=True,
+                pipeline=test_pipeline,
+                backend_args=backend_args),
+        ]))
+test_dataloader = val_dataloader
+
+val_evaluator = dict(
+    type='PersonSearchMetric',
+    dataset_type='cuhk',
+    data_root=data_root,
+    gallery_size=gallery_size)
+test_evaluator = val_evaluator

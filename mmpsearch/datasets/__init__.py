@@ -1,0 +1,20 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+from .cuhk_sysu import (CUHK_GALLERY_SIZES, CUHKSYSUDataset,
+                        load_cuhk_protocol)
+from .mat_utils import clear_cache
+from .person_crops import PersonCropDataset
+from .protocol import GalleryImage, Query, SearchProtocol
+from .prw import PRWDataset, load_prw_protocol, prw_cam_id
+from .synthetic import make_synthetic
+from .teacher_cache import TeacherEmbeddings, save_teacher_embeddings
+from .transforms import (CropPersonBox, DualNoiseGenerator,
+                         LoadPersonSearchAnnotations, PackPersonSearchInputs)
+
+__all__ = [
+    'CUHKSYSUDataset', 'PRWDataset', 'PersonCropDataset',
+    'load_cuhk_protocol', 'load_prw_protocol', 'CUHK_GALLERY_SIZES',
+    'prw_cam_id', 'make_synthetic', 'clear_cache', 'GalleryImage', 'Query',
+    'SearchProtocol', 'TeacherEmbeddings', 'save_teacher_embeddings',
+    'LoadPersonSearchAnnotations', 'PackPersonSearchInputs',
+    'DualNoiseGenerator', 'CropPersonBox'
+]

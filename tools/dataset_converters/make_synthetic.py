@@ -1,0 +1,54 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""Render a synthetic person-search dataset in the released CUHK-SYSU or PRW
+layout (the built-in data of ``make demo``).
+
+Example::
+
+    python tools/dataset_converters/make_synthetic.py --format cuhk \
+        --out data/synthetic_cuhk --num-images 400 --num-ids 50 --seed 0
+"""
+import argparse
+import json
+import time
+
+from mmpsearch.datasets.synthetic import make_synthetic
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Write synthetic person-search scenes in the released '
+        'CUHK-SYSU or PRW format.')
+    parser.add_argument(
+        '--format', required=True, choices=['cuhk', 'prw'],
+        help='which release to imitate')
+    parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument(
+        '--num-images', type=int, default=400,
+        help='scene images (CUHK: half form the gallery, which needs >= 101 '
+        'images for TestG100, so >= 202)')
+    parser.add_argument(
+        '--num-ids', type=int, default=50,
+        help='identities, half for training and half for testing')
+    parser.add_argument('--seed', type=int, default=0, help='random seed')
+    parser.add_argument(
+        '--image-size', type=int, nargs=2, default=[320, 240],
+        metavar=('WIDTH', 'HEIGHT'), help='scene size')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    start = time.time()
+    summary = make_synthetic(
+        args.format,
+        args.out,
+        num_images=args.num_images,
+        num_ids=args.num_ids,
+        seed=args.seed,
+        image_size=tuple(args.image_size))
+    summary['seconds'] = round(time.time() - start, 2)
+    print(json.dumps(summary))
+
+
+if __name__ == '__main__':
+    main()
