@@ -1,0 +1,217 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+# DiffPS (Kim et al., ICCV 2025; REFERENCE §2) on Stable Diffusion 2.1-base.
+#
+# frozen SD (VAE latent, one UNet pass at t=1, prompt "person")
+#   -> K = T[3][0].attn1.to_k (320 ch, 1/8) + "person" map of T[3][0].attn2
+#      -> DGRPN (1024 ch) -> RPN (stride 8, anchors 32-512 x 0.5/1/2)
+#      -> RoIAlign 14x14 -> ResNet-50 stage 4 -> box predictor
+#   -> 7 ReID maps (1/32, 1/16, 1/8) -> MSFRN (1024 ch, 1/8)
+#      -> RoIAlign 24x12 -> SFAN -> ResNet-50 stage 4 -> strip embedding
+#      -> OIM
+# Loss weights: RPN 1/1, box cls 1, box reg 10, ReID 2.
+from mmcv.ops import RoIAlign
+from mmdet.models.data_preprocessors import DetDataPreprocessor
+from mmdet.models.dense_heads import RPNHead
+from mmdet.models.losses import CrossEntropyLoss, SmoothL1Loss
+from mmdet.models.roi_heads import StandardRoIHead
+from mmdet.models.roi_heads.bbox_heads import BBoxHead
+from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+from mmdet.models.roi_heads.shared_heads import ResLayer
+from mmdet.models.task_modules.assigners import MaxIoUAssigner
+from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
+from mmdet.models.task_modules.prior_generators import AnchorGenerator
+from mmdet.models.task_modules.samplers import RandomSampler
+
+from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
+from mmpsearch.models.detectors.diffps import DiffPS
+from mmpsearch.models.heads.msfrn import MSFRN
+from mmpsearch.models.heads.sfan import SFAN
+from mmpsearch.models.losses.oim import OIMLoss
+from mmpsearch.models.necks.dgrpn import DGRPN
+
+# A local copy of stabilityai/stable-diffusion-2-1-base in the diffusers
+# layout; it is never downloaded at run time.
+sd_path = 'checkpoints/stable-diffusion-2-1-base'
+# ImageNet ResNet-50 for the two stage-4 heads (torchvision's weights).
+res5_init = dict(type='Pretrained', checkpoint='torchvision://resnet50')
+
+model = dict(
+    type=DiffPS,
+    data_preprocessor=dict(
+        type=DetDataPreprocessor,
+        # SD's VAE takes RGB in [-1, 1]
+        mean=[127.5, 127.5, 127.5],
+        std=[127.5, 127.5, 127.5],
+        bgr_to_rgb=True,
+        # VAE /8 and three UNet downsamplings
+        pad_size_divisor=64),
+    backbone=dict(
+        type=StableDiffusionBackbone,
+        sd_path=sd_path,
+        prompt='person',
+        timestep=1,
+        add_noise=False,
+        det_layer='T[3][0].attn1.to_k',
+        attn_map_layer='T[3][0].attn2',
+        attn_map_head=0,
+        attn_map_token=1,
+        reid_layers=(
+            ('T[1][2].attn1.to_q', ),
+            ('T[2][1].attn1.to_v', 'T[2][2].attn1.to_q'),
+            ('T[3][0].attn1.to_q', 'T[3][0].attn1.to_k', 'T[3][0].attn1.to_v',
+             'T[3][1].attn1.to_k'),
+        ),
+        part_prompts=('head', 'shirts', 'pants', 'shoes')),
+    neck=dict(
+        type=DGRPN,
+        in_channels=320,
+        out_channels=1024,
+        tau=0.7,
+        peak_kernel=7,
+        max_peaks=50,
+        spread_kernel=9,
+        delta=5.0,
+        beta_init=1.0,
+        gamma_init=0.0),
+    rpn_head=dict(
+        type=RPNHead,
+        in_channels=1024,
+        feat_channels=1024,
+        anchor_generator=dict(
+            type=AnchorGenerator,
+            strides=[8],
+            # base 8 x (4 .. 64) = 32 .. 512 pixels
+            scales=[4, 8, 16, 32, 64],
+            ratios=[0.5, 1.0, 2.0]),
+        bbox_coder=dict(
+            type=DeltaXYWHBBoxCoder,
+            target_means=[0.0, 0.0, 0.0, 0.0],
+            target_stds=[1.0, 1.0, 1.0, 1.0]),
+        loss_cls=dict(
+            type=CrossEntropyLoss, use_sigmoid=True, loss_weight=1.0),
+        loss_bbox=dict(type=SmoothL1Loss, beta=1.0 / 9.0, loss_weight=1.0)),
+    roi_head=dict(
+        type=StandardRoIHead,
+        shared_head=dict(
+            type=ResLayer,
+            depth=50,
+            stage=3,
+            stride=2,
+            norm_eval=False,
+            init_cfg=res5_init),
+        bbox_roi_extractor=dict(
+            type=SingleRoIExtractor,
+            roi_layer=dict(type=RoIAlign, output_size=14, sampling_ratio=2),
+            out_channels=1024,
+            featmap_strides=[8]),
+        bbox_head=dict(
+            type=BBoxHead,
+            with_avg_pool=True,
+            roi_feat_size=7,
+            in_channels=2048,
+            num_classes=1,
+            bbox_coder=dict(
+                type=DeltaXYWHBBoxCoder,
+                target_means=[0.0, 0.0, 0.0, 0.0],
+                target_stds=[0.1, 0.1, 0.2, 0.2]),
+            reg_class_agnostic=True,
+            loss_cls=dict(
+                type=CrossEntropyLoss, use_sigmoid=False, loss_weight=1.0),
+            loss_bbox=dict(type=SmoothL1Loss, beta=1.0, loss_weight=10.0))),
+    reid_neck=dict(
+        type=MSFRN,
+        in_channels=((1280, ), (640, 640), (320, 320, 320, 320)),
+        channels=1024,
+        out_channels=1024),
+    reid_roi_extractor=dict(
+        type=SingleRoIExtractor,
+        roi_layer=dict(type=RoIAlign, output_size=(24, 12), sampling_ratio=2),
+        out_channels=1024,
+        featmap_strides=[8]),
+    reid_head=dict(
+        type=SFAN,
+        in_channels=1024,
+        text_channels=1024,
+        num_parts=4,
+        res_layer=dict(
+            type=ResLayer,
+            depth=50,
+            stage=3,
+            stride=2,
+            norm_eval=False,
+            init_cfg=res5_init),
+        embed_dim=256,
+        granularities=(1, 2, 3)),
+    # sizes of the lookup table / queue are set per dataset
+    reid_loss=dict(
+        type=OIMLoss,
+        num_features=256,
+        num_pids=5532,
+        num_cq_size=5000,
+        momentum=0.5,
+        scale=30.0,
+        loss_weight=2.0),
+    train_cfg=dict(
+        rpn=dict(
+            assigner=dict(
+                type=MaxIoUAssigner,
+                pos_iou_thr=0.7,
+                neg_iou_thr=0.3,
+                min_pos_iou=0.3,
+                match_low_quality=True,
+                ignore_iof_thr=-1),
+            sampler=dict(
+                type=RandomSampler,
+                num=256,
+                pos_fraction=0.5,
+                neg_pos_ub=-1,
+                add_gt_as_proposals=False),
+            allowed_border=-1,
+            pos_weight=-1,
+            debug=False),
+        rpn_proposal=dict(
+            nms_pre=12000,
+            max_per_img=2000,
+            nms=dict(type='nms', iou_threshold=0.7),
+            min_bbox_size=0),
+        rcnn=dict(
+            assigner=dict(
+                type=MaxIoUAssigner,
+                pos_iou_thr=0.5,
+                neg_iou_thr=0.5,
+                min_pos_iou=0.5,
+                match_low_quality=False,
+                ignore_iof_thr=-1),
+            sampler=dict(
+                type=RandomSampler,
+                num=512,
+                pos_fraction=0.25,
+                neg_pos_ub=-1,
+                add_gt_as_proposals=True),
+            pos_weight=-1,
+            debug=False),
+        # ReID RoIs: proposals (and the ground truth) overlapping a person
+        reid=dict(
+            assigner=dict(
+                type=MaxIoUAssigner,
+                pos_iou_thr=0.5,
+                neg_iou_thr=0.5,
+                min_pos_iou=0.5,
+                match_low_quality=False,
+                ignore_iof_thr=-1),
+            sampler=dict(
+                type=RandomSampler,
+                num=128,
+                pos_fraction=0.5,
+                neg_pos_ub=-1,
+                add_gt_as_proposals=True))),
+    test_cfg=dict(
+        rpn=dict(
+            nms_pre=6000,
+            max_per_img=300,
+            nms=dict(type='nms', iou_threshold=0.7),
+            min_bbox_size=0),
+        rcnn=dict(
+            score_thr=0.5,
+            nms=dict(type='nms', iou_threshold=0.4),
+            max_per_img=300)))

@@ -1,0 +1,135 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""Search a gallery for a query person and draw the top hits.
+
+    python demo/search_demo.py CONFIG CKPT --query-img q.jpg \
+        --query-box 10 20 60 150 --gallery scenes/ --out search.png
+
+    # a query of a CUHK-SYSU-format dataset (e.g. the synthetic demo data)
+    # against its own TestG gallery, hits coloured by the ground truth
+    python demo/search_demo.py CONFIG CKPT --dataset-query data/synthetic_cuhk \
+        --out search.png --show-steps steps.png
+"""
+import argparse
+import os.path as osp
+import sys
+
+import numpy as np
+
+from mmpsearch.apis import (denoising_steps, index_gallery, init_searcher,
+                            search)
+from mmpsearch.apis.inference import _read_image
+from mmpsearch.visualization import (draw_denoising_steps,
+                                     draw_search_result, write_png)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='model config')
+    parser.add_argument('checkpoint', help='model checkpoint')
+    parser.add_argument('--query-img', help='image holding the query person')
+    parser.add_argument(
+        '--query-box',
+        type=float,
+        nargs=4,
+        metavar=('X1', 'Y1', 'X2', 'Y2'),
+        help='the query person, in pixels')
+    parser.add_argument('--gallery', help='folder of gallery images')
+    parser.add_argument(
+        '--dataset-query',
+        metavar='DATA_ROOT',
+        help='instead of the three options above: take query '
+        '--query-index of this CUHK-SYSU-format dataset and its TestG50 '
+        'gallery, and colour hits by the ground truth')
+    parser.add_argument('--query-index', type=int, default=0)
+    parser.add_argument('--out', required=True, help='output PNG')
+    parser.add_argument('--topk', type=int, default=5)
+    parser.add_argument(
+        '--show-steps',
+        metavar='PNG',
+        help='also draw boxes and scores at each sampling step for the '
+        'best hit\'s image (PSDiff Fig. 6)')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace existing output files')
+    return parser.parse_args(argv)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return inter / max(union - inter, 1e-9)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for out in (args.out, args.show_steps):
+        if out is None:
+            continue
+        if not out.lower().endswith('.png'):
+            sys.exit(f'{out}: output files must be .png')
+        if osp.exists(out) and not args.overwrite:
+            sys.exit(f'{out} exists; pass --overwrite to replace it')
+    truth = None
+    if args.dataset_query:
+        from mmpsearch.datasets import load_cuhk_protocol
+        protocol = load_cuhk_protocol(args.dataset_query, 50)
+        if not 0 <= args.query_index < len(protocol.queries):
+            sys.exit(f'--query-index {args.query_index}: the dataset has '
+                     f'{len(protocol.queries)} queries')
+        query = protocol.queries[args.query_index]
+        img_dir = osp.join(args.dataset_query, 'Image', 'SSM')
+        query_img = osp.join(img_dir, query.img_id)
+        query_box = query.box
+        gallery = [osp.join(img_dir, name) for name, _ in query.gallery]
+        truth = {
+            osp.join(img_dir, name): box
+            for name, box in query.gallery if box is not None
+        }
+    else:
+        missing = [
+            name for name, val in (('--query-img', args.query_img),
+                                   ('--query-box', args.query_box),
+                                   ('--gallery', args.gallery)) if val is None
+        ]
+        if missing:
+            sys.exit(f'missing {", ".join(missing)} (or use --dataset-query)')
+        query_img, query_box, gallery = (args.query_img, args.query_box,
+                                         args.gallery)
+
+    searcher = init_searcher(args.config, args.checkpoint, args.device)
+    # everything is computed before anything is written
+    index = index_gallery(searcher, gallery)
+    hits = search(searcher, query_img, query_box, index, topk=args.topk)
+    tiles = []
+    for hit in hits:
+        correct = None
+        if truth is not None:
+            gt = truth.get(hit.img_path)
+            correct = gt is not None and _iou(hit.bbox, gt) >= 0.5
+        tiles.append((_read_image(hit.img_path), hit.bbox, hit.similarity,
+                      hit.score, correct))
+        print(f'#{hit.rank} {hit.img_path} box '
+              f'{np.round(hit.bbox, 1).tolist()} similarity '
+              f'{hit.similarity:.3f} detection {hit.score:.2f}'
+              + ('' if correct is None else
+                 f' {"correct" if correct else "wrong"}'))
+    picture = draw_search_result(_read_image(query_img), query_box, tiles)
+    steps_picture = None
+    if args.show_steps:
+        target = hits[0].img_path if hits else index.img_paths[0]
+        steps_picture = draw_denoising_steps(
+            _read_image(target), denoising_steps(searcher, target))
+    write_png(picture, args.out)
+    print(f'wrote {args.out}')
+    if steps_picture is not None:
+        write_png(steps_picture, args.show_steps)
+        print(f'wrote {args.show_steps}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

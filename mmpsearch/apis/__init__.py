@@ -1,0 +1,10 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+from .inference import (GalleryIndex, SearchMatch, denoising_steps,
+                        embed_query, index_gallery,
+                        init_searcher, list_gallery_images, search)
+
+__all__ = [
+    'init_searcher', 'index_gallery', 'search', 'embed_query', 'GalleryIndex',
+    'denoising_steps',
+    'SearchMatch', 'list_gallery_images'
+]

@@ -1,0 +1,361 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""The Python API: run a trained person searcher on your own pictures.
+
+>>> from mmpsearch.apis import init_searcher, index_gallery, search
+>>> searcher = init_searcher('configs/psdiff/psdiff_r50_cuhk.py', 'ckpt.pth')
+>>> gallery = index_gallery(searcher, 'my_scenes/')      # run once
+>>> gallery.save('my_scenes.npz')                        # reuse later
+>>> hits = search(searcher, 'query.jpg', [x1, y1, x2, y2], gallery, topk=5)
+>>> hits[0].img_path, hits[0].bbox, hits[0].similarity, hits[0].score
+"""
+import os
+import os.path as osp
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import mmcv
+import numpy as np
+import torch
+import torch.nn as nn
+from mmcv.transforms import Compose
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+from mmengine.runner import load_checkpoint
+
+from mmpsearch.registry import MODELS
+from mmpsearch.utils import register_all_modules
+
+ImageType = Union[str, Path, np.ndarray]
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def _type_name(t) -> str:
+    return getattr(t, '__name__', t)
+
+
+def get_test_pipeline_cfg(cfg: Config) -> list:
+    """The test pipeline of ``cfg`` (the first dataset of a ConcatDataset).
+
+    The file loader is replaced by mmdet's ``LoadImageFromNDArray``: the API
+    reads images itself, so that an unreadable file is named in the error.
+    """
+    dataset = cfg.test_dataloader.dataset
+    while 'pipeline' not in dataset:
+        if 'datasets' in dataset:
+            dataset = dataset['datasets'][0]
+        elif 'dataset' in dataset:
+            dataset = dataset['dataset']
+        else:
+            raise KeyError(f'{cfg.filename}: test_dataloader.dataset has no '
+                           'pipeline')
+    pipeline = [dict(t) for t in dataset['pipeline']]
+    if _type_name(pipeline[0]['type']) != 'LoadImageFromFile':
+        raise ValueError(f'{cfg.filename}: the test pipeline must start with '
+                         'LoadImageFromFile, got '
+                         f'{_type_name(pipeline[0]["type"])}')
+    pipeline[0] = dict(type='mmdet.LoadImageFromNDArray')
+    return pipeline
+
+
+def init_searcher(config: Union[str, Path, Config],
+                  checkpoint: Optional[str] = None,
+                  device: str = 'cpu',
+                  cfg_options: Optional[dict] = None) -> nn.Module:
+    """Build a person searcher from a config and load its checkpoint.
+
+    Args:
+        config (str | Config): Config file path or :obj:`Config`.
+        checkpoint (str, optional): Checkpoint path (loaded safely, with
+            ``weights_only=True``). Without it the weights are random.
+        device (str): ``'cpu'`` or ``'cuda:0'`` ...
+        cfg_options (dict, optional): Overrides merged into the config, e.g.
+            ``{'model.test_cfg.sampling_steps': 4}``.
+
+    Returns:
+        nn.Module: The model in eval mode, with ``.cfg`` and
+        ``.test_pipeline`` attached.
+    """
+    if isinstance(config, (str, Path)):
+        if not osp.isfile(config):
+            raise FileNotFoundError(f'config file {config} does not exist')
+        config = Config.fromfile(str(config))
+    elif not isinstance(config, Config):
+        raise TypeError('config must be a filename or Config object, '
+                        f'but got {type(config)}')
+    if cfg_options is not None:
+        config.merge_from_dict(cfg_options)
+    register_all_modules(init_default_scope=False)
+    init_default_scope(config.get('default_scope', 'mmpsearch'))
+    if checkpoint is not None:
+        # the checkpoint holds every weight; do not fetch pretrained ones
+        backbone = config.model.get('backbone', {})
+        if 'init_cfg' in backbone:
+            backbone['init_cfg'] = None
+    model = MODELS.build(config.model)
+    if checkpoint is not None:
+        if not osp.isfile(checkpoint):
+            raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    model.cfg = config
+    model.test_pipeline = Compose(get_test_pipeline_cfg(config))
+    model.to(device)
+    model.eval()
+    return model
+
+
+def _read_image(img: ImageType) -> np.ndarray:
+    if isinstance(img, np.ndarray):
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError('an image array must be H x W x 3 (BGR), got '
+                             f'shape {img.shape}')
+        return img
+    path = str(img)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'image {path} does not exist')
+    try:
+        array = mmcv.imread(path)
+    except Exception as e:  # mmcv/cv2 raise various errors for bad files
+        raise ValueError(f'cannot read image {path}: {e}') from None
+    if array is None or array.size == 0:
+        raise ValueError(f'cannot read image {path}: not a decodable image')
+    return array
+
+
+def _check_box(box: Sequence[float], img: np.ndarray, name: str) -> np.ndarray:
+    box = np.asarray(box, dtype=np.float32).reshape(-1)
+    if box.shape != (4, ) or not np.isfinite(box).all():
+        raise ValueError(f'query box must be 4 finite numbers [x1, y1, x2, '
+                         f'y2], got {box.tolist()}')
+    h, w = img.shape[:2]
+    x1, y1, x2, y2 = box.tolist()
+    if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
+        raise ValueError(f'query box {box.tolist()} is not inside {name} '
+                         f'({w} x {h} pixels); expected 0 <= x1 < x2 <= {w} '
+                         f'and 0 <= y1 < y2 <= {h}')
+    return box
+
+
+@torch.no_grad()
+def _run(searcher: nn.Module, img: np.ndarray, img_id: str, split: str,
+         box: Optional[np.ndarray] = None):
+    instances = [] if box is None else [
+        dict(bbox=box.tolist(), bbox_label=0, person_id=-1, ignore_flag=0)
+    ]
+    data = dict(
+        img=img,
+        img_id=img_id,
+        img_path=img_id,
+        split=split,
+        height=img.shape[0],
+        width=img.shape[1],
+        instances=instances)
+    data = searcher.test_pipeline(data)
+    return searcher.test_step(pseudo_collate([data]))[0].pred_instances
+
+
+@dataclass
+class SearchMatch:
+    """One ranked hit of :func:`search`."""
+    rank: int
+    img_path: str
+    bbox: np.ndarray  # float32 (4,), x1y1x2y2 pixels
+    similarity: float  # cosine similarity to the query
+    score: float  # detection score
+
+
+class GalleryIndex:
+    """Detections and embeddings of a gallery, computed once by
+    :func:`index_gallery` and reusable for any number of queries.
+
+    Saved as a plain ``.npz`` (no pickle), so loading it runs no code.
+    """
+
+    def __init__(self, img_paths: List[str], bboxes: np.ndarray,
+                 scores: np.ndarray, embeddings: np.ndarray,
+                 image_inds: np.ndarray) -> None:
+        n = len(bboxes)
+        if not (len(scores) == len(embeddings) == len(image_inds) == n):
+            raise ValueError('bboxes, scores, embeddings and image_inds must '
+                             'have one row per detection')
+        self.img_paths = list(img_paths)
+        self.bboxes = np.asarray(bboxes, np.float32).reshape(-1, 4)
+        self.scores = np.asarray(scores, np.float32)
+        self.embeddings = np.asarray(embeddings, np.float32)
+        self.image_inds = np.asarray(image_inds, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.bboxes)
+
+    def save(self, path: str, overwrite: bool = False) -> None:
+        """Write the index to ``path`` (``.npz``); never overwrites an
+        existing file unless ``overwrite`` is set."""
+        if osp.exists(path) and not overwrite:
+            raise FileExistsError(f'{path} exists; pass overwrite=True to '
+                                  'replace it')
+        tmp = path + '.tmp.npz'
+        np.savez(
+            tmp,
+            img_paths=np.asarray(self.img_paths, dtype=str),
+            bboxes=self.bboxes,
+            scores=self.scores,
+            embeddings=self.embeddings,
+            image_inds=self.image_inds)
+        os.replace(tmp, path)  # no half-written index on failure
+
+    @classmethod
+    def load(cls, path: str) -> 'GalleryIndex':
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'gallery index {path} does not exist')
+        data = np.load(path, allow_pickle=False)
+        keys = ('img_paths', 'bboxes', 'scores', 'embeddings', 'image_inds')
+        missing = [k for k in keys if k not in data.files]
+        if missing:
+            raise KeyError(f'{path} is not a gallery index: it lacks '
+                           f'{missing}')
+        return cls(
+            img_paths=[str(p) for p in data['img_paths']],
+            **{k: data[k]
+               for k in keys[1:]})
+
+
+def list_gallery_images(gallery: Union[str, Path, Sequence]) -> List[str]:
+    """The image files of a folder (sorted), or the given list of paths."""
+    if isinstance(gallery, (str, Path)):
+        folder = str(gallery)
+        if not osp.isdir(folder):
+            raise FileNotFoundError(f'gallery folder {folder} does not exist')
+        paths = sorted(
+            osp.join(folder, f) for f in os.listdir(folder)
+            if f.lower().endswith(IMG_EXTENSIONS))
+        if not paths:
+            raise ValueError(f'gallery folder {folder} holds no image '
+                             f'({", ".join(IMG_EXTENSIONS)})')
+        return paths
+    paths = [str(p) for p in gallery]
+    if not paths:
+        raise ValueError('the gallery is empty')
+    return paths
+
+
+def index_gallery(searcher: nn.Module,
+                  gallery: Union[str, Path, Sequence[str]],
+                  score_thr: float = 0.5) -> GalleryIndex:
+    """Detect the persons of every gallery image and embed them.
+
+    Args:
+        searcher: From :func:`init_searcher`.
+        gallery: A folder of images or a list of image paths.
+        score_thr (float): Detections below this score are dropped (the
+            evaluation protocol's 0.5).
+    """
+    paths = list_gallery_images(gallery)
+    bboxes, scores, embeds, inds = [], [], [], []
+    for i, path in enumerate(paths):
+        pred = _run(searcher, _read_image(path), osp.basename(path),
+                    'gallery')
+        keep = pred.scores >= score_thr
+        bboxes.append(pred.bboxes[keep].cpu().numpy())
+        scores.append(pred.scores[keep].cpu().numpy())
+        embeds.append(pred.embeddings[keep].cpu().numpy())
+        inds.append(np.full(int(keep.sum()), i, dtype=np.int64))
+    dim = embeds[0].shape[1] if embeds else 0
+    return GalleryIndex(
+        paths, np.concatenate(bboxes).reshape(-1, 4), np.concatenate(scores),
+        np.concatenate(embeds).reshape(-1, dim), np.concatenate(inds))
+
+
+def embed_query(searcher: nn.Module, query_image: ImageType,
+                query_box: Sequence[float]) -> np.ndarray:
+    """The L2-normalised embedding (D,) of the person in ``query_box``."""
+    name = query_image if not isinstance(query_image, np.ndarray) else \
+        'the query image'
+    img = _read_image(query_image)
+    box = _check_box(query_box, img, str(name))
+    pred = _run(searcher, img, 'query', 'query', box)
+    embedding = pred.embeddings[0].cpu().numpy().astype(np.float32)
+    return embedding / max(float(np.linalg.norm(embedding)), 1e-12)
+
+
+def search(searcher: nn.Module,
+           query_image: ImageType,
+           query_box: Sequence[float],
+           gallery: Union[GalleryIndex, str, Path, Sequence[str]],
+           topk: int = 10,
+           one_per_image: bool = True) -> List[SearchMatch]:
+    """Find the query person in the gallery.
+
+    Args:
+        searcher: From :func:`init_searcher`.
+        query_image: Path or BGR array of the image that shows the query.
+        query_box: [x1, y1, x2, y2] of the query person, in pixels.
+        gallery: A :class:`GalleryIndex`, or a folder / list of images
+            (indexed on the fly; index once with :func:`index_gallery` to
+            search many queries).
+        topk (int): How many hits to return.
+        one_per_image (bool): Keep only the best detection of each image.
+
+    Returns:
+        list[SearchMatch]: Ranked by cosine similarity, best first.
+    """
+    if topk < 1:
+        raise ValueError(f'topk must be >= 1, got {topk}')
+    query = embed_query(searcher, query_image, query_box)
+    if not isinstance(gallery, GalleryIndex):
+        gallery = index_gallery(searcher, gallery)
+    if len(gallery) == 0:
+        return []
+    embeds = gallery.embeddings / np.maximum(
+        np.linalg.norm(gallery.embeddings, axis=1, keepdims=True), 1e-12)
+    sims = embeds @ query
+    # ties broken by detection score, then by position (deterministic)
+    order = np.lexsort((np.arange(len(sims)), -gallery.scores, -sims))
+    if one_per_image:
+        _, first = np.unique(gallery.image_inds[order], return_index=True)
+        order = order[np.sort(first)]
+    return [
+        SearchMatch(
+            rank=r + 1,
+            img_path=gallery.img_paths[gallery.image_inds[j]],
+            bbox=gallery.bboxes[j],
+            similarity=float(sims[j]),
+            score=float(gallery.scores[j]))
+        for r, j in enumerate(order[:topk])
+    ]
+
+
+@torch.no_grad()
+def denoising_steps(searcher: nn.Module,
+                    image: ImageType) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Boxes and scores of every sampling step for one gallery image
+    (PSDiff Fig. 6): ``[(boxes (N, 4) original pixels, scores (N,)), ...]``.
+
+    Only for denoising searchers (those with ``denoise``, i.e. PSDiff).
+    """
+    if not hasattr(searcher, 'denoise'):
+        raise TypeError(f'{type(searcher).__name__} has no sampling steps; '
+                        '--show-steps needs a PSDiff (denoising) model')
+    img = _read_image(image)
+    name = osp.basename(str(image)) if not isinstance(image, np.ndarray) \
+        else 'image'
+    data = searcher.test_pipeline(
+        dict(
+            img=img,
+            img_id=name,
+            img_path=name,
+            split='gallery',
+            height=img.shape[0],
+            width=img.shape[1],
+            instances=[]))
+    data = searcher.data_preprocessor(pseudo_collate([data]), False)
+    meta = data['data_samples'][0].metainfo
+    feats = searcher.extract_feat(data['inputs'])
+    sx, sy = meta['scale_factor']
+    scale = torch.tensor([sx, sy, sx, sy])
+    out = []
+    for outs in searcher.denoise(feats, [meta]):
+        boxes = outs['bboxes'][0].cpu() / scale
+        scores = outs['cls_scores'][0].sigmoid().amax(-1).cpu()
+        out.append((boxes.numpy(), scores.numpy()))
+    return out

@@ -1,0 +1,229 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""PSDiff's dual noise generator (eq. 10), as a data transform."""
+from typing import Optional, Tuple
+
+import numpy as np
+from mmcv.transforms import BaseTransform
+
+from mmpsearch.datasets.teacher_cache import TeacherEmbeddings
+from mmpsearch.registry import TRANSFORMS
+
+
+def _l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+@TRANSFORMS.register_module()
+class DualNoiseGenerator(BaseTransform):
+    """Noisy boxes and noisy ReID embeddings for one training image.
+
+    Implements the dual noise generator of PSDiff (Jia et al., "PSDiff:
+    Diffusion Model for Person Search with Iterative and Collaborative
+    Refinement", eq. 10):
+
+    - the ground truth is brought to ``num_proposals`` entries (padded with
+      random boxes as DiffusionDet does, or repeated),
+    - one timestep ``t`` is drawn uniformly (0-based, ``0 .. T-1``) and one
+      ``abar_t`` (cosine schedule) is used for both modalities,
+    - ``b_t = s1 * sqrt(abar_t) * (2 b_0 - 1) + sqrt(1 - abar_t) * eps_1``
+      with b_0 = (cx, cy, w, h) normalised by the (resized) image size,
+    - ``e_t = s2 * sqrt(abar_t) * Norm(e_0) + sqrt(1 - abar_t) * eps_2``
+      with e_0 the ReID teacher's embedding of the box (eq. 11), read from
+      the file written by ``tools/extract_teacher_embeddings.py``.
+
+    ``b_t`` is stored exactly as eq. 10 gives it (not clamped); the model
+    clamps it to ``[-s1, s1]`` when it turns it into boxes, as DiffusionDet
+    does. Padding entries get a random box (cx, cy, w, h ~ N(0.5, 1/6), w and
+    h at least 1e-4) and a random unit embedding. An image without any
+    person gets only padding entries.
+
+    Place it after all geometric transforms (resize, flip, crop) and before
+    ``PackPersonSearchInputs``. Unlabeled persons get their teacher
+    embeddings too: every annotated box has one.
+
+    Required keys: ``img_id``, ``img_shape``, ``instances`` (the data info's,
+    whose boxes index the teacher file), ``gt_bboxes``; optional
+    ``gt_ignore_flags``.
+
+    Added keys:
+
+    - ``noisy_bboxes`` (float32, (N, 4)): b_t, cx cy w h, in the
+      normalised and SNR-scaled space.
+    - ``noisy_embeds`` (float32, (N, D)): e_t.
+    - ``noise_gt_inds`` (int64, (N,)): for each entry the index of the ground
+      truth it was made from, counted among the non-ignored boxes (the order
+      of ``gt_instances`` after packing), -1 for padding.
+    - ``diffusion_t`` (int): the timestep.
+    - ``gt_teacher_embeds`` (float32, (n, D)): the teacher's e_0 of every
+      box of ``gt_bboxes`` (L2-normalised), the regression target of the
+      ReID branch.
+
+    Args:
+        teacher_embeds (str): Path of the teacher embeddings ``.npz``.
+        num_proposals (int): N_train. Defaults to 300.
+        box_snr_scale (float): s1. Defaults to 2.0.
+        embed_snr_scale (float): s2. Defaults to 3.0.
+        num_timesteps (int): T. Defaults to 1000.
+        beta_schedule (str): ``'cosine'`` or ``'linear'``. Defaults to
+            ``'cosine'``.
+        pad_mode (str): ``'random'`` (DiffusionDet's Gaussian boxes) or
+            ``'repeat'`` (cycle the ground truth). Defaults to ``'random'``.
+        embed_dims (int, optional): When given, the width D the teacher file
+            must have (the model's ``embed_dims``).
+        timestep_range (tuple[int, int], optional): Draw t from
+            ``[low, high)`` instead of ``[0, T)``; for analysis of single
+            noise levels. Defaults to None.
+    """
+
+    PAD_MODES = ('random', 'repeat')
+
+    def __init__(self,
+                 teacher_embeds: str,
+                 num_proposals: int = 300,
+                 box_snr_scale: float = 2.0,
+                 embed_snr_scale: float = 3.0,
+                 num_timesteps: int = 1000,
+                 beta_schedule: str = 'cosine',
+                 pad_mode: str = 'random',
+                 embed_dims: Optional[int] = None,
+                 timestep_range: Optional[Tuple[int, int]] = None) -> None:
+        # Imported here: the schedule lives with the models (one definition
+        # for training and sampling), and models import datasets' modules.
+        from mmpsearch.models.diffusion import NoiseSchedule
+        if not teacher_embeds:
+            raise ValueError(
+                'DualNoiseGenerator needs teacher_embeds: the path of the '
+                'file written by tools/extract_teacher_embeddings.py')
+        if pad_mode not in self.PAD_MODES:
+            raise ValueError(f'DualNoiseGenerator: pad_mode must be one of '
+                             f'{self.PAD_MODES}, got {pad_mode!r}')
+        if int(num_proposals) < 1:
+            raise ValueError('DualNoiseGenerator: num_proposals must be '
+                             f'>= 1, got {num_proposals}')
+        self.teacher_embeds = teacher_embeds
+        self.num_proposals = int(num_proposals)
+        self.box_snr_scale = float(box_snr_scale)
+        self.embed_snr_scale = float(embed_snr_scale)
+        self.schedule = NoiseSchedule(num_timesteps, beta_schedule)
+        self.pad_mode = pad_mode
+        self.embed_dims = embed_dims
+        if timestep_range is None:
+            timestep_range = (0, self.schedule.num_timesteps)
+        low, high = (int(v) for v in timestep_range)
+        if not 0 <= low < high <= self.schedule.num_timesteps:
+            raise ValueError(
+                f'DualNoiseGenerator: timestep_range {timestep_range} must '
+                f'satisfy 0 <= low < high <= {self.schedule.num_timesteps}')
+        self.timestep_range = (low, high)
+        self._teacher: Optional[TeacherEmbeddings] = None
+
+    @property
+    def teacher(self) -> TeacherEmbeddings:
+        # Opened on first use, so a config can be built (and the dataset
+        # forked into workers) without reading the file.
+        if self._teacher is None:
+            teacher = TeacherEmbeddings(self.teacher_embeds)
+            if self.embed_dims is not None and teacher.dim != self.embed_dims:
+                raise ValueError(
+                    f'{self.teacher_embeds} holds {teacher.dim}-d teacher '
+                    f'embeddings but DualNoiseGenerator.embed_dims (the '
+                    f'model head.embed_dims) is {self.embed_dims}')
+            self._teacher = teacher
+        return self._teacher
+
+    def _teacher_embeds(self, results: dict, num_gts: int) -> np.ndarray:
+        img_id = results.get('img_id')
+        if img_id is None:
+            raise KeyError('DualNoiseGenerator needs results["img_id"] to '
+                           'look up the teacher embeddings')
+        instances = results.get('instances', [])
+        orig_boxes = np.asarray([inst['bbox'] for inst in instances],
+                                dtype=np.float32).reshape(-1, 4)
+        # The file's rows follow the data info's instances; the check of
+        # TeacherEmbeddings.get compares the boxes themselves.
+        embeds = self.teacher.get(img_id, orig_boxes)
+        if len(embeds) != num_gts:
+            raise ValueError(
+                f'DualNoiseGenerator: image {img_id!r} has {len(instances)} '
+                f'annotated instances but {num_gts} gt_bboxes reach the '
+                'transform; a transform before it dropped boxes, so the '
+                'teacher embeddings cannot be matched to them. Put '
+                'DualNoiseGenerator before any box-dropping transform.')
+        return _l2_normalize(np.asarray(embeds, dtype=np.float32))
+
+    def q_sample(self, x0: np.ndarray, t: int,
+                 noise: np.ndarray) -> np.ndarray:
+        """``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` (eq. 7)."""
+        abar = float(self.schedule.alpha_bar(t))
+        return np.sqrt(abar) * x0 + np.sqrt(1.0 - abar) * noise
+
+    def _random_boxes(self, num: int) -> np.ndarray:
+        # DiffusionDet: cx cy w h ~ N(0.5, 1/6) (3 sigma = 1/2), w, h > 0.
+        boxes = np.random.randn(num, 4) / 6.0 + 0.5
+        boxes[:, 2:] = np.clip(boxes[:, 2:], 1e-4, None)
+        return boxes
+
+    def _random_embeds(self, num: int, dim: int) -> np.ndarray:
+        return _l2_normalize(np.random.randn(num, dim))
+
+    def transform(self, results: dict) -> dict:
+        if 'gt_bboxes' not in results:
+            raise KeyError('DualNoiseGenerator needs gt_bboxes: put '
+                           'LoadPersonSearchAnnotations before it')
+        gt_bboxes = results['gt_bboxes']
+        gt_bboxes = np.asarray(
+            gt_bboxes.numpy() if hasattr(gt_bboxes, 'numpy') else gt_bboxes,
+            dtype=np.float64).reshape(-1, 4)
+        num_gts = len(gt_bboxes)
+        teacher = self._teacher_embeds(results, num_gts)
+        dim = self.teacher.dim
+        ignore = np.asarray(
+            results.get('gt_ignore_flags', np.zeros(num_gts, bool)),
+            dtype=bool).reshape(-1)
+        valid = ~ignore
+        boxes = gt_bboxes[valid]
+        embeds = teacher[valid].astype(np.float64)
+
+        # x1y1x2y2 (resized pixels) -> cx cy w h in [0, 1].
+        img_h, img_w = results['img_shape'][:2]
+        scale = np.array([img_w, img_h, img_w, img_h], dtype=np.float64)
+        cxcywh = np.concatenate(
+            [(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]],
+            axis=1) / scale
+        cxcywh = np.clip(cxcywh, 0.0, 1.0)
+
+        n, num = len(boxes), self.num_proposals
+        if n >= num:
+            inds = np.sort(np.random.permutation(n)[:num])
+        elif n > 0 and self.pad_mode == 'repeat':
+            inds = np.arange(num) % n
+        else:
+            inds = np.concatenate([np.arange(n), -np.ones(num - n, int)])
+        inds = inds.astype(np.int64)
+        pad = inds < 0
+        b0 = np.empty((num, 4), dtype=np.float64)
+        e0 = np.empty((num, dim), dtype=np.float64)
+        b0[~pad] = cxcywh[inds[~pad]]
+        e0[~pad] = embeds[inds[~pad]]
+        b0[pad] = self._random_boxes(int(pad.sum()))
+        e0[pad] = self._random_embeds(int(pad.sum()), dim)
+
+        t = int(np.random.randint(*self.timestep_range))
+        b_start = (2.0 * b0 - 1.0) * self.box_snr_scale
+        e_start = _l2_normalize(e0) * self.embed_snr_scale
+        results['noisy_bboxes'] = self.q_sample(
+            b_start, t, np.random.randn(num, 4)).astype(np.float32)
+        results['noisy_embeds'] = self.q_sample(
+            e_start, t, np.random.randn(num, dim)).astype(np.float32)
+        results['noise_gt_inds'] = inds
+        results['diffusion_t'] = t
+        results['gt_teacher_embeds'] = teacher
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}('
+                f'teacher_embeds={self.teacher_embeds!r}, '
+                f'num_proposals={self.num_proposals}, '
+                f'box_snr_scale={self.box_snr_scale}, '
+                f'embed_snr_scale={self.embed_snr_scale}, '
+                f'schedule={self.schedule!r}, pad_mode={self.pad_mode!r})')

@@ -1,0 +1,1 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.

@@ -1,0 +1,5 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+from .diffps import DiffPS
+from .diffusion_person_search import DiffusionPersonSearch
+
+__all__ = ['DiffPS', 'DiffusionPersonSearch']

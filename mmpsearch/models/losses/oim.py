@@ -1,0 +1,118 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""Online Instance Matching loss (Xiao et al., CVPR 2017), as DiffPS uses it
+(Kim et al., ICCV 2025, Sec. 3.7)."""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from mmpsearch.registry import MODELS
+
+
+@MODELS.register_module()
+class OIMLoss(BaseModule):
+    """Online Instance Matching loss with a lookup table (LUT) of labeled
+    identities and a circular queue (CQ) of unlabeled persons (Xiao et al.,
+    "Joint Detection and Identification Feature Learning for Person Search",
+    CVPR 2017; DiffPS: LUT 5532 / CQ 5000 on CUHK-SYSU, 483 / 500 on PRW,
+    momentum 0.5, scale 30).
+
+    For L2-normalised embeddings x, the logits are ``scale * x [LUT; CQ]^T``
+    against the tables as they were before this batch; the loss is the
+    cross-entropy of the labeled samples against their LUT row (unlabeled
+    samples only enter the queue, where they act as negatives). After the
+    logits, the tables are updated without gradient: for each labeled
+    sample in order ``LUT[y] <- normalize(m LUT[y] + (1 - m) x)``, and the
+    unlabeled samples are written into the queue at its head, which moves on
+    circularly.
+
+    The tables and the queue head are persistent buffers, so they are saved
+    in checkpoints and resumed.
+
+    Args:
+        num_features (int): Embedding size.
+        num_pids (int): LUT size = number of training identities.
+        num_cq_size (int): CQ size.
+        momentum (float): LUT momentum. Defaults to 0.5.
+        scale (float): Logit scale. Defaults to 30.
+        loss_weight (float): Loss weight. Defaults to 1.
+
+    ``forward(embeddings, person_ids)``: ids >= 0 are labeled identities
+    (< ``num_pids``), -1 is an unlabeled person, < -1 (e.g. background) is
+    ignored.
+    """
+
+    def __init__(self,
+                 num_features: int,
+                 num_pids: int,
+                 num_cq_size: int,
+                 momentum: float = 0.5,
+                 scale: float = 30.0,
+                 loss_weight: float = 1.0,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if num_pids <= 0 or num_cq_size < 0:
+            raise ValueError('OIMLoss: num_pids must be > 0 and num_cq_size '
+                             f'>= 0, got {num_pids} and {num_cq_size}')
+        self.num_features = num_features
+        self.num_pids = num_pids
+        self.num_cq_size = num_cq_size
+        self.momentum = momentum
+        self.scale = scale
+        self.loss_weight = loss_weight
+        self.register_buffer('lut', torch.zeros(num_pids, num_features))
+        self.register_buffer('cq', torch.zeros(num_cq_size, num_features))
+        self.register_buffer('cq_head', torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, embeddings: Tensor, person_ids: Tensor) -> None:
+        """Momentum update of the LUT and circular write into the CQ."""
+        x = embeddings.detach().to(self.lut.dtype)
+        labeled = (person_ids >= 0).nonzero().flatten().tolist()
+        m = self.momentum
+        for i in labeled:  # in order, so repeated ids compound
+            y = int(person_ids[i])
+            self.lut[y] = F.normalize(
+                m * self.lut[y] + (1.0 - m) * x[i], dim=0)
+        unlabeled = x[person_ids == -1]
+        n = unlabeled.shape[0]
+        if n == 0 or self.num_cq_size == 0:
+            return
+        if n > self.num_cq_size:  # only the newest ones survive a wrap
+            unlabeled = unlabeled[-self.num_cq_size:]
+            start = (int(self.cq_head) + n - self.num_cq_size) % \
+                self.num_cq_size
+        else:
+            start = int(self.cq_head)
+        k = unlabeled.shape[0]
+        idx = (start + torch.arange(k, device=x.device)) % self.num_cq_size
+        self.cq[idx] = unlabeled
+        self.cq_head.fill_((int(self.cq_head) + n) % self.num_cq_size)
+
+    def forward(self, embeddings: Tensor, person_ids: Tensor) -> Tensor:
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.num_features:
+            raise ValueError(f'OIMLoss expects (N, {self.num_features}) '
+                             f'embeddings, got {tuple(embeddings.shape)}')
+        person_ids = person_ids.to(embeddings.device).long()
+        if person_ids.shape != embeddings.shape[:1]:
+            raise ValueError('OIMLoss: one person id per embedding expected, '
+                             f'got {tuple(person_ids.shape)} ids for '
+                             f'{embeddings.shape[0]} embeddings')
+        if (person_ids >= self.num_pids).any():
+            raise ValueError(
+                f'OIMLoss: person id {int(person_ids.max())} does not fit the '
+                f'lookup table of {self.num_pids} identities (num_pids); ids '
+                'must be 0..num_pids-1')
+        # cat copies the tables, so the in-place update below is safe
+        table = torch.cat([self.lut, self.cq]).to(embeddings.dtype)
+        logits = self.scale * embeddings @ table.t()
+        labeled = person_ids >= 0
+        if labeled.any():
+            loss = F.cross_entropy(logits[labeled], person_ids[labeled])
+        else:
+            loss = embeddings.sum() * 0.0
+        if self.training:
+            self.update(embeddings, person_ids)
+        return self.loss_weight * loss
