@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 export VENV PYTHON
 
-.PHONY: install demo test lint clean-demo
+.PHONY: install demo test lint
 
 install:
 	@bash scripts/install.sh

@@ -18,6 +18,8 @@ import numpy as np
 from mmpsearch.apis import (denoising_steps, index_gallery, init_searcher,
                             search)
 from mmpsearch.apis.inference import _read_image
+from mmpsearch.evaluation.functional.box_ops import (paired_iou,
+                                                     search_iou_threshold)
 from mmpsearch.visualization import (draw_denoising_steps,
                                      draw_search_result, write_png)
 
@@ -56,12 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
-    return inter / max(union - inter, 1e-9)
+def _is_match(box: np.ndarray, gt: np.ndarray) -> bool:
+    """The protocol's test: IoU >= min(0.5, wh / ((w + 10)(h + 10)))."""
+    box, gt = np.asarray(box)[None], np.asarray(gt, np.float32)[None]
+    return bool(paired_iou(box, gt)[0] >= search_iou_threshold(gt)[0])
 
 
 def main(argv=None) -> int:
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         correct = None
         if truth is not None:
             gt = truth.get(hit.img_path)
-            correct = gt is not None and _iou(hit.bbox, gt) >= 0.5
+            correct = gt is not None and _is_match(hit.bbox, gt)
         tiles.append((_read_image(hit.img_path), hit.bbox, hit.similarity,
                       hit.score, correct))
         print(f'#{hit.rank} {hit.img_path} box '

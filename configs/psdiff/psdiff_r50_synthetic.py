@@ -11,7 +11,7 @@
 #       --work-dir work_dirs/teacher_synthetic
 #   python tools/extract_teacher_embeddings.py \
 #       configs/teacher/teacher_synthetic.py \
-#       work_dirs/teacher_synthetic/iter_600.pth \
+#       $(cat work_dirs/teacher_synthetic/last_checkpoint) \
 #       --out work_dirs/teacher_synthetic/teacher_embeddings.npz
 #   python tools/train.py configs/psdiff/psdiff_r50_synthetic.py
 from mmcv.transforms import LoadImageFromFile

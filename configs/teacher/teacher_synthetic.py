@@ -11,7 +11,7 @@
 #   python tools/extract_teacher_embeddings.py \
 #       configs/teacher/teacher_synthetic.py \
 #       work_dirs/teacher_synthetic/iter_150.pth \
-#       --out data/synthetic_cuhk/teacher_train.npz
+#       --out work_dirs/teacher_synthetic/teacher_embeddings.npz
 from mmcv.transforms import LoadImageFromFile, RandomFlip, Resize
 from mmengine.config import read_base
 from mmengine.dataset import DefaultSampler

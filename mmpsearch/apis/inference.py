@@ -273,7 +273,10 @@ def embed_query(searcher: nn.Module, query_image: ImageType,
         'the query image'
     img = _read_image(query_image)
     box = _check_box(query_box, img, str(name))
-    pred = _run(searcher, img, 'query', 'query', box)
+    # the file name is the img_id, as in the datasets (PSDiff seeds by it)
+    img_id = 'query' if isinstance(query_image, np.ndarray) else \
+        osp.basename(str(query_image))
+    pred = _run(searcher, img, img_id, 'query', box)
     embedding = pred.embeddings[0].cpu().numpy().astype(np.float32)
     return embedding / max(float(np.linalg.norm(embedding)), 1e-12)
 

@@ -9,6 +9,7 @@ not to switch the safety off but to allow these few types: any other global
 in a checkpoint's pickle is refused before anything in it runs.
 """
 import collections
+import os
 import os.path as osp
 import pickle
 import re
@@ -17,6 +18,7 @@ from typing import Any, Callable, List, Optional
 import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
+import mmengine.runner.checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
 try:  # numpy >= 2
@@ -116,12 +118,37 @@ def load_from_local(filename: str, map_location: Optional[Any] = None) -> Any:
     return safe_torch_load(filename, map_location=map_location)
 
 
+def safe_load_url(url: str,
+                  model_dir: Optional[str] = None,
+                  map_location: Optional[Any] = None,
+                  progress: bool = True,
+                  file_name: Optional[str] = None,
+                  **kwargs) -> Any:
+    """Download ``url`` once into torch's hub cache and load it with
+    :func:`safe_torch_load` (torch's ``load_state_dict_from_url``, which
+    mmengine uses for ``torchvision://``, ``open-mmlab://`` and http(s)
+    weights, loads with ``weights_only=False``)."""
+    from urllib.parse import urlparse
+
+    from torch.hub import download_url_to_file, get_dir
+    model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
+    os.makedirs(model_dir, exist_ok=True)
+    cached = osp.join(model_dir,
+                      file_name or osp.basename(urlparse(url).path))
+    if not osp.exists(cached):
+        download_url_to_file(url, cached, progress=progress)
+    return safe_torch_load(cached, map_location=map_location)
+
+
 def register_safe_checkpoint_loader() -> Callable:
     """Make mmengine's ``CheckpointLoader`` (used by ``load_from``,
     ``--resume``, ``load_checkpoint`` and ``init_cfg=Pretrained``) read local
     files through :func:`load_from_local`."""
     CheckpointLoader.register_scheme(
         prefixes='', loader=load_from_local, force=True)
+    # remote weights (http(s)://, torchvision://, open-mmlab://) all go
+    # through this module-level name of mmengine's checkpoint module
+    mmengine_checkpoint.load_url = safe_load_url
     return load_from_local
 
 

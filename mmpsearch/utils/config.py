@@ -77,9 +77,9 @@ def load_config(path: str,
 
 
 def check_config(cfg: Config, required: Iterable[str] = TRAIN_KEYS) -> None:
-    """Check that ``cfg`` has the keys a training run needs."""
+    """Check that ``cfg`` has the keys a tool needs (training by default)."""
     for key in required:
         if cfg.get(key) is None:
             raise KeyError(f'config {cfg.filename} has no {key!r}'
-                           f'{_suggest(key, cfg.keys())}; a training config '
-                           f'needs {", ".join(required)}')
+                           f'{_suggest(key, cfg.keys())}; this tool needs '
+                           f'{", ".join(required)}')

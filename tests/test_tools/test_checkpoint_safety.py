@@ -76,3 +76,26 @@ def test_real_checkpoint_types_are_allowed(tmp_path, toy_config):
     # the allow-list is what makes it work, not a switched-off safety
     with pytest.raises(Exception):
         torch.load(str(tmp_path / 'iter_2.pth'), weights_only=True)
+
+
+def test_remote_weights_load_safely(tmp_path, monkeypatch):
+    """torchvision:// / http(s):// weights go through the same allow-list
+    (mmengine would use torch's loader with weights_only=False)."""
+    import torch.hub
+    from mmengine.runner.checkpoint import CheckpointLoader
+    marker = tmp_path / 'pwned'
+    served = tmp_path / 'served.pth'
+    _malicious_checkpoint(served, marker)
+
+    def fake_download(url, dst, progress=True):
+        assert url == 'https://example.org/weights/evil.pth'
+        with open(dst, 'wb') as f:
+            f.write(served.read_bytes())
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', fake_download)
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    with pytest.raises(UnsafeCheckpointError, match='system'):
+        CheckpointLoader.load_checkpoint(
+            'https://example.org/weights/evil.pth', map_location='cpu')
+    assert not marker.exists()
+    assert (tmp_path / 'hub' / 'checkpoints' / 'evil.pth').is_file()
