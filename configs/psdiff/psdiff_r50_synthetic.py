@@ -2,8 +2,9 @@
 # PSDiff on the synthetic CUHK-SYSU-layout scenes (320x240), sized to train
 # on a 2-core CPU in minutes: a slim ResNet-18 (32 channels in the first
 # stage) + FPN (64) from scratch, one CDL of width 64, 32 proposals, 4
-# images per batch, 1500 iterations; 4 DDIM steps at test. The recipe and
-# the code path are those of psdiff_r50_cuhk.py.
+# images per batch, 1500 iterations (~8 min on 2 idle cores; run with
+# OMP_NUM_THREADS=1 when the machine is shared); 8 DDIM steps at test. The
+# recipe and the code path are those of psdiff_r50_cuhk.py.
 #
 #   python tools/dataset_converters/make_synthetic.py --format cuhk \
 #       --out data/synthetic_cuhk
@@ -59,8 +60,19 @@ model['head'].update(  # noqa: F405
     roi_extractor=dict(out_channels=channels),
     feedforward_channels=4 * channels,
     dynamic_conv=dict(feat_channels=16, param_rank=16, with_proj=True))
+# A 1500-iteration model is still under-confident (its best detections
+# score 0.3-0.45) and step ensembling / box renewal add more of its early,
+# poor boxes than they fix: this demo keeps detections scoring above 0.3
+# (model and metric alike) and uses neither. The paper configs keep the
+# protocol's 0.5.
+score_thr = 0.3
 model['test_cfg'].update(  # noqa: F405
-    num_proposals=num_proposals, sampling_steps=4, max_per_img=20)
+    num_proposals=num_proposals,
+    sampling_steps=8,
+    score_thr=score_thr,
+    max_per_img=20,
+    box_renewal=False,
+    use_ensemble=False)
 
 train_pipeline = [
     dict(type=LoadImageFromFile, backend_args=backend_args),  # noqa: F405
@@ -87,7 +99,7 @@ train_cfg = dict(
 val_cfg = dict(type=ValLoop)
 test_cfg = dict(type=TestLoop)
 # From scratch, so a larger rate than the paper's 2.5e-5 (fine-tuning an
-# ImageNet backbone); warm-up and one step as schedule_90k.
+# ImageNet backbone); warm-up and one step as in schedule_90k.
 param_scheduler = [
     dict(type=LinearLR, start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(
@@ -100,7 +112,7 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     type=OptimWrapper,
-    optimizer=dict(type=AdamW, lr=2e-4, weight_decay=1e-4),
+    optimizer=dict(type=AdamW, lr=1e-3, weight_decay=1e-4),
     clip_grad=dict(max_norm=35, norm_type=2))
 default_hooks.update(  # noqa: F405
     dict(
@@ -108,3 +120,6 @@ default_hooks.update(  # noqa: F405
             type=CheckpointHook, by_epoch=False, interval=max_iters,
             max_keep_ckpts=1),
         logger=dict(type=LoggerHook, interval=50)))
+
+val_evaluator.update(dict(score_thr=score_thr))  # noqa: F405
+test_evaluator = val_evaluator  # noqa: F405

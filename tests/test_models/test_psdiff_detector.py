@@ -23,6 +23,7 @@ from mmpsearch.utils import register_all_modules
 
 C, D, N = 32, 16, 16
 H, W = 64, 96
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -265,7 +266,7 @@ def test_unknown_test_cfg_key():
 
 def test_psdiff_r50_cuhk_config():
     register_all_modules()
-    cfg = Config.fromfile('configs/psdiff/psdiff_r50_cuhk.py')
+    cfg = Config.fromfile(osp.join(REPO, 'configs/psdiff/psdiff_r50_cuhk.py'))
     cfg.model.backbone.init_cfg = None  # no download here
     model = MODELS.build(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())
@@ -278,7 +279,7 @@ def test_psdiff_r50_cuhk_config():
     'psdiff_r50_synthetic'
 ])
 def test_configs_agree_with_their_pipelines(name):
-    cfg = Config.fromfile(f'configs/psdiff/{name}.py')
+    cfg = Config.fromfile(osp.join(REPO, f'configs/psdiff/{name}.py'))
     gens = [t for t in cfg.train_dataloader.dataset.pipeline
             if 'teacher_embeds' in t]
     assert len(gens) == 1
@@ -300,8 +301,7 @@ def test_configs_agree_with_their_pipelines(name):
 
 
 def _tool(name):
-    path = osp.join(osp.dirname(__file__), '..', '..', 'tools',
-                    'analysis_tools', f'{name}.py')
+    path = osp.join(REPO, 'tools', 'analysis_tools', f'{name}.py')
     spec = importlib.util.spec_from_file_location(f'_psdiff_{name}', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
