@@ -18,3 +18,6 @@ model = dict(
         std=[1, 1, 1],
         bgr_to_rgb=False,
         pad_size_divisor=1))
+test_cfg = dict(type='TestLoop')
+val_cfg = dict(type='ValLoop')
+train_dataloader = None  # test-only model
