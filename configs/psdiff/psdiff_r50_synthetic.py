@@ -112,7 +112,7 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     type=OptimWrapper,
-    optimizer=dict(type=AdamW, lr=1e-3, weight_decay=1e-4),
+    optimizer=dict(type=AdamW, lr=2e-4, weight_decay=1e-4),
     clip_grad=dict(max_norm=35, norm_type=2))
 default_hooks.update(  # noqa: F405
     dict(
