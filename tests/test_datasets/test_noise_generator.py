@@ -17,14 +17,7 @@ BOXES = np.array([[10, 10, 50, 90], [60, 5, 100, 95], [120, 20, 150, 80],
                   [150, 0, 200, 100], [0, 40, 30, 100]], np.float32)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # Tiny tensors: one thread is faster, and much faster on a busy machine
-    # (OpenMP threads waiting for a descheduled sibling).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture()

@@ -19,13 +19,7 @@ def tiny_backbone(tiny_sd_dir) -> StableDiffusionBackbone:
     return backbone
 
 
-@pytest.fixture(autouse=True, scope='package')
-def _one_torch_thread():
-    """On a busy 2-core machine two intra-op threads contend with the other
-    processes and make these CPU tests several times slower; one thread is
-    steady. Restored afterwards."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def _one_torch_thread(one_torch_thread):
+    """Every DiffPS test on one torch thread (see tests/conftest.py)."""
     yield
-    torch.set_num_threads(before)

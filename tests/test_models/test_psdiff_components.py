@@ -24,14 +24,7 @@ C, D = 32, 16
 STRIDES = [4, 8, 16, 32]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # Tiny tensors: one thread is faster, and much faster on a busy machine
-    # (OpenMP threads waiting for a descheduled sibling).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def test_cosine_schedule():

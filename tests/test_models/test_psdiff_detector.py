@@ -26,14 +26,7 @@ H, W = 64, 96
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # Tiny tensors: one thread is faster, and much faster on a busy machine
-    # (OpenMP threads waiting for a descheduled sibling).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _cfg(**test_cfg):
