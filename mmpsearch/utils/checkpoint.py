@@ -127,7 +127,7 @@ def safe_load_url(url: str,
     """Download ``url`` once into torch's hub cache and load it with
     :func:`safe_torch_load` (torch's ``load_state_dict_from_url``, which
     mmengine uses for ``torchvision://``, ``open-mmlab://`` and http(s)
-    weights, loads with ``weights_only=False``)."""
+    weights, loads without the weights-only restriction)."""
     from urllib.parse import urlparse
 
     from torch.hub import download_url_to_file, get_dir

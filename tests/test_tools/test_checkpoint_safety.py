@@ -80,7 +80,7 @@ def test_real_checkpoint_types_are_allowed(tmp_path, toy_config):
 
 def test_remote_weights_load_safely(tmp_path, monkeypatch):
     """torchvision:// / http(s):// weights go through the same allow-list
-    (mmengine would use torch's loader with weights_only=False)."""
+    (mmengine would use torch's unrestricted loader)."""
     import torch.hub
     from mmengine.runner.checkpoint import CheckpointLoader
     marker = tmp_path / 'pwned'
