@@ -6,7 +6,8 @@
 
     # a query of a CUHK-SYSU-format dataset (e.g. the synthetic demo data)
     # against its own TestG gallery, hits coloured by the ground truth
-    python demo/search_demo.py CONFIG CKPT --dataset-query data/synthetic_cuhk \
+    python demo/search_demo.py CONFIG CKPT \
+        --dataset-query data/synthetic_cuhk \
         --out search.png --show-steps steps.png
 """
 import argparse

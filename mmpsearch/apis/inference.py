@@ -137,21 +137,27 @@ def _check_box(box: Sequence[float], img: np.ndarray, name: str) -> np.ndarray:
     return box
 
 
-@torch.no_grad()
-def _run(searcher: nn.Module, img: np.ndarray, img_id: str, split: str,
-         box: Optional[np.ndarray] = None):
+def _prepare(searcher: nn.Module, img: np.ndarray, img_id: str, split: str,
+             box: Optional[np.ndarray] = None) -> dict:
+    """One image through the searcher's test pipeline."""
     instances = [] if box is None else [
         dict(bbox=box.tolist(), bbox_label=0, person_id=-1, ignore_flag=0)
     ]
-    data = dict(
-        img=img,
-        img_id=img_id,
-        img_path=img_id,
-        split=split,
-        height=img.shape[0],
-        width=img.shape[1],
-        instances=instances)
-    data = searcher.test_pipeline(data)
+    return searcher.test_pipeline(
+        dict(
+            img=img,
+            img_id=img_id,
+            img_path=img_id,
+            split=split,
+            height=img.shape[0],
+            width=img.shape[1],
+            instances=instances))
+
+
+@torch.no_grad()
+def _run(searcher: nn.Module, img: np.ndarray, img_id: str, split: str,
+         box: Optional[np.ndarray] = None):
+    data = _prepare(searcher, img, img_id, split, box)
     return searcher.test_step(pseudo_collate([data]))[0].pred_instances
 
 
@@ -342,15 +348,7 @@ def denoising_steps(searcher: nn.Module,
     img = _read_image(image)
     name = osp.basename(str(image)) if not isinstance(image, np.ndarray) \
         else 'image'
-    data = searcher.test_pipeline(
-        dict(
-            img=img,
-            img_id=name,
-            img_path=name,
-            split='gallery',
-            height=img.shape[0],
-            width=img.shape[1],
-            instances=[]))
+    data = _prepare(searcher, img, name, 'gallery')
     data = searcher.data_preprocessor(pseudo_collate([data]), False)
     meta = data['data_samples'][0].metainfo
     feats = searcher.extract_feat(data['inputs'])

@@ -34,7 +34,7 @@ from mmdet.datasets import BaseDetDataset
 
 from mmpsearch.registry import DATASETS
 from .mat_utils import (SPLITS, cached, cell_items, filter_data_infos,
-                        get_var, image_size, load_mat, make_instances,
+                        get_var, image_data_info, load_mat,
                         require_file, struct_array, struct_scalar, to_str,
                         to_xywh)
 from .protocol import GalleryImage, Query, SearchProtocol
@@ -441,35 +441,22 @@ class CUHKSYSUDataset(BaseDetDataset):
         data_list = []
         if self.split in ('train', 'gallery'):
             for a in anns:
-                img_path = osp.join(root, IMAGE_DIR, a.img_id)
-                w, h = image_size(img_path)
                 data_list.append(
-                    dict(
-                        img_path=img_path,
-                        img_id=a.img_id,
-                        height=h,
-                        width=w,
-                        split=self.split,
-                        instances=make_instances(a.boxes, a.person_ids, w, h,
-                                                 img_path, src)))
+                    image_data_info(
+                        osp.join(root, IMAGE_DIR, a.img_id), a.img_id,
+                        self.split, a.boxes, a.person_ids, src))
         else:
             src = osp.join(root, PROTOCOL_DIR,
                            f'TestG{self.gallery_size}.mat')
             for i, q in enumerate(queries):
-                img_path = osp.join(root, IMAGE_DIR, q.img_id)
-                w, h = image_size(img_path)
                 data_list.append(
-                    dict(
-                        img_path=img_path,
-                        img_id=q.img_id,
-                        height=h,
-                        width=w,
-                        split='query',
-                        query_index=i,
-                        instances=make_instances(q.box[None],
-                                                 [q.person_id], w, h,
-                                                 img_path,
-                                                 f'{src} query {i + 1}')))
+                    image_data_info(
+                        osp.join(root, IMAGE_DIR, q.img_id),
+                        q.img_id,
+                        'query',
+                        q.box[None], [q.person_id],
+                        f'{src} query {i + 1}',
+                        query_index=i))
         return data_list
 
     def filter_data(self) -> List[dict]:

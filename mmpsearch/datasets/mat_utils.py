@@ -219,6 +219,23 @@ def make_instances(boxes: np.ndarray, person_ids: np.ndarray, width: int,
     return instances
 
 
+def image_data_info(img_path: str, img_id: str, split: str,
+                    boxes: np.ndarray, person_ids, source: str,
+                    **extra) -> dict:
+    """One image's data info (the project's convention): size read from the
+    image header, boxes checked against it; ``extra`` adds ``cam_id`` /
+    ``query_index``."""
+    w, h = image_size(img_path)
+    return dict(
+        img_path=img_path,
+        img_id=img_id,
+        height=h,
+        width=w,
+        split=split,
+        **extra,
+        instances=make_instances(boxes, person_ids, w, h, img_path, source))
+
+
 def filter_data_infos(data_list: List[dict], filter_cfg: Optional[dict],
                       test_mode: bool) -> List[dict]:
     """mmdet-style ``filter_cfg`` for person-search data infos.

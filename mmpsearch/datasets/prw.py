@@ -30,7 +30,7 @@ from mmengine.logging import print_log
 
 from mmpsearch.registry import DATASETS
 from .mat_utils import (SPLITS, cached, cell_items, filter_data_infos,
-                        get_var, image_size, load_mat, make_instances,
+                        get_var, image_data_info, load_mat,
                         require_file, to_str)
 from .protocol import GalleryImage, Query, SearchProtocol
 
@@ -295,36 +295,27 @@ class PRWDataset(BaseDetDataset):
             anns = (prw_train_annotations(root) if self.split == 'train'
                     else _frame_annotations(root, 'gallery'))
             for a in anns:
-                img_path = osp.join(frames_dir, a.img_id)
-                w, h = image_size(img_path)
-                src = osp.join(root, 'annotations', f'{a.img_id}.mat')
                 data_list.append(
-                    dict(
-                        img_path=img_path,
-                        img_id=a.img_id,
-                        height=h,
-                        width=w,
-                        split=self.split,
-                        cam_id=a.cam_id,
-                        instances=make_instances(a.boxes, a.person_ids, w, h,
-                                                 img_path, src)))
+                    image_data_info(
+                        osp.join(frames_dir, a.img_id),
+                        a.img_id,
+                        self.split,
+                        a.boxes,
+                        a.person_ids,
+                        osp.join(root, 'annotations', f'{a.img_id}.mat'),
+                        cam_id=a.cam_id))
         else:
             src = osp.join(root, 'query_info.txt')
             for i, q in enumerate(prw_queries(root)):
-                img_path = osp.join(frames_dir, q.img_id)
-                w, h = image_size(img_path)
                 data_list.append(
-                    dict(
-                        img_path=img_path,
-                        img_id=q.img_id,
-                        height=h,
-                        width=w,
-                        split='query',
+                    image_data_info(
+                        osp.join(frames_dir, q.img_id),
+                        q.img_id,
+                        'query',
+                        q.box[None], [q.person_id],
+                        f'{src} line {i + 1}',
                         cam_id=q.cam_id,
-                        query_index=i,
-                        instances=make_instances(q.box[None], [q.person_id],
-                                                 w, h, img_path,
-                                                 f'{src} line {i + 1}')))
+                        query_index=i))
         return data_list
 
     def filter_data(self) -> List[dict]:

@@ -35,6 +35,24 @@ def _box(img: np.ndarray, box: Sequence[float], color, thickness=2) -> None:
     cv2.rectangle(img, (x1, y1), (x2, y2), color, thickness)
 
 
+def _grid(tiles: List[np.ndarray], per_row: int, gap: int = 6) -> np.ndarray:
+    """Lay tiles of equal height out in rows on a white canvas."""
+    rows = []
+    for i in range(0, len(tiles), per_row):
+        parts = []
+        for j, tile in enumerate(tiles[i:i + per_row]):
+            if j:
+                parts.append(np.full((tile.shape[0], gap, 3), 255, np.uint8))
+            parts.append(tile)
+        rows.append(np.concatenate(parts, axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [
+        np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)),
+               constant_values=255) for r in rows
+    ]
+    return np.concatenate(rows, axis=0)[:-gap]
+
+
 def draw_search_result(query_img: np.ndarray,
                        query_box: Sequence[float],
                        hits: List[Tuple[np.ndarray, Sequence[float], float,
@@ -57,7 +75,8 @@ def draw_search_result(query_img: np.ndarray,
     crop = query_img[max(y1, 0):y2, max(x1, 0):x2]
     if crop.size == 0:
         raise ValueError(f'query box {list(query_box)} is empty in the query '
-                         f'image ({query_img.shape[1]} x {query_img.shape[0]})')
+                         'image '
+                         f'({query_img.shape[1]} x {query_img.shape[0]})')
     tiles = [_label(_fit(crop, row_height), 'query', YELLOW)]
     for rank, (scene, box, sim, score, correct) in enumerate(hits, 1):
         scene = scene.copy()
@@ -67,30 +86,7 @@ def draw_search_result(query_img: np.ndarray,
             _label(
                 _fit(scene, row_height),
                 f'#{rank} sim {sim:.3f} det {score:.2f}', color))
-    rows, row = [], []
-    for tile in tiles:
-        row.append(tile)
-        if len(row) == per_row:
-            rows.append(row)
-            row = []
-    if row:
-        rows.append(row)
-    gap = 6
-    widths = [sum(t.shape[1] for t in r) + gap * (len(r) - 1) for r in rows]
-    canvas_w = max(widths)
-    out_rows = []
-    for r in rows:
-        parts = []
-        for i, t in enumerate(r):
-            if i:
-                parts.append(np.full((t.shape[0], gap, 3), 255, np.uint8))
-            parts.append(t)
-        line = np.concatenate(parts, axis=1)
-        pad = canvas_w - line.shape[1]
-        line = np.pad(line, ((0, 0), (0, pad), (0, 0)), constant_values=255)
-        out_rows.append(line)
-        out_rows.append(np.full((gap, canvas_w, 3), 255, np.uint8))
-    return np.concatenate(out_rows[:-1], axis=0)
+    return _grid(tiles, per_row)
 
 
 def draw_denoising_steps(img: np.ndarray,
@@ -124,22 +120,7 @@ def draw_denoising_steps(img: np.ndarray,
             _label(
                 _fit(canvas, row_height),
                 f'step {k}: {n_kept} boxes >= {score_thr}'))
-    gap = 6
-    rows = []
-    for i in range(0, len(tiles), per_row):
-        r = tiles[i:i + per_row]
-        parts = []
-        for j, t in enumerate(r):
-            if j:
-                parts.append(np.full((t.shape[0], gap, 3), 255, np.uint8))
-            parts.append(t)
-        rows.append(np.concatenate(parts, axis=1))
-    width = max(r.shape[1] for r in rows)
-    rows = [
-        np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)),
-               constant_values=255) for r in rows
-    ]
-    return np.concatenate(rows, axis=0)[:-gap]
+    return _grid(tiles, per_row)
 
 
 def write_png(image: np.ndarray, out_file: str) -> None:
