@@ -1,0 +1,60 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+# PSDiff's denoiser on DiffPS's features, CUHK-SYSU: a combination neither
+# paper has, so no paper reports a number for it (and none is measured here).
+#
+# frozen SD 2.1-base (VAE latent, one UNet pass at t=1, prompt "person";
+# DiffPS, REFERENCE §2)
+#   -> SDFeaturePyramid: K = T[3][0].attn1.to_k enhanced by DGRPN with the
+#      "person" map (eq. 1-4) at 1/8, the DiffPS ReID maps of 1/16
+#      (T[2][1].attn1.to_v, T[2][2].attn1.to_q) and 1/32 (T[1][2].attn1.to_q),
+#      each 1x1 -> 256, plus a max-pooled 1/64 level
+#   -> one Collaborative Denoising Layer reused at every step (PSDiff,
+#      REFERENCE §1), RoIAlign 7x7 on strides 8-64.
+# Only the pyramid and the CDL train; SD gets no gradient and no optimizer
+# state. Everything else is psdiff_r50_cuhk.py: 1333x800, the teacher's
+# embeddings with the DualNoiseGenerator (N = 300, s1 = 2, s2 = 3), AdamW
+# 2.5e-5, 90k iterations, 8 DDIM steps.
+#
+# Needs a local copy of stabilityai/stable-diffusion-2-1-base in the diffusers
+# layout at checkpoints/stable-diffusion-2-1-base (see diffps_sd21_cuhk.py)
+# and the teacher embeddings of psdiff_r50_cuhk.py.
+from mmengine.config import read_base
+
+from mmpsearch.models.necks import DGRPN, SDFeaturePyramid
+
+with read_base():
+    from .._base_.models.diffps_sd21 import model as diffps_model
+    from .psdiff_r50_cuhk import *  # noqa: F401,F403
+
+# DiffPS's [-1, 1] input padded to 64, and its frozen SD backbone; only the
+# ReID levels the pyramid reads are hooked (the UNet stops after T[3][0]).
+model['data_preprocessor'] = diffps_model['data_preprocessor']  # noqa: F405
+model['backbone'] = diffps_model['backbone']  # noqa: F405
+model['backbone'].update(  # noqa: F405
+    sd_path='checkpoints/stable-diffusion-2-1-base',
+    reid_layers=(
+        ('T[1][2].attn1.to_q', ),
+        ('T[2][1].attn1.to_v', 'T[2][2].attn1.to_q'),
+    ),
+    part_prompts=())  # SFAN's body-part words: not used by the CDL
+del diffps_model  # keep the DiffPS model out of this config
+
+model['neck'] = dict(  # noqa: F405
+    type=SDFeaturePyramid,
+    dgrpn=dict(
+        type=DGRPN,
+        in_channels=320,
+        out_channels=1024,
+        tau=0.7,
+        peak_kernel=7,
+        max_peaks=50,
+        spread_kernel=9,
+        delta=5.0,
+        beta_init=1.0,
+        gamma_init=0.0),
+    reid_in_channels=((1280, ), (640, 640)),
+    reid_strides=(32, 16),
+    out_channels=256,
+    extra_level='maxpool')
+# the pyramid's strides, finest first (the R50 FPN's were 4-32)
+model['head']['roi_extractor']['featmap_strides'] = [8, 16, 32, 64]  # noqa
