@@ -2,7 +2,7 @@
 """Config loading for the tools, with errors that name the wrong key."""
 import difflib
 import os.path as osp
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from mmengine.config import Config
 
@@ -33,9 +33,34 @@ def check_cfg_options(cfg: Config, options: Optional[Dict[str, Any]]) -> None:
     Only the last component of a dotted key may be new (a new argument of an
     existing dict); a new top-level key must be one the Runner reads. This
     catches typos such as ``train_cfg.max_iter`` -> ``trian_cfg``.
+
+    A top-level variable of a config file that the Runner does not read
+    (``teacher_embeds = ...``, ``num_proposals = 300``, ``train_pipeline``)
+    is refused too: its value was copied into the fields that use it when
+    the file was read, so overriding it afterwards would change nothing.
+    The error names those fields.
     """
     for full_key in options or {}:
         parts = full_key.split('.')
+        top = parts[0]
+        if top in cfg and top not in RUNNER_KEYS:
+            value = cfg[top]
+            # Fields that hold the same value under the same name: where
+            # the variable most likely went (a value match alone, e.g. 32,
+            # would name unrelated fields).
+            uses = [] if isinstance(value, (dict, list, tuple)) else [
+                p for p in _paths_with_value(cfg, value, skip=top)
+                if p.rsplit('.', 1)[-1] == top
+            ]
+            where = (f'; it was copied into {", ".join(uses[:6])}'
+                     f'{" ..." if len(uses) > 6 else ""}: override those'
+                     if uses else '; override the Runner fields that use '
+                     'it (e.g. train_dataloader.dataset.pipeline... for '
+                     'train_pipeline)')
+            raise KeyError(
+                f'--cfg-options {full_key}: {top!r} is a variable of the '
+                'config file, already used when the file was read, so '
+                f'overriding it would change nothing{where}')
         node: Any = cfg
         for depth, part in enumerate(parts):
             is_last = depth == len(parts) - 1
@@ -61,6 +86,28 @@ def check_cfg_options(cfg: Config, options: Optional[Dict[str, Any]]) -> None:
                     f'{".".join(parts[:depth + 1])!r}'
                     f'{_suggest(part, node.keys())}')
             node = node[part]
+
+
+def _paths_with_value(node: Any, value: Any, skip: str = '',
+                      prefix: str = '') -> List[str]:
+    """Dotted paths (as ``--cfg-options`` spells them) of the fields of
+    ``node`` equal to ``value``."""
+    found: List[str] = []
+    if hasattr(node, 'items'):
+        items = [(str(k), v) for k, v in node.items()]
+    elif isinstance(node, (list, tuple)):
+        items = [(str(i), v) for i, v in enumerate(node)]
+    else:
+        return found
+    for key, child in items:
+        path = f'{prefix}{key}'
+        if path == skip:
+            continue
+        if isinstance(child, (dict, list, tuple)) or hasattr(child, 'items'):
+            found += _paths_with_value(child, value, skip, path + '.')
+        elif type(child) is type(value) and child == value:
+            found.append(path)
+    return found
 
 
 def load_config(path: str,
