@@ -43,7 +43,8 @@ OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMDET_OPTIM_WRAPPERS)
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor',
     parent=MMDET_OPTIM_WRAPPER_CONSTRUCTORS)
-PARAM_SCHEDULERS = Registry('parameter scheduler', parent=MMDET_PARAM_SCHEDULERS)
+PARAM_SCHEDULERS = Registry(
+    'parameter scheduler', parent=MMDET_PARAM_SCHEDULERS)
 METRICS = Registry(
     'metric', parent=MMDET_METRICS, locations=['mmpsearch.evaluation'])
 EVALUATOR = Registry('evaluator', parent=MMDET_EVALUATOR)

@@ -1,7 +1,6 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """The Python API, demo/search_demo.py and the two plotting tools."""
 import json
-import os.path as osp
 import sys
 from pathlib import Path
 

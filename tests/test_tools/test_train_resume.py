@@ -1,6 +1,5 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """tools/train.py: training, --resume, load_from and bad input."""
-import os
 
 import torch
 

@@ -28,7 +28,7 @@ param_scheduler = [
         milestones=[3, 5],
         gamma=0.5)
 ]
-default_hooks.update(
+default_hooks.update(  # noqa: F405
     logger=dict(type=LoggerHook, interval=1),
     checkpoint=dict(type=CheckpointHook, interval=2, by_epoch=False))
 randomness = dict(seed=0, deterministic=False)
