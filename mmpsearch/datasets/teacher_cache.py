@@ -82,6 +82,17 @@ class TeacherEmbeddings:
     def dim(self) -> int:
         return int(self.embeddings.shape[1])
 
+    @property
+    def mean(self) -> np.ndarray:
+        """(D,) mean of the L2-normalised embeddings of every box in the
+        file (computed once)."""
+        if getattr(self, '_mean', None) is None:
+            e = self.embeddings.astype(np.float64)
+            e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True),
+                               1e-12)
+            self._mean = e.mean(axis=0) if len(e) else np.zeros(self.dim)
+        return self._mean
+
     def __contains__(self, img_id: str) -> bool:
         return img_id in self._index
 

@@ -100,6 +100,23 @@ def test_outputs_and_bookkeeping(teacher):
     np.testing.assert_allclose(out['gt_teacher_embeds'], unit, atol=1e-6)
 
 
+def test_centred_teacher_targets(teacher):
+    path, embeds = teacher
+    np.random.seed(0)
+    gen = DualNoiseGenerator(path, num_proposals=8, timestep_range=(0, 1),
+                             center_teacher=True)
+    out = gen(_results())
+    # Norm(Norm(e_0) - mu), mu over every box of the file
+    unit = embeds / np.linalg.norm(embeds, axis=1, keepdims=True)
+    centred = unit - unit.mean(0)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    np.testing.assert_allclose(out['gt_teacher_embeds'], centred, atol=1e-5)
+    # the noisy embeddings are made from the same (centred) targets
+    np.testing.assert_allclose(out['noisy_embeds'][:5], S2 * centred,
+                               atol=0.05)
+    assert not np.allclose(centred, unit, atol=0.05)
+
+
 def test_more_ground_truth_than_proposals(teacher):
     path, _ = teacher
     gen = DualNoiseGenerator(path, num_proposals=3)

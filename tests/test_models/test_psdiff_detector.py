@@ -148,6 +148,31 @@ def test_loss_falls_on_a_tiny_config():
     assert last < 0.7 * first, history
 
 
+def test_training_passes_share_the_layer_and_refine():
+    model = _model()
+    model.train()
+    images, samples = _train_batch()
+    one = model.loss(images, samples)
+    model.train_cfg.num_passes = 3
+    torch.manual_seed(0)
+    three = model.loss(images, samples)
+    # the last pass keeps the plain names, earlier ones get a prefix
+    assert set(three) == set(one) | {
+        f'p{k}.{name}' for k in (0, 1) for name in one}
+    # pass 0 is the one-pass computation; pass 1 reads pass 0's boxes
+    for name in one:
+        torch.testing.assert_close(three[f'p0.{name}'], one[name])
+    assert not torch.equal(three['p1.loss_giou'], three['p0.loss_giou'])
+    # every pass's loss reaches the same (shared) parameters
+    model.zero_grad()
+    three['loss_giou'].backward()
+    assert model.head.reg_out.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='num_passes'):
+        MODELS.build(dict(_cfg(), train_cfg=dict(num_passes=0)))
+    with pytest.raises(KeyError, match='num_pass'):
+        MODELS.build(dict(_cfg(), train_cfg=dict(num_pass=2)))
+
+
 def test_missing_noisy_inputs_is_a_clear_error():
     model = _model()
     images, samples = _train_batch()

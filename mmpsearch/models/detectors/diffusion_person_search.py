@@ -76,7 +76,13 @@ class DiffusionPersonSearch(BaseDetector):
         diffusion (dict): ``num_timesteps`` (T), ``beta_schedule``,
             ``box_snr_scale`` (s1) and ``embed_snr_scale`` (s2); must match
             the training pipeline's ``DualNoiseGenerator``.
-        train_cfg (dict, optional): Unused, kept for mmdet's interface.
+        train_cfg (dict, optional): ``num_passes`` (default 1, the paper):
+            how many times the one CDL is applied per training image, each
+            pass starting from the previous pass's (detached) boxes and
+            embeddings at the same t, every pass scored by the criterion
+            (DiffusionDet's cascade, with the weights shared). More passes
+            train the layer on the refined boxes it meets in the later
+            sampling steps.
         test_cfg (dict, optional): See ``DEFAULT_TEST_CFG``.
         data_preprocessor (dict, optional): mmdet's DetDataPreprocessor.
     """
@@ -110,7 +116,15 @@ class DiffusionPersonSearch(BaseDetector):
         self.beta_schedule = diffusion.get('beta_schedule', 'cosine')
         self.box_snr_scale = float(diffusion.get('box_snr_scale', 2.0))
         self.embed_snr_scale = float(diffusion.get('embed_snr_scale', 3.0))
-        self.train_cfg = train_cfg
+        self.train_cfg = ConfigDict(dict(num_passes=1))
+        self.train_cfg.update(train_cfg or {})
+        unknown = set(self.train_cfg) - {'num_passes'}
+        if unknown:
+            raise KeyError(f'model.train_cfg has unknown keys '
+                           f'{sorted(unknown)}; known: [\'num_passes\']')
+        if int(self.train_cfg.num_passes) < 1:
+            raise ValueError('model.train_cfg.num_passes must be >= 1, got '
+                             f'{self.train_cfg.num_passes}')
         cfg = ConfigDict(DEFAULT_TEST_CFG)
         cfg.update(test_cfg or {})
         unknown = set(cfg) - set(DEFAULT_TEST_CFG)
@@ -187,11 +201,25 @@ class DiffusionPersonSearch(BaseDetector):
         x_boxes, x_embeds, ts = self._noisy_inputs(batch_data_samples,
                                                    batch_inputs.device)
         metas = [ds.metainfo for ds in batch_data_samples]
+        gts = [ds.gt_instances for ds in batch_data_samples]
         whwh = self._img_whwh(metas, x_boxes)
-        outs = self.head(feats, self.x_to_boxes(x_boxes, whwh),
-                         x_embeds / self.embed_snr_scale, ts)
-        return self.head.loss_by_feat(
-            outs, [ds.gt_instances for ds in batch_data_samples], metas)
+        boxes = self.x_to_boxes(x_boxes, whwh)
+        embeds = x_embeds / self.embed_snr_scale
+        num_passes = int(self.train_cfg.num_passes)
+        head_feats = self.head.prepare(feats) if num_passes > 1 else feats
+        losses: Dict[str, Tensor] = {}
+        for k in range(num_passes):
+            outs = self.head(head_feats, boxes, embeds, ts)
+            prefix = '' if k == num_passes - 1 else f'p{k}.'
+            for name, value in self.head.loss_by_feat(outs, gts,
+                                                      metas).items():
+                losses[prefix + name] = value
+            # The next pass reads this one's b̂_0 and ê_0 as a sampling
+            # step would (ê_0 normalised: x_0 = Norm(ê_0) s2, divided by s2).
+            boxes = self.x_to_boxes(
+                self.boxes_to_x(outs['bboxes'].detach(), whwh), whwh)
+            embeds = F.normalize(outs['embeds'].detach(), dim=-1)
+        return losses
 
     # ------------------------------------------------------------------
     # Inference.
