@@ -54,8 +54,10 @@ stage "4/6 PSDiff -> $PSDIFF_DIR"
 if [ -f "$PSDIFF_DIR/last_checkpoint" ]; then
   echo "trained, kept ($(cat "$PSDIFF_DIR/last_checkpoint"))"
 else
-  # the config reads the teacher embeddings from $TEACHER_EMB
-  "$PY" tools/train.py "$PSDIFF_CFG" --work-dir "$PSDIFF_DIR"
+  # the config reads the teacher embeddings from $TEACHER_EMB; its backbone
+  # starts from the teacher's (the stand-in for ImageNet weights)
+  "$PY" tools/train.py "$PSDIFF_CFG" --work-dir "$PSDIFF_DIR" \
+    --cfg-options "model.backbone.init_cfg.checkpoint=$TEACHER_CKPT"
 fi
 PSDIFF_CKPT=$(cat "$PSDIFF_DIR/last_checkpoint")
 

@@ -1,10 +1,22 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 # PSDiff on the synthetic CUHK-SYSU-layout scenes (320x240), sized to train
 # on a 2-core CPU in minutes: a slim ResNet-18 (32 channels in the first
-# stage) + FPN (64) from scratch, one CDL of width 64, 32 proposals, 4
-# images per batch, 1500 iterations (~8 min on 2 idle cores; run with
-# OMP_NUM_THREADS=1 when the machine is shared); 8 DDIM steps at test. The
-# recipe and the code path are those of psdiff_r50_cuhk.py.
+# stage, initialised from the synthetic ReID teacher's backbone, the
+# stand-in for ImageNet weights) + FPN (64), one CDL of width 64, 128
+# proposals, 4 images per batch, 4500 iterations (~27 min on 2 idle cores);
+# 8 DDIM steps at test. The model and the code path are those of
+# psdiff_r50_cuhk.py; three training options make such a short schedule
+# learn (measured in the closing note of issue 4; the paper configs keep
+# the paper's choices):
+# - DiffusionDet's dynamic-k matcher instead of one-to-one Hungarian
+#   matching: several positives per person;
+# - the CDL applied 3 times per training image, each pass from the
+#   previous pass's boxes (model.train_cfg.num_passes): the one layer also
+#   trains on the refined boxes of the later sampling steps (1500
+#   iterations: search mAP 1.6 % with 1 pass, 24 % with 3; 3000
+#   iterations with 3: 50 %);
+# - centred teacher targets: the teacher's GAP features share a large
+#   common direction, which lets a constant embedding score well.
 #
 #   python tools/dataset_converters/make_synthetic.py --format cuhk \
 #       --out data/synthetic_cuhk
@@ -25,9 +37,14 @@ from mmengine.optim.scheduler import LinearLR, MultiStepLR
 from mmengine.runner.loops import IterBasedTrainLoop, TestLoop, ValLoop
 from torch.optim import AdamW
 
+from mmdet.models.task_modules.assigners import (BBoxL1Cost, FocalLossCost,
+                                                 IoUCost)
+
 from mmpsearch.datasets.transforms import (DualNoiseGenerator,
                                            LoadPersonSearchAnnotations,
                                            PackPersonSearchInputs)
+from mmpsearch.models.losses import DualDenoisingCriterion
+from mmpsearch.models.task_modules import DiffusionDetDynamicKAssigner
 
 with read_base():
     from .._base_.datasets.synthetic_cuhk import *  # noqa: F401,F403
@@ -35,8 +52,9 @@ with read_base():
     from .._base_.models.psdiff_r50_fpn import *  # noqa: F401,F403
 
 teacher_embeds = 'work_dirs/teacher_synthetic/teacher_embeddings.npz'
+teacher_ckpt = 'work_dirs/teacher_synthetic/iter_150.pth'
 teacher_embed_dims = 256  # configs/teacher/teacher_synthetic.py: 32 * 8
-num_proposals = 32
+num_proposals = 128
 width = 32  # first-stage channels of the slim ResNet-18
 channels = 64  # FPN / CDL width C
 
@@ -50,7 +68,8 @@ model['backbone'] = dict(  # noqa: F405
     norm_cfg=dict(type='BN', requires_grad=True),
     norm_eval=False,
     style='pytorch',
-    init_cfg=None)  # from scratch: nothing to download
+    init_cfg=dict(type='Pretrained', checkpoint=teacher_ckpt,
+                  prefix='backbone.'))
 model['neck'].update(  # noqa: F405
     in_channels=[width, width * 2, width * 4, width * 8],
     out_channels=channels)
@@ -60,11 +79,21 @@ model['head'].update(  # noqa: F405
     roi_extractor=dict(out_channels=channels),
     feedforward_channels=4 * channels,
     dynamic_conv=dict(feat_channels=16, param_rank=16, with_proj=True))
-# A 1500-iteration model is still under-confident (its best detections
-# score 0.3-0.45) and step ensembling / box renewal add more of its early,
-# poor boxes than they fix: this demo keeps detections scoring above 0.3
-# (model and metric alike) and uses neither. The paper configs keep the
-# protocol's 0.5.
+model['head']['criterion'] = dict(  # noqa: F405
+    type=DualDenoisingCriterion,
+    assigner=dict(
+        type=DiffusionDetDynamicKAssigner,
+        match_costs=[
+            dict(type=FocalLossCost, weight=2.0),
+            dict(type=BBoxL1Cost, weight=5.0, box_format='xyxy'),
+            dict(type=IoUCost, iou_mode='giou', weight=2.0)
+        ]))
+model['train_cfg'] = dict(num_passes=3)  # noqa: F405
+# The model stays under-confident after a CPU-sized schedule (most true
+# detections score 0.2-0.4 after 3000 iterations), so this demo keeps
+# detections scoring above 0.3, model and metric alike, and uses neither
+# step ensembling nor box renewal. The paper configs keep the protocol's
+# 0.5.
 score_thr = 0.3
 model['test_cfg'].update(  # noqa: F405
     num_proposals=num_proposals,
@@ -87,13 +116,14 @@ train_pipeline = [
         embed_snr_scale=embed_snr_scale,  # noqa: F405
         num_timesteps=num_timesteps,  # noqa: F405
         beta_schedule='cosine',
-        embed_dims=teacher_embed_dims),
+        embed_dims=teacher_embed_dims,
+        center_teacher=True),
     dict(type=PackPersonSearchInputs),
 ]
 train_dataloader.update(  # noqa: F405
     dict(batch_size=4, dataset=dict(pipeline=train_pipeline)))
 
-max_iters = 1500
+max_iters = 4500
 train_cfg = dict(
     type=IterBasedTrainLoop, max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type=ValLoop)
@@ -107,7 +137,7 @@ param_scheduler = [
         begin=0,
         end=max_iters,
         by_epoch=False,
-        milestones=[1200],
+        milestones=[3600],
         gamma=0.1)
 ]
 optim_wrapper = dict(

@@ -3,7 +3,8 @@
 # features, DGRPN-enhanced; a combination no paper reports) on the synthetic
 # CUHK-SYSU-layout scenes, with the tiny random Stable Diffusion of SD 2.1's
 # block structure: the recipe of psdiff_r50_synthetic.py (CDL of width 64,
-# 32 proposals, 4 images a batch, 1500 iterations, 8 DDIM steps) on a CPU.
+# 128 proposals, 3 training passes, 4 images a batch, 4500 iterations, 8
+# DDIM steps) on a CPU.
 # It checks the plumbing; the numbers mean nothing (random SD weights).
 #
 #   python tools/misc/make_tiny_sd.py work_dirs/tiny_sd
