@@ -105,8 +105,11 @@ def test_attention_map_is_the_explicit_softmax(tiny_backbone):
     q, k = cap['q'], cap['k']
     b, n, c = q.shape
     d = c // heads
-    q0 = q.view(b, n, heads, d)[:, :, 0]  # head 0
-    k0 = k.view(b, -1, heads, d)[:, :, 0]
+    # the public DiffPS code reads index 1 of the heads axis
+    head = tiny_backbone.attn_map_head
+    assert head == 1
+    q0 = q.view(b, n, heads, d)[:, :, head]
+    k0 = k.view(b, -1, heads, d)[:, :, head]
     probs = torch.softmax(q0 @ k0.transpose(1, 2) / d**0.5, dim=-1)
     m = probs[:, :, 1]  # token 1 = "person"
     m = (m - m.min(1, keepdim=True).values) / (

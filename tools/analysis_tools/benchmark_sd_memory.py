@@ -114,7 +114,7 @@ def worker(mode: str, size: int, timestep: int, threads: int,
     tap = UNetFeatureTap(
         unet, [expand_layer_name(n) for n in FEATURE_LAYERS],
         expand_layer_name(MAP_LAYER),
-        attn_map_head=0,
+        attn_map_head=1,
         attn_map_token=1,
         stop_early=(mode == 'ours'))
     g = torch.Generator().manual_seed(1)

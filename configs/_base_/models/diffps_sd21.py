@@ -53,7 +53,7 @@ model = dict(
         add_noise=False,
         det_layer='T[3][0].attn1.to_k',
         attn_map_layer='T[3][0].attn2',
-        attn_map_head=0,
+        attn_map_head=1,
         attn_map_token=1,
         reid_layers=(
             ('T[1][2].attn1.to_q', ),

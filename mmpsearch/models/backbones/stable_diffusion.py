@@ -183,7 +183,7 @@ class UNetFeatureTap:
                  unet: nn.Module,
                  feat_layers: Sequence[str],
                  attn_map_layer: str,
-                 attn_map_head: int = 0,
+                 attn_map_head: int = 1,
                  attn_map_token: int = 1,
                  stop_early: bool = True) -> None:
         from diffusers.models.attention_processor import Attention
@@ -358,7 +358,10 @@ class StableDiffusionBackbone(BaseModule):
         det_layer (str): Hooked projection giving the detection feature.
         attn_map_layer (str): Cross-attention whose probabilities give the
             detection guidance map.
-        attn_map_head (int): Head of that map. Defaults to 0.
+        attn_map_head (int): Head of that map. Defaults to 1: the public
+            DiffPS code takes index 1 of the heads axis of the stored
+            (B, heads, HW, tokens) probabilities (its comment calls it the
+            first head); the paper only says "one head".
         attn_map_token (int): Text token of that map (1 = first word after
             the start token, i.e. "person").
         reid_layers (Sequence[Sequence[str]]): Hooked projections for ReID,
@@ -387,7 +390,7 @@ class StableDiffusionBackbone(BaseModule):
                  add_noise: bool = False,
                  det_layer: str = 'T[3][0].attn1.to_k',
                  attn_map_layer: str = 'T[3][0].attn2',
-                 attn_map_head: int = 0,
+                 attn_map_head: int = 1,
                  attn_map_token: int = 1,
                  reid_layers: Sequence[Sequence[str]] = (
                      ('T[1][2].attn1.to_q', ),
