@@ -23,6 +23,8 @@ from mmdet.registry import TASK_UTILS as MMDET_TASK_UTILS
 from mmdet.registry import TRANSFORMS as MMDET_TRANSFORMS
 from mmdet.registry import VISBACKENDS as MMDET_VISBACKENDS
 from mmdet.registry import VISUALIZERS as MMDET_VISUALIZERS
+from mmdet.registry import \
+    WEIGHT_INITIALIZERS as MMDET_WEIGHT_INITIALIZERS
 from mmengine.registry import Registry
 
 RUNNERS = Registry('runner', parent=MMDET_RUNNERS)
@@ -56,3 +58,7 @@ VISUALIZERS = Registry(
     locations=['mmpsearch.visualization'])
 VISBACKENDS = Registry('vis_backend', parent=MMDET_VISBACKENDS)
 LOG_PROCESSORS = Registry('log_processor', parent=MMDET_LOG_PROCESSORS)
+WEIGHT_INITIALIZERS = Registry(
+    'weight initializer',
+    parent=MMDET_WEIGHT_INITIALIZERS,
+    locations=['mmpsearch.models'])

@@ -45,6 +45,7 @@ from mmpsearch.datasets.transforms import (DualNoiseGenerator,
                                            PackPersonSearchInputs)
 from mmpsearch.models.losses import DualDenoisingCriterion
 from mmpsearch.models.task_modules import DiffusionDetDynamicKAssigner
+from mmpsearch.models.weight_init import StrictPretrainedInit
 
 with read_base():
     from .._base_.datasets.synthetic_cuhk import *  # noqa: F401,F403
@@ -68,7 +69,8 @@ model['backbone'] = dict(  # noqa: F405
     norm_cfg=dict(type='BN', requires_grad=True),
     norm_eval=False,
     style='pytorch',
-    init_cfg=dict(type='Pretrained', checkpoint=teacher_ckpt,
+    # strict: a teacher of another width is an error, not a random start
+    init_cfg=dict(type=StrictPretrainedInit, checkpoint=teacher_ckpt,
                   prefix='backbone.'))
 model['neck'].update(  # noqa: F405
     in_channels=[width, width * 2, width * 4, width * 8],
