@@ -241,3 +241,24 @@ def test_missing_weights_name_the_missing_part(tmp_path):
 def test_token_index_must_be_a_word(tiny_sd_dir):
     with pytest.raises(ValueError, match='token index 2 is not a word'):
         StableDiffusionBackbone(tiny_sd_dir, attn_map_token=2)
+
+
+def test_fp16_path_matches_fp32(tiny_sd_dir, tiny_backbone):
+    # The GPU default is fp16; the same casts run on the CPU when forced.
+    half = StableDiffusionBackbone(tiny_sd_dir, frozen_dtype='float16')
+    half.eval()
+    assert half.frozen_dtype == torch.float16
+    assert all(p.dtype == torch.float16 for p in half.frozen_parameters())
+    assert tiny_backbone.frozen_dtype == torch.float32  # 'auto' on the CPU
+    img = _images()
+    ref, out = tiny_backbone(img), half(img)
+    for key in ('det_feat', 'attn_map'):
+        assert out[key].dtype == torch.float32
+        scale = float(ref[key].abs().max())
+        torch.testing.assert_close(out[key], ref[key], atol=0.02 * scale,
+                                   rtol=0)
+    # the explicit map is still a min-max normalised softmax
+    assert float(out['attn_map'].amin()) == 0.0
+    assert float(out['attn_map'].amax()) == 1.0
+    with pytest.raises(ValueError, match='frozen_dtype'):
+        StableDiffusionBackbone(tiny_sd_dir, frozen_dtype='fp8')

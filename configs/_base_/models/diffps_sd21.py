@@ -55,6 +55,7 @@ model = dict(
         attn_map_layer='T[3][0].attn2',
         attn_map_head=1,
         attn_map_token=1,
+        frozen_dtype='auto',  # fp16 on CUDA, fp32 on the CPU
         reid_layers=(
             ('T[1][2].attn1.to_q', ),
             ('T[2][1].attn1.to_v', 'T[2][2].attn1.to_q'),

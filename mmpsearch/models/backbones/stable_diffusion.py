@@ -369,7 +369,9 @@ class StableDiffusionBackbone(BaseModule):
         part_prompts (Sequence[str]): Body-part words whose token-1 text
             embeddings SFAN uses.
         part_token (int): Token index of a part word. Defaults to 1.
-        fp16_on_gpu (bool): Run the frozen modules in fp16 on CUDA.
+        frozen_dtype (str): Precision of the frozen modules: ``'auto'``
+            (fp16 on CUDA, fp32 on the CPU, as DiffPS), ``'float16'`` or
+            ``'float32'`` wherever they are. The outputs are always fp32.
         noise_seed (int): Seed of the eval-time noise (``add_noise=True``).
 
     Layer names are diffusers module names relative to the UNet or the
@@ -382,6 +384,9 @@ class StableDiffusionBackbone(BaseModule):
     ``reid_feats`` (a list per level of lists of (B, C_l, H_l, W_l)) and
     ``part_embeds`` (P, D_text), all fp32.
     """
+
+    FROZEN_DTYPES = {'auto': None, 'float16': torch.float16,
+                     'float32': torch.float32}
 
     def __init__(self,
                  sd_path: str,
@@ -401,7 +406,7 @@ class StableDiffusionBackbone(BaseModule):
                  part_prompts: Sequence[str] = ('head', 'shirts', 'pants',
                                                 'shoes'),
                  part_token: int = 1,
-                 fp16_on_gpu: bool = True,
+                 frozen_dtype: str = 'auto',
                  noise_seed: int = 0,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -417,7 +422,11 @@ class StableDiffusionBackbone(BaseModule):
                             for level in reid_layers]
         self.part_prompts = list(part_prompts)
         self.part_token = int(part_token)
-        self.fp16_on_gpu = fp16_on_gpu
+        if frozen_dtype not in self.FROZEN_DTYPES:
+            raise ValueError(f'StableDiffusionBackbone: frozen_dtype must be '
+                             f'one of {sorted(self.FROZEN_DTYPES)}, got '
+                             f'{frozen_dtype!r}')
+        self.frozen_dtype_cfg = frozen_dtype
         self.noise_seed = noise_seed
 
         # Plain dicts are not registered by nn.Module: the frozen models stay
@@ -430,6 +439,7 @@ class StableDiffusionBackbone(BaseModule):
         self.scheduler = scheduler
         self.register_buffer('prompt_embeds', prompt_embeds, persistent=False)
         self.register_buffer('part_embeds', part_embeds, persistent=False)
+        self._set_frozen_dtype()  # again on every .to() / .cuda()
         feat_layers = [self.det_layer]
         feat_layers += [n for level in self.reid_layers for n in level]
         # a plain attribute (not a Module): no registration, no state
@@ -540,9 +550,10 @@ class StableDiffusionBackbone(BaseModule):
         return self
 
     def _set_frozen_dtype(self) -> None:
-        on_gpu = self.prompt_embeds.device.type == 'cuda'
-        dtype = torch.float16 if (on_gpu and self.fp16_on_gpu) else \
-            torch.float32
+        dtype = self.FROZEN_DTYPES[self.frozen_dtype_cfg]
+        if dtype is None:  # auto
+            on_gpu = self.prompt_embeds.device.type == 'cuda'
+            dtype = torch.float16 if on_gpu else torch.float32
         for module in self._frozen.values():
             module.to(dtype=dtype)
 
