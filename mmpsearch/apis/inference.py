@@ -247,21 +247,24 @@ def list_gallery_images(gallery: Union[str, Path, Sequence]) -> List[str]:
 
 def index_gallery(searcher: nn.Module,
                   gallery: Union[str, Path, Sequence[str]],
-                  score_thr: float = 0.5) -> GalleryIndex:
+                  score_thr: Optional[float] = None) -> GalleryIndex:
     """Detect the persons of every gallery image and embed them.
 
     Args:
         searcher: From :func:`init_searcher`.
         gallery: A folder of images or a list of image paths.
-        score_thr (float): Detections below this score are dropped (the
-            evaluation protocol's 0.5).
+        score_thr (float, optional): Detections below this score are
+            dropped. None keeps what the model outputs, i.e. its own
+            ``test_cfg.score_thr`` (0.5, the protocol's, in the paper
+            configs; 0.3 in the synthetic one).
     """
     paths = list_gallery_images(gallery)
     bboxes, scores, embeds, inds = [], [], [], []
     for i, path in enumerate(paths):
         pred = _run(searcher, _read_image(path), osp.basename(path),
                     'gallery')
-        keep = pred.scores >= score_thr
+        keep = pred.scores >= (score_thr if score_thr is not None else
+                               -float('inf'))
         bboxes.append(pred.bboxes[keep].cpu().numpy())
         scores.append(pred.scores[keep].cpu().numpy())
         embeds.append(pred.embeddings[keep].cpu().numpy())

@@ -91,6 +91,17 @@ def test_index_save_and_load_give_the_same_results(scenes, tmp_path):
         np.testing.assert_array_equal(a.bbox, b.bbox)
 
 
+def test_index_keeps_the_model_output_unless_a_threshold_is_given(scenes):
+    root, protocol, searcher = scenes
+    gallery = [_img(root, name) for name, _ in protocol.queries[1].gallery]
+    everything = index_gallery(searcher, gallery)
+    # the oracle scores its persons 0.99 down to 0.9 in each image
+    assert float(everything.scores.min()) < 0.95
+    high = index_gallery(searcher, gallery, score_thr=0.95)
+    assert 0 < len(high) < len(everything)
+    assert float(high.scores.min()) >= 0.95
+
+
 def test_bad_input_errors(scenes, tmp_path, monkeypatch):
     root, protocol, searcher = scenes
     query = protocol.queries[0]
