@@ -20,7 +20,7 @@
 # and the teacher embeddings of psdiff_r50_cuhk.py.
 from mmengine.config import read_base
 
-from mmpsearch.models.necks import DGRPN, SDFeaturePyramid
+from mmpsearch.models.necks import SDFeaturePyramid
 
 with read_base():
     from .._base_.models.diffps_sd21 import model as diffps_model
@@ -37,24 +37,13 @@ model['backbone'].update(  # noqa: F405
         ('T[2][1].attn1.to_v', 'T[2][2].attn1.to_q'),
     ),
     part_prompts=())  # SFAN's body-part words: not used by the CDL
-del diffps_model  # keep the DiffPS model out of this config
-
 model['neck'] = dict(  # noqa: F405
     type=SDFeaturePyramid,
-    dgrpn=dict(
-        type=DGRPN,
-        in_channels=320,
-        out_channels=1024,
-        tau=0.7,
-        peak_kernel=7,
-        max_peaks=50,
-        spread_kernel=9,
-        delta=5.0,
-        beta_init=1.0,
-        gamma_init=0.0),
+    dgrpn=diffps_model['neck'],  # DiffPS's DGRPN, its paper settings
     reid_in_channels=((1280, ), (640, 640)),
     reid_strides=(32, 16),
     out_channels=256,
     extra_level='maxpool')
+del diffps_model  # keep the DiffPS model out of this config
 # the pyramid's strides, finest first (the R50 FPN's were 4-32)
 model['head']['roi_extractor']['featmap_strides'] = [8, 16, 32, 64]  # noqa

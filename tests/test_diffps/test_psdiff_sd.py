@@ -10,14 +10,14 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
-from mmengine.runner import Runner
 
-from mmpsearch.datasets.synthetic import make_synthetic
 from mmpsearch.datasets.teacher_cache import save_teacher_embeddings
 from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
 from mmpsearch.models.necks import DGRPN, SDFeaturePyramid
 from mmpsearch.registry import DATASETS, MODELS
 from mmpsearch.utils.setup_env import register_all_modules
+from .conftest import (assert_stable_diffusion_frozen, loss_history,
+                       train_runner)
 
 CONFIGS = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'psdiff')
 NUM_ITERS = 12
@@ -123,15 +123,6 @@ def test_bad_arguments(kwargs, match):
 
 
 # ------------------------------------------------- synthetic config, trained
-@pytest.fixture(scope='module')
-def synthetic_root(tmp_path_factory) -> str:
-    root = str(tmp_path_factory.mktemp('synthetic_cuhk'))
-    # the smallest CUHK-layout tree with a TestG100 gallery
-    make_synthetic(
-        'cuhk', root, num_images=202, num_ids=6, image_size=(160, 120))
-    return root
-
-
 def _write_teacher(cfg: Config, path: str) -> None:
     """Random unit embeddings for every training box, in the .npz format of
     tools/extract_teacher_embeddings.py."""
@@ -188,19 +179,11 @@ def runner(tiny_sd_dir, synthetic_root, tmp_path_factory):
     cfg.default_hooks.checkpoint = None
     cfg.randomness = dict(seed=0)
     cfg.work_dir = work_dir
-    runner = Runner.from_cfg(cfg)
-    before = [
-        p.detach().clone() for p in runner.model.backbone.frozen_parameters()
-    ]
-    runner.train()
-    runner._sd_before = before
-    return runner
+    return train_runner(cfg)
 
 
 def test_training_loss_falls(runner):
-    hist = [
-        float(v) for v in runner.message_hub.get_scalar('train/loss').data[0]
-    ]
+    hist = loss_history(runner)
     assert len(hist) == NUM_ITERS
     assert all(np.isfinite(hist))
     first, last = np.mean(hist[:3]), np.mean(hist[-3:])
@@ -211,26 +194,13 @@ def test_stable_diffusion_gets_no_gradient_and_no_optimizer_state(runner):
     model = runner.model
     assert isinstance(model.backbone, StableDiffusionBackbone)
     assert isinstance(model.neck, SDFeaturePyramid)
-    sd = model.backbone.frozen_parameters()
-    assert len(sd) > 0
-    sd_ids = {id(p) for p in sd}
-    assert not sd_ids & {id(p) for p in model.parameters()}
+    assert_stable_diffusion_frozen(runner)
     optimizer = runner.optim_wrapper.optimizer
-    opt_params = [p for g in optimizer.param_groups for p in g['params']]
-    assert len(opt_params) > 0
-    assert not sd_ids & {id(p) for p in opt_params}
-    assert not sd_ids & {id(p) for p in optimizer.state}
-    assert all(p.grad is None and not p.requires_grad for p in sd)
-    for p, q in zip(sd, runner._sd_before):
-        assert torch.equal(p, q)
-    assert not model.backbone.unet.training
     # the neck trained, DGRPN's guidance weight included (the CDL's loss
     # reaches eq. 4 through the RoI features)
     neck_ids = {id(p) for p in model.neck.parameters()}
     assert neck_ids <= {id(p) for p in optimizer.state}
     assert float(model.neck.dgrpn.gamma.detach().abs()) > 0
-    # checkpoints hold no Stable Diffusion weights
-    assert not any(k.startswith('backbone.') for k in model.state_dict())
 
 
 def test_predict_gives_the_results_format(runner):
