@@ -1,10 +1,11 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmdet.models.losses import FocalLoss, GIoULoss, L1Loss
 from mmdet.models.task_modules.assigners import (BBoxL1Cost, FocalLossCost,
                                                  HungarianAssigner, IoUCost)
+from mmdet.structures.bbox import bbox_overlaps
 from mmdet.utils import reduce_mean
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
@@ -30,12 +31,40 @@ class DualDenoisingCriterion(BaseModule):
     matched ground truth (labeled and unlabeled persons alike).
 
     Every term is averaged over the number of matched pairs in the batch
-    (averaged over processes under DDP).
+    (averaged over processes under DDP); with ``cls_pos_iou_thr`` the class
+    term is averaged over its own positives.
+
+    **Classification targets.** The matcher picks one (Hungarian) or a few
+    (dynamic-k) of the proposals that cover a person; the others, often
+    near-copies of them, are background. A proposal that is positive in a
+    fraction q of the cases its features cannot tell apart has the
+    focal-loss optimum of about 0.2-0.4 for q = 0.1-0.5, under the 0.5
+    score threshold of the person-search protocol (DETR-style detectors
+    are scored by COCO AP, which ignores the threshold). Two options give
+    the class branch targets it can read from a box's features:
+
+    - ``cls_pos_iou_thr`` (e.g. 0.5): every prediction whose box overlaps
+      a ground truth with IoU >= the threshold is a positive of the class
+      term too (the rule of Faster R-CNN's RoI head); the matcher still
+      alone decides the box and ReID terms. NMS removes the duplicates at
+      test time.
+    - ``cls_iou_target=True``: the target of a positive is the IoU of its
+      (detached) box with its ground truth instead of 1, scored by mmdet's
+      ``QualityFocalLoss`` (Li et al., "Generalized Focal Loss", NeurIPS
+      2020, eq. 5), whose optimum is the target itself: a score then reads
+      as the expected IoU, so 0.5 means what the protocol's threshold
+      means.
 
     Args:
         num_classes (int): Foreground classes (1: person). Defaults to 1.
         assigner (dict): The matcher.
         loss_cls, loss_bbox, loss_giou, loss_reid (dict): The four terms.
+            With ``cls_iou_target`` ``loss_cls`` must take an
+            ``(labels, scores)`` target (``QualityFocalLoss``).
+        cls_pos_iou_thr (float, optional): See above. Defaults to None
+            (only the matched predictions are positives: the paper).
+        cls_iou_target (bool): See above. Defaults to False (the paper's
+            0 / 1 focal-loss targets).
     """
 
     def __init__(
@@ -57,15 +86,28 @@ class DualDenoisingCriterion(BaseModule):
         loss_bbox: dict = dict(type=L1Loss, loss_weight=5.0),
         loss_giou: dict = dict(type=GIoULoss, loss_weight=2.0),
         loss_reid: dict = dict(type=ReIDL2Loss, loss_weight=5.0),
+        cls_pos_iou_thr: Optional[float] = None,
+        cls_iou_target: bool = False,
         init_cfg=None
     ) -> None:
         super().__init__(init_cfg=init_cfg)
+        if cls_pos_iou_thr is not None and not 0 < cls_pos_iou_thr <= 1:
+            raise ValueError('DualDenoisingCriterion: cls_pos_iou_thr must '
+                             f'be in (0, 1] or None, got {cls_pos_iou_thr}')
         self.num_classes = num_classes
+        self.cls_pos_iou_thr = cls_pos_iou_thr
+        self.cls_iou_target = bool(cls_iou_target)
         self.assigner = TASK_UTILS.build(assigner)
         self.loss_cls = MODELS.build(loss_cls)
         self.loss_bbox = MODELS.build(loss_bbox)
         self.loss_giou = MODELS.build(loss_giou)
         self.loss_reid = MODELS.build(loss_reid)
+        if self.cls_iou_target and type(self.loss_cls).__name__ not in (
+                'QualityFocalLoss', ):
+            raise ValueError(
+                'DualDenoisingCriterion: cls_iou_target=True needs a class '
+                'loss with soft (labels, IoU) targets, e.g. mmdet\'s '
+                f'QualityFocalLoss; got {type(self.loss_cls).__name__}')
 
     def match(self, cls_scores: Tensor, bboxes: Tensor,
               gt_instances: InstanceData, img_meta: dict) -> Tensor:
@@ -102,7 +144,7 @@ class DualDenoisingCriterion(BaseModule):
         """
         num_imgs, num_preds = cls_scores.shape[:2]
         labels_all, pos_pred, pos_gt_boxes, pos_pred_embeds, pos_gt_embeds, \
-            factors = [], [], [], [], [], []
+            factors, cls_labels, cls_quality = [], [], [], [], [], [], [], []
         for i in range(num_imgs):
             gt = batch_gt_instances[i]
             if 'teacher_embeds' not in gt:
@@ -122,6 +164,11 @@ class DualDenoisingCriterion(BaseModule):
                                 dtype=torch.long, device=cls_scores.device)
             labels[pos] = gt.labels[inds[pos]].to(labels.device)
             labels_all.append(labels)
+            if self.cls_pos_iou_thr is not None or self.cls_iou_target:
+                c_labels, quality = self._cls_targets(
+                    bboxes[i].detach(), gt_boxes, gt.labels, inds, labels)
+                cls_labels.append(c_labels)
+                cls_quality.append(quality)
             pos_pred.append(bboxes[i][pos])
             pos_gt_boxes.append(gt_boxes[inds[pos]])
             pos_pred_embeds.append(embeds[i][pos])
@@ -138,10 +185,19 @@ class DualDenoisingCriterion(BaseModule):
             cls_scores.new_tensor(float(len(pos_pred)))).clamp(min=1.0).item()
 
         losses = dict()
-        losses['loss_cls'] = self.loss_cls(
-            cls_scores.reshape(-1, cls_scores.shape[-1]),
-            torch.cat(labels_all),
-            avg_factor=num_pos)
+        flat_scores = cls_scores.reshape(-1, cls_scores.shape[-1])
+        if cls_labels:
+            cls_labels = torch.cat(cls_labels)
+            num_cls_pos = reduce_mean(
+                (cls_labels < self.num_classes).sum().float()).clamp(
+                    min=1.0).item()
+            target = (cls_labels, torch.cat(cls_quality)) \
+                if self.cls_iou_target else cls_labels
+            losses['loss_cls'] = self.loss_cls(
+                flat_scores, target, avg_factor=num_cls_pos)
+        else:
+            losses['loss_cls'] = self.loss_cls(
+                flat_scores, torch.cat(labels_all), avg_factor=num_pos)
         if len(pos_pred) > 0:
             losses['loss_bbox'] = self.loss_bbox(
                 pos_pred / factors, pos_gt_boxes / factors,
@@ -156,6 +212,42 @@ class DualDenoisingCriterion(BaseModule):
             torch.cat(pos_pred_embeds), torch.cat(pos_gt_embeds),
             avg_factor=num_pos)
         return losses
+
+
+    def _cls_targets(self, bboxes: Tensor, gt_boxes: Tensor,
+                     gt_labels: Tensor, inds: Tensor,
+                     labels: Tensor) -> Tuple[Tensor, Tensor]:
+        """Class-term labels and IoU targets of one image.
+
+        Args:
+            bboxes (Tensor): (N, 4) predicted boxes (detached), pixels.
+            gt_boxes (Tensor): (n, 4) ground truth, pixels.
+            gt_labels (Tensor): (n,) their labels.
+            inds (Tensor): (N,) the matcher's ground truth per prediction,
+                -1 for none.
+            labels (Tensor): (N,) the matcher's labels (``num_classes``
+                for background).
+
+        Returns:
+            tuple[Tensor, Tensor]: (N,) labels (``num_classes`` for
+            background) and (N,) IoU with the assigned ground truth (0 for
+            background).
+        """
+        labels = labels.clone()
+        quality = bboxes.new_zeros(len(bboxes))
+        if len(gt_boxes) == 0:
+            return labels, quality
+        ious = bbox_overlaps(bboxes, gt_boxes)  # (N, n)
+        best_iou, best = ious.max(dim=1)
+        # A matched prediction keeps its ground truth; the IoU rule adds the
+        # unmatched ones that overlap some person enough.
+        assigned = torch.where(inds >= 0, inds, best)
+        if self.cls_pos_iou_thr is not None:
+            extra = (inds < 0) & (best_iou >= self.cls_pos_iou_thr)
+            labels[extra] = gt_labels[best[extra]].to(labels)
+        pos = labels < self.num_classes
+        quality[pos] = ious[pos, assigned[pos]]
+        return labels, quality
 
 
 def _box_tensor(boxes) -> Tensor:

@@ -1,0 +1,136 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""How a model's detection scores sit against the protocol's 0.5 threshold.
+
+Reads a saved ``results.pkl`` (best written by ``tools/test.py`` with a low
+``model.test_cfg.score_thr``, e.g. 0.05, so that what the threshold drops
+is still there) and, over every person of the gallery images, reports:
+
+- the score quantiles of the *true* detections: per person, the
+  highest-scoring detection with IoU >= 0.5 (the one NMS and the protocol
+  keep), and the fraction of persons whose true detection passes 0.5;
+- duplicates: how many further detections with IoU >= 0.5 a person has
+  (after the model's NMS), and how many of them pass 0.5;
+- false detections (IoU < 0.5 with every person) passing 0.5 per image.
+
+No threshold is chosen here; the protocol's stays 0.5::
+
+    python tools/test.py CONFIG CKPT --out results.pkl \\
+        --cfg-options model.test_cfg.score_thr=0.05
+    python tools/analysis_tools/score_calibration.py results.pkl \\
+        --dataset cuhk --data-root data/synthetic_cuhk --json calib.json
+"""
+import argparse
+import json
+import os.path as osp
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from mmpsearch.evaluation.metrics import person_search_metric
+from mmpsearch.evaluation.functional.box_ops import paired_iou
+from mmpsearch.evaluation.results_io import load_search_results
+
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Scores of true, duplicate and false detections')
+    parser.add_argument('results', help='results.pkl of tools/test.py')
+    parser.add_argument('--dataset', required=True, choices=['cuhk', 'prw'])
+    parser.add_argument('--data-root', required=True)
+    parser.add_argument('--thr', type=float, default=0.5,
+                        help='the score threshold to report against '
+                        '(default 0.5, the protocol\'s)')
+    parser.add_argument('--json', help='also write the figures here')
+    return parser.parse_args(argv)
+
+
+def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
+                thr: float = 0.5) -> dict:
+    """The figures of the module docstring.
+
+    Args:
+        gallery: ``results['gallery']``: per image ``bboxes`` (n, 4) and
+            ``scores`` (n,).
+        gt: Per gallery image its persons' boxes (m, 4), x1y1x2y2.
+        thr: The score threshold.
+    """
+    true_scores, dup_counts, dup_pass, false_pass = [], [], 0, 0
+    for img_id, boxes_gt in gt.items():
+        det = gallery.get(img_id, {})
+        boxes = np.asarray(det.get('bboxes', np.zeros((0, 4))),
+                           np.float64).reshape(-1, 4)
+        scores = np.asarray(det.get('scores', np.zeros(0)),
+                            np.float64).reshape(-1)
+        boxes_gt = np.asarray(boxes_gt, np.float64).reshape(-1, 4)
+        if len(boxes_gt) == 0:
+            false_pass += int((scores >= thr).sum())
+            continue
+        n, m = len(boxes), len(boxes_gt)
+        iou = paired_iou(np.repeat(boxes_gt, n, axis=0),
+                         np.tile(boxes, (m, 1))).reshape(m, n) if n else \
+            np.zeros((m, 0))
+        hit = iou >= 0.5
+        for g in range(m):
+            cand = np.flatnonzero(hit[g])
+            if cand.size == 0:
+                true_scores.append(0.0)  # missed: no box to keep
+                dup_counts.append(0)
+                continue
+            best = cand[np.argmax(scores[cand])]
+            true_scores.append(float(scores[best]))
+            rest = cand[cand != best]
+            dup_counts.append(int(rest.size))
+            dup_pass += int((scores[rest] >= thr).sum())
+        false_pass += int(((~hit.any(0)) & (scores >= thr)).sum())
+    true_scores = np.asarray(true_scores)
+    found = true_scores > 0
+    num_persons = int(true_scores.size)
+    if num_persons == 0:
+        raise ValueError('score calibration: the gallery has no persons')
+    return dict(
+        score_thr=thr,
+        num_persons=num_persons,
+        covered=float(found.mean()),
+        true_passing=float((true_scores >= thr).mean()),
+        true_score_quantiles={
+            str(q): float(np.quantile(true_scores[found], q))
+            if found.any() else 0.0
+            for q in QUANTILES
+        },
+        duplicates_per_person=float(np.mean(dup_counts)),
+        duplicates_passing_per_person=dup_pass / num_persons,
+        false_passing_per_image=false_pass / max(len(gt), 1))
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    args = parse_args(argv)
+    if not 0.0 <= args.thr <= 1.0:
+        raise SystemExit(f'--thr {args.thr}: expected a number in [0, 1]')
+    if not osp.isfile(args.results):
+        raise SystemExit(f'results file {args.results} does not exist')
+    protocol = person_search_metric.load_protocol(args.dataset,
+                                                  args.data_root)
+    results = load_search_results(args.results, protocol)
+    gt = {img_id: g.boxes for img_id, g in protocol.gallery.items()}
+    out = calibration(results['gallery'], gt, args.thr)
+    q = out['true_score_quantiles']
+    print(f'{out["num_persons"]} gallery persons; a box with IoU >= 0.5 '
+          f'for {100 * out["covered"]:.1f} %, passing {args.thr}: '
+          f'{100 * out["true_passing"]:.1f} %')
+    print('true-detection scores, quantiles 10/25/50/75/90 %: ' +
+          ' / '.join(f'{q[str(k)]:.3f}' for k in QUANTILES))
+    print(f'duplicates (IoU >= 0.5, after NMS) per person: '
+          f'{out["duplicates_per_person"]:.2f}, passing: '
+          f'{out["duplicates_passing_per_person"]:.2f}; false detections '
+          f'passing per image: {out["false_passing_per_image"]:.2f}')
+    if args.json:
+        with open(args.json, 'x') as f:  # never over an earlier file
+            json.dump(out, f, indent=2)
+        print(f'written to {args.json}')
+    return out
+
+
+if __name__ == '__main__':
+    main()
