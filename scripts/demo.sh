@@ -8,7 +8,9 @@
 #   2. the ReID teacher on the ground-truth crops         (work_dirs/teacher_synthetic)
 #   3. its embeddings e_0 of every training box           (teacher_embeddings.npz)
 #   4. PSDiff on the scenes                               (work_dirs/psdiff_r50_synthetic)
-#   5. search mAP / top-k / detection AP at 1, 2, 4 and 8 sampling steps
+#   5. search mAP / top-k / detection AP at 1, 2, 4 and 8 sampling steps, at
+#      the protocol's 0.5 score threshold, beside the two-step baseline
+#      (Faster R-CNN + the teacher) when `make baseline` has trained it
 #   6. a search picture: a query and its top hits, and the boxes over the
 #      sampling steps                                      (demo_<time>/search.png, steps.png)
 set -euo pipefail
@@ -22,33 +24,14 @@ TEACHER_DIR=work_dirs/teacher_synthetic
 TEACHER_EMB=$TEACHER_DIR/teacher_embeddings.npz
 PSDIFF_CFG=configs/psdiff/psdiff_r50_synthetic.py
 PSDIFF_DIR=work_dirs/psdiff_r50_synthetic
+BASELINE_CFG=configs/baseline/faster_rcnn_r18_teacher_synthetic.py
+BASELINE_DIR=work_dirs/faster_rcnn_r18_teacher_synthetic
 RUN_DIR=$PSDIFF_DIR/demo_$(date +%Y%m%d_%H%M%S)
 
 stage() { printf '\n=== [demo] %s\n' "$*"; }
 start=$(date +%s)
 
-stage "1/6 synthetic scenes -> $DATA"
-if [ -f "$DATA/annotation/Images.mat" ]; then
-  echo "exists, kept"
-else
-  "$PY" tools/dataset_converters/make_synthetic.py --format cuhk --out "$DATA" --seed 0
-fi
-
-stage "2/6 ReID teacher -> $TEACHER_DIR"
-TEACHER_CKPT=$(ls -t "$TEACHER_DIR"/iter_*.pth 2>/dev/null | head -n 1 || true)
-if [ -n "$TEACHER_CKPT" ] && [ -f "$TEACHER_DIR/last_checkpoint" ]; then
-  echo "trained, kept ($TEACHER_CKPT)"
-else
-  "$PY" tools/train.py "$TEACHER_CFG" --work-dir "$TEACHER_DIR"
-fi
-TEACHER_CKPT=$(cat "$TEACHER_DIR/last_checkpoint")
-
-stage "3/6 teacher embeddings -> $TEACHER_EMB"
-if [ -f "$TEACHER_EMB" ]; then
-  echo "exists, kept"
-else
-  "$PY" tools/extract_teacher_embeddings.py "$TEACHER_CFG" "$TEACHER_CKPT" --out "$TEACHER_EMB"
-fi
+. scripts/prepare_synthetic.sh  # stages 1-3
 
 stage "4/6 PSDiff -> $PSDIFF_DIR"
 if [ -f "$PSDIFF_DIR/last_checkpoint" ]; then
@@ -61,7 +44,7 @@ else
 fi
 PSDIFF_CKPT=$(cat "$PSDIFF_DIR/last_checkpoint")
 
-stage "5/6 evaluation at 1, 2, 4, 8 steps -> $RUN_DIR"
+stage "5/6 evaluation at 1, 2, 4, 8 steps (score >= 0.5, the protocol's) -> $RUN_DIR"
 mkdir -p "$RUN_DIR"
 for k in 1 2 4 8; do
   "$PY" tools/test.py "$PSDIFF_CFG" "$PSDIFF_CKPT" --work-dir "$RUN_DIR/steps_$k" \
@@ -69,17 +52,35 @@ for k in 1 2 4 8; do
     --cfg-options "model.test_cfg.sampling_steps=$k" > "$RUN_DIR/test_steps_$k.log" 2>&1 \
     || { tail -n 30 "$RUN_DIR/test_steps_$k.log"; exit 1; }
   "$PY" tools/analysis_tools/eval_search.py "$RUN_DIR/results_steps_$k.pkl" \
-    --dataset cuhk --data-root "$DATA" --score-thr 0.3 --json "$RUN_DIR/metrics_steps_$k.json" > /dev/null
+    --dataset cuhk --data-root "$DATA" --score-thr 0.5 --json "$RUN_DIR/metrics_steps_$k.json" > /dev/null
 done
+if [ -f "$BASELINE_DIR/last_checkpoint" ]; then
+  BASELINE_CKPT=$(cat "$BASELINE_DIR/last_checkpoint")
+  "$PY" tools/test.py "$BASELINE_CFG" "$BASELINE_CKPT" --work-dir "$RUN_DIR/baseline" \
+    --out "$RUN_DIR/results_baseline.pkl" \
+    --cfg-options "model.reid.checkpoint=$TEACHER_CKPT" > "$RUN_DIR/test_baseline.log" 2>&1 \
+    || { tail -n 30 "$RUN_DIR/test_baseline.log"; exit 1; }
+  "$PY" tools/analysis_tools/eval_search.py "$RUN_DIR/results_baseline.pkl" \
+    --dataset cuhk --data-root "$DATA" --score-thr 0.5 --json "$RUN_DIR/metrics_baseline.json" > /dev/null
+fi
 "$PY" - "$RUN_DIR" <<'PYEOF'
-import json, sys
+import json, os, sys
+from mmpsearch.evaluation.results_io import safe_load_pickle
 run = sys.argv[1]
-print("(detections scoring >= 0.3 kept; the protocol keeps >= 0.5, see psdiff_r50_synthetic.py)")
-print(f"{'steps':>5} {'mAP':>7} {'top-1':>7} {'top-5':>7} {'det AP':>7} {'det recall':>10}")
-for k in (1, 2, 4, 8):
-    m = json.load(open(f'{run}/metrics_steps_{k}.json'))
-    print(f"{k:>5} {100*m['mAP']:7.2f} {100*m['top1']:7.2f} {100*m['top5']:7.2f} "
-          f"{100*m['det_ap']:7.2f} {100*m['det_recall']:10.2f}")
+n = len(safe_load_pickle(f'{run}/results_steps_1.pkl')['query'])
+print(f"CUHK-SYSU protocol on the synthetic test split: gallery 100, {n} queries, "
+      "detections scoring >= 0.5, test seed 0")
+print(f"{'model':<28} {'mAP':>6} {'top-1':>6} {'top-5':>6} {'det AP':>7} {'recall':>7}")
+rows = [(f'PSDiff, {k} DDIM step' + ('s' if k > 1 else ''), f'{run}/metrics_steps_{k}.json')
+        for k in (1, 2, 4, 8)]
+rows.append(('two-step baseline', f'{run}/metrics_baseline.json'))
+for name, path in rows:
+    if not os.path.exists(path):
+        print(f"{name:<28} (not trained: make baseline)")
+        continue
+    m = json.load(open(path))
+    print(f"{name:<28} {100*m['mAP']:6.1f} {100*m['top1']:6.1f} {100*m['top5']:6.1f} "
+          f"{100*m['det_ap']:7.1f} {100*m['det_recall']:7.1f}")
 PYEOF
 
 stage "6/6 search picture -> $RUN_DIR/search.png"

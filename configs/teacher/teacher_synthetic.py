@@ -32,9 +32,10 @@ from mmpsearch.datasets.transforms.person_crop import CropPersonBox
 with read_base():
     from .._base_.default_runtime import *  # noqa: F401,F403
 
-# make_synthetic('cuhk', ...) with its defaults (50 ids) gives 25 training
-# identities; PersonCropDataset checks this number against the data.
-num_classes = 25
+# tools/dataset_converters/make_synthetic.py with its defaults (200 ids)
+# gives 100 training identities; PersonCropDataset checks this number
+# against the data.
+num_classes = 100
 crop_size = (128, 64)  # (h, w)
 width = 32  # channels of the first stage (ResNet-18 has 64)
 embed_dim = width * 8

@@ -93,6 +93,13 @@ def init_searcher(config: Union[str, Path, Config],
         backbone = config.model.get('backbone', {})
         if 'init_cfg' in backbone:
             backbone['init_cfg'] = None
+        # a two-step model's checkpoint holds its ReID and detector too
+        if 'reid' in config.model:
+            config.model.reid['checkpoint'] = None
+        detector_backbone = config.model.get('detector', {}).get(
+            'backbone', {})
+        if 'init_cfg' in detector_backbone:
+            detector_backbone['init_cfg'] = None
     model = MODELS.build(config.model)
     if checkpoint is not None:
         if not osp.isfile(checkpoint):

@@ -292,10 +292,12 @@ def test_psdiff_r50_cuhk_config():
     assert 8e6 <= sum(p.numel() for p in model.head.parameters()) <= 12e6
 
 
-@pytest.mark.parametrize('name', [
-    'psdiff_r50_cuhk', 'psdiff_r50_prw', 'psdiff_swin_b_cuhk',
-    'psdiff_r50_synthetic'
-])
+SHIPPED = ['psdiff_r50_cuhk', 'psdiff_r50_prw', 'psdiff_swin_b_cuhk']
+
+
+@pytest.mark.parametrize('name', SHIPPED + [
+    'psdiff_r50_synthetic', 'psdiff_r50_synthetic_paper'
+] + [f'{n}_paper' for n in SHIPPED])
 def test_configs_agree_with_their_pipelines(name):
     cfg = Config.fromfile(osp.join(REPO, f'configs/psdiff/{name}.py'))
     gens = [t for t in cfg.train_dataloader.dataset.pipeline
@@ -309,13 +311,57 @@ def test_configs_agree_with_their_pipelines(name):
     assert gen['embed_snr_scale'] == model.diffusion.embed_snr_scale == 3.0
     assert gen['num_timesteps'] == model.diffusion.num_timesteps == 1000
     assert gen['embed_dims'] == model.head.embed_dims
-    if name != 'psdiff_r50_synthetic':
+    if 'synthetic' not in name:
         assert model.test_cfg.num_proposals == 300
         assert cfg.optim_wrapper.optimizer.lr == 2.5e-5
         assert cfg.optim_wrapper.optimizer.weight_decay == 1e-4
         assert cfg.train_cfg.max_iters == 90000
         assert cfg.param_scheduler[1].milestones == [70000, 84000]
         assert model.backbone.init_cfg.type == 'Pretrained'
+
+
+def _recipe(name):
+    """What a config says about how PSDiff trains and is tested, less what
+    scales with the machine and data (proposals, widths, schedule)."""
+    cfg = Config.fromfile(osp.join(REPO, f'configs/psdiff/{name}.py'))
+    gen, = [t for t in cfg.train_dataloader.dataset.pipeline
+            if 'teacher_embeds' in t]
+    test_cfg = dict(cfg.model.test_cfg)
+    test_cfg.pop('num_proposals')
+    return dict(
+        criterion=cfg.model.head.criterion.to_dict(),
+        train_cfg=cfg.model.train_cfg.to_dict(),
+        diffusion=cfg.model.diffusion.to_dict(),
+        noise={k: gen.get(k) for k in ('center_teacher', 'pad_mode',
+                                       'beta_schedule', 'timestep_range')},
+        clip_grad=cfg.optim_wrapper.clip_grad.to_dict(),
+        optimizer=cfg.optim_wrapper.optimizer.type,
+        weight_decay=cfg.optim_wrapper.optimizer.weight_decay,
+        test_cfg=test_cfg,
+        test_score_thr=cfg.test_evaluator.get('score_thr', 0.5))
+
+
+@pytest.mark.parametrize('name', SHIPPED)
+def test_shipped_configs_train_the_synthetic_recipe(name):
+    # the synthetic benchmark vouches for what users train on real data:
+    # everything but sizes and schedule is the same
+    assert _recipe(name) == _recipe('psdiff_r50_synthetic')
+    assert _recipe(f'{name}_paper') == _recipe('psdiff_r50_synthetic_paper')
+    shipped, paper = _recipe(name), _recipe(f'{name}_paper')
+    assert shipped['criterion']['cls_iou_target'] is True
+    assert shipped['train_cfg'] == dict(num_passes=3)
+    assert shipped['noise']['center_teacher'] is True
+    assert shipped['test_cfg']['score_thr'] == 0.5
+    assert shipped['test_score_thr'] == 0.5
+    assert shipped['clip_grad']['max_norm'] == 1.0  # DiffusionDet's
+    # the paper's recipe: the criterion's defaults (Hungarian, 0/1 focal)
+    assert set(paper['criterion']) == {'type'}
+    assert paper['train_cfg'] == dict(num_passes=1)
+    assert paper['noise']['center_teacher'] is False
+    paper['criterion'] = shipped['criterion']
+    paper['train_cfg'] = shipped['train_cfg']
+    paper['noise'] = shipped['noise']
+    assert paper == shipped  # nothing else differs
 
 
 def _tool(name):

@@ -14,13 +14,25 @@ extra cost of k steps over 1 step::
 Without ``--checkpoint`` the weights are random (the pretrained backbone is
 not loaded): timings do not depend on the values, except that box renewal
 and NMS see other scores.
+
+``--baseline BASELINE_CONFIG`` (a :class:`TwoStepPersonSearch` config, e.g.
+``configs/baseline/faster_rcnn_r50_teacher_cuhk.py``) also times the
+two-step baseline on the same images: the detector's forward and
+post-processing, then the ReID model on the crops of ``--baseline-boxes``
+fixed boxes (default 10) per image, since a detector with random weights
+finds any number of boxes from 0 to 100. Its row is added to the table and
+every PSDiff row gets its speed relative to the baseline::
+
+    python tools/analysis_tools/benchmark.py \
+        configs/psdiff/psdiff_r50_cuhk.py \
+        --baseline configs/baseline/faster_rcnn_r50_teacher_cuhk.py
 """
 import argparse
 import json
 import logging
 import platform
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +46,7 @@ from mmpsearch.utils import register_all_modules
 from mmpsearch.utils.config import load_config
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='PSDiff images/s at several sampling-step counts')
     parser.add_argument('config', help='model config file')
@@ -57,7 +69,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config keys, e.g. model.test_cfg.num_proposals=100')
-    return parser.parse_args()
+    parser.add_argument(
+        '--baseline', metavar='BASELINE_CONFIG',
+        help='also time this two-step baseline (TwoStepPersonSearch) config')
+    parser.add_argument(
+        '--baseline-checkpoint', help='weights of the baseline (optional)')
+    parser.add_argument(
+        '--baseline-boxes', type=int, default=10,
+        help='boxes per image the baseline\'s ReID model is timed on '
+        '(default 10; fixed, whatever the detector finds)')
+    parser.add_argument(
+        '--baseline-cfg-options', nargs='+', action=DictAction,
+        help='override keys of the baseline config')
+    args = parser.parse_args(argv)
+    if args.baseline_boxes < 0:
+        parser.error(f'--baseline-boxes must be >= 0, got '
+                     f'{args.baseline_boxes}')
+    return args
 
 
 def _sync(device: str) -> None:
@@ -123,8 +151,104 @@ def benchmark(model, steps: List[int], shape, num_images: int, warmup: int,
                 head_times_s={str(k): v for k, v in head_times.items()})
 
 
-def main() -> None:
-    args = parse_args()
+def fixed_boxes(num: int, shape, device) -> torch.Tensor:
+    """``num`` person-shaped boxes (x1y1x2y2) spread over an image of
+    ``shape`` (h, w): the same boxes for every image and run."""
+    h, w = shape
+    if num == 0:
+        return torch.zeros(0, 4, device=device)
+    k = torch.arange(num, dtype=torch.float32)
+    bh = h * (0.25 + 0.5 * ((k * 0.37) % 1.0))  # 1/4 to 3/4 of the height
+    bw = bh * 0.4
+    cx = w * (0.1 + 0.8 * ((k * 0.61 + 0.5) % 1.0))
+    cy = h * (0.3 + 0.4 * ((k * 0.23) % 1.0))
+    boxes = torch.stack(
+        [cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+    return boxes.to(device)
+
+
+def benchmark_baseline(model, shape, num_images: int, warmup: int,
+                       device: str, num_boxes: int = 10) -> Dict:
+    """Times per image of a two-step baseline (``TwoStepPersonSearch``):
+    the detector (forward + post-processing), then the ReID model on
+    ``num_boxes`` fixed boxes, the same count for every image."""
+    h, w = shape
+    det_times: List[float] = []
+    reid_times: List[float] = []
+    found: List[int] = []
+    boxes = fixed_boxes(num_boxes, shape, device)
+    for i in range(warmup + num_images):
+        image = torch.rand(1, 3, h, w, device=device) * 255
+        sample = DetDataSample(
+            metainfo=dict(
+                img_id=f'bench_{i}.jpg', img_shape=(h, w), ori_shape=(h, w),
+                scale_factor=(1.0, 1.0), split='gallery',
+                batch_input_shape=(h, w), pad_shape=(h, w)))
+        with torch.no_grad():
+            inputs = model.data_preprocessor(
+                dict(inputs=[image[0]], data_samples=[sample]), False)
+            dets, t_det = _timed(
+                lambda: model.detector.predict(
+                    inputs['inputs'], inputs['data_samples'], rescale=True),
+                device)
+            _, t_reid = _timed(
+                lambda: model.embed_boxes(
+                    inputs['inputs'], [boxes],
+                    [s.metainfo for s in inputs['data_samples']]), device)
+        if i >= warmup:
+            det_times.append(t_det)
+            reid_times.append(t_reid)
+            found.append(len(dets[0].pred_instances))
+    det = float(np.mean(det_times))
+    reid = float(np.mean(reid_times))
+    return dict(
+        detector_ms=det * 1e3,
+        reid_ms=reid * 1e3,
+        reid_per_box_ms=reid / num_boxes * 1e3 if num_boxes else 0.0,
+        total_ms=(det + reid) * 1e3,
+        images_per_s=1.0 / (det + reid),
+        reid_boxes=num_boxes,
+        detections_found=found,
+        detector_times_s=det_times,
+        reid_times_s=reid_times)
+
+
+def _quiet_init(model) -> None:
+    """``init_weights`` without the per-parameter report mmengine prints at
+    INFO."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+
+
+def build_baseline(config: str, checkpoint: Optional[str],
+                   cfg_options: Optional[dict], device: str):
+    """The two-step baseline of ``config``; random weights (no download,
+    no ReID checkpoint) without ``checkpoint``."""
+    cfg = load_config(config, cfg_options)
+    if 'reid' not in cfg.model or 'detector' not in cfg.model:
+        raise SystemExit(f'--baseline {config}: model {cfg.model.get("type")}'
+                         ' is not a two-step baseline (no detector / reid)')
+    # the ReID weights are in a baseline checkpoint, or random
+    cfg.model.reid.checkpoint = None
+    if not checkpoint and 'backbone' in cfg.model.detector:
+        cfg.model.detector.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    if checkpoint:
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    else:
+        _quiet_init(model)
+    return model.to(device).eval()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    args = parse_args(argv)
     register_all_modules()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,19 +260,28 @@ def main() -> None:
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, map_location='cpu')
     else:
-        # without the per-parameter report mmengine prints at INFO
-        logger = MMLogger.get_current_instance()
-        level = logger.level
-        logger.setLevel(logging.WARNING)
-        try:
-            model.init_weights()
-        finally:
-            logger.setLevel(level)
+        _quiet_init(model)
     model = model.to(args.device).eval()
     n_params = sum(p.numel() for p in model.parameters())
 
     res = benchmark(model, sorted(set(args.steps)), args.shape,
                     args.num_images, args.warmup, args.device)
+    baseline = None
+    if args.baseline:
+        base_model = build_baseline(args.baseline, args.baseline_checkpoint,
+                                    args.baseline_cfg_options, args.device)
+        baseline = benchmark_baseline(base_model, args.shape,
+                                      args.num_images, args.warmup,
+                                      args.device, args.baseline_boxes)
+        baseline.update(
+            config=args.baseline,
+            params_M=sum(p.numel()
+                         for p in base_model.parameters()) / 1e6)
+        for r in res['rows']:
+            # > 1: this PSDiff row is faster than the baseline
+            r['speed_vs_baseline'] = r['images_per_s'] / \
+                baseline['images_per_s']
+        res['baseline'] = baseline
     res.update(
         config=args.config, device=args.device,
         cpu=platform.processor() or platform.machine(),
@@ -161,20 +294,41 @@ def main() -> None:
           f'{args.shape[0]}x{args.shape[1]}, N={res["num_proposals"]}, '
           f'{args.device} ({res["torch_threads"]} threads), '
           f'{args.num_images} images')
-    header = (f'{"steps":>5} {"backbone+neck ms":>17} {"head ms":>9} '
+    sw = 6 if baseline is not None else 5  # room for the "2-step" row
+    header = (f'{"steps":>{sw}} {"backbone+neck ms":>17} {"head ms":>9} '
               f'{"ms/step":>8} {"total ms":>9} {"img/s":>7} '
               f'{"extra vs " + str(res["rows"][0]["steps"]) + "-step":>14}')
+    if baseline is not None:
+        header += f' {"x baseline":>10}'
     print(header)
     print('-' * len(header))
     for r in res['rows']:
-        print(f'{r["steps"]:>5} {r["backbone_neck_ms"]:>17.1f} '
-              f'{r["head_ms"]:>9.1f} {r["head_per_step_ms"]:>8.1f} '
-              f'{r["total_ms"]:>9.1f} {r["images_per_s"]:>7.3f} '
-              f'{r["extra_over_first_pct"]:>13.1f}%')
+        line = (f'{r["steps"]:>{sw}} {r["backbone_neck_ms"]:>17.1f} '
+                f'{r["head_ms"]:>9.1f} {r["head_per_step_ms"]:>8.1f} '
+                f'{r["total_ms"]:>9.1f} {r["images_per_s"]:>7.3f} '
+                f'{r["extra_over_first_pct"]:>13.1f}%')
+        if baseline is not None:
+            line += f' {r["speed_vs_baseline"]:>10.2f}'
+        print(line)
+    if baseline is not None:
+        # detector in the backbone+neck column, ReID in the head column
+        print(f'{"2-step":>{sw}} {baseline["detector_ms"]:>17.1f} '
+              f'{baseline["reid_ms"]:>9.1f} {"-":>8} '
+              f'{baseline["total_ms"]:>9.1f} '
+              f'{baseline["images_per_s"]:>7.3f} {"-":>14} {1.0:>10.2f}')
+        print(f'2-step: two-step baseline {args.baseline} '
+              f'({baseline["params_M"]:.1f} M parameters): detector '
+              f'(forward + NMS) in the backbone+neck column, ReID of '
+              f'{baseline["reid_boxes"]} fixed boxes per image in the head '
+              f'column ({baseline["reid_per_box_ms"]:.2f} ms/box; the ReID '
+              'is timed on that many boxes whatever the detector found: '
+              f'{baseline["detections_found"]}). "x baseline": PSDiff '
+              'images/s over the baseline\'s.')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(res, f, indent=2)
         print(f'wrote {args.json}')
+    return res
 
 
 if __name__ == '__main__':

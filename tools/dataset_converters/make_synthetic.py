@@ -5,7 +5,7 @@ layout (the built-in data of ``make demo``).
 Example::
 
     python tools/dataset_converters/make_synthetic.py --format cuhk \
-        --out data/synthetic_cuhk --num-images 400 --num-ids 50 --seed 0
+        --out data/synthetic_cuhk --num-images 800 --num-ids 200 --seed 0
 """
 import argparse
 import json
@@ -23,11 +23,11 @@ def parse_args() -> argparse.Namespace:
         help='which release to imitate')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument(
-        '--num-images', type=int, default=400,
+        '--num-images', type=int, default=800,
         help='scene images (CUHK: half form the gallery, which needs >= 101 '
         'images for TestG100, so >= 202)')
     parser.add_argument(
-        '--num-ids', type=int, default=50,
+        '--num-ids', type=int, default=200,
         help='identities, half for training and half for testing')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument(

@@ -1,15 +1,25 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 # PSDiff (Jia et al.): ResNet-50 + FPN + one Collaborative Denoising Layer,
-# reused at every sampling step (REFERENCE §1). ~37 M parameters with a
-# 2048-d teacher (ResNet-50 + FPN 26.9 M, CDL ~9.8 M).
+# reused at every sampling step (Sec. III, Alg. 1-2). ~37 M parameters
+# with a 2048-d teacher (ResNet-50 + FPN 26.9 M, CDL ~9.8 M).
+#
+# The training recipe here is the one shown to learn on the synthetic
+# benchmark (configs/psdiff/psdiff_r50_synthetic.py, docs/en/model_zoo.md);
+# it departs from the paper in four places, each marked "Departure" below.
+# configs/psdiff/*_paper.py keep the paper's recipe exactly.
 from mmcv.ops import RoIAlign
 from mmdet.models.backbones import ResNet
 from mmdet.models.data_preprocessors import DetDataPreprocessor
+from mmdet.models.losses import QualityFocalLoss
 from mmdet.models.necks import FPN
+from mmdet.models.task_modules.assigners import (BBoxL1Cost, FocalLossCost,
+                                                 IoUCost)
 
 from mmpsearch.models.detectors import DiffusionPersonSearch
 from mmpsearch.models.diffusion import DDIMSampler
 from mmpsearch.models.heads import CDLHead, GatherRoIExtractor
+from mmpsearch.models.losses import DualDenoisingCriterion
+from mmpsearch.models.task_modules import DiffusionDetDynamicKAssigner
 
 # Shared by the model and the training pipeline's DualNoiseGenerator.
 num_proposals = 300  # N_train = N_test
@@ -18,6 +28,10 @@ embed_snr_scale = 3.0  # s2
 num_timesteps = 1000  # T, cosine schedule
 # Width of the ReID teacher's embeddings (configs/teacher: ResNet-50 GAP).
 teacher_embed_dims = 2048
+# Departure: centred teacher targets Norm(Norm(e_0) - mu) (read by the
+# leaves' DualNoiseGenerator). The GAP teacher's embeddings share a large
+# common direction, which lets a constant ReID prediction score well.
+center_teacher = True
 
 model = dict(
     type=DiffusionPersonSearch,
@@ -65,7 +79,37 @@ model = dict(
         with_dc=True,
         with_ca=True,
         cascaded=True,
-        prior_prob=0.01),
+        prior_prob=0.01,
+        criterion=dict(
+            type=DualDenoisingCriterion,
+            # Departure: DiffusionDet's one-to-many dynamic-k matcher for
+            # the box and ReID terms instead of the paper's one-to-one
+            # Hungarian matching (same costs, lambda 2 / 5 / 2).
+            assigner=dict(
+                type=DiffusionDetDynamicKAssigner,
+                match_costs=[
+                    dict(type=FocalLossCost, weight=2.0),
+                    dict(type=BBoxL1Cost, weight=5.0, box_format='xyxy'),
+                    dict(type=IoUCost, iou_mode='giou', weight=2.0)
+                ]),
+            # Departure: IoU-aware class targets. Every prediction with
+            # IoU >= 0.5 to a person is a positive of the class term, with
+            # its IoU as target (Quality Focal Loss, Li et al. NeurIPS
+            # 2020), so scores are calibrated to the protocol's 0.5
+            # threshold; the paper's 0/1 focal targets on the matched
+            # predictions leave near-duplicates at 0.2-0.4.
+            loss_cls=dict(
+                type=QualityFocalLoss,
+                use_sigmoid=True,
+                beta=2.0,
+                loss_weight=2.0),
+            cls_pos_iou_thr=0.5,
+            cls_iou_target=True)),
+    # Departure: the one CDL runs 3 times per training image, each pass
+    # from the previous pass's detached predictions at the same t (weights
+    # shared, every pass scored): the layer also trains on the refined
+    # boxes it meets at later sampling steps.
+    train_cfg=dict(num_passes=3),
     diffusion=dict(
         num_timesteps=num_timesteps,
         beta_schedule='cosine',
