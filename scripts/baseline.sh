@@ -22,7 +22,7 @@ start=$(date +%s)
 
 . scripts/prepare_synthetic.sh  # stages 1-3 (the teacher is its ReID model)
 
-stage "4/4 Faster R-CNN -> $BASELINE_DIR"
+stage "Faster R-CNN -> $BASELINE_DIR"
 if [ -f "$BASELINE_DIR/last_checkpoint" ]; then
   echo "trained, kept ($(cat "$BASELINE_DIR/last_checkpoint"))"
 else

@@ -33,7 +33,7 @@ start=$(date +%s)
 
 . scripts/prepare_synthetic.sh  # stages 1-3
 
-stage "4/6 PSDiff -> $PSDIFF_DIR"
+stage "PSDiff -> $PSDIFF_DIR"
 if [ -f "$PSDIFF_DIR/last_checkpoint" ]; then
   echo "trained, kept ($(cat "$PSDIFF_DIR/last_checkpoint"))"
 else
@@ -44,7 +44,7 @@ else
 fi
 PSDIFF_CKPT=$(cat "$PSDIFF_DIR/last_checkpoint")
 
-stage "5/6 evaluation at 1, 2, 4, 8 steps (score >= 0.5, the protocol's) -> $RUN_DIR"
+stage "evaluation at 1, 2, 4, 8 steps (score >= 0.5, the protocol's) -> $RUN_DIR"
 mkdir -p "$RUN_DIR"
 for k in 1 2 4 8; do
   "$PY" tools/test.py "$PSDIFF_CFG" "$PSDIFF_CKPT" --work-dir "$RUN_DIR/steps_$k" \
@@ -83,7 +83,7 @@ for name, path in rows:
           f"{100*m['det_ap']:7.1f} {100*m['det_recall']:7.1f}")
 PYEOF
 
-stage "6/6 search picture -> $RUN_DIR/search.png"
+stage "search picture -> $RUN_DIR/search.png"
 "$PY" demo/search_demo.py "$PSDIFF_CFG" "$PSDIFF_CKPT" --dataset-query "$DATA" \
   --out "$RUN_DIR/search.png" --show-steps "$RUN_DIR/steps.png"
 echo "[demo] done in $(( $(date +%s) - start )) s; results in $RUN_DIR"

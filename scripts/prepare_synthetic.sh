@@ -2,15 +2,21 @@
 # synthetic scenes, the ReID teacher, its embeddings of every training box.
 # Each is skipped when its output exists. Expects PY, DATA, TEACHER_CFG,
 # TEACHER_DIR, TEACHER_EMB and stage() from the caller; sets TEACHER_CKPT.
-stage "1/6 synthetic scenes -> $DATA"
+stage "scenes -> $DATA"
 if [ -f "$DATA/annotation/Images.mat" ]; then
+  n=$(ls "$DATA/Image/SSM" | wc -l)
+  if [ "$n" != 800 ]; then
+    echo "$DATA holds $n scenes, not the 800 of this benchmark (an older demo's?);" \
+      "move it away (and work_dirs/teacher_synthetic, work_dirs/psdiff_r50_synthetic) and rerun" >&2
+    exit 1
+  fi
   echo "exists, kept"
 else
   "$PY" tools/dataset_converters/make_synthetic.py --format cuhk --out "$DATA" \
     --num-images 800 --num-ids 200 --seed 0
 fi
 
-stage "2/6 ReID teacher -> $TEACHER_DIR"
+stage "ReID teacher -> $TEACHER_DIR"
 TEACHER_CKPT=$(ls -t "$TEACHER_DIR"/iter_*.pth 2>/dev/null | head -n 1 || true)
 if [ -n "$TEACHER_CKPT" ] && [ -f "$TEACHER_DIR/last_checkpoint" ]; then
   echo "trained, kept ($TEACHER_CKPT)"
@@ -19,7 +25,7 @@ else
 fi
 TEACHER_CKPT=$(cat "$TEACHER_DIR/last_checkpoint")
 
-stage "3/6 teacher embeddings -> $TEACHER_EMB"
+stage "teacher embeddings -> $TEACHER_EMB"
 if [ -f "$TEACHER_EMB" ]; then
   echo "exists, kept"
 else

@@ -8,9 +8,11 @@
 # psdiff_r50_synthetic.py: ResNet-18 with 32 channels in the first stage,
 # strictly initialised from the teacher's backbone; FPN 64), so the two are
 # compared on the same features. Only the detector trains: batch 4, 1500
-# iterations, AdamW 2e-4 (wd 1e-4, grad clip 35, the optimizer with which
-# PSDiff-synthetic trains this backbone; linear warm-up 100 iterations, x0.1
-# at 1200). Scored by PersonSearchMetric with the protocol's score_thr 0.5.
+# iterations, AdamW 2e-4 and wd 1e-4 as PSDiff-synthetic (gradient clip
+# 35, the value these measurements were made with; linear warm-up 100
+# iterations, x0.1 at 1200). Scored by PersonSearchMetric with the
+# protocol's score_thr 0.5. The ReID sees crops of the network input
+# (TwoStepPersonSearch), which here is the scene at its own size.
 #
 #   python tools/dataset_converters/make_synthetic.py --format cuhk \
 #       --out data/synthetic_cuhk

@@ -1,6 +1,6 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 # DiffPS (Kim et al., ICCV 2025) with Stable Diffusion 2.1-base on PRW,
-# paper settings (REFERENCE §2): every image resized to 1280x1280 (latent
+# paper settings (Kim et al., Sec. 4): every image resized to 1280x1280 (latent
 # 160x160) as the public code does, horizontal flip only, OIM with a 483-row
 # lookup table and a 500-entry queue, Adam 1e-4, 1-epoch warm-up, x0.1 at
 # epochs 8 and 14, 30 epochs, grad clip 10 (AMP: tools/train.py --amp).

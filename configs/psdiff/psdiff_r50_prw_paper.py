@@ -17,3 +17,4 @@ train_dataloader['dataset']['pipeline'] = [  # noqa: F405
     if 'center_teacher' in t else t
     for t in train_dataloader['dataset']['pipeline']  # noqa: F405
 ]
+train_pipeline = train_dataloader['dataset']['pipeline']  # noqa: F405

@@ -3,17 +3,19 @@
 # paper has, so no paper reports a number for it (and none is measured here).
 #
 # frozen SD 2.1-base (VAE latent, one UNet pass at t=1, prompt "person";
-# DiffPS, REFERENCE §2)
+# DiffPS, Kim et al. Sec. 3)
 #   -> SDFeaturePyramid: K = T[3][0].attn1.to_k enhanced by DGRPN with the
 #      "person" map (eq. 1-4) at 1/8, the DiffPS ReID maps of 1/16
 #      (T[2][1].attn1.to_v, T[2][2].attn1.to_q) and 1/32 (T[1][2].attn1.to_q),
 #      each 1x1 -> 256, plus a max-pooled 1/64 level
 #   -> one Collaborative Denoising Layer reused at every step (PSDiff,
-#      REFERENCE §1), RoIAlign 7x7 on strides 8-64.
+#      Jia et al. eq. 12), RoIAlign 7x7 on strides 8-64.
 # Only the pyramid and the CDL train; SD gets no gradient and no optimizer
 # state. Everything else is psdiff_r50_cuhk.py: 1333x800, the teacher's
 # embeddings with the DualNoiseGenerator (N = 300, s1 = 2, s2 = 3), AdamW
-# 2.5e-5, 90k iterations, 8 DDIM steps.
+# 2.5e-5, 90k iterations, 8 DDIM steps, and its training recipe (dynamic-k
+# matching, IoU-aware class targets, 3 CDL passes per image, centred
+# teacher targets; configs/_base_/models/psdiff_r50_fpn.py).
 #
 # Needs a local copy of stabilityai/stable-diffusion-2-1-base in the diffusers
 # layout at checkpoints/stable-diffusion-2-1-base (see diffps_sd21_cuhk.py)

@@ -30,7 +30,7 @@ from mmpsearch.datasets.transforms.person_crop import CropPersonBox
 with read_base():
     from .._base_.default_runtime import *  # noqa: F401,F403
 
-# Labeled identities of the CUHK-SYSU training split (REFERENCE §3).
+# Labeled identities of the CUHK-SYSU training split (as released).
 num_classes = 5532
 crop_size = (256, 128)  # (h, w) of a person crop
 data_root = 'data/CUHK-SYSU/'

@@ -14,7 +14,7 @@ from mmpsearch.datasets.prw import PRWDataset
 with read_base():
     from .teacher_r50_cuhk import *  # noqa: F401,F403
 
-# Labeled identities of the PRW training split (REFERENCE §3).
+# Labeled identities of the PRW training split (as released).
 num_classes = 482
 data_root = 'data/PRW/'
 person_search_train = dict(type=PRWDataset, data_root=data_root, split='train')

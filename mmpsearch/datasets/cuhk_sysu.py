@@ -2,7 +2,7 @@
 """CUHK-SYSU (Xiao et al., "Joint Detection and Identification Feature
 Learning for Person Search", CVPR 2017), read from its released files.
 
-Layout (REFERENCE §3)::
+Layout (as released)::
 
     data_root/
       Image/SSM/*.jpg
@@ -384,7 +384,7 @@ class CUHKSYSUDataset(BaseDetDataset):
     """CUHK-SYSU person search dataset, read from its released .mat files.
 
     Xiao et al., "Joint Detection and Identification Feature Learning for
-    Person Search", CVPR 2017 (REFERENCE §3 gives the file formats).
+    Person Search", CVPR 2017 (the file formats of the release).
 
     Every data info holds ``img_path``, ``img_id`` (e.g. ``'s22.jpg'``),
     ``height``, ``width`` (read from the image header), ``split`` and

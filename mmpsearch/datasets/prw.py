@@ -2,7 +2,7 @@
 """PRW (Zheng et al., "Person Re-identification in the Wild", CVPR 2017),
 read from its released files.
 
-Layout (REFERENCE §3)::
+Layout (as released)::
 
     data_root/
       frames/*.jpg                       c{cam}s{seq}_{frame}.jpg, cam 1..6
@@ -257,7 +257,7 @@ class PRWDataset(BaseDetDataset):
     """PRW person search dataset, read from its released files.
 
     Zheng et al., "Person Re-identification in the Wild", CVPR 2017
-    (REFERENCE §3 gives the file formats).
+    (the file formats of the release).
 
     Every data info holds ``img_path``, ``img_id`` (e.g.
     ``'c1s1_000151.jpg'``), ``height``, ``width`` (from the image header),

@@ -5,7 +5,7 @@ formats.
 :func:`make_synthetic` renders small street-like scenes (cluttered
 backgrounds, several person-shaped figures, unlabeled passers-by, partial
 occlusion) and writes them with exactly the layout, .mat nesting and text
-format of the real releases (REFERENCE §3), so :class:`CUHKSYSUDataset`,
+format of the real releases, so :class:`CUHKSYSUDataset`,
 :class:`PRWDataset` and the protocol loaders read them unchanged. It is the
 built-in data of ``make demo`` and of the tests; no download is needed.
 

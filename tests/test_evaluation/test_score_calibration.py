@@ -48,3 +48,19 @@ def test_true_duplicate_and_false_detections():
     assert out['false_passing_per_image'] == pytest.approx(3 / 3)
     with pytest.raises(ValueError, match='no persons'):
         _tool().calibration({}, {'c.jpg': np.zeros((0, 4))})
+
+
+def test_crowded_persons_are_matched_one_to_one():
+    # B's box overlaps A at IoU 0.67: it is B's true detection, not A's
+    # duplicate, and A's box cannot be the true detection of both
+    gt = {'a.jpg': np.array([[0, 0, 10, 20], [2, 0, 12, 20]], np.float32)}
+    both = {'a.jpg': dict(
+        bboxes=np.array([[0, 0, 10, 20], [2, 0, 12, 20]], np.float32),
+        scores=np.array([0.9, 0.8], np.float32))}
+    out = _tool().calibration(both, gt)
+    assert out['covered'] == 1.0 and out['duplicates_per_person'] == 0
+    assert out['true_score_quantiles']['0.5'] == pytest.approx(0.85)
+    one = {'a.jpg': dict(bboxes=np.array([[0, 0, 10, 20]], np.float32),
+                         scores=np.array([0.9], np.float32))}
+    out = _tool().calibration(one, gt)
+    assert out['covered'] == 0.5 and out['true_passing'] == 0.5

@@ -148,6 +148,37 @@ def test_loss_falls_on_a_tiny_config():
     assert last < 0.7 * first, history
 
 
+def test_shipped_recipe_loss_falls_on_a_tiny_config():
+    # the criterion and passes of psdiff_r50_cuhk.py (dynamic-k matching,
+    # IoU-aware class targets, 3 passes) on the tiny model
+    register_all_modules()
+    shipped = Config.fromfile(
+        osp.join(REPO, 'configs/psdiff/psdiff_r50_cuhk.py')).model
+    cfg = _cfg()
+    cfg['head']['criterion'] = shipped.head.criterion.to_dict()
+    cfg['train_cfg'] = shipped.train_cfg.to_dict()
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    model.train()
+    assert model.head.criterion.cls_iou_target
+    images, samples = _train_batch()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    history, cls = [], []
+    for _ in range(25):
+        losses = model.loss(images, samples)
+        assert {'loss_cls', 'p0.loss_cls', 'p1.loss_cls'} <= set(losses)
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        history.append(total.item())
+        cls.append(losses['loss_cls'].item())
+    first, last = sum(history[:3]) / 3, sum(history[-3:]) / 3
+    assert last < 0.7 * first, history
+    assert all(torch.isfinite(torch.tensor(cls)))
+
+
 def test_training_passes_share_the_layer_and_refine():
     model = _model()
     model.train()

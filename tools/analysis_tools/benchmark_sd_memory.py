@@ -4,7 +4,7 @@ our way against every attention made explicit, as the public code does.
 
 A full-size SD 2.1-base UNet is built from its config (written below; random
 weights, nothing is downloaded) and the DiffPS features (7 ReID maps, the K
-map and the "person" cross-attention map, REFERENCE §2) are extracted once
+map and the "person" cross-attention map, Kim et al.) are extracted once
 from a latent of a ``--size`` x ``--size`` image, on the CPU in fp32, in two
 separate subprocesses:
 
@@ -67,7 +67,7 @@ SD21_BASE_UNET = dict(
     num_class_embeds=None,
 )
 
-# DiffPS layers (REFERENCE §2), as in configs/_base_/models/diffps_sd21.py
+# DiffPS layers, as in configs/_base_/models/diffps_sd21.py
 FEATURE_LAYERS = ('T[1][2].attn1.to_q', 'T[2][1].attn1.to_v',
                   'T[2][2].attn1.to_q', 'T[3][0].attn1.to_q',
                   'T[3][0].attn1.to_k', 'T[3][0].attn1.to_v',

@@ -5,11 +5,11 @@ Reads a saved ``results.pkl`` (best written by ``tools/test.py`` with a low
 ``model.test_cfg.score_thr``, e.g. 0.05, so that what the threshold drops
 is still there) and, over every person of the gallery images, reports:
 
-- the score quantiles of the *true* detections: per person, the
-  highest-scoring detection with IoU >= 0.5 (the one NMS and the protocol
-  keep), and the fraction of persons whose true detection passes 0.5;
-- duplicates: how many further detections with IoU >= 0.5 a person has
-  (after the model's NMS), and how many of them pass 0.5;
+- the score quantiles of the *true* detections: detections and persons
+  matched one-to-one at IoU >= 0.5 by descending score (VOC style), and
+  the fraction of persons whose true detection passes 0.5;
+- duplicates: detections with IoU >= 0.5 only to persons already taken
+  (after the model's NMS), per person, and how many of them pass 0.5;
 - false detections (IoU < 0.5 with every person) passing 0.5 per image.
 
 No threshold is chosen here; the protocol's stays 0.5::
@@ -56,7 +56,8 @@ def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
         gt: Per gallery image its persons' boxes (m, 4), x1y1x2y2.
         thr: The score threshold.
     """
-    true_scores, dup_counts, dup_pass, false_pass = [], [], 0, 0
+    true_scores, covered, dup_counts = [], [], []
+    dup_pass, false_pass = 0, 0
     for img_id, boxes_gt in gt.items():
         det = gallery.get(img_id, {})
         boxes = np.asarray(det.get('bboxes', np.zeros((0, 4))),
@@ -64,28 +65,36 @@ def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
         scores = np.asarray(det.get('scores', np.zeros(0)),
                             np.float64).reshape(-1)
         boxes_gt = np.asarray(boxes_gt, np.float64).reshape(-1, 4)
-        if len(boxes_gt) == 0:
+        n, m = len(boxes), len(boxes_gt)
+        if m == 0:
             false_pass += int((scores >= thr).sum())
             continue
-        n, m = len(boxes), len(boxes_gt)
         iou = paired_iou(np.repeat(boxes_gt, n, axis=0),
                          np.tile(boxes, (m, 1))).reshape(m, n) if n else \
             np.zeros((m, 0))
-        hit = iou >= 0.5
-        for g in range(m):
-            cand = np.flatnonzero(hit[g])
-            if cand.size == 0:
-                true_scores.append(0.0)  # missed: no box to keep
-                dup_counts.append(0)
+        # VOC-style one-to-one matching by descending score: a detection
+        # takes the free person it overlaps most (IoU >= 0.5); one that
+        # only overlaps taken persons is a duplicate of its best one.
+        taken = np.full(m, -1)
+        dups = np.zeros(m, np.int64)
+        for d in np.argsort(-scores, kind='stable'):
+            ok = iou[:, d] >= 0.5
+            if not ok.any():
+                false_pass += int(scores[d] >= thr)
                 continue
-            best = cand[np.argmax(scores[cand])]
-            true_scores.append(float(scores[best]))
-            rest = cand[cand != best]
-            dup_counts.append(int(rest.size))
-            dup_pass += int((scores[rest] >= thr).sum())
-        false_pass += int(((~hit.any(0)) & (scores >= thr)).sum())
+            free = ok & (taken < 0)
+            if free.any():
+                taken[np.argmax(np.where(free, iou[:, d], -1))] = d
+            else:
+                dups[np.argmax(iou[:, d])] += 1
+                dup_pass += int(scores[d] >= thr)
+        for g in range(m):
+            covered.append(taken[g] >= 0)
+            true_scores.append(float(scores[taken[g]]) if taken[g] >= 0
+                               else 0.0)
+            dup_counts.append(int(dups[g]))
     true_scores = np.asarray(true_scores)
-    found = true_scores > 0
+    found = np.asarray(covered, dtype=bool)
     num_persons = int(true_scores.size)
     if num_persons == 0:
         raise ValueError('score calibration: the gallery has no persons')

@@ -1,5 +1,5 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-# CUHK-SYSU as released (REFERENCE §3): train split for training; gallery
+# CUHK-SYSU as released (as released): train split for training; gallery
 # (pool.mat) then query (TestG100.mat) split for validation / test, scored by
 # PersonSearchMetric under the TestG100 protocol.
 from mmcv.transforms import LoadImageFromFile

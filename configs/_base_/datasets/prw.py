@@ -1,5 +1,5 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-# PRW as released (REFERENCE §3): frame_train.mat for training; the frames of
+# PRW as released (as released): frame_train.mat for training; the frames of
 # frame_test.mat (gallery) then query_info.txt (query) for validation / test,
 # scored by PersonSearchMetric under the PRW protocol.
 from mmcv.transforms import LoadImageFromFile

@@ -1,5 +1,5 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-# DiffPS (Kim et al., ICCV 2025; REFERENCE §2) on Stable Diffusion 2.1-base.
+# DiffPS (Kim et al., ICCV 2025) on Stable Diffusion 2.1-base.
 #
 # frozen SD (VAE latent, one UNet pass at t=1, prompt "person")
 #   -> K = T[3][0].attn1.to_k (320 ch, 1/8) + "person" map of T[3][0].attn2

@@ -1,7 +1,7 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """Search evaluation of CUHK-SYSU and PRW, vectorised.
 
-The protocol (REFERENCE.md section 4) is the one of the public
+The protocol is the one of the public
 ``eval_search_cuhk`` / ``eval_search_prw`` functions that OIM, NAE, SeqNet
 and COAT publish with, re-written without a Python loop over gallery
 images:

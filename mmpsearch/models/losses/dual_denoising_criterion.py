@@ -165,8 +165,10 @@ class DualDenoisingCriterion(BaseModule):
             labels[pos] = gt.labels[inds[pos]].to(labels.device)
             labels_all.append(labels)
             if self.cls_pos_iou_thr is not None or self.cls_iou_target:
+                # fp32 IoUs, also under AMP
                 c_labels, quality = self._cls_targets(
-                    bboxes[i].detach(), gt_boxes, gt.labels, inds, labels)
+                    bboxes[i].detach().float(), gt_boxes.float(), gt.labels,
+                    inds, labels)
                 cls_labels.append(c_labels)
                 cls_quality.append(quality)
             pos_pred.append(bboxes[i][pos])
@@ -212,7 +214,6 @@ class DualDenoisingCriterion(BaseModule):
             torch.cat(pos_pred_embeds), torch.cat(pos_gt_embeds),
             avg_factor=num_pos)
         return losses
-
 
     def _cls_targets(self, bboxes: Tensor, gt_boxes: Tensor,
                      gt_labels: Tensor, inds: Tensor,

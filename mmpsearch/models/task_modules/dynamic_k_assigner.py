@@ -17,7 +17,7 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
     """One-to-many matching of DiffusionDet (Chen et al., "DiffusionDet:
     Diffusion Model for Object Detection", ICCV 2023, Sec. 4.3; its public
     matcher), which PSDiff's paper replaces by one-to-one Hungarian matching
-    (REFERENCE §1).
+    (Sec. III-C).
 
     For every ground truth ``k = clamp(int(sum of its top-``candidate_topk``
     IoUs with the predictions), min=1)`` predictions of lowest cost are
