@@ -1,6 +1,7 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 # DiffPS (Kim et al., Sec. 4): Adam 1e-4, 1-epoch warm-up, x0.1 at epochs 8
-# and 14, 30 epochs, grad clip 10 (AMP is switched on with `tools/train.py --amp`).
+# and 14, 30 epochs, grad clip 10 (AMP is switched on with
+# `tools/train.py --amp`).
 from mmengine.optim.optimizer import OptimWrapper
 from mmengine.optim.scheduler import LinearLR, MultiStepLR
 from mmengine.runner.loops import EpochBasedTrainLoop, TestLoop, ValLoop
