@@ -327,7 +327,8 @@ SHIPPED = ['psdiff_r50_cuhk', 'psdiff_r50_prw', 'psdiff_swin_b_cuhk']
 
 
 @pytest.mark.parametrize('name', SHIPPED + [
-    'psdiff_r50_synthetic', 'psdiff_r50_synthetic_paper'
+    'psdiff_r50_synthetic', 'psdiff_r50_synthetic_paper',
+    'psdiff_r50_synthetic_focal'
 ] + [f'{n}_paper' for n in SHIPPED])
 def test_configs_agree_with_their_pipelines(name):
     cfg = Config.fromfile(osp.join(REPO, f'configs/psdiff/{name}.py'))
