@@ -46,6 +46,13 @@ def test_true_duplicate_and_false_detections():
     assert out['duplicates_passing_per_person'] == pytest.approx(1 / 3)
     # a1's IoU-0.33 box (0.9), the far box (0.7), c's box (0.55)
     assert out['false_passing_per_image'] == pytest.approx(3 / 3)
+    ids = {'a.jpg': np.array([3, -1]), 'b.jpg': np.array([-1]),
+           'c.jpg': np.zeros(0)}
+    split = _tool().calibration(gallery, gt, thr=0.5, gt_ids=ids)
+    assert split['labeled_persons'] == 1 and split['labeled_passing'] == 1
+    assert split['unlabeled_persons'] == 2
+    assert split['unlabeled_covered'] == 0.5
+    assert split['unlabeled_passing'] == 0
     with pytest.raises(ValueError, match='no persons'):
         _tool().calibration({}, {'c.jpg': np.zeros((0, 4))})
 

@@ -47,7 +47,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
-                thr: float = 0.5) -> dict:
+                thr: float = 0.5,
+                gt_ids: Optional[Dict[str, np.ndarray]] = None) -> dict:
     """The figures of the module docstring.
 
     Args:
@@ -55,8 +56,10 @@ def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
             ``scores`` (n,).
         gt: Per gallery image its persons' boxes (m, 4), x1y1x2y2.
         thr: The score threshold.
+        gt_ids: Per gallery image its persons' ids (m,), -1 unlabeled;
+            adds the passing fractions of labeled and unlabeled persons.
     """
-    true_scores, covered, dup_counts = [], [], []
+    true_scores, covered, dup_counts, labeled = [], [], [], []
     dup_pass, false_pass = 0, 0
     for img_id, boxes_gt in gt.items():
         det = gallery.get(img_id, {})
@@ -88,7 +91,10 @@ def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
             else:
                 dups[np.argmax(iou[:, d])] += 1
                 dup_pass += int(scores[d] >= thr)
+        ids = np.zeros(m) if gt_ids is None else np.asarray(
+            gt_ids[img_id]).reshape(-1)
         for g in range(m):
+            labeled.append(ids[g] >= 0)
             covered.append(taken[g] >= 0)
             true_scores.append(float(scores[taken[g]]) if taken[g] >= 0
                                else 0.0)
@@ -98,7 +104,17 @@ def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
     num_persons = int(true_scores.size)
     if num_persons == 0:
         raise ValueError('score calibration: the gallery has no persons')
-    return dict(
+    labeled = np.asarray(labeled, dtype=bool)
+    passing = true_scores >= thr
+    by_kind = {}
+    if gt_ids is not None:
+        for name, mask in (('labeled', labeled), ('unlabeled', ~labeled)):
+            by_kind[f'{name}_persons'] = int(mask.sum())
+            by_kind[f'{name}_covered'] = float(found[mask].mean()) \
+                if mask.any() else 0.0
+            by_kind[f'{name}_passing'] = float(passing[mask].mean()) \
+                if mask.any() else 0.0
+    return dict(**by_kind,
         score_thr=thr,
         num_persons=num_persons,
         covered=float(found.mean()),
@@ -119,15 +135,24 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise SystemExit(f'--thr {args.thr}: expected a number in [0, 1]')
     if not osp.isfile(args.results):
         raise SystemExit(f'results file {args.results} does not exist')
-    protocol = person_search_metric.load_protocol(args.dataset,
-                                                  args.data_root)
+    # the gallery's ground truth is the same at every CUHK-SYSU size
+    protocol = person_search_metric.load_protocol(
+        args.dataset, args.data_root,
+        100 if args.dataset == 'cuhk' else None)
     results = load_search_results(args.results, protocol)
     gt = {img_id: g.boxes for img_id, g in protocol.gallery.items()}
-    out = calibration(results['gallery'], gt, args.thr)
+    ids = {img_id: g.person_ids for img_id, g in protocol.gallery.items()}
+    out = calibration(results['gallery'], gt, args.thr, ids)
     q = out['true_score_quantiles']
     print(f'{out["num_persons"]} gallery persons; a box with IoU >= 0.5 '
           f'for {100 * out["covered"]:.1f} %, passing {args.thr}: '
           f'{100 * out["true_passing"]:.1f} %')
+    print(f'labeled persons ({out["labeled_persons"]}): covered '
+          f'{100 * out["labeled_covered"]:.1f} %, passing '
+          f'{100 * out["labeled_passing"]:.1f} %; unlabeled '
+          f'({out["unlabeled_persons"]}): covered '
+          f'{100 * out["unlabeled_covered"]:.1f} %, passing '
+          f'{100 * out["unlabeled_passing"]:.1f} %')
     print('true-detection scores, quantiles 10/25/50/75/90 %: ' +
           ' / '.join(f'{q[str(k)]:.3f}' for k in QUANTILES))
     print(f'duplicates (IoU >= 0.5, after NMS) per person: '
