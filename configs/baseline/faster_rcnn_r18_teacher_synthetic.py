@@ -25,7 +25,6 @@
 #
 # The trained checkpoint holds the ReID weights too; to test it without the
 # teacher's file add `--cfg-options model.reid.checkpoint=None`.
-from mmdet.models.backbones import ResNet
 from mmengine.config import read_base
 from mmengine.hooks import CheckpointHook, LoggerHook
 from mmengine.optim.optimizer import OptimWrapper
@@ -33,14 +32,13 @@ from mmengine.optim.scheduler import LinearLR, MultiStepLR
 from mmengine.runner.loops import IterBasedTrainLoop, TestLoop, ValLoop
 from torch.optim import AdamW
 
-from mmpsearch.models.weight_init import StrictPretrainedInit
-
 with read_base():
     from .._base_.datasets.synthetic_cuhk import *  # noqa: F401,F403
     from .._base_.default_runtime import *  # noqa: F401,F403
     from .._base_.models.two_step_faster_rcnn_r50 import *  # noqa: F401,F403
     from ..teacher.teacher_synthetic import crop_size as reid_crop_size
     from ..teacher.teacher_synthetic import model as reid_model
+    from ..psdiff.psdiff_r50_synthetic import model as psdiff_model
 
 # The teacher's last checkpoint ($(cat work_dirs/teacher_synthetic/
 # last_checkpoint)): the ReID model and the detector backbone's init.
@@ -49,20 +47,10 @@ width = 32  # first-stage channels of the slim ResNet-18 (as the teacher)
 channels = 64  # FPN width
 max_iters = 1500
 
-model['detector']['backbone'] = dict(  # noqa: F405
-    type=ResNet,
-    depth=18,
-    base_channels=width,
-    num_stages=4,
-    out_indices=(0, 1, 2, 3),
-    frozen_stages=-1,
-    norm_cfg=dict(type='BN', requires_grad=True),
-    norm_eval=False,
-    style='pytorch',
-    # strict: a teacher of another width is an error, not a random start
-    init_cfg=dict(
-        type=StrictPretrainedInit, checkpoint=teacher_ckpt,
-        prefix='backbone.'))
+# PSDiff-synthetic's slim ResNet-18, initialised strictly from the teacher
+model['detector']['backbone'] = psdiff_model['backbone']  # noqa: F405
+model['detector']['backbone']['init_cfg']['checkpoint'] = teacher_ckpt
+del psdiff_model
 model['detector']['neck'].update(  # noqa: F405
     in_channels=[width, width * 2, width * 4, width * 8],
     out_channels=channels)

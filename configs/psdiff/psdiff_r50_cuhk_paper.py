@@ -17,9 +17,7 @@ with read_base():
 model['head']['criterion'] = dict(type=DualDenoisingCriterion)  # noqa: F405
 model['train_cfg'] = dict(num_passes=1)  # noqa: F405
 center_teacher = False
-train_dataloader['dataset']['pipeline'] = [  # noqa: F405
-    dict(t, center_teacher=center_teacher)
-    if 'center_teacher' in t else t
-    for t in train_dataloader['dataset']['pipeline']  # noqa: F405
-]
+# [-2]: the DualNoiseGenerator, before PackPersonSearchInputs
+train_dataloader['dataset']['pipeline'][-2].update(  # noqa: F405
+    center_teacher=center_teacher)
 train_pipeline = train_dataloader['dataset']['pipeline']  # noqa: F405

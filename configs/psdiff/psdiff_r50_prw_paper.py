@@ -12,9 +12,7 @@ with read_base():
 model['head']['criterion'] = paper_model['head']['criterion']  # noqa: F405
 model['train_cfg'] = paper_model['train_cfg']  # noqa: F405
 del paper_model
-train_dataloader['dataset']['pipeline'] = [  # noqa: F405
-    dict(t, center_teacher=center_teacher)
-    if 'center_teacher' in t else t
-    for t in train_dataloader['dataset']['pipeline']  # noqa: F405
-]
+# [-2]: the DualNoiseGenerator, before PackPersonSearchInputs
+train_dataloader['dataset']['pipeline'][-2].update(  # noqa: F405
+    center_teacher=center_teacher)
 train_pipeline = train_dataloader['dataset']['pipeline']  # noqa: F405
