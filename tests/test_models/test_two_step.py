@@ -608,3 +608,16 @@ def test_benchmark_times_the_baseline(tmp_path, capsys):
     assert isinstance(model, TwoStepPersonSearch)
     with pytest.raises(SystemExit, match='not a two-step baseline'):
         bench.build_baseline(PSDIFF_CONFIG, None, None, 'cpu')
+
+
+def test_init_searcher_takes_everything_from_the_checkpoint(trained, tiny):
+    # the API loads the whole model from its checkpoint: the config's
+    # teacher file (gone here) is not needed and its weights come back
+    from mmpsearch.apis import init_searcher
+    cfg = copy.deepcopy(trained['cfg'])
+    cfg.model.reid.checkpoint = str(tiny['base'] / 'no_such_teacher.pth')
+    searcher = init_searcher(cfg, trained['ckpt'])
+    teacher = torch.load(tiny['ckpt'], weights_only=True)['state_dict']
+    assert torch.equal(searcher.reid.backbone.conv1.weight,
+                       teacher['backbone.conv1.weight'])
+    assert not searcher.training
