@@ -114,7 +114,8 @@ def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
                 if mask.any() else 0.0
             by_kind[f'{name}_passing'] = float(passing[mask].mean()) \
                 if mask.any() else 0.0
-    return dict(**by_kind,
+    return dict(
+        **by_kind,
         score_thr=thr,
         num_persons=num_persons,
         covered=float(found.mean()),
