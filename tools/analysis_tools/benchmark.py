@@ -101,24 +101,30 @@ def _timed(fn, device: str):
     return out, time.perf_counter() - start
 
 
+def _random_input(model, i: int, shape, device: str) -> Dict:
+    """One random gallery image of ``shape`` (h, w) through the model's
+    data preprocessor: ``inputs`` and ``data_samples``."""
+    h, w = shape
+    image = torch.rand(1, 3, h, w, device=device) * 255
+    sample = DetDataSample(
+        metainfo=dict(
+            img_id=f'bench_{i}.jpg', img_shape=(h, w), ori_shape=(h, w),
+            scale_factor=(1.0, 1.0), split='gallery',
+            batch_input_shape=(h, w), pad_shape=(h, w)))
+    return model.data_preprocessor(
+        dict(inputs=[image[0]], data_samples=[sample]), False)
+
+
 def benchmark(model, steps: List[int], shape, num_images: int, warmup: int,
               device: str) -> Dict:
     """Times per image: backbone+neck once, then each k-step head."""
-    h, w = shape
     feat_times: List[float] = []
     head_times: Dict[int, List[float]] = {k: [] for k in steps}
     cfg = model.test_cfg
     orig_steps = cfg.sampling_steps
     for i in range(warmup + num_images):
-        image = torch.rand(1, 3, h, w, device=device) * 255
-        sample = DetDataSample(
-            metainfo=dict(
-                img_id=f'bench_{i}.jpg', img_shape=(h, w), ori_shape=(h, w),
-                scale_factor=(1.0, 1.0), split='gallery',
-                batch_input_shape=(h, w), pad_shape=(h, w)))
         with torch.no_grad():
-            inputs = model.data_preprocessor(
-                dict(inputs=[image[0]], data_samples=[sample]), False)
+            inputs = _random_input(model, i, shape, device)
             feats, t_feat = _timed(
                 lambda: model.extract_feat(inputs['inputs']), device)
             t_heads = {}
@@ -174,21 +180,13 @@ def benchmark_baseline(model, shape, num_images: int, warmup: int,
     """Times per image of a two-step baseline (``TwoStepPersonSearch``):
     the detector (forward + post-processing), then the ReID model on
     ``num_boxes`` fixed boxes, the same count for every image."""
-    h, w = shape
     det_times: List[float] = []
     reid_times: List[float] = []
     found: List[int] = []
     boxes = fixed_boxes(num_boxes, shape, device)
     for i in range(warmup + num_images):
-        image = torch.rand(1, 3, h, w, device=device) * 255
-        sample = DetDataSample(
-            metainfo=dict(
-                img_id=f'bench_{i}.jpg', img_shape=(h, w), ori_shape=(h, w),
-                scale_factor=(1.0, 1.0), split='gallery',
-                batch_input_shape=(h, w), pad_shape=(h, w)))
         with torch.no_grad():
-            inputs = model.data_preprocessor(
-                dict(inputs=[image[0]], data_samples=[sample]), False)
+            inputs = _random_input(model, i, shape, device)
             dets, t_det = _timed(
                 lambda: model.detector.predict(
                     inputs['inputs'], inputs['data_samples'], rescale=True),
