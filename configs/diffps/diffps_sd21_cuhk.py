@@ -44,10 +44,14 @@ test_pipeline = [
     dict(type=PackPersonSearchInputs),
 ]
 train_dataloader.dataset.pipeline = train_pipeline
+# the official batch: 5 images on one GPU (schedule_30e.py)
+train_dataloader.batch_size = 5
 # all images have one size: no aspect-ratio grouping needed
 train_dataloader.batch_sampler = None
 val_dataloader.dataset.datasets[0].pipeline = test_pipeline
 val_dataloader.dataset.datasets[1].pipeline = test_pipeline
 test_dataloader = val_dataloader
 
-default_hooks.checkpoint.update(interval=1, max_keep_ckpts=3)
+# keep the best of the per-epoch evaluations, as the official loop does
+default_hooks.checkpoint.update(
+    interval=1, max_keep_ckpts=3, save_best='search/mAP', rule='greater')

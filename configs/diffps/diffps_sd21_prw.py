@@ -44,10 +44,25 @@ test_pipeline = [
     dict(type=PackPersonSearchInputs),
 ]
 train_dataloader.dataset.pipeline = train_pipeline
+# the official batch: 5 images on one GPU (schedule_30e.py)
+train_dataloader.batch_size = 5
 # all images have one size: no aspect-ratio grouping needed
 train_dataloader.batch_sampler = None
 val_dataloader.dataset.datasets[0].pipeline = test_pipeline
 val_dataloader.dataset.datasets[1].pipeline = test_pipeline
 test_dataloader = val_dataloader
 
-default_hooks.checkpoint.update(interval=1, max_keep_ckpts=3)
+# keep the best of the per-epoch evaluations, as the official loop does
+default_hooks.checkpoint.update(
+    interval=1, max_keep_ckpts=3, save_best='search/mAP', rule='greater')
+
+# The official PRW run initialises every trainable weight of the box
+# predictor and of the embedding head (BatchNorm weights included) from
+# N(0, 0.01), biases 0 (its PARAM_INIT 'v2'; CUHK-SYSU uses 'v1', the
+# Xavier init of the base config).
+# (an override initialises every layer of the named module that has a weight)
+prw_init = dict(type='Normal', std=0.01, bias=0.0)
+model.roi_head.bbox_head.init_cfg = dict(
+    prw_init, override=[dict(name='fc_cls'), dict(name='fc_reg'),
+                        dict(name='reg_norm')])
+model.reid_head.init_cfg = dict(prw_init, override=dict(name='embeddings'))

@@ -68,7 +68,7 @@ def _sfan(in_channels=64, text_channels=64) -> SFAN:
         in_channels=in_channels,
         text_channels=text_channels,
         res_layer=SMALL_RES,
-        embed_dim=8)
+        embed_dim=24)
 
 
 def test_sfan_alpha_zero_is_identity_and_alpha_one_the_formula():
@@ -94,7 +94,7 @@ def test_sfan_projects_text_only_when_widths_differ():
     sfan = _sfan(64, 96)  # SD 1.5-like: text and visual widths differ
     assert isinstance(sfan.text_proj, torch.nn.Linear)
     emb = sfan(torch.randn(3, 64, 24, 12), torch.randn(4, 96))
-    assert emb.shape == (3, 8)
+    assert emb.shape == (3, 24)
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(3))
     with pytest.raises(ValueError, match=r'\(4, 96\)'):
         sfan(torch.randn(3, 64, 24, 12), torch.randn(4, 64))
@@ -106,5 +106,5 @@ def test_sfan_single_roi_in_training():
     sfan = _sfan().train()
     emb = sfan(torch.randn(1, 64, 24, 12), torch.randn(4, 64))
     emb.sum().backward()
-    assert emb.shape == (1, 8)
+    assert emb.shape == (1, 24)
     assert sfan.alpha.grad is not None

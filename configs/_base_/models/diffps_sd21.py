@@ -4,17 +4,21 @@
 # frozen SD (VAE latent, one UNet pass at t=1, prompt "person")
 #   -> K = T[3][0].attn1.to_k (320 ch, 1/8) + "person" map of T[3][0].attn2
 #      -> DGRPN (1024 ch) -> RPN (stride 8, anchors 32-512 x 0.5/1/2)
-#      -> RoIAlign 14x14 -> ResNet-50 stage 4 -> box predictor
+#      -> RoIAlign 14x14 -> ResNet-50 stage 4 -> box predictor (BN regressor)
 #   -> 7 ReID maps (1/32, 1/16, 1/8) -> MSFRN (1024 ch, 1/8)
-#      -> RoIAlign 24x12 -> SFAN -> ResNet-50 stage 4 -> strip embedding
-#      -> OIM
+#      -> RoIAlign 24x12 -> SFAN -> ResNet-50 stage 4
+#      -> strip embeddings of the SFAN and stage-4 maps, 512-d each,
+#         concatenated to 1024-d -> OIM
 # Loss weights: RPN 1/1, box cls 1, box reg 10, ReID 2.
+#
+# Samplers, heads and RoIAlign follow the official code (github
+# PerceptualAI-Lab/DiffPS, models/diffps.py); the remaining differences and
+# their reasons are listed in docs/en/model_zoo.md ("DiffPS: differences
+# from the official code").
 from mmcv.ops import RoIAlign
 from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmdet.models.dense_heads import RPNHead
 from mmdet.models.losses import CrossEntropyLoss, SmoothL1Loss
-from mmdet.models.roi_heads import StandardRoIHead
-from mmdet.models.roi_heads.bbox_heads import BBoxHead
 from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 from mmdet.models.roi_heads.shared_heads import ResLayer
 from mmdet.models.task_modules.assigners import MaxIoUAssigner
@@ -28,6 +32,7 @@ from mmpsearch.models.heads.msfrn import MSFRN
 from mmpsearch.models.heads.sfan import SFAN
 from mmpsearch.models.losses.oim import OIMLoss
 from mmpsearch.models.necks.dgrpn import DGRPN
+from mmpsearch.models.roi_heads import BNRegBBoxHead, DiffPSRoIHead
 
 # A local copy of stabilityai/stable-diffusion-2-1-base in the diffusers
 # layout; it is never downloaded at run time.
@@ -92,7 +97,7 @@ model = dict(
             type=CrossEntropyLoss, use_sigmoid=True, loss_weight=1.0),
         loss_bbox=dict(type=SmoothL1Loss, beta=1.0 / 9.0, loss_weight=1.0)),
     roi_head=dict(
-        type=StandardRoIHead,
+        type=DiffPSRoIHead,
         shared_head=dict(
             type=ResLayer,
             depth=50,
@@ -102,11 +107,18 @@ model = dict(
             init_cfg=res5_init),
         bbox_roi_extractor=dict(
             type=SingleRoIExtractor,
-            roi_layer=dict(type=RoIAlign, output_size=14, sampling_ratio=2),
+            # torchvision's RoIAlign in the official code: aligned=False
+            roi_layer=dict(
+                type=RoIAlign,
+                output_size=14,
+                sampling_ratio=2,
+                aligned=False),
             out_channels=1024,
             featmap_strides=[8]),
+        # Linear(2048, 4, bias=False) + BatchNorm1d(4) regressor; classifier
+        # and regressor Xavier-initialised (the official CUHK-SYSU init)
         bbox_head=dict(
-            type=BBoxHead,
+            type=BNRegBBoxHead,
             with_avg_pool=True,
             roi_feat_size=7,
             in_channels=2048,
@@ -118,7 +130,13 @@ model = dict(
             reg_class_agnostic=True,
             loss_cls=dict(
                 type=CrossEntropyLoss, use_sigmoid=False, loss_weight=1.0),
-            loss_bbox=dict(type=SmoothL1Loss, beta=1.0, loss_weight=10.0))),
+            loss_bbox=dict(type=SmoothL1Loss, beta=1.0, loss_weight=10.0),
+            init_cfg=dict(
+                type='Xavier',
+                distribution='uniform',
+                bias=0.0,
+                override=[dict(name='fc_cls'),
+                          dict(name='fc_reg')]))),
     reid_neck=dict(
         type=MSFRN,
         in_channels=((1280, ), (640, 640), (320, 320, 320, 320)),
@@ -126,7 +144,11 @@ model = dict(
         out_channels=1024),
     reid_roi_extractor=dict(
         type=SingleRoIExtractor,
-        roi_layer=dict(type=RoIAlign, output_size=(24, 12), sampling_ratio=2),
+        roi_layer=dict(
+            type=RoIAlign,
+            output_size=(24, 12),
+            sampling_ratio=2,
+            aligned=False),
         out_channels=1024,
         featmap_strides=[8]),
     reid_head=dict(
@@ -141,12 +163,15 @@ model = dict(
             stride=2,
             norm_eval=False,
             init_cfg=res5_init),
-        embed_dim=256,
-        granularities=(1, 2, 3)),
+        embed_dim=1024,
+        granularities=(1, 2, 3),
+        embed_from=('sfan', 'stage4'),
+        drop_path=0.1,
+        strip_attention=True),
     # sizes of the lookup table / queue are set per dataset
     reid_loss=dict(
         type=OIMLoss,
-        num_features=256,
+        num_features=1024,
         num_pids=5532,
         num_cq_size=5000,
         momentum=0.5,
@@ -183,28 +208,34 @@ model = dict(
                 min_pos_iou=0.5,
                 match_low_quality=False,
                 ignore_iof_thr=-1),
+            # 128 RoIs at 50 %, no more negatives than positives when
+            # positives are few (the official keep_positive_fraction)
             sampler=dict(
                 type=RandomSampler,
-                num=512,
-                pos_fraction=0.25,
-                neg_pos_ub=-1,
+                num=128,
+                pos_fraction=0.5,
+                neg_pos_ub=1,
                 add_gt_as_proposals=True),
             pos_weight=-1,
             debug=False),
-        # ReID RoIs: proposals (and the ground truth) overlapping a person
+        # ReID RoIs: the regressed boxes and the RPN proposals (plus the
+        # ground truth), person at IoU >= 0.7, background below 0.3,
+        # 128 per image at 50 %; backgrounds go through the ReID head too
         reid=dict(
+            proposals=('regressed', 'rpn'),
+            embed_negatives=True,
             assigner=dict(
                 type=MaxIoUAssigner,
-                pos_iou_thr=0.5,
-                neg_iou_thr=0.5,
-                min_pos_iou=0.5,
+                pos_iou_thr=0.7,
+                neg_iou_thr=0.3,
+                min_pos_iou=0.7,
                 match_low_quality=False,
                 ignore_iof_thr=-1),
             sampler=dict(
                 type=RandomSampler,
                 num=128,
                 pos_fraction=0.5,
-                neg_pos_ub=-1,
+                neg_pos_ub=1,
                 add_gt_as_proposals=True))),
     test_cfg=dict(
         rpn=dict(

@@ -27,20 +27,28 @@ class DiffPS(TwoStageDetector):
     - ``backbone``: :class:`StableDiffusionBackbone` (frozen; K feature,
       "person" cross-attention map, ReID maps, body-part text embeddings);
     - detection: ``neck`` = :class:`DGRPN` (eq. 1-4) -> ``rpn_head``
-      (mmdet ``RPNHead``, single level, stride 8) -> ``roi_head`` (mmdet
-      ``StandardRoIHead``: RoIAlign 14x14, ResNet stage-4 shared head, box
-      predictor);
+      (mmdet ``RPNHead``, single level, stride 8) -> ``roi_head``
+      (:class:`DiffPSRoIHead`, mmdet's ``StandardRoIHead`` that also gives
+      its regressed training boxes: RoIAlign 14x14, ResNet stage-4 shared
+      head, :class:`BNRegBBoxHead` box predictor);
     - ReID: ``reid_neck`` = :class:`MSFRN` -> ``reid_roi_extractor``
       (RoIAlign 24x12 on the 1/8 MSFRN map) -> ``reid_head`` =
       :class:`SFAN` (+ stage 4 + strip embedding, L2-normalised) ->
       ``reid_loss`` = :class:`OIMLoss`.
 
-    Training samples the ReID RoIs among the RPN proposals (plus the ground
-    truth, as configured in ``train_cfg.reid``) with mmdet's assigner and
-    sampler; the positives carry their ground truth's person id (-1 for
-    unlabeled persons, which go into OIM's queue). Loss weights (paper):
-    RPN 1 / 1, box cls 1, box reg 10, ReID 2 - set in the heads' loss
-    configs.
+    Training samples the ReID RoIs with mmdet's assigner and sampler
+    (``train_cfg.reid``) among the candidates named by
+    ``train_cfg.reid.proposals``: ``'regressed'``, the boxes the box head
+    regressed from its sampled RoIs (needs :class:`DiffPSRoIHead`), and
+    ``'rpn'``, the RPN proposals; the sampler appends the ground truth. As
+    in the official code, by default both candidate sets are used, IoU
+    >= 0.7 is a person and < 0.3 background, 128 RoIs per image at 50 %
+    with as many backgrounds as persons when persons are few, and the
+    backgrounds pass through the ReID head too (``embed_negatives``: its
+    BatchNorm statistics see them) with person id -2, which OIM ignores.
+    Positives carry their ground truth's person id (-1 for unlabeled
+    persons, which go into OIM's queue). Loss weights (paper): RPN 1 / 1,
+    box cls 1, box reg 10, ReID 2 - set in the heads' loss configs.
 
     At test time every gallery image gives its detections with scores,
     labels and embeddings; a query image (``metainfo['split'] == 'query'``)
@@ -49,6 +57,9 @@ class DiffPS(TwoStageDetector):
     after ``Resize``) with score 1 and the embedding computed from that box.
     Boxes are returned in original image pixels.
     """
+
+    REID_PROPOSALS = ('regressed', 'rpn')
+    BACKGROUND_ID = -2  # below -1: OIM neither learns from nor stores it
 
     def __init__(self,
                  backbone: dict,
@@ -85,6 +96,21 @@ class DiffPS(TwoStageDetector):
                                'the assigner and sampler of the ReID RoIs')
             self.reid_assigner = TASK_UTILS.build(train_cfg.reid.assigner)
             self.reid_sampler = TASK_UTILS.build(train_cfg.reid.sampler)
+            self.reid_proposals = tuple(train_cfg.reid.get(
+                'proposals', self.REID_PROPOSALS))
+            bad = set(self.reid_proposals) - set(self.REID_PROPOSALS)
+            if bad or not self.reid_proposals:
+                raise ValueError(
+                    'DiffPS: train_cfg.reid.proposals must name some of '
+                    f'{self.REID_PROPOSALS}, got {self.reid_proposals}')
+            if 'regressed' in self.reid_proposals and not hasattr(
+                    self.roi_head, 'loss_and_predict'):
+                raise ValueError(
+                    'DiffPS: train_cfg.reid.proposals uses the regressed '
+                    'boxes, which needs a roi_head with loss_and_predict '
+                    f'(DiffPSRoIHead), got {type(self.roi_head).__name__}')
+            self.reid_embed_negatives = bool(
+                train_cfg.reid.get('embed_negatives', True))
 
     # ----------------------------------------------------------- features
     def extract_all(self,
@@ -128,12 +154,24 @@ class DiffPS(TwoStageDetector):
         losses.update(rpn_losses)
 
         # the RoI head renames 'bboxes' in place: copy the proposals first
+        rpn_boxes = [r.bboxes.detach().clone() for r in rpn_results_list]
+        if 'regressed' in self.reid_proposals:
+            roi_losses, regressed = self.roi_head.loss_and_predict(
+                x, rpn_results_list, batch_data_samples)
+        else:
+            roi_losses = self.roi_head.loss(x, rpn_results_list,
+                                            batch_data_samples)
+        losses.update(roi_losses)
+        candidates = dict(rpn=rpn_boxes)
+        if 'regressed' in self.reid_proposals:
+            candidates['regressed'] = regressed
+        # the official order: regressed boxes first, then the proposals
+        order = [n for n in self.REID_PROPOSALS if n in self.reid_proposals]
         reid_proposals = [
-            InstanceData(priors=r.bboxes.detach().clone())
-            for r in rpn_results_list
+            InstanceData(
+                priors=torch.cat([candidates[n][i] for n in order]))
+            for i in range(len(batch_data_samples))
         ]
-        losses.update(
-            self.roi_head.loss(x, rpn_results_list, batch_data_samples))
         losses.update(
             self.reid_branch_loss(reid_map, part_embeds, reid_proposals,
                                   batch_data_samples))
@@ -154,14 +192,26 @@ class DiffPS(TwoStageDetector):
                     'PackPersonSearchInputs')
             assign = self.reid_assigner.assign(prop, gt, gt_ignore)
             sampling = self.reid_sampler.sample(assign, prop, gt)
-            boxes.append(sampling.pos_priors)
-            ids.append(gt.person_ids[sampling.pos_assigned_gt_inds])
+            pos_ids = gt.person_ids[sampling.pos_assigned_gt_inds].long()
+            if self.reid_embed_negatives:
+                boxes.append(
+                    torch.cat([sampling.pos_priors, sampling.neg_priors]))
+                ids.append(
+                    torch.cat([
+                        pos_ids,
+                        pos_ids.new_full((len(sampling.neg_priors), ),
+                                         self.BACKGROUND_ID)
+                    ]))
+            else:
+                boxes.append(sampling.pos_priors)
+                ids.append(pos_ids)
         ids = torch.cat(ids)
-        if ids.numel() == 0:
-            # no person in the batch: keep the graph, contribute nothing
-            return dict(loss_reid=reid_map.sum() * 0.0)
         embeds = self.embed_boxes(reid_map, part_embeds, boxes)
-        return dict(loss_reid=self.reid_loss(embeds, ids))
+        # Always called, even without a person: OIM gathers its table update
+        # across ranks, a collective every rank must join. The zero term
+        # keeps the graph when there is no RoI at all.
+        return dict(
+            loss_reid=self.reid_loss(embeds, ids) + reid_map.sum() * 0.0)
 
     # ------------------------------------------------------------ predict
     def predict(self,

@@ -1,0 +1,5 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+from .bn_reg_bbox_head import BNRegBBoxHead
+from .diffps_roi_head import DiffPSRoIHead
+
+__all__ = ['BNRegBBoxHead', 'DiffPSRoIHead']
