@@ -1,10 +1,11 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """Online Instance Matching loss (Xiao et al., CVPR 2017), as DiffPS uses it
 (Kim et al., ICCV 2025, Sec. 3.7)."""
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmengine.dist import all_gather, get_world_size
 from mmengine.model import BaseModule
 from torch import Tensor
 
@@ -30,6 +31,17 @@ class OIMLoss(BaseModule):
 
     The tables and the queue head are persistent buffers, so they are saved
     in checkpoints and resumed.
+
+    Under distributed training the update is gathered across ranks (the
+    samples of all ranks, in rank order), because the model wrapper does not
+    broadcast buffers: rank-local updates would let the tables drift apart
+    and the checkpoint keep rank 0's only; so every rank holds the tables one
+    process would hold on the concatenated batch, while the loss and its
+    gradient stay on the local batch. Neither the OIM authors' code
+    (single-GPU Caffe) nor the official DiffPS code does this (DiffPS has it
+    commented out; SeqNet's, Li & Miao, AAAI 2021, gathers for the loss too).
+    The gather is a collective: every rank must call ``forward`` in training
+    equally often, even with no person in its batch.
 
     Args:
         num_features (int): Embedding size.
@@ -65,6 +77,26 @@ class OIMLoss(BaseModule):
         self.register_buffer('lut', torch.zeros(num_pids, num_features))
         self.register_buffer('cq', torch.zeros(num_cq_size, num_features))
         self.register_buffer('cq_head', torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _gather(self, embeddings: Tensor,
+                person_ids: Tensor) -> Tuple[Tensor, Tensor]:
+        """The samples of all ranks that update the tables, in rank order
+        (the local ones when not distributed)."""
+        if get_world_size() == 1:
+            return embeddings, person_ids
+        keep = person_ids >= -1  # ignored samples never touch the tables
+        x = embeddings.detach()[keep].to(self.lut.dtype)
+        y = person_ids[keep]
+        # all_gather needs one shape on every rank: share counts, then pad
+        counts = [int(c) for c in all_gather(y.new_tensor([y.numel()]))]
+        if max(counts) == 0:  # the same on all ranks, so all skip
+            return x, y
+        pad = max(counts) - y.numel()
+        xs = all_gather(torch.cat([x, x.new_zeros(pad, x.shape[1])]))
+        ys = all_gather(torch.cat([y, y.new_full((pad, ), -2)]))
+        return (torch.cat([t[:n] for t, n in zip(xs, counts)]),
+                torch.cat([t[:n] for t, n in zip(ys, counts)]))
 
     @torch.no_grad()
     def update(self, embeddings: Tensor, person_ids: Tensor) -> None:
@@ -114,5 +146,5 @@ class OIMLoss(BaseModule):
         else:
             loss = embeddings.sum() * 0.0
         if self.training:
-            self.update(embeddings, person_ids)
+            self.update(*self._gather(embeddings, person_ids))
         return self.loss_weight * loss
