@@ -82,28 +82,73 @@ class HaarIDWT(nn.Module):
 
 
 class ChannelGate(nn.Module):
-    """Squeeze-and-excitation channel gate."""
+    """Channel-wise attention of the sub-band refinement block (DiffPS
+    Sec. 3.5): ``x * sigmoid(f(GAP(x)))``.
 
-    def __init__(self, channels: int, reduction: int = 16) -> None:
+    Args:
+        channels (int): Input (and output) channels.
+        reduction (int, optional): ``None`` (the official SRB
+            ``attention``): ``f`` is one 1x1 conv C -> C with bias. An int
+            r: squeeze-and-excitation, ``f`` = 1x1 conv C -> max(C // r, 4),
+            ReLU, 1x1 conv -> C (both with bias). Defaults to None.
+    """
+
+    def __init__(self, channels: int, reduction: Optional[int] = None) -> None:
         super().__init__()
-        hidden = max(channels // reduction, 4)
-        self.fc = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+        if reduction is None:
+            layers = [nn.Conv2d(channels, channels, 1)]
+        else:
+            if not isinstance(reduction, int) or reduction < 1:
+                raise ValueError('ChannelGate: reduction must be None or a '
+                                 f'positive int, got {reduction!r}')
+            hidden = max(channels // reduction, 4)
+            layers = [
+                nn.Conv2d(channels, hidden, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, channels, 1)
+            ]
+        # plain nn.Conv2d, not ConvModule: keeps PyTorch's default init as
+        # in the official code (ConvModule re-inits with kaiming)
+        self.fc = nn.Sequential(*layers, nn.Sigmoid())
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.fc(x.mean(dim=(2, 3), keepdim=True))
 
 
 class FrequencyRefinementModule(nn.Module):
-    """FRM (DiffPS Sec. 3.5): one-level Haar DWT; LL passes unchanged; each
-    of LH, HL, HH goes through its own refinement block (depthwise 3x3 +
-    pointwise 1x1, BN, ReLU, channel gate) times a learnable scalar (init 1);
-    inverse DWT; plus the input."""
+    """FRM (DiffPS Sec. 3.5, Eq. 5): one-level Haar DWT; LL passes
+    unchanged; each of LH, HL, HH goes through its own sub-band refinement
+    block (depthwise 3x3 + pointwise 1x1, BN, ReLU, channel-wise attention)
+    times a learnable scalar gamma (init 1); inverse DWT; plus the input.
 
-    def __init__(self, channels: int,
-                 norm_cfg: dict = dict(type='BN')) -> None:
+    Args:
+        channels (int): Input (and output) channels.
+        norm_cfg (dict): Norm after the pointwise conv. Defaults to BN.
+        channel_gate (str): ``'conv'`` (official): the attention is one
+            1x1 conv on the pooled vector; ``'se'``: a squeeze-and-excitation
+            bottleneck (this repository's earlier variant).
+            Defaults to ``'conv'``.
+        gate_reduction (int): Reduction of the ``'se'`` gate; unused for
+            ``'conv'``. Defaults to 16.
+    """
+
+    channel_gates = ('conv', 'se')
+
+    def __init__(self,
+                 channels: int,
+                 norm_cfg: dict = dict(type='BN'),
+                 channel_gate: str = 'conv',
+                 gate_reduction: int = 16) -> None:
         super().__init__()
+        if channel_gate not in self.channel_gates:
+            raise ValueError('FrequencyRefinementModule: channel_gate must be '
+                             f'one of {self.channel_gates}, got '
+                             f'{channel_gate!r}')
+        if channel_gate == 'se' and (not isinstance(gate_reduction, int)
+                                     or gate_reduction < 1):
+            raise ValueError('FrequencyRefinementModule: gate_reduction must '
+                             f'be a positive int, got {gate_reduction!r}')
+        reduction = None if channel_gate == 'conv' else gate_reduction
         self.dwt = HaarDWT()
         self.idwt = HaarIDWT()
         self.refine = nn.ModuleList()
@@ -118,7 +163,7 @@ class FrequencyRefinementModule(nn.Module):
                         groups=channels,
                         bias=False),
                     ConvModule(channels, channels, 1, norm_cfg=norm_cfg),
-                    ChannelGate(channels)))
+                    ChannelGate(channels, reduction)))
         self.scales = nn.Parameter(torch.ones(3))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -153,11 +198,17 @@ class MSFRN(BaseModule):
     2025, Sec. 3.5, Fig. 3).
 
     Per level one light block shared by that level's maps; the maps of a
-    level are concatenated and fused by a 1x1 conv. From the coarsest level
-    on, the running map is upsampled (bilinear) to the next level and added
-    to it; after the first merge a LayerNorm over channels, after every
-    merge a :class:`FrequencyRefinementModule` (two scales for SD's three
-    levels: "hierarchical"), and at the end a 1x1 conv.
+    level are concatenated and fused by a 1x1 conv (in the official code only
+    the levels with several maps have one). From the coarsest level on, the
+    running map is upsampled (bilinear) to the next level and added to it;
+    after the first merge a LayerNorm over channels, after every merge a
+    :class:`FrequencyRefinementModule` (two scales for SD's three levels:
+    "hierarchical"), and at the end a 1x1 conv.
+
+    The defaults follow the official implementation (``Frq_AggregationNetwork``
+    of github.com/PerceptualAI-Lab/DiffPS); ``channel_gate='se',
+    fuse_single_map=True, fuse_bias=True, out_bias=True`` is this
+    repository's earlier variant.
 
     Args:
         in_channels (Sequence[Sequence[int]]): Channels of each map, grouped
@@ -166,6 +217,17 @@ class MSFRN(BaseModule):
         channels (int): Width of the light blocks and FRMs. Default 1024.
         out_channels (int): Output channels. Defaults to 1024.
         norm_cfg (dict): Normalisation layers. Defaults to BN.
+        channel_gate (str): Channel-wise attention of the FRMs' sub-band
+            refinement blocks, see :class:`FrequencyRefinementModule`.
+            Defaults to ``'conv'`` (official).
+        fuse_single_map (bool): Whether a level with a single map also gets
+            the 1x1 fuse conv (a C -> C conv right after the light block's
+            last 1x1 conv + BN). Defaults to False (official).
+        fuse_bias (bool): Bias of the 1x1 fuse convs. Defaults to False
+            (official).
+        out_bias (bool): Bias of the output 1x1 conv. Defaults to False
+            (official).
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
 
     ``forward(feats)`` takes a list per level of lists of maps and returns
     one map (B, out_channels, H_fine, W_fine) at the finest level (1/8).
@@ -177,6 +239,10 @@ class MSFRN(BaseModule):
                  channels: int = 1024,
                  out_channels: int = 1024,
                  norm_cfg: dict = dict(type='BN'),
+                 channel_gate: str = 'conv',
+                 fuse_single_map: bool = False,
+                 fuse_bias: bool = False,
+                 out_bias: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.in_channels = [list(level) for level in in_channels]
@@ -191,14 +257,18 @@ class MSFRN(BaseModule):
         self.light = nn.ModuleList(
             LightBlock(level[0], channels, norm_cfg)
             for level in self.in_channels)
+        # Identity keeps the list indexed by level; a single map needs no
+        # channel reduction after concatenation
         self.fuse = nn.ModuleList(
-            nn.Conv2d(len(level) * channels, channels, 1)
+            nn.Conv2d(len(level) * channels, channels, 1, bias=fuse_bias)
+            if len(level) > 1 or fuse_single_map else nn.Identity()
             for level in self.in_channels)
         self.norm = nn.LayerNorm(channels)
         self.frm = nn.ModuleList(
-            FrequencyRefinementModule(channels, norm_cfg)
+            FrequencyRefinementModule(
+                channels, norm_cfg, channel_gate=channel_gate)
             for _ in self.in_channels[1:])
-        self.out_conv = nn.Conv2d(channels, out_channels, 1)
+        self.out_conv = nn.Conv2d(channels, out_channels, 1, bias=out_bias)
 
     def _level(self, i: int, maps: List[Tensor]) -> Tensor:
         expected = self.in_channels[i]
