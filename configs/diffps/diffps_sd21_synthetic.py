@@ -27,8 +27,9 @@ reid_width = 64
 # OIM's logits are 30 x cosine: with few dimensions, unrelated embeddings
 # have large cosines and the loss starts very high; 128 keeps it moderate
 embed_dim = 128
-# make_synthetic('cuhk') defaults: 50 identities, 25 of them for training
-num_train_ids = 25
+# make_synthetic.py's defaults (800 scenes, 200 identities): 100 of them
+# label the training scenes
+num_train_ids = 100
 
 model.backbone.sd_path = 'work_dirs/tiny_sd'
 model.neck.update(in_channels=32, out_channels=det_width)

@@ -2,7 +2,8 @@
 # PSDiff's denoiser on DiffPS's features, CUHK-SYSU: a combination neither
 # paper has, so no paper reports a number for it (and none is measured here).
 #
-# frozen SD 2.1-base (VAE latent, one UNet pass at t=1, prompt "person";
+# frozen SD 2.1-base (VAE posterior sample + noise, one UNet pass at t=0,
+# prompt "person";
 # DiffPS, Kim et al. Sec. 3)
 #   -> SDFeaturePyramid: K = T[3][0].attn1.to_k enhanced by DGRPN with the
 #      "person" map (eq. 1-4) at 1/8, the DiffPS ReID maps of 1/16

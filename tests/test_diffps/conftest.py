@@ -53,9 +53,9 @@ def train_runner(cfg: Config) -> Runner:
     return runner
 
 
-def loss_history(runner: Runner) -> List[float]:
+def loss_history(runner: Runner, key: str = 'loss') -> List[float]:
     return [
-        float(v) for v in runner.message_hub.get_scalar('train/loss').data[0]
+        float(v) for v in runner.message_hub.get_scalar(f'train/{key}').data[0]
     ]
 
 

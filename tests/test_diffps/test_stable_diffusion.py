@@ -201,7 +201,9 @@ def test_noise_option_is_deterministic_in_eval(tiny_sd_dir, tiny_backbone):
     x = _images(1)
     a, b = noisy(x)['det_feat'], noisy(x)['det_feat']
     torch.testing.assert_close(a, b)
-    assert not torch.allclose(a, tiny_backbone(x)['det_feat'])
+    plain = StableDiffusionBackbone(
+        tiny_sd_dir, timestep=1, latent='mean', add_noise=False).eval()
+    assert not torch.allclose(a, plain(x)['det_feat'])
 
 
 def _fake_sd_folder(root: str, skip: str = '') -> str:

@@ -1,7 +1,8 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 # DiffPS (Kim et al., ICCV 2025) on Stable Diffusion 2.1-base.
 #
-# frozen SD (VAE latent, one UNet pass at t=1, prompt "person")
+# frozen SD (VAE posterior sample + Euler noise sigma 0.029, one UNet pass at
+#   t=0, as the official extractor; prompt "person")
 #   -> K = T[3][0].attn1.to_k (320 ch, 1/8) + "person" map of T[3][0].attn2
 #      -> DGRPN (1024 ch) -> RPN (stride 8, anchors 32-512 x 0.5/1/2)
 #      -> RoIAlign 14x14 -> ResNet-50 stage 4 -> box predictor (BN regressor)
@@ -54,8 +55,13 @@ model = dict(
         type=StableDiffusionBackbone,
         sd_path=sd_path,
         prompt='person',
-        timestep=1,
-        add_noise=False,
+        # the official input: its Euler scheduler's "timestep 1" is the
+        # UNet's timestep 0, on a posterior sample plus noise (seeded in eval)
+        timestep=0,
+        latent='sample',
+        add_noise=True,
+        noise_scheduler='euler',
+        noise_seed=0,
         det_layer='T[3][0].attn1.to_k',
         attn_map_layer='T[3][0].attn2',
         attn_map_head=1,

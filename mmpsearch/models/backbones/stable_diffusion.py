@@ -321,13 +321,15 @@ class StableDiffusionBackbone(BaseModule):
     """Frozen Stable Diffusion UNet features for DiffPS (Kim et al., ICCV
     2025, Sec. 3.2, Fig. 2).
 
-    image in [-1, 1] -> VAE encoder (latent mean x ``scaling_factor``) ->
-    (optionally DDPM noise at ``timestep``) -> one UNet pass at ``timestep``
-    conditioned on ``prompt`` -> forward hooks on the chosen attention
-    projections (``to_q`` / ``to_k`` / ``to_v``) give feature maps at the
-    spatial size of their level, and the cross-attention ``attn_map_layer``
-    gives the probability map of text token ``attn_map_token`` in head
-    ``attn_map_head``, min-max normalised per image.
+    image in [-1, 1] -> VAE encoder (a posterior sample, or its mean, x
+    ``scaling_factor``) -> (optionally forward noise at ``timestep``, by the
+    Euler or DDPM scheduler of ``scheduler/``) -> one UNet pass at
+    ``timestep`` conditioned on ``prompt`` -> forward hooks on the chosen
+    attention projections (``to_q`` / ``to_k`` / ``to_v``) give feature maps
+    at the spatial size of their level, and the cross-attention
+    ``attn_map_layer`` gives the probability map of text token
+    ``attn_map_token`` in head ``attn_map_head``, min-max normalised per
+    image.
 
     Only that cross-attention computes explicit probabilities (a custom
     processor on that module); every other attention stays fused
@@ -349,12 +351,30 @@ class StableDiffusionBackbone(BaseModule):
         sd_path (str): Local folder in the diffusers layout (``unet/``,
             ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``).
         prompt (str): The conditioning prompt. Defaults to 'person'.
-        timestep (int): UNet timestep (the public code uses 1 of 1000).
-        add_noise (bool): Add DDPM forward noise at ``timestep`` to the
-            latent (from ``scheduler/``). Off by default: at t=1 the noise
-            std is sqrt(1 - alpha_bar_1) ~ 0.03 and a noise-free latent keeps
-            evaluation deterministic. When on, training draws fresh noise and
-            eval uses a generator seeded with ``noise_seed``.
+        timestep (int): The timestep the UNet actually receives (0-based,
+            of the 1000 training steps). Defaults to 0, the public code's
+            input: its ``DECOUPLED_TIMESTEP = 1`` is an img2img strength of
+            1/1000 on ``set_timesteps(1000)`` of an Euler scheduler, which
+            leaves the schedule's last timestep: 0 for SD 2.1-base's
+            scheduler config (no ``timestep_spacing``, so "linspace"; a
+            "leading" config would give 1, as the pipeline forces
+            ``steps_offset=1``). At timestep 0 the UNet input's noise std is
+            sqrt(1 - alpha_bar_0) = 0.029 (Euler sigma_0 = 0.029 before
+            ``scale_model_input``); at timestep 1 it is 0.041.
+        add_noise (bool): Add forward noise at ``timestep`` to the latent
+            with ``noise_scheduler`` (loaded from ``scheduler/``). Defaults to
+            True, as the public code at train and test time. When off, the
+            latent goes to the UNet unchanged (no scheduler is loaded).
+        latent (str): ``'sample'`` (default, as the public code: diffusers'
+            img2img ``prepare_latents`` draws from the VAE posterior) or
+            ``'mean'`` (the posterior mean).
+        noise_scheduler (str): ``'euler'`` (default, the public code's
+            ``EulerDiscreteScheduler`` set to the single step ``timestep``:
+            ``add_noise`` gives z + sigma_t eps and ``scale_model_input``
+            divides by sqrt(sigma_t^2 + 1); the UNet gets the float
+            timestep) or ``'ddpm'`` (``DDPMScheduler.add_noise``:
+            sqrt(alpha_bar_t) z + sqrt(1 - alpha_bar_t) eps, the same input
+            up to rounding; the UNet gets the integer timestep).
         det_layer (str): Hooked projection giving the detection feature.
         attn_map_layer (str): Cross-attention whose probabilities give the
             detection guidance map.
@@ -372,7 +392,12 @@ class StableDiffusionBackbone(BaseModule):
         frozen_dtype (str): Precision of the frozen modules: ``'auto'``
             (fp16 on CUDA, fp32 on the CPU, as DiffPS), ``'float16'`` or
             ``'float32'`` wherever they are. The outputs are always fp32.
-        noise_seed (int): Seed of the eval-time noise (``add_noise=True``).
+        noise_seed (int): Seed of the eval-time randomness (the posterior
+            sample and the noise). In training both are drawn fresh from
+            torch's global generator; in eval mode every image gets its own
+            generator seeded with ``noise_seed`` (first the posterior draw,
+            then the noise, as diffusers' ``prepare_latents``), so eval
+            features are repeatable and do not depend on the batch.
 
     Layer names are diffusers module names relative to the UNet or the
     paper's shorthand ``T[i][j].attn1.to_k`` for
@@ -387,12 +412,16 @@ class StableDiffusionBackbone(BaseModule):
 
     FROZEN_DTYPES = {'auto': None, 'float16': torch.float16,
                      'float32': torch.float32}
+    LATENTS = ('sample', 'mean')
+    NOISE_SCHEDULERS = ('euler', 'ddpm')
 
     def __init__(self,
                  sd_path: str,
                  prompt: str = 'person',
-                 timestep: int = 1,
-                 add_noise: bool = False,
+                 timestep: int = 0,
+                 add_noise: bool = True,
+                 latent: str = 'sample',
+                 noise_scheduler: str = 'euler',
                  det_layer: str = 'T[3][0].attn1.to_k',
                  attn_map_layer: str = 'T[3][0].attn2',
                  attn_map_head: int = 1,
@@ -413,7 +442,16 @@ class StableDiffusionBackbone(BaseModule):
         self.sd_path = sd_path
         self.prompt = prompt
         self.timestep = int(timestep)
-        self.add_noise = add_noise
+        self.add_noise = bool(add_noise)
+        if latent not in self.LATENTS:
+            raise ValueError(f'StableDiffusionBackbone: latent must be one of '
+                             f'{list(self.LATENTS)}, got {latent!r}')
+        self.latent = latent
+        if noise_scheduler not in self.NOISE_SCHEDULERS:
+            raise ValueError(f'StableDiffusionBackbone: noise_scheduler must '
+                             f'be one of {list(self.NOISE_SCHEDULERS)}, got '
+                             f'{noise_scheduler!r}')
+        self.noise_scheduler = noise_scheduler
         self.det_layer = expand_layer_name(det_layer)
         self.attn_map_layer = expand_layer_name(attn_map_layer)
         self.attn_map_head = int(attn_map_head)
@@ -452,8 +490,7 @@ class StableDiffusionBackbone(BaseModule):
         os.environ.setdefault('HF_HUB_OFFLINE', '1')
         os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
         check_sd_folder(self.sd_path, need_scheduler=self.add_noise)
-        from diffusers import (AutoencoderKL, DDPMScheduler,
-                               UNet2DConditionModel)
+        from diffusers import AutoencoderKL, UNet2DConditionModel
         from diffusers.models.attention_processor import AttnProcessor2_0
         from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -485,14 +522,12 @@ class StableDiffusionBackbone(BaseModule):
             torch_dtype=torch.float32,
             variant=_weights_variant(
                 sub('text_encoder'), _TRANSFORMERS_WEIGHTS))
-        scheduler = None
-        if self.add_noise:
-            scheduler = DDPMScheduler.from_pretrained(
-                self.sd_path, subfolder='scheduler', local_files_only=True)
-            if not 0 <= self.timestep < scheduler.config.num_train_timesteps:
-                raise ValueError(
-                    f'timestep={self.timestep} is outside the scheduler\'s '
-                    f'0..{scheduler.config.num_train_timesteps - 1}')
+        scheduler = self._load_scheduler() if self.add_noise else None
+        if scheduler is None:
+            if self.timestep < 0:
+                raise ValueError(f'timestep={self.timestep}: expected a '
+                                 'timestep >= 0')
+            self._unet_timestep = torch.tensor(self.timestep)
 
         for m in (unet, vae, text_encoder):
             m.requires_grad_(False)
@@ -513,6 +548,31 @@ class StableDiffusionBackbone(BaseModule):
         # the text encoder is not needed after this
         del text_encoder
         return unet, vae, prompt_embeds, part_embeds, scheduler
+
+    def _load_scheduler(self):
+        """The noise scheduler of ``scheduler/``, set to ``timestep``; also
+        sets ``_unet_timestep``, the value the UNet receives."""
+        from diffusers import DDPMScheduler, EulerDiscreteScheduler
+        cls = dict(euler=EulerDiscreteScheduler,
+                   ddpm=DDPMScheduler)[self.noise_scheduler]
+        scheduler = cls.from_pretrained(
+            self.sd_path, subfolder='scheduler', local_files_only=True)
+        n = scheduler.config.num_train_timesteps
+        if not 0 <= self.timestep < n:
+            raise ValueError(
+                f'timestep={self.timestep} is outside the scheduler\'s '
+                f'0..{n - 1}')
+        if self.noise_scheduler == 'euler':
+            # This one timestep, so sigma is sigma_t of the training schedule
+            # whatever the config's timestep_spacing / steps_offset; the
+            # public code instead takes the last of set_timesteps(1000) (0
+            # for SD 2.1-base's config).
+            scheduler.set_timesteps(timesteps=[self.timestep])
+            scheduler.set_begin_index(0)  # as img2img: noise at this step
+            self._unet_timestep = scheduler.timesteps[0].clone()
+        else:
+            self._unet_timestep = torch.tensor(self.timestep)
+        return scheduler
 
     @staticmethod
     def _encode(tokenizer, text_encoder, text: str, token: int) -> Tensor:
@@ -572,37 +632,67 @@ class StableDiffusionBackbone(BaseModule):
         return [p for m in self._frozen.values() for p in m.parameters()]
 
     # ------------------------------------------------------------ forward
+    def _generators(self, batch: int,
+                    device: torch.device) -> Optional[List[torch.Generator]]:
+        """None in training (fresh draws from torch's global generator); in
+        eval one generator per image seeded with ``noise_seed``."""
+        if self.training:
+            return None
+        return [
+            torch.Generator(device=device).manual_seed(self.noise_seed)
+            for _ in range(batch)
+        ]
+
     @torch.no_grad()
-    def encode_latent(self, img: Tensor) -> Tensor:
-        """VAE latent (mean of the posterior) times the scaling factor."""
+    def encode_latent(
+            self,
+            img: Tensor,
+            generator: Optional[List[torch.Generator]] = None) -> Tensor:
+        """VAE latent (a posterior sample or its mean, see ``latent``) times
+        the scaling factor, in fp32."""
+        from diffusers.models.autoencoders.vae import \
+            DiagonalGaussianDistribution
         dist = self.vae.encode(img.to(self.frozen_dtype)).latent_dist
-        return dist.mean * self.vae.config.scaling_factor
-
-    def _noisy(self, latent: Tensor, t: Tensor) -> Tensor:
-        if not self.add_noise:
-            return latent
-        gen = None
-        if not self.training:
-            gen = torch.Generator(device=latent.device)
-            gen.manual_seed(self.noise_seed)
-        noise = torch.randn(
-            latent.shape,
-            generator=gen,
-            device=latent.device,
-            dtype=latent.dtype)
-        return self.scheduler.add_noise(latent, noise, t)
+        # diffusers' posterior again, in fp32: the draw (and so the eval
+        # features) does not depend on frozen_dtype
+        dist = DiagonalGaussianDistribution(dist.parameters.float())
+        z = dist.sample(generator) if self.latent == 'sample' else dist.mean
+        return z * self.vae.config.scaling_factor
 
     @torch.no_grad()
-    def run_unet(self, latent: Tensor) -> Dict[str, Tensor]:
-        """One (truncated) UNet pass; returns the captured tensors."""
+    def unet_input(
+        self,
+        latent: Tensor,
+        generator: Optional[List[torch.Generator]] = None
+    ) -> Tuple[Tensor, Tensor]:
+        """The UNet input (the latent with forward noise when ``add_noise``,
+        scaled by the scheduler) and the (B, ) timesteps it is run at."""
         b = latent.shape[0]
-        t = torch.full((b, ),
-                       self.timestep,
-                       device=latent.device,
-                       dtype=torch.long)
-        latent = self._noisy(latent, t)
-        cond = self.prompt_embeds.to(latent.dtype).expand(b, -1, -1)
-        return self.tap(latent, t, cond)
+        t = self._unet_timestep.to(latent.device).expand(b)
+        if self.add_noise:
+            from diffusers.utils.torch_utils import randn_tensor
+            noise = randn_tensor(
+                latent.shape,
+                generator=generator,
+                device=latent.device,
+                dtype=latent.dtype)
+            latent = self.scheduler.add_noise(latent, noise, t)
+            # Euler: / sqrt(sigma^2 + 1); DDPM: unchanged
+            latent = self.scheduler.scale_model_input(latent, t[:1])
+        return latent, t
+
+    @torch.no_grad()
+    def run_unet(
+            self,
+            latent: Tensor,
+            generator: Optional[List[torch.Generator]] = None
+    ) -> Dict[str, Tensor]:
+        """One (truncated) UNet pass on a clean latent; returns the captured
+        tensors."""
+        x, t = self.unet_input(latent, generator)
+        x = x.to(self.frozen_dtype)
+        cond = self.prompt_embeds.to(x.dtype).expand(x.shape[0], -1, -1)
+        return self.tap(x, t, cond)
 
     def forward(self, img: Tensor) -> Dict[str, Union[Tensor, list]]:
         if img.dim() != 4 or img.shape[1] != 3:
@@ -620,8 +710,9 @@ class StableDiffusionBackbone(BaseModule):
                 f'StableDiffusionBackbone expects images in [-1, 1], got '
                 f'values in [{lo:.2f}, {hi:.2f}]; set mean=[127.5]*3 and '
                 'std=[127.5]*3 in the data preprocessor.')
-        latent = self.encode_latent(img)
-        cap = self.run_unet(latent)
+        generator = self._generators(img.shape[0], img.device)
+        latent = self.encode_latent(img, generator)
+        cap = self.run_unet(latent, generator)
         attn = cap['attn_map'].float()
         lo_ = attn.amin(dim=(2, 3), keepdim=True)
         hi_ = attn.amax(dim=(2, 3), keepdim=True)
