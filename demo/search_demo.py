@@ -18,7 +18,7 @@ import numpy as np
 
 from mmpsearch.apis import (denoising_steps, index_gallery, init_searcher,
                             search)
-from mmpsearch.apis.inference import _read_image
+from mmpsearch.apis.inference import _check_box, _read_image
 from mmpsearch.evaluation.functional.box_ops import (paired_iou,
                                                      search_iou_threshold)
 from mmpsearch.visualization import (draw_denoising_steps,
@@ -101,6 +101,13 @@ def main(argv=None) -> int:
         query_img, query_box, gallery = (args.query_img, args.query_box,
                                          args.gallery)
 
+    # the cheap checks before the model is built and the gallery indexed
+    if args.topk < 1:
+        sys.exit(f'--topk must be >= 1, got {args.topk}')
+    try:
+        _check_box(query_box, _read_image(query_img), str(query_img))
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(str(e))
     searcher = init_searcher(args.config, args.checkpoint, args.device)
     # everything is computed before anything is written
     index = index_gallery(searcher, gallery)

@@ -54,6 +54,16 @@ for k in 1 2 4 8; do
   "$PY" tools/analysis_tools/eval_search.py "$RUN_DIR/results_steps_$k.pkl" \
     --dataset cuhk --data-root "$DATA" --score-thr 0.5 --json "$RUN_DIR/metrics_steps_$k.json" > /dev/null
 done
+# the CUHK-SYSU occlusion / low-resolution query subsets, at 8 steps (scenes
+# written before the generator had them have no subset files: skipped)
+for sub in occlusion resolution; do
+  file=Occlusion.mat; [ "$sub" = resolution ] && file=Resolution.mat
+  if [ -f "$DATA/annotation/test/subset/$file" ]; then
+    "$PY" tools/analysis_tools/eval_search.py "$RUN_DIR/results_steps_8.pkl" \
+      --dataset cuhk --data-root "$DATA" --score-thr 0.5 --subset "$sub" \
+      --json "$RUN_DIR/metrics_steps_8_$sub.json" > /dev/null
+  fi
+done
 if [ -f "$BASELINE_DIR/last_checkpoint" ]; then
   BASELINE_CKPT=$(cat "$BASELINE_DIR/last_checkpoint")
   "$PY" tools/test.py "$BASELINE_CFG" "$BASELINE_CKPT" --work-dir "$RUN_DIR/baseline" \
@@ -81,6 +91,12 @@ for name, path in rows:
     m = json.load(open(path))
     print(f"{name:<28} {100*m['mAP']:6.1f} {100*m['top1']:6.1f} {100*m['top5']:6.1f} "
           f"{100*m['det_ap']:7.1f} {100*m['det_recall']:7.1f}")
+for sub in ('occlusion', 'resolution'):
+    path = f'{run}/metrics_steps_8_{sub}.json'
+    if os.path.exists(path):
+        m = json.load(open(path))
+        print(f"{'PSDiff, 8 steps, ' + sub:<28} {100*m['mAP']:6.1f} {100*m['top1']:6.1f} "
+              f"{100*m['top5']:6.1f}  (the {sub} query subset)")
 PYEOF
 
 stage "search picture -> $RUN_DIR/search.png"

@@ -28,11 +28,16 @@ class ToyRegressor(BaseModel):
 class ToyRegressionDataset(Dataset):
     """A fixed random linear problem (seeded, the same in every process)."""
 
-    def __init__(self, num_samples: int = 32, in_dim: int = 4) -> None:
+    def __init__(self,
+                 num_samples: int = 32,
+                 in_dim: int = 4,
+                 nan_targets: bool = False) -> None:
         gen = torch.Generator().manual_seed(0)
         self.x = torch.randn(num_samples, in_dim, generator=gen)
         w = torch.arange(1, in_dim + 1, dtype=torch.float32)
         self.y = self.x @ w + 0.5
+        if nan_targets:  # a broken input file: every loss is NaN
+            self.y[:] = float('nan')
         self.metainfo = dict(name='toy')
 
     def __len__(self) -> int:

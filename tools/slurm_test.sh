@@ -11,7 +11,9 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PY_ARGS=${@:5}
-PYTHON=${PYTHON:-python}
+# $PY or $PYTHON, else the environment's Python (tools/find_python.sh)
+PY=${PY:-${PYTHON:-}}
+. "$(dirname "$0")/find_python.sh"
 
 PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH:-} \
 srun -p "${PARTITION}" \
@@ -22,5 +24,5 @@ srun -p "${PARTITION}" \
     --cpus-per-task="${CPUS_PER_TASK}" \
     --kill-on-bad-exit=1 \
     ${SRUN_ARGS} \
-    "$PYTHON" -u "$(dirname "$0")/test.py" "${CONFIG}" "${CHECKPOINT}" \
+    "$PY" -u "$(dirname "$0")/test.py" "${CONFIG}" "${CHECKPOINT}" \
     --launcher="slurm" ${PY_ARGS}

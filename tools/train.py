@@ -10,8 +10,10 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmpsearch.engine.hooks import NonFiniteLossError
 from mmpsearch.utils import register_all_modules, setup_cpu_distributed
 from mmpsearch.utils.config import check_config, load_config
+from mmpsearch.utils.overwrite import check_train_work_dir
 
 
 def parse_args() -> argparse.Namespace:
@@ -35,6 +37,11 @@ def parse_args() -> argparse.Namespace:
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='train into a work dir that already holds checkpoints of an '
+        'earlier run (without --resume), overwriting them; refused otherwise')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -117,6 +124,19 @@ def main() -> None:
     if cfg.get('load_from') and not cfg.get('resume') and '://' not in str(
             cfg.load_from) and not osp.isfile(cfg.load_from):
         raise SystemExit(f'load_from={cfg.load_from}: no such checkpoint')
+    # Nothing of an earlier run is overwritten unless asked (--resume,
+    # --force), and a bad last_checkpoint is named before any work.
+    resume = (cfg.get('load_from') or 'auto') if cfg.get('resume') else None
+    resume_from = check_train_work_dir(cfg.work_dir, resume, args.force)
+    if resume == 'auto' and '://' not in str(cfg.work_dir):
+        if resume_from is None:
+            print_log(
+                f'--resume: no {osp.join(cfg.work_dir, "last_checkpoint")} '
+                'yet, nothing to resume: training starts from the beginning',
+                logger='current')
+            cfg.resume = False
+        else:
+            cfg.load_from = resume_from
 
     check_config(cfg)
     # Without CUDA, distributed runs go through gloo (see mmpsearch.utils).
@@ -126,7 +146,10 @@ def main() -> None:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except NonFiniteLossError as e:  # a NaN run: the message, no traceback
+        raise SystemExit(f'{type(e).__name__}: {e}') from None
 
 
 if __name__ == '__main__':

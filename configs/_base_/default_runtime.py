@@ -6,6 +6,9 @@ from mmengine.hooks import (CheckpointHook, DistSamplerSeedHook, IterTimerHook,
 from mmengine.runner import LogProcessor
 from mmengine.visualization import LocalVisBackend
 
+from mmpsearch.engine.hooks import (CheckpointFitHook, FiniteLossHook,
+                                    TeacherEmbeddingsCheckHook)
+
 default_scope = 'mmpsearch'
 
 default_hooks = dict(
@@ -14,7 +17,14 @@ default_hooks = dict(
     param_scheduler=dict(type=ParamSchedulerHook),
     checkpoint=dict(type=CheckpointHook, interval=1),
     sampler_seed=dict(type=DistSamplerSeedHook),
-    visualization=dict(type=DetVisualizationHook))
+    visualization=dict(type=DetVisualizationHook),
+    # refusals (docs/en/refusals.md): stop at the first NaN / inf loss,
+    # before its checkpoint; check the teacher file against the training
+    # set; warn loudly when load_from / resume leaves weights unloaded
+    # (tools/test.py makes that an error)
+    finite_loss=dict(type=FiniteLossHook),
+    teacher_check=dict(type=TeacherEmbeddingsCheckHook),
+    checkpoint_fit=dict(type=CheckpointFitHook, allow_partial=True))
 
 env_cfg = dict(
     cudnn_benchmark=False,

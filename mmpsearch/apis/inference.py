@@ -22,10 +22,14 @@ from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
+from mmengine.runner.checkpoint import (_load_checkpoint,
+                                        _load_checkpoint_to_model)
 
+from mmpsearch.datasets.mat_utils import check_image_complete
 from mmpsearch.registry import MODELS
 from mmpsearch.utils import register_all_modules
+from mmpsearch.utils.checkpoint import check_checkpoint_fits
+from mmpsearch.utils.thresholds import check_unit_interval
 
 ImageType = Union[str, Path, np.ndarray]
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -62,7 +66,8 @@ def get_test_pipeline_cfg(cfg: Config) -> list:
 def init_searcher(config: Union[str, Path, Config],
                   checkpoint: Optional[str] = None,
                   device: str = 'cpu',
-                  cfg_options: Optional[dict] = None) -> nn.Module:
+                  cfg_options: Optional[dict] = None,
+                  strict: bool = True) -> nn.Module:
     """Build a person searcher from a config and load its checkpoint.
 
     Args:
@@ -72,6 +77,11 @@ def init_searcher(config: Union[str, Path, Config],
         device (str): ``'cpu'`` or ``'cuda:0'`` ...
         cfg_options (dict, optional): Overrides merged into the config, e.g.
             ``{'model.test_cfg.sampling_steps': 4}``.
+        strict (bool): Refuse a checkpoint that leaves weights of the model
+            unloaded, holds keys the model does not have or weights of
+            another shape (:class:`~mmpsearch.utils.checkpoint.
+            CheckpointMismatchError`, naming the file and the first keys).
+            False loads what fits, with a warning. Defaults to True.
 
     Returns:
         nn.Module: The model in eval mode, with ``.cfg`` and
@@ -104,7 +114,14 @@ def init_searcher(config: Union[str, Path, Config],
     if checkpoint is not None:
         if not osp.isfile(checkpoint):
             raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+        check_checkpoint_fits(
+            model,
+            ckpt,
+            checkpoint,
+            allow_partial=not strict,
+            hint='Pass strict=False to init_searcher to load it anyway')
+        _load_checkpoint_to_model(model, ckpt, strict=False)
     model.cfg = config
     model.test_pipeline = Compose(get_test_pipeline_cfg(config))
     model.to(device)
@@ -112,15 +129,27 @@ def init_searcher(config: Union[str, Path, Config],
     return model
 
 
+def _require_image_file(path: str) -> None:
+    if osp.isdir(path):
+        raise FileNotFoundError(f'image {path} is a folder, not an image '
+                                'file')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'image {path} does not exist')
+
+
 def _read_image(img: ImageType) -> np.ndarray:
     if isinstance(img, np.ndarray):
         if img.ndim != 3 or img.shape[2] != 3:
             raise ValueError('an image array must be H x W x 3 (BGR), got '
                              f'shape {img.shape}')
+        if img.dtype != np.uint8:
+            # a float array in [0, 1] would be normalised as if 0..255
+            raise ValueError('an image array must be uint8 (BGR, 0..255, as '
+                             f'mmcv.imread gives), got dtype {img.dtype}')
         return img
     path = str(img)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'image {path} does not exist')
+    _require_image_file(path)
+    check_image_complete(path)  # a cut JPEG: named here, not "not decodable"
     try:
         array = mmcv.imread(path)
     except Exception as e:  # mmcv/cv2 raise various errors for bad files
@@ -178,6 +207,77 @@ class SearchMatch:
     score: float  # detection score
 
 
+_INDEX_KEYS = ('img_paths', 'bboxes', 'scores', 'embeddings', 'image_inds')
+
+
+def _check_index_arrays(img_paths, bboxes, scores, embeddings, image_inds,
+                        source: str) -> tuple:
+    """The arrays of a :class:`GalleryIndex` after checking them; every error
+    names ``source`` and the field."""
+
+    def fail(field: str, msg: str):
+        raise ValueError(f'{source}: {field} {msg}')
+
+    def numeric(field: str, value, kinds: str, expected: str) -> np.ndarray:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in kinds:
+            fail(field, f'has dtype {arr.dtype}; expected {expected}')
+        # the stored types, so that what is checked is what is used
+        return arr.astype(np.int64 if kinds == 'iu' else np.float32)
+
+    paths = np.asarray(img_paths)
+    if paths.ndim != 1 or len(paths) == 0 or \
+            (paths.dtype.kind != 'U' and not all(
+                isinstance(p, str) for p in paths.reshape(-1))):
+        fail('img_paths', f'is {paths.dtype} of shape {paths.shape}; '
+             'expected a non-empty list of image paths')
+    paths = [str(p) for p in paths]
+    boxes = numeric('bboxes', bboxes, 'iuf', 'real numbers')
+    n = len(boxes) if boxes.ndim else -1
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        fail('bboxes', f'has shape {boxes.shape}; expected (N, 4) '
+             '[x1, y1, x2, y2], one row per detection')
+    rows = dict(
+        scores=numeric('scores', scores, 'iuf', 'real numbers'),
+        embeddings=numeric('embeddings', embeddings, 'iuf', 'real numbers'),
+        image_inds=numeric('image_inds', image_inds, 'iu', 'integers'))
+    for field, arr in rows.items():
+        ndim = 2 if field == 'embeddings' else 1
+        if arr.ndim != ndim or len(arr) != n:
+            shape = '(N, D)' if ndim == 2 else '(N,)'
+            fail(field, f'has shape {arr.shape}; expected {shape} with N = '
+                 f'{n}, the rows of bboxes (one per detection)')
+    embeds = rows['embeddings']
+    if n and embeds.shape[1] == 0:
+        fail('embeddings', f'has shape {embeds.shape}; expected D >= 1')
+    for field, arr in (('bboxes', boxes), ('scores', rows['scores']),
+                       ('embeddings', embeds)):
+        bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1) if n \
+            else np.zeros(0, bool)
+        if bad.any():
+            fail(field, f'has NaN or infinite values in rows '
+                 f'{np.flatnonzero(bad)[:5].tolist()} (of {n}); expected '
+                 'finite numbers')
+    bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        fail('bboxes', f'row {i} = {boxes[i].tolist()} has x2 < x1 or '
+             'y2 < y1; expected [x1, y1, x2, y2]')
+    sc = rows['scores']
+    bad = (sc < 0) | (sc > 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        fail('scores', f'row {i} = {float(sc[i])} is outside [0, 1]; '
+             'expected detection scores')
+    inds = rows['image_inds']
+    bad = (inds < 0) | (inds >= len(paths))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        fail('image_inds', f'row {i} = {int(inds[i])} is not an index of '
+             f'img_paths; expected 0 <= image_inds < {len(paths)}')
+    return paths, boxes, sc, embeds, inds
+
+
 class GalleryIndex:
     """Detections and embeddings of a gallery, computed once by
     :func:`index_gallery` and reusable for any number of queries.
@@ -185,18 +285,18 @@ class GalleryIndex:
     Saved as a plain ``.npz`` (no pickle), so loading it runs no code.
     """
 
-    def __init__(self, img_paths: List[str], bboxes: np.ndarray,
-                 scores: np.ndarray, embeddings: np.ndarray,
-                 image_inds: np.ndarray) -> None:
-        n = len(bboxes)
-        if not (len(scores) == len(embeddings) == len(image_inds) == n):
-            raise ValueError('bboxes, scores, embeddings and image_inds must '
-                             'have one row per detection')
-        self.img_paths = list(img_paths)
-        self.bboxes = np.asarray(bboxes, np.float32).reshape(-1, 4)
-        self.scores = np.asarray(scores, np.float32)
-        self.embeddings = np.asarray(embeddings, np.float32)
-        self.image_inds = np.asarray(image_inds, np.int64)
+    def __init__(self,
+                 img_paths: List[str],
+                 bboxes: np.ndarray,
+                 scores: np.ndarray,
+                 embeddings: np.ndarray,
+                 image_inds: np.ndarray,
+                 source: str = 'GalleryIndex') -> None:
+        arrays = _check_index_arrays(img_paths, bboxes, scores, embeddings,
+                                     image_inds, source)
+        self.source = source
+        (self.img_paths, self.bboxes, self.scores, self.embeddings,
+         self.image_inds) = arrays
 
     def __len__(self) -> int:
         return len(self.bboxes)
@@ -218,19 +318,62 @@ class GalleryIndex:
         os.replace(tmp, path)  # no half-written index on failure
 
     @classmethod
-    def load(cls, path: str) -> 'GalleryIndex':
+    def load(cls, path: str,
+             embed_dim: Optional[int] = None) -> 'GalleryIndex':
+        """Read an index written by :meth:`save`, after checking every
+        array's shape, dtype, range and finiteness.
+
+        Args:
+            path (str): The ``.npz`` file.
+            embed_dim (int, optional): The searcher's embedding width; an
+                index of another width is refused (:func:`search` checks
+                it against the query embedding in any case).
+        """
+        if osp.isdir(path):
+            raise FileNotFoundError(f'gallery index {path} is a folder; '
+                                    'expected an .npz file written by '
+                                    'GalleryIndex.save')
         if not osp.isfile(path):
             raise FileNotFoundError(f'gallery index {path} does not exist')
-        data = np.load(path, allow_pickle=False)
-        keys = ('img_paths', 'bboxes', 'scores', 'embeddings', 'image_inds')
-        missing = [k for k in keys if k not in data.files]
-        if missing:
-            raise KeyError(f'{path} is not a gallery index: it lacks '
-                           f'{missing}')
-        return cls(
-            img_paths=[str(p) for p in data['img_paths']],
-            **{k: data[k]
-               for k in keys[1:]})
+        expected = ('expected an .npz file written by GalleryIndex.save '
+                    f'with arrays {list(_INDEX_KEYS)}')
+        if osp.getsize(path) == 0:
+            raise ValueError(f'gallery index {path} is empty (0 bytes); '
+                             f'{expected}')
+        try:
+            data = np.load(path, allow_pickle=False)
+        except Exception as e:  # zipfile, pickle and format errors
+            raise ValueError(f'gallery index {path} could not be read '
+                             f'({type(e).__name__}: {e}); {expected}') \
+                from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f'gallery index {path} holds a single array '
+                             f'of shape {data.shape}, not an .npz archive; '
+                             f'{expected}')
+        with data:
+            missing = [k for k in _INDEX_KEYS if k not in data.files]
+            if missing:
+                raise KeyError(f'{path} is not a gallery index: it lacks '
+                               f'{missing} (has {data.files}); {expected}')
+            try:
+                arrays = {k: data[k] for k in _INDEX_KEYS}
+            except Exception as e:  # a cut archive, object arrays
+                raise ValueError(f'gallery index {path} could not be read '
+                                 f'({type(e).__name__}: {e}); {expected}') \
+                    from None
+        index = cls(**arrays, source=f'gallery index {path}')
+        if embed_dim is not None:
+            index.check_embed_dim(embed_dim, 'the searcher')
+        return index
+
+    def check_embed_dim(self, dim: int, what: str) -> None:
+        """Refuse embeddings of another width than ``what``'s ``dim``."""
+        width = self.embeddings.shape[1]
+        if len(self) and width != dim:
+            raise ValueError(
+                f'{self.source}: embeddings have width {width}, but '
+                f'{what} embeds persons in {dim} dimensions; expected an '
+                'index made by index_gallery with the same searcher')
 
 
 def list_gallery_images(gallery: Union[str, Path, Sequence]) -> List[str]:
@@ -265,7 +408,11 @@ def index_gallery(searcher: nn.Module,
             ``test_cfg.score_thr`` (0.5, the protocol's, in the paper
             configs; 0.3 in the synthetic one).
     """
+    if score_thr is not None:
+        score_thr = check_unit_interval(score_thr, 'index_gallery: score_thr')
     paths = list_gallery_images(gallery)
+    for path in paths:  # all there before the first one is indexed
+        _require_image_file(path)
     bboxes, scores, embeds, inds = [], [], [], []
     for i, path in enumerate(paths):
         pred = _run(searcher, _read_image(path), osp.basename(path),
@@ -318,11 +465,13 @@ def search(searcher: nn.Module,
     Returns:
         list[SearchMatch]: Ranked by cosine similarity, best first.
     """
-    if topk < 1:
-        raise ValueError(f'topk must be >= 1, got {topk}')
+    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) \
+            or topk < 1:
+        raise ValueError(f'topk must be a whole number >= 1, got {topk!r}')
     query = embed_query(searcher, query_image, query_box)
     if not isinstance(gallery, GalleryIndex):
         gallery = index_gallery(searcher, gallery)
+    gallery.check_embed_dim(len(query), 'the searcher')
     if len(gallery) == 0:
         return []
     embeds = gallery.embeddings / np.maximum(

@@ -33,10 +33,10 @@ import numpy as np
 from mmdet.datasets import BaseDetDataset
 
 from mmpsearch.registry import DATASETS
-from .mat_utils import (SPLITS, cached, cell_items, filter_data_infos,
-                        get_var, image_data_info, load_mat,
-                        require_file, struct_array, struct_scalar, to_str,
-                        to_xywh)
+from .mat_utils import (SPLITS, cached, cell_items, check_data_root,
+                        filter_data_infos, get_var, image_data_info,
+                        join_inside, load_mat, require_file, struct_array,
+                        struct_scalar, to_str, to_xywh)
 from .protocol import GalleryImage, Query, SearchProtocol
 
 CUHK_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
@@ -68,6 +68,7 @@ def _parse_images(path: str) -> Dict[str, np.ndarray]:
         out: Dict[str, np.ndarray] = {}
         for i, rec in enumerate(imgs):
             name = to_str(rec['imname'], path, f'Img({i + 1}).imname')
+            join_inside(image_dir, name, f'{path}: Img({i + 1}).imname')
             if name in out:
                 raise ValueError(f'{path}: image {name!r} is listed twice '
                                  f'in Img (again at entry {i + 1})')
@@ -85,6 +86,10 @@ def _parse_images(path: str) -> Dict[str, np.ndarray]:
             out[name] = boxes[keep]
         return out
 
+    # path = data_root/annotation/Images.mat
+    image_dir = osp.join(osp.dirname(osp.dirname(path)), IMAGE_DIR)
+    require_file(path, 'the CUHK-SYSU annotation Images.mat (is data_root '
+                 'the dataset folder holding Image/ and annotation/?)')
     return cached('cuhk_images', path, parse)
 
 
@@ -102,6 +107,8 @@ def _parse_pool(path: str) -> List[str]:
             raise ValueError(f'{path}: pool lists some images twice')
         return names
 
+    require_file(path, "the CUHK-SYSU test image list pool.mat (variable "
+                 "'pool', a cell of image names), as released")
     return cached('cuhk_pool', path, parse)
 
 
@@ -128,6 +135,8 @@ def _parse_train(path: str) -> List[Tuple[str, List[Tuple[str, np.ndarray]]]]:
             ]))
         return out
 
+    require_file(path, "the CUHK-SYSU training persons Train.mat (variable "
+                 "'Train'), as released")
     return cached('cuhk_train', path, parse)
 
 
@@ -140,9 +149,16 @@ class _TestEntry:
     gallery: List[Tuple[str, Optional[np.ndarray]]]
 
 
-def _parse_testg(path: str, size: int) -> List[_TestEntry]:
-    """TestG{size}.mat -> the queries with their gallery lists, in order."""
-    var = f'TestG{size}'
+def _parse_testg(path: str,
+                 size: Optional[int],
+                 var: Optional[str] = None) -> List[_TestEntry]:
+    """TestG{size}.mat -> the queries with their gallery lists, in order.
+
+    ``var`` reads another file of the same nesting (the variable ``var``, a
+    struct with ``Query`` and ``Gallery``): the occlusion and
+    low-resolution subsets, see ``cuhk_subsets.py``.
+    """
+    var = var or f'TestG{size}'
 
     def parse() -> List[_TestEntry]:
         mat = load_mat(path, f"the variable '{var}' (1xQ struct of Query, "
@@ -180,6 +196,8 @@ def _parse_testg(path: str, size: int) -> List[_TestEntry]:
             out.append(_TestEntry(imname, qbox, idname, gallery))
         return out
 
+    require_file(path, f"the CUHK-SYSU test protocol (variable '{var}', a "
+                 'struct of Query, Gallery), as released')
     return cached('cuhk_testg', path, parse)
 
 
@@ -197,6 +215,7 @@ def testg_path(data_root: str, gallery_size: int) -> str:
     """Path of ``TestG{gallery_size}.mat``, with a clear error when the
     size is unknown or its file is absent."""
     _check_gallery_size(gallery_size)
+    check_cuhk_root(data_root)
     path = osp.join(data_root, PROTOCOL_DIR, f'TestG{gallery_size}.mat')
     if not osp.isfile(path):
         present = [
@@ -273,7 +292,17 @@ class _QueryAnn:
     gallery: List[Tuple[str, Optional[np.ndarray]]]
 
 
+def check_cuhk_root(data_root: str) -> None:
+    """Refuse a missing data root, or one that holds PRW."""
+    check_data_root(
+        data_root, 'CUHK-SYSU', 'Image/SSM/ and annotation/',
+        own=(ANNO_DIR, 'Image'),
+        others={'PRW': ('prw', ('frame_test.mat', 'frame_train.mat',
+                                'annotations', 'frames'))})
+
+
 def _paths(data_root: str) -> Dict[str, str]:
+    check_cuhk_root(data_root)
     return dict(
         images=osp.join(data_root, ANNO_DIR, 'Images.mat'),
         pool=osp.join(data_root, ANNO_DIR, 'pool.mat'),
@@ -428,6 +457,7 @@ class CUHKSYSUDataset(BaseDetDataset):
 
     def load_data_list(self) -> List[dict]:
         root = self.data_root
+        check_cuhk_root(root)
         require_file(
             osp.join(root, ANNO_DIR, 'Images.mat'),
             'the CUHK-SYSU annotation Images.mat (is data_root the '

@@ -33,9 +33,59 @@ def file_key(path: str) -> Tuple[str, int, int]:
 
 
 def require_file(path: str, what: str) -> None:
-    """Raise ``FileNotFoundError`` naming ``path`` and what it should hold."""
+    """Raise ``FileNotFoundError`` naming ``path`` and what it should hold
+    (also when ``path`` is a folder, saying so)."""
+    if osp.isdir(path):
+        raise FileNotFoundError(f'{path} is a folder, not a file; expected '
+                                f'{what}')
     if not osp.isfile(path):
         raise FileNotFoundError(f'{path} does not exist; expected {what}')
+
+
+def check_data_root(root: str, dataset: str, layout: str,
+                    own: Sequence[str],
+                    others: Dict[str, Tuple[str, Sequence[str]]]) -> None:
+    """Refuse a ``data_root`` that is missing or holds another dataset.
+
+    Args:
+        root: The configured data root.
+        dataset: Its dataset's name, e.g. ``'CUHK-SYSU'``.
+        layout: What the folder should hold, for the message.
+        own: Entries (files or folders) of which a tree of ``dataset`` holds
+            at least one.
+        others: ``{name: (key, entries)}`` of the other datasets (``key``
+            as in ``--dataset``): when ``root`` has none of ``own`` but one
+            of a dataset's entries, the error names that dataset.
+    """
+    if not osp.isdir(root):
+        state = 'is not a folder' if osp.exists(root) else 'does not exist'
+        raise FileNotFoundError(f'data_root {root} {state}; expected the '
+                                f'{dataset} dataset folder holding {layout}')
+    if any(osp.exists(osp.join(root, e)) for e in own):
+        return
+    for name, (key, entries) in others.items():
+        found = [e for e in entries if osp.exists(osp.join(root, e))]
+        if found:
+            raise ValueError(
+                f'data_root {root} holds a {name} tree ({found[0]}), not '
+                f'{dataset}; expected {layout}. Read this folder with a '
+                f'{name} config (--dataset {key}), or point data_root at '
+                f'the {dataset} folder')
+
+
+def join_inside(folder: str, name: str, source: str) -> str:
+    """``folder/name``, refusing a ``name`` read from an annotation file that
+    is absolute or leads out of ``folder`` (``../``), so that annotation
+    files cannot make the loaders read files outside the dataset.
+    ``source`` names where ``name`` was read, e.g. ``'Images.mat:
+    Img(3).imname'``."""
+    norm = osp.normpath(name)
+    if osp.isabs(name) or norm == '..' or norm.startswith('..' + os.sep):
+        raise ValueError(
+            f'{source} = {name!r} leads outside the image folder {folder}; '
+            'expected an image file name inside it (absolute and '
+            "'../' names are refused)")
+    return osp.join(folder, name)
 
 
 def cached(kind: str, path: str, parse: Callable[[], Any]) -> Any:
@@ -173,13 +223,89 @@ def image_size(img_path: str) -> Tuple[int, int]:
     def read() -> Tuple[int, int]:
         try:
             with Image.open(img_path) as img:
-                return tuple(img.size)
+                size = tuple(img.size)
         except Exception as e:
             raise ValueError(f'{img_path} could not be read as an image '
                              f'({type(e).__name__}: {e})') from None
+        check_image_complete(img_path)
+        return size
 
     require_file(img_path, 'an image file')
     return cached('image_size', img_path, read)
+
+
+_JPEG_EOI = b'\xff\xd9'
+_PNG_IEND = b'IEND\xaeB`\x82'
+
+
+def _find_after(f, start: int, token: bytes, chunk: int = 1 << 20) -> bool:
+    """Whether ``token`` occurs in the open file ``f`` at or after
+    ``start``."""
+    f.seek(start)
+    prev = b''
+    while True:
+        block = f.read(chunk)
+        if not block:
+            return False
+        if token in prev + block:
+            return True
+        prev = block[-(len(token) - 1):]
+
+
+def _jpeg_scan_start(f) -> Optional[int]:
+    """Offset of the first scan's data (after the SOS segment) of a JPEG, by
+    walking the header segments; ``None`` when the file ends first."""
+    pos = 2
+    while True:
+        f.seek(pos)
+        m = f.read(4)
+        if len(m) < 2 or m[0] != 0xFF:
+            return None
+        marker = m[1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            pos += 2  # markers without a length
+        elif len(m) < 4 or marker == 0xD9:
+            return None
+        else:
+            length = int.from_bytes(m[2:4], 'big')
+            pos += 2 + length
+            if marker == 0xDA:  # start of scan
+                return pos
+
+
+def check_image_complete(img_path: str) -> None:
+    """Raise when a JPEG or PNG file is cut short.
+
+    Decoders read such a file without an error: OpenCV (mmcv's
+    ``LoadImageFromFile``) gives the missing rows grey and only prints a
+    warning. A complete JPEG has its end-of-image marker after the scan data
+    and a PNG ends with its IEND chunk. Usually a read of the file's last
+    bytes settles it; only a file with data after the marker (some cameras
+    append some) is read further. Other formats are not checked.
+    """
+    with open(img_path, 'rb') as f:
+        head = f.read(8)
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 64))
+        tail = f.read().rstrip(b'\x00')
+        if head[:2] == b'\xff\xd8':
+            if tail.endswith(_JPEG_EOI):
+                return
+            start = _jpeg_scan_start(f)
+            if start is not None and _find_after(f, start, _JPEG_EOI):
+                return
+            what = 'JPEG', 'its image data is cut (no end-of-image marker)'
+        elif head == b'\x89PNG\r\n\x1a\n':
+            if tail.endswith(_PNG_IEND) or _find_after(f, 8, _PNG_IEND):
+                return
+            what = 'PNG', 'its image data is cut (no IEND chunk)'
+        else:
+            return
+    raise ValueError(f'{img_path} is a truncated {what[0]} file ({size} '
+                     f'bytes): {what[1]}; expected a complete image (copy '
+                     'or download the file again)')
 
 
 def check_box_in_image(box: Sequence[float], width: int, height: int,

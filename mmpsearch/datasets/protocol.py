@@ -68,3 +68,26 @@ class SearchProtocol:
     gallery: Dict[str, GalleryImage] = field(default_factory=dict)
     queries: List[Query] = field(default_factory=list)
     gallery_size: Optional[int] = None
+
+
+@dataclass
+class QuerySubset:
+    """Some queries of a test set, each searched in its own gallery list:
+    the CUHK-SYSU occlusion and low-resolution subsets
+    (``annotation/test/subset/{Occlusion,Resolution}.mat``).
+
+    Attributes:
+        name (str): ``'occlusion'`` or ``'resolution'``; the search keys of
+            the subset end in ``_{name}``.
+        protocol (SearchProtocol): ``queries[k]`` is the k-th query of the
+            subset file with its gallery list; ``gallery`` is the full test
+            gallery (the same dict as the full protocol's).
+        query_indices (np.ndarray): int64 (n,), the index of
+            ``protocol.queries[k]`` among the queries of the full protocol
+            (of ``TestG{N}.mat``, the order of a results file's queries).
+        source (str): The file the subset was read from.
+    """
+    name: str
+    protocol: SearchProtocol
+    query_indices: np.ndarray
+    source: str = ''

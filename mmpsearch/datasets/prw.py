@@ -29,9 +29,9 @@ from mmdet.datasets import BaseDetDataset
 from mmengine.logging import print_log
 
 from mmpsearch.registry import DATASETS
-from .mat_utils import (SPLITS, cached, cell_items, filter_data_infos,
-                        get_var, image_data_info, load_mat,
-                        require_file, to_str)
+from .mat_utils import (SPLITS, cached, cell_items, check_data_root,
+                        filter_data_infos, get_var, image_data_info,
+                        load_mat, require_file, to_str)
 from .protocol import GalleryImage, Query, SearchProtocol
 
 BOX_KEYS = ('box_new', 'anno_file', 'anno_previous')
@@ -65,6 +65,8 @@ def _parse_frame_list(path: str, var: str) -> List[str]:
             raise ValueError(f'{path}: {var} lists some frames twice')
         return names
 
+    require_file(path, f"the PRW frame list (variable '{var}', a cell of "
+                 'frame names), as released')
     return cached('prw_frames', path, parse)
 
 
@@ -105,6 +107,9 @@ def _parse_annotation(path: str) -> Tuple[np.ndarray, np.ndarray]:
                              f'{UNLABELED_ID} (unlabeled)')
         return ids, arr[:, 1:].copy()
 
+    require_file(path, 'the annotation of a frame listed in frame_train.mat '
+                 '/ frame_test.mat (an N x 5 array [id, x, y, w, h] under '
+                 f'one of {BOX_KEYS})')
     return cached('prw_annotation', path, parse)
 
 
@@ -113,22 +118,37 @@ def _parse_query_info(path: str) -> List[Tuple[int, np.ndarray, str]]:
 
     def parse():
         with open(path, 'rb') as f:
-            text = f.read().decode('utf-8')
+            data = f.read()
+        try:
+            text = data.decode('utf-8')
+        except UnicodeDecodeError as e:
+            n = data[:e.start].count(b'\n') + 1
+            raise ValueError(
+                f'{path} line {n}: byte {data[e.start:e.start + 1]!r} at '
+                f'offset {e.start} is not '
+                "UTF-8 text; expected 'id x y w h frame_name' lines as "
+                'released (ASCII)') from None
         # Lines end in CRLF in the release; a final line end is optional.
         lines = text.rstrip('\r\n').replace('\r\n', '\n').split('\n')
         out = []
         for n, line in enumerate(lines, start=1):
             parts = line.strip().split()
+            what = f'it has {len(parts)} fields'
             try:
                 if len(parts) != 6:
                     raise ValueError
+                what = f'id = {parts[0]!r} is not an integer'
                 pid = int(parts[0])
-                xywh = np.array([float(v) for v in parts[1:5]])
+                xywh = []
+                for field, v in zip('xywh', parts[1:5]):
+                    what = f'{field} = {v!r} is not a number'
+                    xywh.append(float(v))
+                xywh = np.array(xywh)
             except ValueError:
                 raise ValueError(
-                    f'{path} line {n}: {line!r} is malformed; expected '
-                    "'id x y w h frame_name' (6 fields, integer id)") \
-                    from None
+                    f'{path} line {n}: {line!r} is malformed ({what}); '
+                    "expected 'id x y w h frame_name' (6 fields, integer "
+                    'id, numbers x y w h)') from None
             if pid < 0 or not np.all(np.isfinite(xywh)):
                 raise ValueError(f'{path} line {n}: {line!r} has id {pid} or '
                                  'a non-finite box; expected a labeled id '
@@ -157,12 +177,43 @@ class _FrameAnn:
     cam_id: int
 
 
+def check_prw_root(data_root: str) -> None:
+    """Refuse a missing data root, or one that holds CUHK-SYSU."""
+    check_data_root(
+        data_root, 'PRW', 'frames/, annotations/, frame_train.mat, '
+        'frame_test.mat and query_info.txt',
+        own=('frame_test.mat', 'frame_train.mat', 'annotations', 'frames',
+             'query_info.txt'),
+        others={'CUHK-SYSU': ('cuhk', ('annotation', 'Image'))})
+
+
+def _split_frames(data_root: str, split: str) -> List[str]:
+    """Frame names of frame_train.mat ('train') or frame_test.mat (any
+    other split), after checking that no frame is in both lists."""
+    check_prw_root(data_root)
+    lists = {}
+    for s, fname, var in (('train', 'frame_train.mat', 'img_index_train'),
+                          ('test', 'frame_test.mat', 'img_index_test')):
+        path = osp.join(data_root, fname)
+        if s == ('train' if split == 'train' else 'test') or \
+                osp.exists(path):
+            lists[s] = _parse_frame_list(path, var)
+    if len(lists) == 2:
+        both = set(lists['train']).intersection(lists['test'])
+        if both:
+            raise ValueError(
+                f'{osp.join(data_root, "frame_train.mat")} and '
+                f'{osp.join(data_root, "frame_test.mat")} both list '
+                f'{len(both)} frames, e.g. {sorted(both)[:5]}: test frames '
+                'would leak into training; expected disjoint train and test '
+                'frames as released')
+    return lists['train' if split == 'train' else 'test']
+
+
 def _frame_annotations(data_root: str, split: str) -> List[_FrameAnn]:
     """Frames of frame_train.mat ('train') or frame_test.mat ('gallery'),
     with original ids (-2 -> -1)."""
-    var = 'img_index_train' if split == 'train' else 'img_index_test'
-    fname = 'frame_train.mat' if split == 'train' else 'frame_test.mat'
-    frames = _parse_frame_list(osp.join(data_root, fname), var)
+    frames = _split_frames(data_root, split)
     out = []
     for frame in frames:
         apath = osp.join(data_root, 'annotations', f'{frame}.jpg.mat')
@@ -211,9 +262,7 @@ def prw_queries(data_root: str) -> List[_PRWQuery]:
     """The queries of query_info.txt (original ids), after checking their
     frames are test frames."""
     path = osp.join(data_root, 'query_info.txt')
-    test_frames = set(
-        _parse_frame_list(
-            osp.join(data_root, 'frame_test.mat'), 'img_index_test'))
+    test_frames = set(_split_frames(data_root, 'query'))
     out = []
     for n, (pid, xywh, frame) in enumerate(_parse_query_info(path), 1):
         name = frame[:-4] if frame.endswith('.jpg') else frame

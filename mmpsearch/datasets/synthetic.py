@@ -53,6 +53,12 @@ HAIRS: Sequence[Color] = ((20, 20, 25), (30, 55, 95), (60, 120, 175),
 SHOES: Sequence[Color] = ((25, 25, 25), (60, 60, 70), (210, 210, 210),
                           (30, 50, 90))
 CUHK_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
+# The query subsets of CUHK-SYSU (annotation/test/subset): a query is
+# "occluded" when the box of a person nearer the camera covers at least this
+# share of its box, "low resolution" when its box is lower than this share
+# of the image height.
+OCCLUSION_MIN_SHARE = 0.15
+LOW_RES_MAX_HEIGHT = 0.28
 
 
 @dataclass
@@ -538,6 +544,7 @@ def _make_cuhk(out_dir: str, num_images: int, num_ids: int, seed: int,
         _savemat(
             osp.join(proto, f'TestG{g}.mat'),
             {f'TestG{g}': _struct(('Query', 'Gallery'), rows)})
+    subsets = _write_cuhk_subsets(anno, query_order, lists, records, H)
     return dict(
         format='cuhk',
         out_dir=out_dir,
@@ -547,7 +554,63 @@ def _make_cuhk(out_dir: str, num_images: int, num_ids: int, seed: int,
         num_train_ids=len(train_present),
         num_queries=len(query_order),
         num_boxes=sum(len(r) for r in records.values()),
-        gallery_sizes=sizes)
+        gallery_sizes=sizes,
+        subsets=subsets)
+
+
+def occlusion_share(box: Sequence[float],
+                    others: Sequence[Sequence[float]]) -> float:
+    """The largest share of ``box`` [x, y, w, h] covered by one of the
+    boxes ``others`` whose bottom edge is lower in the image (a person
+    nearer the camera, drawn over it: scenes are painted far to near)."""
+    x, y, w, h = (float(v) for v in box)
+    best = 0.0
+    for ox, oy, ow, oh in others:
+        if ow <= 0 or oh <= 0 or oy + oh <= y + h:
+            continue
+        ix = min(x + w, ox + ow) - max(x, ox)
+        iy = min(y + h, oy + oh) - max(y, oy)
+        if ix > 0 and iy > 0:
+            best = max(best, ix * iy / (w * h))
+    return best
+
+
+def _write_cuhk_subsets(anno: str, query_order: Sequence[int], lists: dict,
+                        records: dict, height: int) -> Dict[str, int]:
+    """``annotation/test/subset/{Occlusion,Resolution}.mat`` in the
+    released nesting (``Occlusion1``: Query, Gallery, occlusion;
+    ``Test_Size``: Query, Gallery), their entries in TestG order, each with
+    the query's TestG100 gallery list (the released subsets list 100 images
+    per query). Occlusion: queries whose :func:`occlusion_share` reaches
+    ``OCCLUSION_MIN_SHARE`` (the share is the ``occlusion`` field);
+    resolution: queries whose box is lower than ``LOW_RES_MAX_HEIGHT`` times
+    the image height. A subset without any query is not written. Draws no
+    random numbers, so the other files do not change."""
+    occ, low = [], []
+    for pid in query_order:
+        qn, qb, qh, pos, others = lists[pid]
+        query = _struct(('imname', 'idlocate', 'ishard', 'idname'),
+                        [(qn, _num(qb), _num(qh), f'p{pid}')])
+        gal = [(n, _num(b), _num(hd)) for n, b, hd in pos]
+        gal += [(n, _EMPTY, _EMPTY) for n in others[:100 - len(pos)]]
+        gallery = _struct(('imname', 'idlocate', 'ishard'), gal)
+        share = occlusion_share(
+            qb, [b for b, p, _ in records[qn] if p != pid])
+        if share >= OCCLUSION_MIN_SHARE:
+            occ.append((query, gallery, _num(share)))
+        if qb[3] < LOW_RES_MAX_HEIGHT * height:
+            low.append((query, gallery))
+    sub = osp.join(anno, 'test', 'subset')
+    if occ:
+        _savemat(
+            osp.join(sub, 'Occlusion.mat'), {
+                'Occlusion1': _struct(('Query', 'Gallery', 'occlusion'), occ)
+            })
+    if low:
+        _savemat(
+            osp.join(sub, 'Resolution.mat'),
+            {'Test_Size': _struct(('Query', 'Gallery'), low)})
+    return dict(occlusion=len(occ), resolution=len(low))
 
 
 # --------------------------------------------------------------------------
@@ -685,7 +748,10 @@ def make_synthetic(fmt: str,
     Args:
         fmt (str): ``'cuhk'`` (CUHK-SYSU layout: ``Image/SSM``,
             ``annotation/{Images,pool,Person}.mat``,
-            ``annotation/test/train_test/{Train,TestG50,TestG100,...}.mat``)
+            ``annotation/test/train_test/{Train,TestG50,TestG100,...}.mat``,
+            ``annotation/test/subset/{Occlusion,Resolution}.mat`` with the
+            queries that really are occluded / small, see
+            ``_write_cuhk_subsets``)
             or ``'prw'`` (``frames/``, ``annotations/*.jpg.mat``,
             ``frame_{train,test}.mat``, ``query_info.txt`` with CRLF lines,
             ``ID_train.mat``, ``ID_test.mat``).

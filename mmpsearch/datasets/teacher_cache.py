@@ -73,10 +73,62 @@ class TeacherEmbeddings:
         self.embeddings = data['embeddings']
         self.boxes = data['boxes']
         offsets = data['offsets']
+        img_ids = data['img_ids']
+        self._check_layout(img_ids, offsets)
         self._index: Dict[str, Tuple[int, int]] = {
             str(img_id): (int(offsets[i]), int(offsets[i + 1]))
-            for i, img_id in enumerate(data['img_ids'])
+            for i, img_id in enumerate(img_ids)
         }
+        self._check_finite(img_ids, offsets)
+
+    def _check_layout(self, img_ids: np.ndarray, offsets: np.ndarray) -> None:
+        """One (n_boxes, D) matrix, one box per row, offsets that split the
+        rows into the images."""
+        e, b, n = self.embeddings, self.boxes, len(img_ids)
+        if e.ndim != 2 or not np.issubdtype(e.dtype, np.floating):
+            raise ValueError(f'{self.path}: embeddings must be a float '
+                             f'(n_boxes, D) array, got {e.dtype} {e.shape}')
+        if len(e) and e.shape[1] < 1:
+            raise ValueError(f'{self.path}: embeddings have width 0')
+        if b.shape != (len(e), 4):
+            raise ValueError(f'{self.path}: boxes must be ({len(e)}, 4), one '
+                             f'per embedding row, got {b.shape}')
+        if offsets.shape != (n + 1, ) or not np.issubdtype(
+                offsets.dtype, np.integer) or offsets[0] != 0 or \
+                offsets[-1] != len(e) or (np.diff(offsets) < 0).any():
+            raise ValueError(
+                f'{self.path}: offsets must be {n + 1} non-decreasing row '
+                f'indices from 0 to {len(e)} (one more than img_ids), got '
+                f'{offsets.shape[0]} values from '
+                f'{offsets[:1].tolist()} to {offsets[-1:].tolist()}')
+        if len(set(img_ids.tolist())) != n:
+            raise ValueError(f'{self.path}: img_ids repeat')
+
+    def _check_finite(self, img_ids: np.ndarray, offsets: np.ndarray) -> None:
+        """Refuse NaN / inf rows: one of them makes every loss of the batch
+        NaN from the first iteration on."""
+        for name, rows in (('embedding', self.embeddings),
+                           ('box', self.boxes)):
+            bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+            if len(bad):
+                row = int(bad[0])
+                image = int(np.searchsorted(offsets, row, side='right')) - 1
+                raise ValueError(
+                    f'{self.path}: {len(bad)} teacher {name} row'
+                    f'{"s are" if len(bad) > 1 else " is"} not finite (NaN '
+                    f'or inf); the first is row {row}, box '
+                    f'{row - int(offsets[image])} of image '
+                    f'{str(img_ids[image])!r}. Re-extract the file with '
+                    'tools/extract_teacher_embeddings.py')
+
+    def check_image(self, img_id: str, boxes: np.ndarray) -> str:
+        """'' when the file holds one row per box of ``boxes`` for
+        ``img_id`` (the boxes within 0.5 px), else what is wrong."""
+        try:
+            self.get(img_id, boxes)
+        except (KeyError, ValueError) as e:
+            return str(e.args[0] if e.args else e)
+        return ''
 
     @property
     def dim(self) -> int:

@@ -9,6 +9,7 @@ not to switch the safety off but to allow these few types: any other global
 in a checkpoint's pickle is refused before anything in it runs.
 """
 import collections
+import logging
 import os
 import os.path as osp
 import pickle
@@ -153,3 +154,129 @@ def register_safe_checkpoint_loader() -> Callable:
 
 
 register_safe_checkpoint_loader()
+
+
+# ---------------------------------------------------------------------------
+# Does a checkpoint fit the model it is loaded into?
+# ---------------------------------------------------------------------------
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint leaves weights of the model unloaded, holds weights the
+    model does not have, or holds weights of another shape."""
+
+
+#: Keys a checkpoint may lack without changing what the model computes:
+#: BatchNorm's ``num_batches_tracked`` counters (read only with
+#: ``momentum=None``; some converted weights leave them out). Everything else
+#: the model's ``state_dict()`` holds must be in the checkpoint. Weights the
+#: model keeps out of its ``state_dict()`` on purpose (the frozen Stable
+#: Diffusion of ``StableDiffusionBackbone``, non-persistent buffers) are not
+#: expected in the first place.
+OPTIONAL_KEY_SUFFIXES = ('num_batches_tracked', )
+
+#: How many keys of each kind an error message lists.
+NUM_KEYS_SHOWN = 5
+
+
+def checkpoint_state_dict(checkpoint: Any) -> dict:
+    """The weights of a loaded checkpoint, as mmengine's Runner loads them:
+    ``checkpoint['state_dict']`` (else the checkpoint itself), with a
+    leading ``module.`` (a DDP wrapper's) stripped."""
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(
+        checkpoint, dict) else checkpoint
+    if not isinstance(state, dict):
+        raise CheckpointMismatchError(
+            f'the checkpoint holds a {type(state).__name__}, not a state '
+            'dict of weights')
+    return {re.sub(r'^module\.', '', str(k)): v for k, v in state.items()}
+
+
+def compare_state_dict(model: torch.nn.Module, state: dict) -> dict:
+    """How ``state`` (from :func:`checkpoint_state_dict`) fits ``model``.
+
+    Returns:
+        dict: ``total`` (keys of ``model.state_dict()``), ``loaded`` (those
+        ``state`` fills), ``missing``, ``unexpected`` and ``shape`` (present
+        in both, shapes differ: mmengine would skip them), sorted lists.
+    """
+    own = model.state_dict()
+    missing = sorted(
+        k for k in own
+        if k not in state and not k.endswith(OPTIONAL_KEY_SUFFIXES))
+    unexpected = sorted(k for k in state if k not in own)
+    shape = sorted(
+        k for k in own if k in state and hasattr(state[k], 'shape')
+        and tuple(state[k].shape) != tuple(own[k].shape))
+    loaded = sum(1 for k in own if k in state) - len(shape)
+    return dict(total=len(own), loaded=loaded, missing=missing,
+                unexpected=unexpected, shape=shape)
+
+
+def _first(keys: List[str]) -> str:
+    more = f' ... ({len(keys) - NUM_KEYS_SHOWN} more)' \
+        if len(keys) > NUM_KEYS_SHOWN else ''
+    return f'{keys[:NUM_KEYS_SHOWN]}{more}'
+
+
+def describe_fit(filename: str, model: torch.nn.Module, fit: dict,
+                 state: Optional[dict] = None) -> str:
+    """One message naming the checkpoint, the counts and the first keys of
+    each kind of mismatch."""
+    parts = [f'{fit["loaded"]} of the {fit["total"]} weights of the model '
+             f'({type(model).__name__}) load']
+    if fit['missing']:
+        parts.append(f'{len(fit["missing"])} are missing from the '
+                     f'checkpoint (they would keep their initial, random '
+                     f'values): {_first(fit["missing"])}')
+    if fit['unexpected']:
+        parts.append(f'{len(fit["unexpected"])} keys of the checkpoint are '
+                     f'not in the model: {_first(fit["unexpected"])}')
+    if fit['shape']:
+        own = model.state_dict()
+        shapes = [
+            f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}'
+            if state is not None else k for k in fit['shape']
+        ]
+        parts.append(f'{len(fit["shape"])} have another shape (checkpoint '
+                     f'vs model; they would not load): {_first(shapes)}')
+    return f'checkpoint {filename} does not fit the model: ' + \
+        '; '.join(parts)
+
+
+def check_checkpoint_fits(model: torch.nn.Module,
+                          checkpoint: Any,
+                          filename: str,
+                          allow_partial: bool = False,
+                          hint: str = '') -> dict:
+    """Refuse (or, with ``allow_partial``, warn about) a checkpoint that
+    does not fill every weight of ``model`` or holds others.
+
+    Args:
+        model: The (unwrapped) model the checkpoint is for.
+        checkpoint: The loaded checkpoint (a dict with ``state_dict``, or a
+            state dict).
+        filename (str): Its file, for the message.
+        allow_partial (bool): Log a warning instead of raising.
+        hint (str): How the caller opts in to a partial load, appended to
+            the error.
+
+    Returns:
+        dict: See :func:`compare_state_dict`.
+
+    Raises:
+        CheckpointMismatchError: Unless ``allow_partial``.
+    """
+    from mmengine.logging import print_log
+    state = checkpoint_state_dict(checkpoint)
+    fit = compare_state_dict(model, state)
+    if not (fit['missing'] or fit['unexpected'] or fit['shape']):
+        return fit
+    message = describe_fit(filename, model, fit, state)
+    if not allow_partial:
+        raise CheckpointMismatchError(
+            message + '. Is it the checkpoint of this config?' +
+            (f' {hint}.' if hint else ''))
+    print_log(
+        '!' * 72 + f'\nPARTIAL CHECKPOINT LOAD: {message}\n' + '!' * 72,
+        logger='current',
+        level=logging.WARNING)
+    return fit

@@ -169,6 +169,57 @@ def write_cuhk(root: str,
     return root
 
 
+# CUHK-SYSU query subsets (annotation/test/subset), entries as CUHK_TESTG.
+# name -> (file, variable, struct fields); the third field of Occlusion1 is
+# not read by the loaders (its content here is made up).
+CUHK_SUBSET_FILES = {
+    'occlusion': ('Occlusion.mat', 'Occlusion1',
+                  ('Query', 'Gallery', 'occlusion')),
+    'resolution': ('Resolution.mat', 'Test_Size', ('Query', 'Gallery')),
+}
+# the second TestG query, with another gallery list than its TestG one
+CUHK_OCCLUSION = [
+    ('s4.jpg', [3, 4, 30, 70], 'p301', [('s6.jpg', [30, 10, 30, 70]),
+                                        ('s3.jpg', None)]),
+]
+# both queries, the second TestG query first
+CUHK_RESOLUTION = [
+    ('s4.jpg', [3, 4, 30, 70], 'p301', [('s5.jpg', [12, 8, 26, 66]),
+                                        ('s3.jpg', None)]),
+    ('s3.jpg', [50, 15, 22, 55], 'p300', [('s4.jpg', [60, 5, 25, 60]),
+                                          ('s6.jpg', None),
+                                          ('s5.jpg', None)]),
+]
+
+
+def write_cuhk_subset(root: str,
+                      name: str,
+                      entries=None,
+                      var: Optional[str] = None,
+                      drop_field: Optional[str] = None) -> str:
+    """Write ``annotation/test/subset/{Occlusion,Resolution}.mat`` of a
+    CUHK-SYSU tree; returns the file's path. ``var`` renames the variable,
+    ``drop_field`` leaves one field of the entry struct out."""
+    fname, default_var, fields = CUHK_SUBSET_FILES[name]
+    if entries is None:
+        entries = CUHK_OCCLUSION if name == 'occlusion' else CUHK_RESOLUTION
+    rows = []
+    for k, (qim, qbox, idname, gallery) in enumerate(entries):
+        query = struct(('imname', 'idlocate', 'ishard', 'idname'),
+                       [(qim, num(qbox), num(0), idname)])
+        gal = struct(('imname', 'idlocate', 'ishard'), [
+            (im, EMPTY if b is None else num(b),
+             EMPTY if b is None else num(0)) for im, b in gallery
+        ])
+        rows.append((query, gal, num(k % 2))[:len(fields)])
+    keep = [f for f in fields if f != drop_field]
+    rows = [[v for f, v in zip(fields, row) if f in keep] for row in rows]
+    path = osp.join(root, 'annotation', 'test', 'subset', fname)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    savemat(path, {var or default_var: struct(keep, rows)})
+    return path
+
+
 # --------------------------------------------------------------------------
 # PRW
 # --------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def test_cuhk_perfect_results(trees, tmp_path, capsys):
     with open(out) as f:
         written = json.load(f)
     assert written == summary
-    assert list(written) == KEYS
+    assert list(written) == KEYS + ['settings']  # run_settings.py
     for k in KEYS[:-2]:
         assert written[k] == pytest.approx(1.0), k
     assert written['labeled_det_recall'] == pytest.approx(1.0)
@@ -119,7 +119,8 @@ def test_cuhk_several_sizes_match_reference(trees, tmp_path):
     ])
     with open(out) as f:
         written = json.load(f)
-    assert list(written) == ['50', '100']
+    assert list(written) == ['50', '100', 'settings']
+    assert written['settings']['gallery_sizes'] == [50, 100]
     for size, protocol in (('50', p50), ('100', p100)):
         assert list(written[size]) == KEYS
         ap, hits, num_gt = ref_search(results, protocol)
@@ -147,7 +148,11 @@ def test_prw_cross_camera(trees, tmp_path):
             assert summary['mAP'] == pytest.approx(ap[valid].mean(), abs=1e-9)
             assert summary['top5'] == pytest.approx(hits[valid, 1].mean())
         direct = evaluate_person_search(results, protocol)
-    assert standard == {k: direct[k] for k in KEYS}
+    assert {k: v for k, v in standard.items() if k != 'settings'} == {
+        k: direct[k] for k in KEYS}
+    assert standard['settings']['camera'] == 'all frames'
+    assert cross['settings']['camera'] == 'cross-camera'
+    assert standard['settings']['gallery_sizes'] is None
     assert cross['det_ap'] == standard['det_ap']
 
 

@@ -243,7 +243,7 @@ def test_gallery_outputs():
         assert res.bboxes[:, 2].max() <= 2 * W + 1e-3
         assert res.bboxes[:, 3].max() <= 2 * H + 1e-3
         assert torch.all(res.scores[:-1] >= res.scores[1:])
-    model.test_cfg.score_thr = 1.1
+    model.test_cfg.score_thr = 1.0  # sigmoid scores stay below 1
     assert all(len(r) == 0 for r in _predict(model, images, samples))
 
 

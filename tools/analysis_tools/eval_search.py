@@ -5,6 +5,10 @@
         --data-root data/CUHK-SYSU [--gallery-size 100 50 4000] [--json OUT]
     python tools/analysis_tools/eval_search.py RESULTS.pkl --dataset prw \
         --data-root data/PRW [--cross-camera] [--json OUT]
+    python tools/analysis_tools/eval_search.py RESULTS.pkl --dataset cuhk \
+        --data-root data/CUHK-SYSU --subset occlusion [--gallery-size 50]
+    python tools/analysis_tools/eval_search.py RESULTS.pkl --dataset cuhk \
+        --data-root data/CUHK-SYSU --cbgm [--cbgm-k1 10 --cbgm-k2 3]
 
 RESULTS is the pickle written by ``tools/test.py --out`` (loaded with a
 restricted unpickler: it may only hold dicts, lists, str and numpy arrays).
@@ -13,23 +17,56 @@ A table in percent is printed; ``--json`` writes fractions:
 "labeled_det_ap", "labeled_det_recall"}`` -- for several gallery sizes one
 such object per size, keyed by the size (``{"50": {...}, "100": {...}}``);
 with ``--cross-camera`` the search numbers of the object are those of the
-cross-camera protocol (the table shows both).
+cross-camera protocol (the table shows both); with ``--subset`` they are
+those of the CUHK-SYSU occlusion / low-resolution query subset
+(``annotation/test/subset/{Occlusion,Resolution}.mat``), its queries
+searched in the gallery lists of the subset file, or with ``--gallery-size``
+in their ``TestG{N}`` lists (the table shows the full protocol too; the
+detection numbers are those of the whole gallery). Beside them, ``"settings"``
+records what the numbers were measured with: score threshold, gallery
+size(s), PRW camera setting, CBGM / subset, and the model's sampling steps,
+proposals and seed from the results file's ``"meta"``
+(``mmpsearch/evaluation/run_settings.py``; null where unknown).
+With ``--cbgm`` every search number is re-ranked with Context Bipartite
+Graph Matching (SeqNet, AAAI 2021; ``mmpsearch/evaluation/functional/
+cbgm.py``), the "+CBGM" numbers of the tables; ``--cbgm-k1`` / ``--cbgm-k2``
+default to SeqNet's 10 / 3 (CUHK-SYSU) and 30 / 4 (PRW).
 """
 import argparse
 import json
 import os
 import os.path as osp
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from mmpsearch.evaluation.functional import (CROSS_CAMERA_SUFFIX,
                                              DETECTION_KEYS, SEARCH_KEYS,
                                              evaluate_person_search,
-                                             gallery_size_suffix)
+                                             gallery_size_suffix,
+                                             subset_suffix)
+from mmpsearch.evaluation.functional.cbgm import resolve_cbgm_k
 from mmpsearch.evaluation.metrics import person_search_metric
 from mmpsearch.evaluation.results_io import load_search_results
+from mmpsearch.evaluation.run_settings import (ALL_FRAMES, CROSS_CAMERA,
+                                               RESULTS_META_KEY, SETTINGS_KEY,
+                                               evaluation_settings,
+                                               settings_from_meta)
+from mmpsearch.utils.overwrite import refuse_existing_file
+from mmpsearch.utils.thresholds import check_unit_interval
 
 JSON_KEYS = SEARCH_KEYS + DETECTION_KEYS
+# mmpsearch.datasets.cuhk_subsets.CUHK_SUBSETS (not imported before needed)
+SUBSETS = ('occlusion', 'resolution')
+
+
+def _fraction(text: str) -> float:
+    """A number in [0, 1]: ``--score-thr nan`` or ``5`` would drop every
+    detection and print zeros."""
+    try:
+        return check_unit_interval(float(text), 'the score threshold')
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'must be a number in [0, 1], got {text!r}') from None
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -53,11 +90,41 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='PRW: score the cross-camera protocol (gallery = frames of the '
         'other cameras)')
     parser.add_argument(
+        '--subset',
+        choices=SUBSETS,
+        default=None,
+        help='CUHK-SYSU: score the occlusion (annotation/test/subset/'
+        'Occlusion.mat) or low-resolution (Resolution.mat) query subset, '
+        'each query in the gallery list of the subset file, or with '
+        '--gallery-size in its TestG{N} list')
+    parser.add_argument(
+        '--cbgm',
+        action='store_true',
+        help='re-rank with Context Bipartite Graph Matching (SeqNet)')
+    parser.add_argument(
+        '--cbgm-k1',
+        type=int,
+        default=None,
+        help='CBGM: re-score the gallery images of the query\'s K1 most '
+        'similar detections (default 10 CUHK-SYSU, 30 PRW)')
+    parser.add_argument(
+        '--cbgm-k2',
+        type=int,
+        default=None,
+        help='CBGM: context persons of the query, itself included '
+        '(default 3 CUHK-SYSU, 4 PRW)')
+    parser.add_argument(
         '--score-thr',
-        type=float,
+        type=_fraction,
         default=0.5,
         help='score threshold of gallery detections (protocol: 0.5)')
-    parser.add_argument('--json', help='write the metrics to this JSON file')
+    parser.add_argument(
+        '--json',
+        help='write the metrics to this JSON file (a new one, unless --force)')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='overwrite an existing --json file')
     return parser.parse_args(argv)
 
 
@@ -66,18 +133,33 @@ def score(results: dict,
           protocols: list,
           gallery_sizes: List[int],
           cross_camera: bool = False,
-          score_thr: float = 0.5) -> Dict[str, float]:
-    """All metrics of ``results`` (flat keys, as ``PersonSearchMetric``)."""
+          score_thr: float = 0.5,
+          subsets: Sequence = (),
+          cbgm: bool = False,
+          cbgm_k1: Optional[int] = None,
+          cbgm_k2: Optional[int] = None) -> Dict[str, float]:
+    """All metrics of ``results`` (flat keys, as ``PersonSearchMetric``;
+    ``subsets``: ``QuerySubset`` s of ``load_cuhk_subset``)."""
     return evaluate_person_search(
         results,
         protocols,
         score_thr=score_thr,
-        cross_camera=cross_camera and dataset == 'prw')
+        cross_camera=cross_camera and dataset == 'prw',
+        subsets=subsets,
+        cbgm=cbgm,
+        cbgm_k1=cbgm_k1,
+        cbgm_k2=cbgm_k2)
 
 
-def json_summary(metrics: Dict[str, float], gallery_sizes: List[int],
-                 cross_camera: bool) -> dict:
-    """The ``--json`` object(s) from the flat metric keys."""
+def json_summary(metrics: Dict[str, float],
+                 gallery_sizes: List[int],
+                 cross_camera: bool,
+                 subset: Optional[str] = None,
+                 subset_in_testg: bool = False) -> dict:
+    """The ``--json`` object(s) from the flat metric keys (``subset``: the
+    search numbers are those of that query subset, in the TestG lists of
+    ``gallery_sizes`` when ``subset_in_testg``, else in the subset file's
+    lists)."""
     det = {k: metrics[k] for k in DETECTION_KEYS}
 
     def obj(suffix: str) -> dict:
@@ -85,6 +167,12 @@ def json_summary(metrics: Dict[str, float], gallery_sizes: List[int],
         out.update(det)
         return {k: out[k] for k in JSON_KEYS}
 
+    if subset is not None:
+        if not subset_in_testg:
+            return obj(subset_suffix(subset))
+        if len(gallery_sizes) == 1:
+            return obj(subset_suffix(subset, gallery_sizes[0]))
+        return {str(s): obj(subset_suffix(subset, s)) for s in gallery_sizes}
     if len(gallery_sizes) > 1:
         return {
             str(s): obj('' if i == 0 else gallery_size_suffix(s))
@@ -93,12 +181,37 @@ def json_summary(metrics: Dict[str, float], gallery_sizes: List[int],
     return obj(CROSS_CAMERA_SUFFIX if cross_camera else '')
 
 
+def json_settings(args: argparse.Namespace, gallery_sizes: List[int],
+                  results: dict) -> dict:
+    """The ``"settings"`` of the ``--json`` object: this scoring's
+    protocol settings and the model's, from the results file's ``"meta"``
+    (null where it has none). CBGM and subset options are read when this
+    script has them."""
+    camera = None
+    if args.dataset == 'prw':
+        camera = CROSS_CAMERA if args.cross_camera else ALL_FRAMES
+    cbgm = getattr(args, 'cbgm', None)
+    out = evaluation_settings(
+        args.dataset,
+        args.score_thr,
+        gallery_sizes,
+        camera,
+        cbgm=cbgm,
+        cbgm_k1=getattr(args, 'cbgm_k1', None),
+        cbgm_k2=getattr(args, 'cbgm_k2', None),
+        subset=getattr(args, 'subset', None))
+    out.update(settings_from_meta(results.get(RESULTS_META_KEY)))
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     if args.dataset == 'prw' and args.gallery_size is not None:
         raise SystemExit('--gallery-size applies to CUHK-SYSU only')
     if args.dataset == 'cuhk' and args.cross_camera:
         raise SystemExit('--cross-camera applies to PRW only')
+    if args.dataset == 'prw' and args.subset is not None:
+        raise SystemExit('--subset applies to CUHK-SYSU only')
     sizes = args.gallery_size or ([100] if args.dataset == 'cuhk' else [])
     for s in sizes:
         if s not in person_search_metric.CUHK_GALLERY_SIZES:
@@ -107,8 +220,18 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 f'expected one of {person_search_metric.CUHK_GALLERY_SIZES}')
     if len(set(sizes)) != len(sizes):
         raise SystemExit(f'--gallery-size {sizes}: sizes repeat')
+    if args.cbgm:
+        try:
+            args.cbgm_k1, args.cbgm_k2 = resolve_cbgm_k(
+                args.dataset, args.cbgm_k1, args.cbgm_k2)
+        except ValueError as e:  # 'cbgm_k1 must be ...' -> '--cbgm-k1 ...'
+            raise SystemExit('--' + str(e).replace('_', '-')) from None
+    elif args.cbgm_k1 is not None or args.cbgm_k2 is not None:
+        raise SystemExit('--cbgm-k1 / --cbgm-k2 need --cbgm')
     if not osp.isfile(args.results):
         raise SystemExit(f'results file {args.results} does not exist')
+    if args.json:
+        refuse_existing_file(args.json, '--json', args.force)
 
     if args.dataset == 'cuhk':
         protocols = [
@@ -117,13 +240,35 @@ def main(argv: Optional[List[str]] = None) -> dict:
         ]
     else:
         protocols = [person_search_metric.load_protocol('prw', args.data_root)]
+    subsets, settings_sizes = [], sizes
+    if args.subset is not None:
+        from mmpsearch.datasets.cuhk_subsets import load_cuhk_subset
+        if args.gallery_size:  # the subset's queries in their TestG lists
+            subsets = [
+                load_cuhk_subset(args.data_root, args.subset, protocols[0], s)
+                for s in sizes
+            ]
+        else:  # in the gallery lists of the subset file
+            subsets = [
+                load_cuhk_subset(args.data_root, args.subset, protocols[0])
+            ]
+            settings_sizes = sorted(
+                {len(q.gallery)
+                 for q in subsets[0].protocol.queries})
     results = load_search_results(args.results, protocols[0])
     metrics = score(results, args.dataset, protocols, sizes, args.cross_camera,
-                    args.score_thr)
+                    args.score_thr, subsets, args.cbgm, args.cbgm_k1,
+                    args.cbgm_k2)
+    if args.cbgm:
+        print(f'search re-ranked with CBGM (k1={args.cbgm_k1}, '
+              f'k2={args.cbgm_k2})')
     print(
         person_search_metric.PersonSearchMetric.format_table(
-            metrics, sizes, args.cross_camera))
-    summary = json_summary(metrics, sizes, args.cross_camera)
+            metrics, sizes, args.cross_camera,
+            [person_search_metric.subset_row(s) for s in subsets]))
+    summary = json_summary(metrics, sizes, args.cross_camera, args.subset,
+                           bool(args.gallery_size))
+    summary[SETTINGS_KEY] = json_settings(args, settings_sizes, results)
     if args.json:
         dirname = osp.dirname(osp.abspath(args.json))
         os.makedirs(dirname, exist_ok=True)

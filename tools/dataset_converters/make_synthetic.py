@@ -12,6 +12,7 @@ import json
 import time
 
 from mmpsearch.datasets.synthetic import make_synthetic
+from mmpsearch.utils.overwrite import refuse_nonempty_dir
 
 
 def parse_args() -> argparse.Namespace:
@@ -21,7 +22,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--format', required=True, choices=['cuhk', 'prw'],
         help='which release to imitate')
-    parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument(
+        '--out', required=True,
+        help='output folder: new or empty (a released dataset has the same '
+        'file names), unless --force')
+    parser.add_argument(
+        '--force', action='store_true',
+        help='write into a non-empty --out, overwriting files of the same '
+        'names')
     parser.add_argument(
         '--num-images', type=int, default=800,
         help='scene images (CUHK: half form the gallery, which needs >= 101 '
@@ -38,6 +46,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    refuse_nonempty_dir(args.out, '--out', args.force)
     start = time.time()
     summary = make_synthetic(
         args.format,

@@ -10,13 +10,20 @@ import argparse
 import os.path as osp
 
 from mmpsearch.models.backbones.tiny_sd import make_tiny_sd
+from mmpsearch.utils.overwrite import refuse_nonempty_dir
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('out', help='folder to write (created)')
+    parser.add_argument(
+        'out', help='folder to write (created): new or empty, unless --force')
     parser.add_argument('--seed', type=int, default=0, help='weight seed')
+    parser.add_argument(
+        '--force', action='store_true',
+        help='write into a non-empty OUT (e.g. a real Stable Diffusion '
+        'folder), overwriting its files')
     args = parser.parse_args()
+    refuse_nonempty_dir(args.out, 'OUT', args.force)
     out = make_tiny_sd(args.out, seed=args.seed)
     print(f'tiny Stable Diffusion written to {osp.abspath(out)}')
 

@@ -141,6 +141,42 @@ class DualNoiseGenerator(BaseTransform):
             self._teacher = teacher
         return self._teacher
 
+    def check_dataset(self, dataset, embed_dims: Optional[int] = None,
+                      max_shown: int = 5) -> int:
+        """Check, before training, that the teacher file holds one row per
+        annotated box of every image of ``dataset`` (the boxes within
+        0.5 px) and, with ``embed_dims`` (the model's), that its width is
+        that. Opening the file also checks that every row is finite.
+
+        Returns the number of images checked; raises ValueError naming the
+        first images that do not fit.
+        """
+        teacher = self.teacher
+        if embed_dims is not None and teacher.dim != int(embed_dims):
+            raise ValueError(
+                f'{self.teacher_embeds} holds {teacher.dim}-d teacher '
+                f'embeddings but the model embeds in {embed_dims} dimensions '
+                '(head.embed_dims)')
+        problems = []
+        num = len(dataset)
+        for i in range(num):
+            info = dataset.get_data_info(i)
+            boxes = np.asarray([inst['bbox'] for inst in info['instances']],
+                               dtype=np.float32).reshape(-1, 4)
+            problem = teacher.check_image(str(info['img_id']), boxes)
+            if problem:
+                problems.append(problem)
+        if problems:
+            shown = '\n  '.join(problems[:max_shown])
+            more = f'\n  ... ({len(problems) - max_shown} more)' \
+                if len(problems) > max_shown else ''
+            raise ValueError(
+                f'{self.teacher_embeds} does not fit the training set: '
+                f'{len(problems)} of its {num} images have no or other '
+                f'teacher embeddings than their boxes:\n  {shown}{more}\n'
+                'Re-run tools/extract_teacher_embeddings.py on this split.')
+        return num
+
     def _teacher_embeds(self, results: dict, num_gts: int) -> np.ndarray:
         img_id = results.get('img_id')
         if img_id is None:

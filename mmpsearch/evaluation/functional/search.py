@@ -210,9 +210,12 @@ def _candidate_rows(sims: np.ndarray, rows: np.ndarray,
     return sims
 
 
-def _rank(pack: GalleryDetections, query_embeddings: np.ndarray,
-          task: _SearchTask, topk: Sequence[int],
-          block_elems: int) -> Dict[str, object]:
+def _rank(pack: GalleryDetections,
+          query_embeddings: np.ndarray,
+          task: _SearchTask,
+          topk: Sequence[int],
+          block_elems: int,
+          cbgm=None) -> Dict[str, object]:
     num_queries = int(task.num_gt.shape[0])
     q_emb = l2_normalize(query_embeddings)
     if q_emb.shape != (num_queries, pack.embeddings.shape[1]) and \
@@ -256,6 +259,8 @@ def _rank(pack: GalleryDetections, query_embeddings: np.ndarray,
         sims = q_emb[rows] @ pack.embeddings.T
         if not pack.all_distinct:
             sims = sims[:, pack.embed_index]
+        if cbgm is not None:  # re-rank in place (see cbgm.py)
+            cbgm.rescore(sims, rows, pack, task, cand_ptr, cand_det)
         e_row = np.searchsorted(rows, ent_query[e0:e1])
         vals = sims[e_row, ent_det[e0:e1]]
         pairs = ent_pair[e0:e1]
@@ -301,7 +306,8 @@ def eval_search_cuhk(pack: GalleryDetections,
                      query_embeddings: np.ndarray,
                      protocol: SearchProtocol,
                      topk: Sequence[int] = DEFAULT_TOPK,
-                     block_elems: int = 1 << 24) -> Dict[str, object]:
+                     block_elems: int = 1 << 24,
+                     cbgm=None) -> Dict[str, object]:
     """Search mAP and top-k under the CUHK-SYSU protocol.
 
     Each query is searched in its own ``TestG{N}`` gallery
@@ -313,6 +319,8 @@ def eval_search_cuhk(pack: GalleryDetections,
         protocol (SearchProtocol): From ``load_cuhk_protocol``.
         topk (Sequence[int]): The k of top-k.
         block_elems (int): Similarity entries computed at once (memory).
+        cbgm (CBGM, optional): Re-rank with Context Bipartite Graph
+            Matching (``cbgm.CBGM``, built from the same results).
 
     Returns:
         dict: ``mAP`` and ``top{k}`` (fractions, means over the queries that
@@ -320,7 +328,7 @@ def eval_search_cuhk(pack: GalleryDetections,
         ``hits`` (Q, len(topk)), ``num_gt``, ``num_tp``, ``valid``.
     """
     return _rank(pack, query_embeddings, _cuhk_task(pack, protocol), topk,
-                 block_elems)
+                 block_elems, cbgm)
 
 
 def eval_search_prw(pack: GalleryDetections,
@@ -328,7 +336,8 @@ def eval_search_prw(pack: GalleryDetections,
                     protocol: SearchProtocol,
                     cross_camera: bool = False,
                     topk: Sequence[int] = DEFAULT_TOPK,
-                    block_elems: int = 1 << 24) -> Dict[str, object]:
+                    block_elems: int = 1 << 24,
+                    cbgm=None) -> Dict[str, object]:
     """Search mAP and top-k under the PRW protocol.
 
     The gallery of a query is every gallery frame but its own; with
@@ -338,4 +347,5 @@ def eval_search_prw(pack: GalleryDetections,
     Args and returns as :func:`eval_search_cuhk`, plus ``cross_camera``.
     """
     return _rank(pack, query_embeddings,
-                 _prw_task(pack, protocol, cross_camera), topk, block_elems)
+                 _prw_task(pack, protocol, cross_camera), topk, block_elems,
+                 cbgm)

@@ -1,7 +1,7 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """The standard person-search metric (CUHK-SYSU and PRW)."""
 import os.path as osp
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -10,8 +10,11 @@ from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 
 from mmpsearch.registry import METRICS
+from mmpsearch.utils.thresholds import check_unit_interval
 from ..functional import (CROSS_CAMERA_SUFFIX, DETECTION_KEYS, SEARCH_KEYS,
-                          evaluate_person_search, gallery_size_suffix)
+                          evaluate_person_search, gallery_size_suffix,
+                          subset_suffix)
+from ..functional.cbgm import resolve_cbgm_k
 from ..functional.gallery import PlainKeyError
 from ..results_io import save_search_results
 
@@ -33,6 +36,16 @@ def load_protocol(dataset_type: str,
         return datasets.load_prw_protocol(data_root)
     raise ValueError(f'unknown dataset type {dataset_type!r}, expected '
                      '"cuhk" or "prw"')
+
+
+def subset_row(subset) -> Tuple[str, str]:
+    """``(label, key suffix)`` of a ``QuerySubset`` in
+    :meth:`PersonSearchMetric.format_table`: e.g. ``('occlusion (187)',
+    '_occlusion')``, ``('occlusion g50 (187)', '_occlusion_g50')``."""
+    size = subset.protocol.gallery_size
+    label = subset.name + ('' if size is None else f' g{size}')
+    return (f'{label} ({len(subset.protocol.queries)})',
+            subset_suffix(subset.name, size))
 
 
 def _numpy(x: Any, dtype=np.float32) -> np.ndarray:
@@ -89,7 +102,14 @@ class PersonSearchMetric(BaseMetric):
       4000]`` gives ``mAP``, ``mAP_g50``, ``mAP_g4000``);
     - ``mAP_cross_cam``, ``top1_cross_cam``, ... with PRW and
       ``cross_camera=True`` (the unsuffixed keys stay the standard
-      protocol, so both are reported).
+      protocol, so both are reported);
+    - ``mAP_occlusion``, ``top1_occlusion``, ..., ``mAP_resolution``, ...
+      with CUHK-SYSU ``subsets``: the released occlusion (187 queries) and
+      low-resolution (290 queries) subsets of
+      ``annotation/test/subset/{Occlusion,Resolution}.mat``, each query
+      searched in the gallery list of the subset file, as the public codes
+      do (``subset_gallery_size=N``: in its ``TestG{N}`` list instead, keys
+      ``mAP_occlusion_g{N}``, ...).
 
     Args:
         dataset_type (str): ``'cuhk'`` or ``'prw'``.
@@ -105,8 +125,29 @@ class PersonSearchMetric(BaseMetric):
         overwrite (bool): Allow ``results_file`` to replace a file.
         collect_device (str): ``'cpu'`` or ``'gpu'``.
         prefix (str, optional): Prefix of the metric names.
+        subsets (str | Sequence[str]): CUHK-SYSU query subsets to report,
+            among ``'occlusion'`` and ``'resolution'``; their files must
+            exist. ``'auto'``: those whose files exist under ``data_root``.
+            Default: none.
+        subset_gallery_size (int, optional): ``None``: search each subset
+            query in the gallery list of the subset file; ``N``: in its
+            ``TestG{N}.mat`` list.
+        cbgm (bool): Re-rank the search with Context Bipartite Graph
+            Matching (SeqNet, Li & Miao, AAAI 2021; ``functional/cbgm.py``):
+            every search key is then the "+CBGM" number. The context
+            persons of a query come from the detections of its image in
+            the gallery split.
+        cbgm_k1 (int, optional): CBGM re-scores the gallery images holding
+            the query's ``cbgm_k1`` most similar detections; ``None``: 10
+            (CUHK-SYSU) or 30 (PRW), SeqNet's values.
+        cbgm_k2 (int, optional): Context persons, the query included;
+            ``None``: 3 (CUHK-SYSU) or 4 (PRW).
     """
     default_prefix: Optional[str] = 'search'
+    #: Saved as the ``"meta"`` entry of ``results_file`` when set (tools/
+    #: test.py puts the model's test settings here, eval_search.py reads
+    #: them back into its JSON's "settings").
+    results_meta: Optional[dict] = None
 
     def __init__(self,
                  dataset_type: str,
@@ -118,7 +159,12 @@ class PersonSearchMetric(BaseMetric):
                  overwrite: bool = False,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
-                 collect_dir: Optional[str] = None) -> None:
+                 collect_dir: Optional[str] = None,
+                 subsets: Union[str, Sequence[str]] = (),
+                 subset_gallery_size: Optional[int] = None,
+                 cbgm: bool = False,
+                 cbgm_k1: Optional[int] = None,
+                 cbgm_k2: Optional[int] = None) -> None:
         super().__init__(
             collect_device=collect_device,
             prefix=prefix,
@@ -145,9 +191,34 @@ class PersonSearchMetric(BaseMetric):
         elif sizes != [100]:
             raise ValueError('PersonSearchMetric: gallery_size applies to '
                              f'CUHK-SYSU only, got {gallery_size!r} for PRW')
-        if not 0.0 <= score_thr <= 1.0:
-            raise ValueError(f'PersonSearchMetric: score_thr {score_thr} is '
-                             'not in [0, 1]')
+        subsets = [] if subsets is None else subsets
+        if not isinstance(subsets, str):
+            subsets = list(subsets)
+        if subsets and dataset_type != 'cuhk':
+            raise ValueError('PersonSearchMetric: subsets apply to CUHK-SYSU '
+                             f'only, got {subsets!r} for PRW')
+        if subsets != 'auto':
+            from mmpsearch.datasets.cuhk_subsets import resolve_subsets
+            try:
+                resolve_subsets(subsets, data_root)
+            except ValueError as e:
+                raise ValueError(f'PersonSearchMetric: subsets: {e}') \
+                    from None
+        if subset_gallery_size is not None and \
+                subset_gallery_size not in CUHK_GALLERY_SIZES:
+            raise ValueError(
+                f'PersonSearchMetric: unknown subset_gallery_size '
+                f'{subset_gallery_size!r}, expected None or one of '
+                f'{CUHK_GALLERY_SIZES}')
+        if cbgm:
+            cbgm_k1, cbgm_k2 = resolve_cbgm_k(dataset_type, cbgm_k1,
+                                              cbgm_k2, 'PersonSearchMetric: ')
+        elif cbgm_k1 is not None or cbgm_k2 is not None:
+            raise ValueError('PersonSearchMetric: cbgm_k1 / cbgm_k2 are '
+                             'given but cbgm is False')
+        # NaN, '0.5' or True are refused too, not only 5
+        score_thr = check_unit_interval(score_thr,
+                                        'PersonSearchMetric: score_thr')
         if results_file is not None and not overwrite and \
                 osp.exists(results_file):
             raise FileExistsError(
@@ -161,7 +232,12 @@ class PersonSearchMetric(BaseMetric):
         self.score_thr = score_thr
         self.results_file = results_file
         self.overwrite = overwrite
+        self.subsets = subsets
+        self.subset_gallery_size = subset_gallery_size
+        self.cbgm = bool(cbgm)
+        self.cbgm_k1, self.cbgm_k2 = cbgm_k1, cbgm_k2
         self._protocols: Optional[list] = None
+        self._subsets: Optional[list] = None
 
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         """Keep the detections of gallery images and the embedding of each
@@ -263,27 +339,74 @@ class PersonSearchMetric(BaseMetric):
                 self._protocols = [load_protocol('prw', self.data_root)]
         return self._protocols
 
+    def load_subsets(self) -> list:
+        """The CUHK-SYSU query subsets (``QuerySubset``), read once."""
+        if self._subsets is None:
+            if not self.subsets:
+                self._subsets = []
+            else:
+                from mmpsearch.datasets.cuhk_subsets import (
+                    load_cuhk_subsets, resolve_subsets)
+                names = resolve_subsets(self.subsets, self.data_root)
+                self._subsets = load_cuhk_subsets(
+                    self.data_root, names,
+                    self.load_protocols()[0], self.subset_gallery_size)
+        return self._subsets
+
+    @property
+    def subset(self) -> Optional[str]:
+        """The ``"subset"`` of ``run_settings.metric_settings``: ``None``
+        without query subsets; else it says that the unsuffixed keys are all
+        queries and which keys are a subset's (as its ``camera`` does for
+        ``cross_camera``)."""
+        if not self.subsets:
+            return None
+        if self._subsets is not None:
+            names = [s.name for s in self._subsets]
+        else:
+            from mmpsearch.datasets.cuhk_subsets import resolve_subsets
+            names = resolve_subsets(self.subsets, self.data_root)
+        if not names:
+            return None
+        keys = ', '.join(
+            f'*{subset_suffix(n, self.subset_gallery_size)} keys: the {n} '
+            'subset' for n in names)
+        return f'all queries; {keys}'
+
     def compute_metrics(self, results: list) -> Dict[str, float]:
         logger = MMLogger.get_current_instance()
         search_results = self.assemble_results(results)
         if self.results_file is not None:
-            save_search_results(search_results, self.results_file,
-                                self.overwrite)
+            to_save = search_results
+            if self.results_meta is not None:
+                to_save = dict(search_results, meta=dict(self.results_meta))
+            save_search_results(to_save, self.results_file, self.overwrite)
             logger.info(f'person-search results saved to {self.results_file}')
         metrics = evaluate_person_search(
             search_results,
             self.load_protocols(),
             score_thr=self.score_thr,
-            cross_camera=self.cross_camera)
+            cross_camera=self.cross_camera,
+            subsets=self.load_subsets(),
+            cbgm=self.cbgm,
+            cbgm_k1=self.cbgm_k1,
+            cbgm_k2=self.cbgm_k2)
+        if self.cbgm:
+            logger.info(f'search re-ranked with CBGM (k1={self.cbgm_k1}, '
+                        f'k2={self.cbgm_k2})')
         logger.info(
-            self.format_table(metrics, self.gallery_sizes, self.cross_camera))
+            self.format_table(metrics, self.gallery_sizes, self.cross_camera,
+                              [subset_row(s) for s in self.load_subsets()]))
         return dict(metrics)
 
     @staticmethod
     def format_table(metrics: Dict[str, float],
                      gallery_sizes: Sequence[int] = (),
-                     cross_camera: bool = False) -> str:
-        """A plain-text table of the metrics, in percent."""
+                     cross_camera: bool = False,
+                     subsets: Sequence[Tuple[str, str]] = ()) -> str:
+        """A plain-text table of the metrics, in percent (``subsets``: a
+        row ``(label, key suffix)`` per CUHK-SYSU query subset, see
+        :func:`subset_row`)."""
         rows = []
         if gallery_sizes:
             for i, s in enumerate(gallery_sizes):
@@ -293,10 +416,13 @@ class PersonSearchMetric(BaseMetric):
             rows.append(('all frames', ''))
             if cross_camera:
                 rows.append(('cross-camera', CROSS_CAMERA_SUFFIX))
-        head = f'{"protocol":<14}' + ''.join(f'{k:>8}' for k in SEARCH_KEYS)
+        rows.extend(tuple(r) for r in subsets)
+        width = max([14] + [len(name) + 1 for name, _ in rows])
+        head = f'{"protocol":<{width}}' + ''.join(f'{k:>8}'
+                                                  for k in SEARCH_KEYS)
         lines = ['person search', head]
         for name, suffix in rows:
-            lines.append(f'{name:<14}' +
+            lines.append(f'{name:<{width}}' +
                          ''.join(f'{100 * metrics[k + suffix]:8.2f}'
                                  for k in SEARCH_KEYS))
         lines.append('detection ' + '  '.join(f'{k}={100 * metrics[k]:.2f}'

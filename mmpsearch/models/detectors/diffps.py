@@ -17,6 +17,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmpsearch.registry import MODELS, TASK_UTILS
+from mmpsearch.utils.thresholds import check_cfg_thresholds
 
 
 @MODELS.register_module()
@@ -86,6 +87,7 @@ class DiffPS(TwoStageDetector):
             test_cfg=test_cfg,
             data_preprocessor=data_preprocessor,
             init_cfg=init_cfg)
+        self.check_test_cfg()
         self.reid_neck = MODELS.build(reid_neck)
         self.reid_roi_extractor = MODELS.build(reid_roi_extractor)
         self.reid_head = MODELS.build(reid_head)
@@ -111,6 +113,14 @@ class DiffPS(TwoStageDetector):
                     f'(DiffPSRoIHead), got {type(self.roi_head).__name__}')
             self.reid_embed_negatives = bool(
                 train_cfg.reid.get('embed_negatives', True))
+
+    def check_test_cfg(self) -> None:
+        """Refuse a ``score_thr`` or NMS ``iou_threshold`` of ``test_cfg``
+        that is not a number in [0, 1] (NaN drops every detection); at build
+        time and before every prediction, as tools may change it."""
+        check_cfg_thresholds(self.test_cfg, 'model.test_cfg')
+        roi_cfg = getattr(getattr(self, 'roi_head', None), 'test_cfg', None)
+        check_cfg_thresholds(roi_cfg, 'model.test_cfg.rcnn')
 
     # ----------------------------------------------------------- features
     def extract_all(self,
@@ -218,6 +228,7 @@ class DiffPS(TwoStageDetector):
                 batch_inputs: Tensor,
                 batch_data_samples: SampleList,
                 rescale: bool = True) -> SampleList:
+        self.check_test_cfg()
         x, reid_map, part_embeds = self.extract_all(batch_inputs)
         num = len(batch_data_samples)
         boxes: List[Optional[Tensor]] = [None] * num

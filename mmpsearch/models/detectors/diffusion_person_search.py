@@ -16,6 +16,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmpsearch.registry import MODELS, TASK_UTILS
+from mmpsearch.utils.thresholds import check_cfg_thresholds
 from ..diffusion import DDIMSampler, DiffusionSampler
 
 #: What ``test_cfg`` holds when the config says nothing.
@@ -133,6 +134,34 @@ class DiffusionPersonSearch(BaseDetector):
                            f'{sorted(unknown)}; known: '
                            f'{sorted(DEFAULT_TEST_CFG)}')
         self.test_cfg = cfg
+        self.check_test_cfg()
+
+    def check_test_cfg(self) -> None:
+        """Refuse ``test_cfg`` values that would silently run something
+        else: a proposal or step count that is not a positive whole number
+        (``int(2.5)`` would quietly run 2 steps) or a sampler name that is not
+        registered. Called at build time and before every sampling run, as
+        tools change ``test_cfg`` on a built model."""
+        cfg = self.test_cfg
+        for key in ('num_proposals', 'sampling_steps'):
+            value = cfg[key]
+            if isinstance(value, bool) or not isinstance(
+                    value, (int, float)) or value != int(value) or value < 1:
+                raise ValueError(f'model.test_cfg.{key} must be a whole '
+                                 f'number >= 1, got {value!r}')
+        sampler = cfg.sampler
+        kind = sampler if isinstance(sampler, str) else (
+            sampler.get('type') if isinstance(sampler, dict) else None)
+        cls = TASK_UTILS.get(kind) if isinstance(kind, str) else kind
+        if not (isinstance(cls, type) and issubclass(cls, DiffusionSampler)):
+            known = sorted(
+                k for k, v in TASK_UTILS.module_dict.items()
+                if isinstance(v, type) and issubclass(v, DiffusionSampler))
+            raise KeyError(f'model.test_cfg.sampler {sampler!r} is not a '
+                           f'diffusion sampler; known: {known}')
+        # score_thr, nms.iou_threshold, renewal_thr: NaN or 5 would drop
+        # (or keep) every box and print zeros
+        check_cfg_thresholds(cfg, 'model.test_cfg')
 
     # ------------------------------------------------------------------
     # Features and the mapping between x_t and boxes.
@@ -303,6 +332,7 @@ class DiffusionPersonSearch(BaseDetector):
             list[dict]: The head outputs (``cls_scores``, ``bboxes``,
             ``embeds``) of every step, the last one last.
         """
+        self.check_test_cfg()
         cfg = self.test_cfg
         B = feats[0].shape[0]
         N, D = int(cfg.num_proposals), self.head.embed_dims

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from mmpsearch.registry import MODELS
 from mmpsearch.utils.checkpoint import safe_torch_load
+from mmpsearch.utils.thresholds import check_cfg_thresholds
 
 
 def _pixel_map(preprocessor: nn.Module,
@@ -115,6 +116,7 @@ class TwoStepPersonSearch(BaseDetector):
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.detector = MODELS.build(detector)
+        self.check_test_cfg()
 
         unknown = set(reid) - set(self.REID_KEYS)
         if unknown or 'model' not in reid:
@@ -138,6 +140,18 @@ class TwoStepPersonSearch(BaseDetector):
         self.reid.is_init = True
         self.reid.requires_grad_(False)
         self.reid.eval()
+
+    def check_test_cfg(self) -> None:
+        """Refuse a ``score_thr`` or NMS ``iou_threshold`` of the
+        detector's ``test_cfg`` that is not a number in [0, 1] (NaN drops
+        every detection); at build time and before every prediction."""
+        prefix = 'model.detector.test_cfg'
+        check_cfg_thresholds(getattr(self.detector, 'test_cfg', None), prefix)
+        for name, key in (('roi_head', '.rcnn'), ('rpn_head', '.rpn'),
+                          ('bbox_head', '')):
+            head_cfg = getattr(
+                getattr(self.detector, name, None), 'test_cfg', None)
+            check_cfg_thresholds(head_cfg, prefix + key)
 
     # ------------------------------------------------------------------
     # The frozen ReID model.
@@ -315,6 +329,7 @@ class TwoStepPersonSearch(BaseDetector):
                 rescale: bool = True) -> SampleList:
         """Detections + embeddings of gallery images; the given box and its
         embedding for query images (see the class docstring)."""
+        self.check_test_cfg()
         metas = [s.metainfo for s in batch_data_samples]
         query = [self._query_box(s) for s in batch_data_samples]
         gallery = [i for i, q in enumerate(query) if q is None]

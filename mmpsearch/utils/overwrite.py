@@ -1,0 +1,163 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""What the tools refuse to overwrite (``docs/en/refusals.md``).
+
+Every tool that writes into a folder or file the user names checks first,
+before any work, and stops with a message that names the path and the ways
+on; ``--force`` writes over it anyway.
+"""
+import glob
+import os
+import os.path as osp
+from typing import List, Optional
+
+DOCS = 'docs/en/refusals.md'
+
+
+def _is_remote(path: str) -> bool:
+    return '://' in str(path)
+
+
+def _names(entries: List[str], most: int = 4) -> str:
+    shown = ', '.join(entries[:most])
+    return shown + (f' and {len(entries) - most} more'
+                    if len(entries) > most else '')
+
+
+def refuse_nonempty_dir(path: str,
+                        what: str,
+                        force: bool = False,
+                        flag: str = '--force') -> None:
+    """Stop unless ``path`` is absent, an empty folder, or ``force``.
+
+    ``what`` names the argument in the message (``--out``, ``OUT``). A file
+    at ``path`` is always refused: nothing can be written into it.
+    """
+    if osp.lexists(path) and not osp.isdir(path):
+        raise SystemExit(f'{what} {path} is a file, not a folder; give a '
+                         'new or empty folder')
+    if force or not osp.isdir(path):
+        return
+    entries = sorted(os.listdir(path))
+    if entries:
+        raise SystemExit(
+            f'{what} {path} is not empty ({len(entries)} entries: '
+            f'{_names(entries)}); refusing to write into it, files of the '
+            f'same names would be overwritten. Give a new or empty folder, '
+            f'or add {flag} to write into this one anyway (see {DOCS}).')
+
+
+def refuse_existing_file(path: str,
+                         what: str,
+                         force: bool = False,
+                         flag: str = '--force') -> None:
+    """Stop unless nothing is at ``path`` or ``force``; a folder at
+    ``path`` is always refused."""
+    if osp.isdir(path):
+        raise SystemExit(f'{what} {path} is a folder, not a file')
+    if force or not osp.lexists(path):
+        return
+    raise SystemExit(
+        f'{what} {path} already exists; refusing to overwrite it. Name '
+        f'another file, or add {flag} to overwrite it (see {DOCS}).')
+
+
+def work_dir_checkpoints(work_dir: str) -> List[str]:
+    """The checkpoints of an earlier run in ``work_dir``: its top-level
+    ``*.pth`` files and ``last_checkpoint`` (what training writes)."""
+    if _is_remote(work_dir) or not osp.isdir(work_dir):
+        return []
+    found = sorted(
+        osp.basename(p) for p in glob.glob(osp.join(work_dir, '*.pth')))
+    if osp.lexists(osp.join(work_dir, 'last_checkpoint')):
+        found.append('last_checkpoint')
+    return found
+
+
+def find_resume_checkpoint(work_dir: str) -> Optional[str]:
+    """What ``tools/train.py --resume`` (no path) resumes from.
+
+    The checkpoint named in ``WORK_DIR/last_checkpoint``, or None when there
+    is no ``last_checkpoint`` and no checkpoint (nothing to resume: a first
+    run). Stops with a message naming the file when ``last_checkpoint`` is
+    empty or names a file that does not exist, or when it is missing
+    beside ``*.pth`` files (training from scratch would overwrite them).
+    """
+    if _is_remote(work_dir):
+        return None  # mmengine reads it through its file backend
+    last = osp.join(work_dir, 'last_checkpoint')
+    pths = [p for p in work_dir_checkpoints(work_dir) if p.endswith('.pth')]
+    latest = osp.join(work_dir, max(
+        pths, key=lambda p: osp.getmtime(osp.join(work_dir, p)))) \
+        if pths else None
+    if not osp.lexists(last):
+        if not pths:
+            return None
+        raise SystemExit(
+            f'--resume: {last} does not exist, but {work_dir} holds '
+            f'{_names(pths)}: expected last_checkpoint to name the latest '
+            'of them (training writes it at every save). Resuming '
+            'without it would start from scratch and overwrite them; '
+            f'pass the checkpoint to resume from, e.g. --resume {latest}')
+    try:
+        with open(last) as f:
+            content = f.read().strip()
+    except OSError as e:
+        raise SystemExit(f'--resume: cannot read {last}: {e}')
+    hint = (f' (the newest in the work dir: --resume {latest})'
+            if pths else '')
+    if not content:
+        raise SystemExit(
+            f'--resume: {last} is empty; expected one line, the path of '
+            'the latest checkpoint (training writes it at every save). '
+            f'Pass the checkpoint to resume from: --resume CHECKPOINT{hint}')
+    if _is_remote(content) or osp.isfile(content):
+        return content
+    moved = osp.join(work_dir, osp.basename(content))
+    if osp.isfile(moved):
+        way = (f'; the work dir was moved or renamed? {moved} exists: '
+               f'--resume {moved}')
+    else:
+        way = '. Pass the checkpoint to resume from: --resume CHECKPOINT' + \
+            hint
+    state = 'a folder' if osp.isdir(content) else 'which does not exist'
+    raise SystemExit(
+        f'--resume: {last} names {content}, {state}; expected '
+        f'the path of a checkpoint file{way}')
+
+
+def check_train_work_dir(work_dir: str,
+                         resume: Optional[str],
+                         force: bool = False) -> Optional[str]:
+    """Decide whether ``tools/train.py`` may train into ``work_dir``.
+
+    Args:
+        work_dir (str): The run's work dir.
+        resume (str, optional): None for a fresh run, ``'auto'`` for
+            ``--resume`` without a path, else the checkpoint resumed from.
+        force (bool): ``--force``: a fresh run may overwrite an earlier
+            one's checkpoints.
+
+    Returns:
+        str or None: With ``resume='auto'``, the checkpoint to resume from
+        (None: nothing to resume yet); else None.
+    """
+    if osp.lexists(work_dir) and not osp.isdir(work_dir):
+        raise SystemExit(
+            f'work dir {work_dir} is a file, not a folder; the work dir '
+            'is where logs, checkpoints and the config are written')
+    if resume == 'auto':
+        return find_resume_checkpoint(work_dir)
+    if resume is not None or force:
+        return None
+    found = work_dir_checkpoints(work_dir)
+    if found:
+        raise SystemExit(
+            f'work dir {work_dir} already holds checkpoints of an earlier '
+            f'run ({_names(found)}); training again would overwrite them, '
+            'last_checkpoint and the saved config. Either\n'
+            '  continue that run:  --resume (from its last_checkpoint) or '
+            '--resume CHECKPOINT\n'
+            '  train elsewhere:    --work-dir NEW_DIR\n'
+            '  overwrite it:       --force\n'
+            f'(see {DOCS})')
+    return None
