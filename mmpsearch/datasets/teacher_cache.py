@@ -13,9 +13,13 @@
   the rows still belong to the boxes of the dataset;
 - ``embeddings``: float32 (n_boxes, D), L2-normalised.
 """
+import zipfile
 from typing import Dict, List, Tuple
 
 import numpy as np
+
+#: The arrays of a teacher embeddings file.
+ARRAYS = ('img_ids', 'offsets', 'boxes', 'embeddings')
 
 
 def save_teacher_embeddings(path: str, img_ids: List[str],
@@ -65,21 +69,39 @@ class TeacherEmbeddings:
             raise FileNotFoundError(
                 f'teacher embeddings file {path} does not exist; write it '
                 'with tools/extract_teacher_embeddings.py') from None
-        missing = {'img_ids', 'offsets', 'boxes', 'embeddings'} - set(
-            data.files)
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+            raise self._unreadable(e) from None
+        if not hasattr(data, 'files'):  # a bare .npy, not an .npz
+            raise ValueError(f'{path} is a single array, not the .npz '
+                             f'archive of arrays {sorted(ARRAYS)} that '
+                             'tools/extract_teacher_embeddings.py writes')
+        missing = set(ARRAYS) - set(data.files)
         if missing:
             raise KeyError(f'{path} lacks the arrays {sorted(missing)}; it '
                            'was not written by save_teacher_embeddings')
-        self.embeddings = data['embeddings']
-        self.boxes = data['boxes']
-        offsets = data['offsets']
-        img_ids = data['img_ids']
+        try:  # the arrays are read (and CRC-checked) here
+            self.embeddings = data['embeddings']
+            self.boxes = data['boxes']
+            offsets = data['offsets']
+            img_ids = data['img_ids']
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+            raise self._unreadable(e) from None
         self._check_layout(img_ids, offsets)
         self._index: Dict[str, Tuple[int, int]] = {
             str(img_id): (int(offsets[i]), int(offsets[i + 1]))
             for i, img_id in enumerate(img_ids)
         }
         self._check_finite(img_ids, offsets)
+
+    def _unreadable(self, error: BaseException) -> ValueError:
+        first = (str(error).strip().splitlines() or [''])[0]
+        return ValueError(
+            f'teacher embeddings file {self.path} cannot be read '
+            f'({type(error).__name__}: {first}): expected the .npz archive '
+            f'of arrays {sorted(ARRAYS)} that '
+            'tools/extract_teacher_embeddings.py writes; the file is '
+            'truncated or corrupt (an interrupted write or copy?). '
+            'Re-extract it')
 
     def _check_layout(self, img_ids: np.ndarray, offsets: np.ndarray) -> None:
         """One (n_boxes, D) matrix, one box per row, offsets that split the

@@ -14,6 +14,7 @@ import os
 import os.path as osp
 import pickle
 import re
+import zipfile
 from typing import Any, Callable, List, Optional
 
 import numpy as np
@@ -91,6 +92,7 @@ def safe_torch_load(filename: Any,
             the allow-list. Nothing of the checkpoint is executed.
     """
     allowed = SAFE_GLOBALS + list(extra_safe_globals or [])
+    name = filename if isinstance(filename, str) else repr(filename)
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(
@@ -98,7 +100,8 @@ def safe_torch_load(filename: Any,
     except UnsafeCheckpointError:
         raise
     except pickle.UnpicklingError as e:
-        name = filename if isinstance(filename, str) else repr(filename)
+        if _CORRUPT.search(str(e)):
+            raise _corrupt(name, e) from None
         # torch's message says which global it met; keep that line only
         found = re.search(r'(Unsupported global|unsupported GLOBAL)[^\n]*',
                           str(e))
@@ -109,6 +112,37 @@ def safe_torch_load(filename: Any,
             f'types ({reason}), so it was not loaded and none of its code '
             'ran. If you trust the file and know the type, pass it in '
             '`extra_safe_globals`.') from None
+    except (EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise _corrupt(name, e) from None
+    except RuntimeError as e:
+        if not _CORRUPT.search(str(e)):
+            raise
+        raise _corrupt(name, e) from None
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file that is truncated or not a checkpoint at all."""
+
+
+#: What torch says about a file that is not (all) there.
+_CORRUPT = re.compile(r'PytorchStreamReader|zip archive|central directory|'
+                      r'invalid load key|unexpected EOF|Ran out of input|'
+                      r'Unsupported operand')
+
+
+def _corrupt(name: str, error: BaseException) -> CorruptCheckpointError:
+    size = ''
+    if isinstance(name, str) and osp.isfile(name):
+        size = f' ({osp.getsize(name)} bytes)'
+    first = (str(error).strip().splitlines() or [''])[0]
+    reason = f'{type(error).__name__}: {first}' if first else \
+        type(error).__name__
+    return CorruptCheckpointError(
+        f'checkpoint {name}{size} cannot be read: expected a file written '
+        'by torch.save (mmengine\'s CheckpointHook / runner.save_checkpoint '
+        'write a zip archive), but it is truncated or not a checkpoint '
+        f'({reason}). Was a copy or download interrupted? Copy it again, '
+        'or use another checkpoint (e.g. an earlier iter_*.pth).')
 
 
 def load_from_local(filename: str, map_location: Optional[Any] = None) -> Any:
@@ -129,6 +163,7 @@ def safe_load_url(url: str,
     :func:`safe_torch_load` (torch's ``load_state_dict_from_url``, which
     mmengine uses for ``torchvision://``, ``open-mmlab://`` and http(s)
     weights, loads without the weights-only restriction)."""
+    from urllib.error import URLError
     from urllib.parse import urlparse
 
     from torch.hub import download_url_to_file, get_dir
@@ -137,8 +172,24 @@ def safe_load_url(url: str,
     cached = osp.join(model_dir,
                       file_name or osp.basename(urlparse(url).path))
     if not osp.exists(cached):
-        download_url_to_file(url, cached, progress=progress)
+        try:
+            download_url_to_file(url, cached, progress=progress)
+        except (URLError, OSError) as e:  # offline, DNS, proxy, HTTP 404
+            raise WeightsDownloadError(
+                f'cannot download the pretrained weights {url} '
+                f'({type(e).__name__}: {getattr(e, "reason", e)}); a '
+                'config\'s init_cfg (or load_from) names them. Without '
+                'internet, provide them locally: download the file on a '
+                f'machine that has internet and put it at {cached} (the '
+                'torch hub cache, $TORCH_HOME/hub/checkpoints), or point the '
+                'config at a local copy, e.g. --cfg-options '
+                'model.backbone.init_cfg.checkpoint=/path/to/'
+                f'{osp.basename(cached)}') from None
     return safe_torch_load(cached, map_location=map_location)
+
+
+class WeightsDownloadError(OSError):
+    """Pretrained weights named by URL that could not be downloaded."""
 
 
 def register_safe_checkpoint_loader() -> Callable:

@@ -6,6 +6,8 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from mmengine.config import Config
 
+from .cfg_signature import check_config_types, check_env_cfg, check_option_keys
+
 # Keys mmengine's Runner reads that a config may legitimately leave out, so
 # that ``--cfg-options`` may add them.
 RUNNER_KEYS = frozenset([
@@ -113,13 +115,21 @@ def _paths_with_value(node: Any, value: Any, skip: str = '',
 def load_config(path: str,
                 cfg_options: Optional[Dict[str, Any]] = None) -> Config:
     """Read a config file and merge ``--cfg-options`` into it, with clear
-    errors for a missing file or a key that is not in the config."""
+    errors for a missing file, a key that is not in the config, an argument
+    the class of its dict does not take (``--cfg-options`` keys, hooks) and
+    an ``env_cfg`` key mmengine does not read."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file {path} does not exist')
     cfg = Config.fromfile(path)
     if cfg_options:
         check_cfg_options(cfg, cfg_options)
+        # a misspelled last key (model.backbone.depht) against the class
+        check_option_keys(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
+    # typos mmengine would ignore (env_cfg) or meet only at the first
+    # checkpoint save / hook build
+    check_env_cfg(cfg)
+    check_config_types(cfg, ('default_hooks', 'custom_hooks'))
     return cfg
 
 

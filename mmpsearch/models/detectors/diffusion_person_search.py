@@ -88,6 +88,12 @@ class DiffusionPersonSearch(BaseDetector):
         data_preprocessor (dict, optional): mmdet's DetDataPreprocessor.
     """
 
+    #: The keys of the plain sub-dicts of the config, checked against
+    #: ``--cfg-options`` before anything is built
+    #: (``mmpsearch.utils.cfg_signature``).
+    CFG_KEYS = dict(
+        test_cfg=tuple(DEFAULT_TEST_CFG), train_cfg=('num_passes', ))
+
     def __init__(self,
                  backbone: ConfigType,
                  neck: ConfigType,
