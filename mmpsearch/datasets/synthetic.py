@@ -30,6 +30,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from .cuhk_sysu import CUHK_GALLERY_SIZES
+
 Color = Tuple[int, int, int]
 
 # Saturated clothing colours (BGR), far apart from each other.
@@ -52,7 +54,6 @@ HAIRS: Sequence[Color] = ((20, 20, 25), (30, 55, 95), (60, 120, 175),
                           (150, 150, 155))
 SHOES: Sequence[Color] = ((25, 25, 25), (60, 60, 70), (210, 210, 210),
                           (30, 50, 90))
-CUHK_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
 # The query subsets of CUHK-SYSU (annotation/test/subset): a query is
 # "occluded" when the box of a person nearer the camera covers at least this
 # share of its box, "low resolution" when its box is lower than this share

@@ -1,6 +1,6 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-"""The real-dataset path of PSDiff end to end, through the tools a user runs
-(issue 4): on a tree in the released CUHK-SYSU format,
+"""The real-dataset path of PSDiff end to end, through the tools a user runs,
+on a tree in the released CUHK-SYSU format:
 
     tools/train.py configs/teacher/teacher_synthetic.py        (ReID teacher)
     tools/extract_teacher_embeddings.py ... --out emb.npz      (e_0 per box)
@@ -56,7 +56,7 @@ def snapshot(root: Path) -> dict:
 def train_boxes_from_mat(root: Path) -> dict:
     """img name -> x1y1x2y2 boxes of every annotated box of the training
     images, read straight from the released files (Images.mat minus
-    pool.mat; boxes with w or h <= 0 dropped, REFERENCE §3)."""
+    pool.mat; boxes with w or h <= 0 dropped, as released)."""
     anno = root / 'annotation'
     pool = set(
         np.atleast_1d(loadmat(str(anno / 'pool.mat'),

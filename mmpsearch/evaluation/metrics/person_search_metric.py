@@ -9,6 +9,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 
+from mmpsearch.datasets.cuhk_sysu import CUHK_GALLERY_SIZES
 from mmpsearch.registry import METRICS
 from mmpsearch.utils.thresholds import check_unit_interval
 from ..functional import (CROSS_CAMERA_SUFFIX, DETECTION_KEYS, SEARCH_KEYS,
@@ -17,8 +18,6 @@ from ..functional import (CROSS_CAMERA_SUFFIX, DETECTION_KEYS, SEARCH_KEYS,
 from ..functional.cbgm import resolve_cbgm_k
 from ..functional.gallery import PlainKeyError
 from ..results_io import save_search_results
-
-CUHK_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
 
 
 def load_protocol(dataset_type: str,
