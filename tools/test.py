@@ -36,6 +36,7 @@ from mmpsearch.evaluation.run_settings import (SETTINGS_KEY,
                                                unwrap_model)
 from mmpsearch.utils import register_all_modules, setup_cpu_distributed
 from mmpsearch.utils.checkpoint import CheckpointMismatchError
+from mmpsearch.utils.cfg_signature import ConfigKeyError
 from mmpsearch.utils.config import check_config, load_config
 from mmpsearch.utils.overwrite import refuse_existing_file
 
@@ -278,7 +279,10 @@ def main() -> None:
     args = parse_args()
     register_all_modules(init_default_scope=False)
 
-    cfg = load_config(args.config, args.cfg_options)
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+    except ConfigKeyError as e:  # a typo: the message, not a traceback
+        raise SystemExit(f'{args.config}: {e.args[0]}') from None
     cfg.launcher = args.launcher
     check_config(cfg, ('model', 'test_dataloader', 'test_cfg',
                        'test_evaluator'))

@@ -12,6 +12,7 @@ from mmengine.runner import Runner
 
 from mmpsearch.engine.hooks import NonFiniteLossError
 from mmpsearch.utils import register_all_modules, setup_cpu_distributed
+from mmpsearch.utils.cfg_signature import ConfigKeyError
 from mmpsearch.utils.config import check_config, load_config
 from mmpsearch.utils.overwrite import check_train_work_dir
 
@@ -71,7 +72,10 @@ def main() -> None:
     args = parse_args()
     register_all_modules(init_default_scope=False)
 
-    cfg = load_config(args.config, args.cfg_options)
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+    except ConfigKeyError as e:  # a typo: the message, not a traceback
+        raise SystemExit(f'{args.config}: {e.args[0]}') from None
     cfg.launcher = args.launcher
 
     # work_dir is determined in this priority: CLI > config > config name

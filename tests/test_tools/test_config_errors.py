@@ -133,3 +133,20 @@ def test_corrupt_teacher_file_names_the_file(tmp_path, cut):
     with pytest.raises(ValueError, match='truncated or corrupt') as err:
         TeacherEmbeddings(bad)
     assert bad in str(err.value)
+
+
+@pytest.mark.parametrize('tool', ['train.py', 'test.py'])
+def test_tools_print_the_typo_without_a_traceback(tool):
+    """The tools turn the check's error into a one-line message and exit
+    code 1 before anything is built."""
+    import subprocess
+    import sys
+    args = [sys.executable, str(REPO / 'tools' / tool), PSDIFF]
+    if tool == 'test.py':
+        args.append('no_such.pth')
+    args += ['--cfg-options', 'model.backbone.depht=18']
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "did you mean 'depth'" in proc.stderr
+    assert 'Traceback' not in proc.stderr
