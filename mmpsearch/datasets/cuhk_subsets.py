@@ -161,18 +161,7 @@ def load_cuhk_subset(data_root: str,
                 f'(query {i + 1} of {tpath})')
         found[i] = k
         if gallery_size is None:
-            labeller.mark(e.imname, e.xywh, i, path, f'the query {who}')
-            gallery = []
-            for imname, xywh in e.gallery:
-                if xywh is not None:
-                    labeller.mark(imname, xywh, i, path,
-                                  f'the gallery person of {who}')
-                elif imname not in labeller.names:
-                    raise ValueError(
-                        f'{path}: the gallery of {who} lists {imname!r}, '
-                        'which is not a test image of pool.mat')
-                gallery.append(
-                    (imname, None if xywh is None else _xyxy(xywh)))
+            gallery = labeller.mark_query(e, i, path, who, 'pool.mat')
         else:
             gallery = [(n, None if b is None else b.copy())
                        for n, b in other.queries[i].gallery]

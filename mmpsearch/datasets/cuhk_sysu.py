@@ -276,6 +276,24 @@ class _Labeller:
                 f'as two persons (ids {old} and {pid}; {who})')
         self.ids[name][i] = pid
 
+    def mark_query(self, entry, pid: int, source: str, who: str,
+                   pool_desc: str) -> List[Tuple[str, Optional[np.ndarray]]]:
+        """Mark a TestG-style entry (its query box and the boxes of its
+        gallery list) with ``pid``; returns the gallery list with x1y1x2y2
+        boxes (None where the image does not show the query)."""
+        self.mark(entry.imname, entry.xywh, pid, source, f'the query {who}')
+        gallery = []
+        for imname, xywh in entry.gallery:
+            if xywh is not None:
+                self.mark(imname, xywh, pid, source,
+                          f'the gallery person of {who}')
+            elif imname not in self.names:
+                raise ValueError(
+                    f'{source}: the gallery of {who} lists {imname!r}, which '
+                    f'is not a test image of {pool_desc}')
+            gallery.append((imname, None if xywh is None else _xyxy(xywh)))
+        return gallery
+
 
 @dataclass
 class _ImageAnn:
@@ -359,18 +377,7 @@ def cuhk_test_annotations(
     queries = []
     for i, entry in enumerate(_parse_testg(tpath, gallery_size)):
         who = f'TestG{gallery_size}({i + 1}) ({entry.idname})'
-        labeller.mark(entry.imname, entry.xywh, i, tpath, f'the query {who}')
-        gallery = []
-        for imname, xywh in entry.gallery:
-            if xywh is not None:
-                labeller.mark(imname, xywh, i, tpath,
-                              f'the gallery person of {who}')
-            elif imname not in labeller.names:
-                raise ValueError(
-                    f'{tpath}: the gallery of {who} lists {imname!r}, which '
-                    f'is not a test image of {p["pool"]}')
-            gallery.append(
-                (imname, None if xywh is None else _xyxy(xywh)))
+        gallery = labeller.mark_query(entry, i, tpath, who, p['pool'])
         queries.append(
             _QueryAnn(entry.imname, _xyxy(entry.xywh), i, gallery))
     gallery_anns = [

@@ -40,6 +40,27 @@ def _normalize(x):
     return (x / np.maximum(n, 1e-12)).astype(np.float32)
 
 
+def ref_gallery_entries(protocol, query, cross_camera=False):
+    """(img_id, ground-truth box or None) of every gallery image of a query:
+    its TestG list on CUHK-SYSU; on PRW every other frame (of another camera
+    with ``cross_camera``), the box with the query's id as ground truth."""
+    if protocol.name == 'cuhk':
+        return list(query.gallery)
+    entries = []
+    for img_id, g in protocol.gallery.items():
+        if img_id == query.img_id:
+            continue
+        if cross_camera and g.cam_id == query.cam_id:
+            continue
+        gt = None
+        for box, pid in zip(g.boxes, g.person_ids):
+            if pid == query.person_id:
+                gt = box
+                break
+        entries.append((img_id, gt))
+    return entries
+
+
 def ref_search(results,
                protocol,
                score_thr=0.5,
@@ -55,21 +76,7 @@ def ref_search(results,
     aps, hits, num_gts = [], [], []
     for qi, query in enumerate(protocol.queries):
         q_feat = _normalize(results['query'][qi]['embedding'])
-        if protocol.name == 'cuhk':
-            entries = list(query.gallery)
-        else:
-            entries = []
-            for img_id, g in protocol.gallery.items():
-                if img_id == query.img_id:
-                    continue
-                if cross_camera and g.cam_id == query.cam_id:
-                    continue
-                gt = None
-                for box, pid in zip(g.boxes, g.person_ids):
-                    if pid == query.person_id:
-                        gt = box
-                        break
-                entries.append((img_id, gt))
+        entries = ref_gallery_entries(protocol, query, cross_camera)
         y_true, y_score = [], []
         count_gt, count_tp = 0, 0
         seen = set()

@@ -4,22 +4,16 @@ where the context decides, a plain loop-by-loop reference on random
 results, the uninformative-context case, and the option plumbing of the
 functional evaluation, ``PersonSearchMetric`` and ``eval_search.py``."""
 import copy
-import importlib.util
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from mmdet.structures import DetDataSample
 from mmengine.evaluator import Evaluator
-from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
 
 import mmpsearch.datasets
-from mmpsearch.datasets import (load_cuhk_protocol, load_prw_protocol,
-                                make_synthetic)
+from mmpsearch.datasets import load_cuhk_protocol, load_prw_protocol
 from mmpsearch.datasets.protocol import GalleryImage, Query, SearchProtocol
 from mmpsearch.evaluation import PersonSearchMetric
 from mmpsearch.evaluation.functional import (CBGM, CBGM_DEFAULTS,
@@ -29,10 +23,9 @@ from mmpsearch.evaluation.functional import (CBGM, CBGM_DEFAULTS,
                                              pack_gallery_detections,
                                              resolve_cbgm_k)
 from mmpsearch.evaluation.results_io import save_search_results
-from .ps_eval_reference import ref_ap, ref_iou
+from .eval_utils import load_eval_search, results_to_samples
+from .ps_eval_reference import ref_ap, ref_gallery_entries, ref_iou
 
-SCRIPT = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / \
-    'eval_search.py'
 SEARCH = ('mAP', 'top1', 'top5', 'top10')
 
 
@@ -69,21 +62,7 @@ def ref_cbgm_search(results,
     aps, hits, num_gts = [], [], []
     for qi, query in enumerate(protocol.queries):
         q_feat = _unit(results['query'][qi]['embedding'])
-        if protocol.name == 'cuhk':
-            entries = list(query.gallery)
-        else:
-            entries = []
-            for img_id, g in protocol.gallery.items():
-                if img_id == query.img_id:
-                    continue
-                if cross_camera and g.cam_id == query.cam_id:
-                    continue
-                gt = None
-                for box, pid in zip(g.boxes, g.person_ids):
-                    if pid == query.person_id:
-                        gt = box
-                        break
-                entries.append((img_id, gt))
+        entries = ref_gallery_entries(protocol, query, cross_camera)
         # 1. plain similarities of every gallery image (listed once)
         name2sim, name2gt, count_gt = {}, {}, 0
         for img_id, gt in entries:
@@ -513,31 +492,6 @@ def test_uninformative_context_never_lowers_top1(seed, kind):
 # -------------------------------------------- offline and in-model agree
 
 
-def _cli():
-    spec = importlib.util.spec_from_file_location('eval_search_cbgm', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope='module')
-def trees(tmp_path_factory):
-    root = tmp_path_factory.mktemp('cbgm_trees')
-    make_synthetic(
-        'cuhk',
-        str(root / 'cuhk'),
-        num_images=202,
-        num_ids=8,
-        image_size=(64, 64))
-    make_synthetic(
-        'prw',
-        str(root / 'prw'),
-        num_images=40,
-        num_ids=10,
-        image_size=(64, 64))
-    return root
-
-
 def _tree_results(protocol, seed):
     """Every person detected, plus a false alarm here and there; noisy
     embeddings around one prototype per identity."""
@@ -568,31 +522,9 @@ def _tree_results(protocol, seed):
     return dict(gallery=gallery, query=query)
 
 
-def _samples(results):
-    out = []
-    for img_id, item in results['gallery'].items():
-        s = DetDataSample(metainfo=dict(img_id=img_id, split='gallery'))
-        s.pred_instances = InstanceData(
-            bboxes=torch.from_numpy(item['bboxes']),
-            scores=torch.from_numpy(item['scores']),
-            labels=torch.zeros(len(item['scores']), dtype=torch.long),
-            embeddings=torch.from_numpy(item['embeddings']))
-        out.append(s)
-    for i, q in enumerate(results['query']):
-        s = DetDataSample(
-            metainfo=dict(img_id=q['img_id'], split='query', query_index=i))
-        s.pred_instances = InstanceData(
-            bboxes=torch.from_numpy(q['bbox'][None]),
-            scores=torch.ones(1),
-            labels=torch.zeros(1, dtype=torch.long),
-            embeddings=torch.from_numpy(q['embedding'][None]))
-        out.append(s)
-    return out
-
-
 def _in_model(metric, results):
     evaluator = Evaluator(metric)
-    samples = _samples(results)
+    samples = results_to_samples(results)
     for i in range(0, len(samples), 7):
         evaluator.process(data_samples=samples[i:i + 7], data_batch=None)
     return evaluator.evaluate(len(samples))
@@ -606,7 +538,7 @@ def test_offline_and_in_model_agree(trees, tmp_path, kind):
     results = _tree_results(protocol, 3)
     res = str(tmp_path / 'res.pkl')
     save_search_results(results, res)
-    cli = _cli()
+    cli = load_eval_search()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         offline = cli.main([
@@ -640,7 +572,7 @@ def test_cli_k_options(trees, tmp_path, capsys):
     results = _tree_results(protocol, 4)
     res = str(tmp_path / 'res.pkl')
     save_search_results(results, res)
-    cli = _cli()
+    cli = load_eval_search()
     out = cli.main([
         res, '--dataset', 'cuhk', '--data-root', root, '--cbgm', '--cbgm-k1',
         '2', '--cbgm-k2', '2'

@@ -1,51 +1,22 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """tools/analysis_tools/eval_search.py end to end, on tiny trees in the
 released CUHK-SYSU / PRW formats (written by ``make_synthetic``)."""
-import importlib.util
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mmpsearch.datasets import (load_cuhk_protocol, load_prw_protocol,
-                                make_synthetic)
+from mmpsearch.datasets import load_cuhk_protocol, load_prw_protocol
 from mmpsearch.evaluation.functional import evaluate_person_search
 from mmpsearch.evaluation.results_io import save_search_results
+from .eval_utils import load_eval_search
 from .ps_eval_reference import ref_search
 
-SCRIPT = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / \
-    'eval_search.py'
 KEYS = [
     'mAP', 'top1', 'top5', 'top10', 'det_ap', 'det_recall', 'labeled_det_ap',
     'labeled_det_recall'
 ]
-
-
-def _cli():
-    spec = importlib.util.spec_from_file_location('eval_search_cli', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope='module')
-def trees(tmp_path_factory):
-    root = tmp_path_factory.mktemp('ps_trees')
-    make_synthetic(
-        'cuhk',
-        str(root / 'cuhk'),
-        num_images=202,
-        num_ids=8,
-        image_size=(64, 64))
-    make_synthetic(
-        'prw',
-        str(root / 'prw'),
-        num_images=40,
-        num_ids=10,
-        image_size=(64, 64))
-    return root
 
 
 def _results(protocol, rng=None):
@@ -83,7 +54,7 @@ def test_cuhk_perfect_results(trees, tmp_path, capsys):
     protocol = load_cuhk_protocol(root, 100)
     save_search_results(_results(protocol), res)
     out = str(tmp_path / 'm.json')
-    summary = _cli().main(
+    summary = load_eval_search().main(
         [res, '--dataset', 'cuhk', '--data-root', root, '--json', out])
     with open(out) as f:
         written = json.load(f)
@@ -113,7 +84,7 @@ def test_cuhk_several_sizes_match_reference(trees, tmp_path):
     res = str(tmp_path / 'res.pkl')
     save_search_results(results, res)
     out = str(tmp_path / 'm.json')
-    _cli().main([
+    load_eval_search().main([
         res, '--dataset', 'cuhk', '--data-root', root, '--gallery-size', '50',
         '100', '--json', out
     ])
@@ -136,7 +107,7 @@ def test_prw_cross_camera(trees, tmp_path):
     results = _results(protocol, np.random.default_rng(1))
     res = str(tmp_path / 'res.pkl')
     save_search_results(results, res)
-    cli = _cli()
+    cli = load_eval_search()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         standard = cli.main([res, '--dataset', 'prw', '--data-root', root])
@@ -159,7 +130,7 @@ def test_prw_cross_camera(trees, tmp_path):
 def test_cli_errors(trees, tmp_path):
     root = str(trees / 'cuhk')
     protocol = load_cuhk_protocol(root, 100)
-    cli = _cli()
+    cli = load_eval_search()
     results = _results(protocol)
     missing = next(iter(results['gallery']))
     del results['gallery'][missing]

@@ -13,34 +13,14 @@ from mmpsearch.evaluation import PersonSearchMetric
 from mmpsearch.evaluation.functional import evaluate_person_search
 from mmpsearch.evaluation.results_io import load_search_results
 from mmpsearch.registry import METRICS
+from .eval_utils import results_to_samples
 from .hand_cases import EXPECTED_CUHK, cuhk_case, prw_case
 
 
 def _samples(results):
-    """Model outputs as the test loop gives them: gallery split first,
-    then the query split (here in shuffled order)."""
-    out = []
-    for img_id, item in results['gallery'].items():
-        s = DetDataSample(metainfo=dict(img_id=img_id, split='gallery'))
-        s.pred_instances = InstanceData(
-            bboxes=torch.from_numpy(item['bboxes']),
-            scores=torch.from_numpy(item['scores']),
-            labels=torch.zeros(len(item['scores']), dtype=torch.long),
-            embeddings=torch.from_numpy(item['embeddings']))
-        out.append(s)
+    """The test loop's outputs, the query split in shuffled order."""
     order = np.random.default_rng(0).permutation(len(results['query']))
-    for i in order:
-        q = results['query'][i]
-        s = DetDataSample(
-            metainfo=dict(
-                img_id=q['img_id'], split='query', query_index=int(i)))
-        s.pred_instances = InstanceData(
-            bboxes=torch.from_numpy(q['bbox'][None]),
-            scores=torch.ones(1),
-            labels=torch.zeros(1, dtype=torch.long),
-            embeddings=torch.from_numpy(q['embedding'][None]))
-        out.append(s)
-    return out
+    return results_to_samples(results, order)
 
 
 @pytest.fixture

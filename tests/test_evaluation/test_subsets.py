@@ -3,10 +3,8 @@
 ``evaluate_person_search(subsets=...)``, ``PersonSearchMetric(subsets=...)``
 and ``eval_search.py --subset``, against the plain reference of the full
 protocol restricted to the subset's queries."""
-import importlib.util
 import json
 import os.path as osp
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,20 +19,11 @@ from mmpsearch.evaluation.functional import (CBGM, SEARCH_KEYS,
 from mmpsearch.evaluation.functional.search import eval_search_cuhk
 from mmpsearch.evaluation.results_io import save_search_results
 from ..test_datasets.released_trees import write_cuhk, write_cuhk_subset
+from .eval_utils import load_eval_search
 from .ps_eval_reference import ref_search
 
-SCRIPT = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / \
-    'eval_search.py'
 FILES = {'occlusion': ('Occlusion.mat', 'Occlusion1'),
          'resolution': ('Resolution.mat', 'Test_Size')}
-
-
-def _cli():
-    spec = importlib.util.spec_from_file_location('eval_search_subsets',
-                                                  SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -243,7 +232,7 @@ def test_eval_search_subset_flag(tree, tmp_path, capsys):
     results = _results(full, 5)
     res = str(tmp_path / 'res.pkl')
     save_search_results(results, res)
-    cli = _cli()
+    cli = load_eval_search()
     out = str(tmp_path / 'occ.json')
     summary = cli.main([
         res, '--dataset', 'cuhk', '--data-root', tree, '--subset',

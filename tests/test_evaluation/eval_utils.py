@@ -1,0 +1,50 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""Helpers shared by the evaluation tests: the eval_search.py module and
+model outputs made from a results dict."""
+import importlib.util
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.structures import InstanceData
+
+SCRIPT = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / \
+    'eval_search.py'
+
+
+def load_eval_search():
+    """tools/analysis_tools/eval_search.py as a module (a fresh one)."""
+    spec = importlib.util.spec_from_file_location('eval_search_cli', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def results_to_samples(results: dict,
+                       query_order: Optional[Sequence[int]] = None) -> list:
+    """Model outputs as the test loop gives them: the gallery split first,
+    then the query split (in ``query_order``, default as listed)."""
+    out = []
+    for img_id, item in results['gallery'].items():
+        s = DetDataSample(metainfo=dict(img_id=img_id, split='gallery'))
+        s.pred_instances = InstanceData(
+            bboxes=torch.from_numpy(item['bboxes']),
+            scores=torch.from_numpy(item['scores']),
+            labels=torch.zeros(len(item['scores']), dtype=torch.long),
+            embeddings=torch.from_numpy(item['embeddings']))
+        out.append(s)
+    if query_order is None:
+        query_order = range(len(results['query']))
+    for i in query_order:
+        q = results['query'][i]
+        s = DetDataSample(
+            metainfo=dict(
+                img_id=q['img_id'], split='query', query_index=int(i)))
+        s.pred_instances = InstanceData(
+            bboxes=torch.from_numpy(q['bbox'][None]),
+            scores=torch.ones(1),
+            labels=torch.zeros(1, dtype=torch.long),
+            embeddings=torch.from_numpy(q['embedding'][None]))
+        out.append(s)
+    return out
