@@ -63,20 +63,24 @@ def test_embedding_head_is_two_concatenated_strip_embeddings():
     torch.testing.assert_close(emb, expected)
 
 
-def test_strips_are_horizontal_and_max_pooled():
-    """A strip's vector depends only on its rows of the map (max pooled):
-    changing the bottom third changes the 3-strip embedding's last strip
-    and the 1-strip one, never the first two strips of granularity 3."""
-    torch.manual_seed(0)
+def _small_sfan_embedding(**kwargs) -> torch.nn.Module:
+    """The 24-d strip embedding of the SFAN map of a 64-channel SFAN."""
     head = SFAN(
         in_channels=64,
         text_channels=64,
         res_layer=dict(type=ResLayer, depth=18, stage=1, stride=2),
         embed_dim=24,
         embed_from=('sfan', ),
-        strip_attention=False,
-        drop_path=0.0).eval()
-    emb = head.embeddings['sfan']
+        **kwargs)
+    return head.embeddings['sfan']
+
+
+def test_strips_are_horizontal_and_max_pooled():
+    """A strip's vector depends only on its rows of the map (max pooled):
+    changing the bottom third changes the 3-strip embedding's last strip
+    and the 1-strip one, never the first two strips of granularity 3."""
+    torch.manual_seed(0)
+    emb = _small_sfan_embedding(strip_attention=False, drop_path=0.0).eval()
     x = torch.randn(2, 64, 12, 6)
     y = x.clone()
     y[:, :, 8:] += 5.0
@@ -92,14 +96,7 @@ def test_strips_are_horizontal_and_max_pooled():
 
 def test_drop_path_drops_whole_strip_vectors_in_training_only():
     torch.manual_seed(0)
-    head = SFAN(
-        in_channels=64,
-        text_channels=64,
-        res_layer=dict(type=ResLayer, depth=18, stage=1, stride=2),
-        embed_dim=24,
-        embed_from=('sfan', ),
-        drop_path=0.5)
-    emb = head.embeddings['sfan']
+    emb = _small_sfan_embedding(drop_path=0.5)
     x = torch.randn(64, 64, 12, 6)
     out = emb.train()(x)
     strips = out.split([8, 4, 4, 3, 3, 2], dim=1)
