@@ -27,13 +27,13 @@ from mmpsearch.evaluation.run_settings import seed_keys, seed_path
 from mmpsearch.registry import MODELS
 from mmpsearch.utils import register_all_modules
 from .conftest import REPO, run_tool
+# the slim PSDiff of the chain test (its ResNet-18 widths, 64-d embeddings)
+from .test_psdiff_chain import EMBED_DIM, WIDTH, psdiff_model_options
 
 PSDIFF_CONFIG = str(REPO / 'configs' / 'psdiff' / 'psdiff_r50_synthetic.py')
 BASELINE_CONFIG = str(REPO / 'configs' / 'baseline' /
                       'faster_rcnn_r18_teacher_synthetic.py')
 IMAGE_SIZE = (96, 64)  # (w, h)
-WIDTH = 8
-EMBED_DIM = 64
 STEPS = 2  # != the config's 8: must come from --cfg-options
 PROPOSALS = 64  # != the config's 128
 SEEDS = (0, 1, 2)
@@ -52,19 +52,10 @@ def _tool(rel: str):
     return module
 
 
-def model_options() -> dict:
-    return {
-        'model.backbone.base_channels': WIDTH,
-        'model.neck.in_channels': f'[{WIDTH},{2 * WIDTH},{4 * WIDTH},'
-        f'{8 * WIDTH}]',
-        'model.head.embed_dims': EMBED_DIM,
-    }
-
-
 def tool_options(root: Path) -> list:
     scale = f'({IMAGE_SIZE[0]},{IMAGE_SIZE[1]})'
     opts = {
-        **model_options(),
+        **psdiff_model_options(),
         'model.test_cfg.sampling_steps': STEPS,
         'model.test_cfg.num_proposals': PROPOSALS,
         'test_evaluator.data_root': root,
