@@ -7,7 +7,7 @@
 #   1. synthetic scenes in the CUHK-SYSU release format  (data/synthetic_cuhk)
 #   2. the ReID teacher on the ground-truth crops         (work_dirs/teacher_synthetic)
 #   3. its embeddings e_0 of every training box           (teacher_embeddings.npz)
-#   4. PSDiff on the scenes                               (work_dirs/psdiff_r50_synthetic)
+#   4. PSDiff on the scenes                               (work_dirs/psdiff_r18_synthetic)
 #   5. search mAP / top-k / detection AP at 1, 2, 4 and 8 sampling steps, at
 #      the protocol's 0.5 score threshold, beside the two-step baseline
 #      (Faster R-CNN + the teacher) when `make baseline` has trained it
@@ -22,8 +22,8 @@ DATA=data/synthetic_cuhk
 TEACHER_CFG=configs/teacher/teacher_synthetic.py
 TEACHER_DIR=work_dirs/teacher_synthetic
 TEACHER_EMB=$TEACHER_DIR/teacher_embeddings.npz
-PSDIFF_CFG=configs/psdiff/psdiff_r50_synthetic.py
-PSDIFF_DIR=work_dirs/psdiff_r50_synthetic
+PSDIFF_CFG=configs/psdiff/psdiff_r18_synthetic.py
+PSDIFF_DIR=work_dirs/psdiff_r18_synthetic
 BASELINE_CFG=configs/baseline/faster_rcnn_r18_teacher_synthetic.py
 BASELINE_DIR=work_dirs/faster_rcnn_r18_teacher_synthetic
 RUN_DIR=$PSDIFF_DIR/demo_$(date +%Y%m%d_%H%M%S)

@@ -7,7 +7,7 @@ if [ -f "$DATA/annotation/Images.mat" ]; then
   n=$(ls "$DATA/Image/SSM" | wc -l)
   if [ "$n" != 800 ]; then
     echo "$DATA holds $n scenes, not the 800 of this benchmark (an older demo's?);" \
-      "move it away (and work_dirs/teacher_synthetic, work_dirs/psdiff_r50_synthetic) and rerun" >&2
+      "move it away (and work_dirs/teacher_synthetic, work_dirs/psdiff_r18_synthetic) and rerun" >&2
     exit 1
   fi
   echo "exists, kept"

@@ -5,7 +5,7 @@
 # (configs/teacher/teacher_synthetic.py) embeds the crop of every detection,
 # exactly as tools/extract_teacher_embeddings.py embeds a box. The detector
 # has PSDiff-synthetic's slim backbone and init (configs/psdiff/
-# psdiff_r50_synthetic.py: ResNet-18 with 32 channels in the first stage,
+# psdiff_r18_synthetic.py: ResNet-18 with 32 channels in the first stage,
 # strictly initialised from the teacher's backbone; FPN 64), so the two are
 # compared on the same features. Only the detector trains: batch 4, 1500
 # iterations, AdamW 2e-4 and wd 1e-4 as PSDiff-synthetic (gradient clip
@@ -38,7 +38,7 @@ with read_base():
     from .._base_.models.two_step_faster_rcnn_r50 import *  # noqa: F401,F403
     from ..teacher.teacher_synthetic import crop_size as reid_crop_size
     from ..teacher.teacher_synthetic import model as reid_model
-    from ..psdiff.psdiff_r50_synthetic import model as psdiff_model
+    from ..psdiff.psdiff_r18_synthetic import model as psdiff_model
 
 # The teacher's last checkpoint ($(cat work_dirs/teacher_synthetic/
 # last_checkpoint)): the ReID model and the detector backbone's init.

@@ -4,7 +4,7 @@
 # iterations, lr /10 at 70k and 84k, batch 32 (here 8 per GPU x 4 GPUs),
 # 1333x800, N_train = N_test = 300, s1 = 2, s2 = 3, 8 DDIM steps (eta = 1).
 # The training recipe is the one shown to learn on the synthetic benchmark
-# (psdiff_r50_synthetic.py is this file scaled down); its four departures
+# (psdiff_r18_synthetic.py is this file scaled down); its four departures
 # from the paper are named in configs/_base_/models/psdiff_r50_fpn.py, and
 # psdiff_r50_cuhk_paper.py is the paper's recipe exactly.
 #

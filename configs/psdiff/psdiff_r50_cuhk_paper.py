@@ -4,7 +4,7 @@
 # class targets on the matched predictions, one CDL pass per training
 # image, uncentred teacher targets (eq. 10 as written). On the synthetic
 # benchmark this recipe did not learn in a CPU-sized schedule
-# (docs/en/model_zoo.md, psdiff_r50_synthetic_paper.py).
+# (docs/en/model_zoo.md, psdiff_r18_synthetic_paper.py).
 from mmengine.config import read_base
 
 from mmpsearch.models.losses import DualDenoisingCriterion

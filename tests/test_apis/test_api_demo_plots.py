@@ -154,7 +154,7 @@ def test_search_demo_writes_picture(scenes, tmp_path, monkeypatch):
 def test_denoising_steps_picture():
     """--show-steps on a real (random-weight, tiny) PSDiff model."""
     cfg = Config.fromfile(
-        str(REPO / 'configs' / 'psdiff' / 'psdiff_r50_synthetic.py'))
+        str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py'))
     cfg.model.test_cfg.sampling_steps = 3
     searcher = init_searcher(cfg)
     img = np.random.default_rng(0).integers(0, 255, (240, 320, 3), np.uint8)

@@ -20,7 +20,7 @@ spec.loader.exec_module(count_params)
 def test_parts_add_up_to_the_trainable_parameters_of_the_model(tiny_sd_dir):
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(
-        osp.join(ROOT, 'configs', 'diffps', 'diffps_sd21_synthetic.py'))
+        osp.join(ROOT, 'tests', 'data', 'configs', 'diffps_sd21_synthetic.py'))
     cfg.model.backbone.sd_path = tiny_sd_dir
     model = MODELS.build(cfg.model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

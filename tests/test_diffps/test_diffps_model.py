@@ -16,8 +16,7 @@ from .conftest import (assert_stable_diffusion_frozen, loss_history,
                        train_runner)
 
 CONFIG = osp.join(
-    osp.dirname(__file__), '..', '..', 'configs', 'diffps',
-    'diffps_sd21_synthetic.py')
+    osp.dirname(__file__), '..', 'data', 'configs', 'diffps_sd21_synthetic.py')
 NUM_ITERS = 12
 
 

@@ -145,7 +145,9 @@ def _write_teacher(cfg: Config, path: str) -> None:
 def runner(tiny_sd_dir, synthetic_root, tmp_path_factory):
     register_all_modules(init_default_scope=False)
     work_dir = str(tmp_path_factory.mktemp('work_dir'))
-    cfg = Config.fromfile(osp.join(CONFIGS, 'psdiff_sd21_synthetic.py'))
+    cfg = Config.fromfile(
+        osp.join(osp.dirname(__file__), '..', 'data', 'configs',
+                 'psdiff_sd21_synthetic.py'))
     cfg.model.backbone.sd_path = tiny_sd_dir
     train = cfg.train_dataloader
     train.dataset.data_root = synthetic_root

@@ -327,8 +327,8 @@ SHIPPED = ['psdiff_r50_cuhk', 'psdiff_r50_prw', 'psdiff_swin_b_cuhk']
 
 
 @pytest.mark.parametrize('name', SHIPPED + [
-    'psdiff_r50_synthetic', 'psdiff_r50_synthetic_paper',
-    'psdiff_r50_synthetic_focal'
+    'psdiff_r18_synthetic', 'psdiff_r18_synthetic_paper',
+    'psdiff_r18_synthetic_focal'
 ] + [f'{n}_paper' for n in SHIPPED])
 def test_configs_agree_with_their_pipelines(name):
     cfg = Config.fromfile(osp.join(REPO, f'configs/psdiff/{name}.py'))
@@ -377,8 +377,8 @@ def _recipe(name):
 def test_shipped_configs_train_the_synthetic_recipe(name):
     # the synthetic benchmark vouches for what users train on real data:
     # everything but sizes and schedule is the same
-    assert _recipe(name) == _recipe('psdiff_r50_synthetic')
-    assert _recipe(f'{name}_paper') == _recipe('psdiff_r50_synthetic_paper')
+    assert _recipe(name) == _recipe('psdiff_r18_synthetic')
+    assert _recipe(f'{name}_paper') == _recipe('psdiff_r18_synthetic_paper')
     shipped, paper = _recipe(name), _recipe(f'{name}_paper')
     assert shipped['criterion']['cls_iou_target'] is True
     assert shipped['train_cfg'] == dict(num_passes=3)

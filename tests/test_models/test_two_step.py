@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / 'configs' / 'baseline' /
              'faster_rcnn_r18_teacher_synthetic.py')
 TEACHER_CONFIG = str(REPO / 'configs' / 'teacher' / 'teacher_synthetic.py')
-PSDIFF_CONFIG = str(REPO / 'configs' / 'psdiff' / 'psdiff_r50_synthetic.py')
+PSDIFF_CONFIG = str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py')
 IMAGE_SIZE = (160, 120)  # (w, h) of make_synthetic's scenes
 WIDTH = 8  # first-stage channels of both ResNet-18s -> 64-d embeddings
 EMBED_DIM = WIDTH * 8

@@ -21,7 +21,7 @@ from mmpsearch.utils.checkpoint import (CorruptCheckpointError,
 from mmpsearch.utils.config import load_config
 from .conftest import REPO
 
-PSDIFF = str(REPO / 'configs' / 'psdiff' / 'psdiff_r50_synthetic.py')
+PSDIFF = str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py')
 
 register_all_modules(init_default_scope=False)
 

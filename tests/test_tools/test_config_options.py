@@ -5,7 +5,7 @@ import pytest
 from mmpsearch.utils.config import load_config
 from .conftest import REPO
 
-PSDIFF = str(REPO / 'configs' / 'psdiff' / 'psdiff_r50_synthetic.py')
+PSDIFF = str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py')
 
 
 def test_field_override_reaches_the_model():

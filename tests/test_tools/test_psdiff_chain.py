@@ -4,7 +4,7 @@ on a tree in the released CUHK-SYSU format:
 
     tools/train.py configs/teacher/teacher_synthetic.py        (ReID teacher)
     tools/extract_teacher_embeddings.py ... --out emb.npz      (e_0 per box)
-    tools/train.py configs/psdiff/psdiff_r50_synthetic.py      (PSDiff)
+    tools/train.py configs/psdiff/psdiff_r18_synthetic.py      (PSDiff)
     tools/test.py ... --out results.pkl                        (search metric)
     tools/analysis_tools/eval_search.py results.pkl            (re-score)
 
@@ -31,7 +31,7 @@ from mmpsearch.utils import safe_torch_load
 from .conftest import REPO, run_tool
 
 TEACHER_CONFIG = str(REPO / 'configs' / 'teacher' / 'teacher_synthetic.py')
-PSDIFF_CONFIG = str(REPO / 'configs' / 'psdiff' / 'psdiff_r50_synthetic.py')
+PSDIFF_CONFIG = str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py')
 IMAGE_SIZE = (96, 64)  # (w, h): make_synthetic's scenes, used unscaled
 WIDTH = 8  # first-stage channels of both ResNet-18s -> 64-d embeddings
 EMBED_DIM = WIDTH * 8

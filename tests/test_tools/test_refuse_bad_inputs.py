@@ -37,8 +37,8 @@ from .conftest import REPO, run_tool
 
 NAN = float('nan')
 ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
-PSDIFF = str(REPO / 'configs' / 'psdiff' / 'psdiff_r50_synthetic.py')
-DIFFPS = str(REPO / 'configs' / 'diffps' / 'diffps_sd21_synthetic.py')
+PSDIFF = str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py')
+DIFFPS = str(REPO / 'tests' / 'data' / 'configs' / 'diffps_sd21_synthetic.py')
 BASELINE = str(REPO / 'configs' / 'baseline' /
                'faster_rcnn_r18_teacher_synthetic.py')
 TEACHER = str(REPO / 'configs' / 'teacher' / 'teacher_synthetic.py')

@@ -30,7 +30,7 @@ from .conftest import REPO, run_tool
 # the slim PSDiff of the chain test (its ResNet-18 widths, 64-d embeddings)
 from .test_psdiff_chain import EMBED_DIM, WIDTH, psdiff_model_options
 
-PSDIFF_CONFIG = str(REPO / 'configs' / 'psdiff' / 'psdiff_r50_synthetic.py')
+PSDIFF_CONFIG = str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py')
 BASELINE_CONFIG = str(REPO / 'configs' / 'baseline' /
                       'faster_rcnn_r18_teacher_synthetic.py')
 IMAGE_SIZE = (96, 64)  # (w, h)

@@ -4,7 +4,7 @@
 # with a 2048-d teacher (ResNet-50 + FPN 26.9 M, CDL ~9.8 M).
 #
 # The training recipe here is the one shown to learn on the synthetic
-# benchmark (configs/psdiff/psdiff_r50_synthetic.py, docs/en/model_zoo.md);
+# benchmark (configs/psdiff/psdiff_r18_synthetic.py, docs/en/model_zoo.md);
 # it departs from the paper in four places, each marked "Departure" below.
 # configs/psdiff/*_paper.py keep the paper's recipe exactly.
 from mmcv.ops import RoIAlign

@@ -3,12 +3,13 @@
 # initialised Stable Diffusion of SD 2.1's block structure: the whole
 # pipeline (frozen SD hooks, DGRPN, RPN + RoI head, MSFRN, SFAN, OIM, search
 # evaluation) runs on a CPU in minutes. It checks the plumbing; the numbers
-# mean nothing (random SD weights).
+# mean nothing (random SD weights), so it lives with the test data, not in
+# configs/.
 #
 #   python tools/misc/make_tiny_sd.py work_dirs/tiny_sd
 #   python tools/dataset_converters/make_synthetic.py --format cuhk \
 #       --out data/synthetic_cuhk
-#   python tools/train.py configs/diffps/diffps_sd21_synthetic.py
+#   python tools/train.py tests/data/configs/diffps_sd21_synthetic.py
 from mmengine.config import read_base
 from mmengine.optim.optimizer import OptimWrapper
 from mmengine.optim.scheduler import LinearLR, MultiStepLR
@@ -16,9 +17,9 @@ from mmengine.runner.loops import IterBasedTrainLoop, TestLoop, ValLoop
 from torch.optim import Adam
 
 with read_base():
-    from .._base_.datasets.synthetic_cuhk import *  # noqa: F401,F403
-    from .._base_.default_runtime import *  # noqa: F401,F403
-    from .._base_.models.diffps_sd21 import *  # noqa: F401,F403
+    from ....configs._base_.datasets.synthetic_cuhk import *  # noqa: F401,F403
+    from ....configs._base_.default_runtime import *  # noqa: F401,F403
+    from ....configs._base_.models.diffps_sd21 import *  # noqa: F401,F403
 
 # Widths of the tiny SD (mmpsearch.models.backbones.tiny_sd): up levels
 # T[1] 64, T[2] 48, T[3] 32 channels; text width 32.

@@ -22,7 +22,7 @@
 #       configs/teacher/teacher_synthetic.py \
 #       $(cat work_dirs/teacher_synthetic/last_checkpoint) \
 #       --out work_dirs/teacher_synthetic/teacher_embeddings.npz
-#   python tools/train.py configs/psdiff/psdiff_r50_synthetic.py
+#   python tools/train.py configs/psdiff/psdiff_r18_synthetic.py
 # (`make demo` runs these, then tools/test.py at 1, 2, 4 and 8 steps.)
 from mmcv.transforms import LoadImageFromFile
 from mmdet.datasets.transforms import RandomFlip, Resize

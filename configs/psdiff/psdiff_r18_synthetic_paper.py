@@ -1,16 +1,16 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-# psdiff_r50_synthetic.py with the paper's training recipe exactly
+# psdiff_r18_synthetic.py with the paper's training recipe exactly
 # (psdiff_r50_cuhk_paper.py): Hungarian matching, 0/1 focal targets, one
 # CDL pass, uncentred teacher targets. The row of docs/en/model_zoo.md that
 # shows what each departure of the shipped recipe buys.
 #
-#   python tools/train.py configs/psdiff/psdiff_r50_synthetic_paper.py \
+#   python tools/train.py configs/psdiff/psdiff_r18_synthetic_paper.py \
 #       --cfg-options model.backbone.init_cfg.checkpoint=$(cat \
 #       work_dirs/teacher_synthetic/last_checkpoint)
 from mmengine.config import read_base
 
 with read_base():
-    from .psdiff_r50_synthetic import *  # noqa: F401,F403
+    from .psdiff_r18_synthetic import *  # noqa: F401,F403
     # after the leaf, so that these two names win
     from .psdiff_r50_cuhk_paper import center_teacher
     from .psdiff_r50_cuhk_paper import model as paper_model

@@ -2,22 +2,22 @@
 # psdiff_sd21_cuhk.py (PSDiff's CDL denoiser on DiffPS's Stable Diffusion
 # features, DGRPN-enhanced; a combination no paper reports) on the synthetic
 # CUHK-SYSU-layout scenes, with the tiny random Stable Diffusion of SD 2.1's
-# block structure: the recipe of psdiff_r50_synthetic.py (CDL of width 64,
+# block structure: the recipe of psdiff_r18_synthetic.py (CDL of width 64,
 # 128 proposals, 3 training passes, 4 images a batch, 4500 iterations, 8
 # DDIM steps) on a CPU.
 # It checks the plumbing; the numbers mean nothing (random SD weights).
 #
 #   python tools/misc/make_tiny_sd.py work_dirs/tiny_sd
 #   (then the synthetic scenes and the teacher embeddings as in
-#   psdiff_r50_synthetic.py)
-#   python tools/train.py configs/psdiff/psdiff_sd21_synthetic.py
+#   psdiff_r18_synthetic.py)
+#   python tools/train.py tests/data/configs/psdiff_sd21_synthetic.py
 from mmengine.config import read_base
 
 from mmpsearch.models.necks import DGRPN, SDFeaturePyramid
 
 with read_base():
-    from .._base_.models.diffps_sd21 import model as diffps_model
-    from .psdiff_r50_synthetic import *  # noqa: F401,F403
+    from ....configs._base_.models.diffps_sd21 import model as diffps_model
+    from ....configs.psdiff.psdiff_r18_synthetic import *  # noqa: F401,F403
 
 model['data_preprocessor'] = diffps_model['data_preprocessor']  # noqa: F405
 model['backbone'] = diffps_model['backbone']  # noqa: F405
