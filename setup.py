@@ -51,7 +51,8 @@ def add_mim_extension() -> None:
     repo = osp.dirname(osp.abspath(__file__))
     mim_path = osp.join(repo, 'mmpsearch', '.mim')
     os.makedirs(mim_path, exist_ok=True)
-    for name in ['tools', 'configs', 'demo', 'requirements', 'setup.py']:
+    for name in ['tools', 'configs', 'demo', 'requirements', 'setup.py',
+                 'model-index.yml']:
         src = osp.join(repo, name)
         tar = osp.join(mim_path, name)
         if not osp.exists(src):

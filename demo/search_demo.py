@@ -21,8 +21,8 @@ from mmpsearch.apis import (denoising_steps, index_gallery, init_searcher,
 from mmpsearch.apis.inference import _check_box, _read_image
 from mmpsearch.evaluation.functional.box_ops import (paired_iou,
                                                      search_iou_threshold)
-from mmpsearch.visualization import (draw_denoising_steps,
-                                     draw_search_result, write_png)
+from mmpsearch.visualization import (draw_denoising_steps, draw_search_result,
+                                     write_png)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

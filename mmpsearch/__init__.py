@@ -31,6 +31,3 @@ _check('mmdet', mmdet.__version__, mmdet_minimum_version,
        mmdet_maximum_version)
 
 __all__ = ['__version__', 'version_info']
-
-# Importing the package makes mmengine's local checkpoint loading safe.
-from . import utils  # noqa: E402,F401

@@ -1,6 +1,11 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
@@ -12,3 +17,34 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='session')
+def tiny_sd_dir(tmp_path_factory) -> str:
+    """A tiny random Stable Diffusion folder of SD 2.1's block structure,
+    one per session."""
+    from mmpsearch.testing.tiny_sd import make_tiny_sd
+    return make_tiny_sd(str(tmp_path_factory.mktemp('tiny_sd')))
+
+
+@pytest.fixture(scope='session')
+def tiny_cuhk(tmp_path_factory) -> str:
+    """A small synthetic tree in the released CUHK-SYSU format (the smallest
+    the format allows: 101 training scenes, 8 training identities)."""
+    from mmpsearch.datasets.synthetic import make_synthetic
+    root = tmp_path_factory.mktemp('teacher_cuhk') / 'cuhk'
+    make_synthetic(
+        'cuhk', str(root), num_images=202, num_ids=16, image_size=(128, 96))
+    return str(root)
+
+
+@pytest.fixture(scope='session')
+def extract_tool():
+    """tools/extract_teacher_embeddings.py as a module (tools/ is not a
+    package), so its main() runs in this process."""
+    path = REPO / 'tools' / 'extract_teacher_embeddings.py'
+    spec = importlib.util.spec_from_file_location('extract_teacher_tool',
+                                                  path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,28 +1,5 @@
 #!/usr/bin/env bash
 # Usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
-set -x
-
-PARTITION=$1
-JOB_NAME=$2
-CONFIG=$3
-WORK_DIR=$4
-GPUS=${GPUS:-8}
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-SRUN_ARGS=${SRUN_ARGS:-""}
-PY_ARGS=${@:5}
-# $PY or $PYTHON, else the environment's Python (tools/find_python.sh)
-PY=${PY:-${PYTHON:-}}
-. "$(dirname "$0")/find_python.sh"
-
-PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH:-} \
-srun -p "${PARTITION}" \
-    --job-name="${JOB_NAME}" \
-    --gres=gpu:"${GPUS_PER_NODE}" \
-    --ntasks="${GPUS}" \
-    --ntasks-per-node="${GPUS_PER_NODE}" \
-    --cpus-per-task="${CPUS_PER_TASK}" \
-    --kill-on-bad-exit=1 \
-    ${SRUN_ARGS} \
-    "$PY" -u "$(dirname "$0")/train.py" "${CONFIG}" \
-    --work-dir="${WORK_DIR}" --launcher="slurm" ${PY_ARGS}
+# (GPUS, GPUS_PER_NODE, CPUS_PER_TASK, SRUN_ARGS, PY: see tools/slurm_launch.sh)
+exec "$(dirname "$0")/slurm_launch.sh" "$1" "$2" train.py "$3" \
+    --work-dir="$4" "${@:5}"

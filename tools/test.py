@@ -30,13 +30,12 @@ from mmengine.runner import Runner
 from mmpsearch.evaluation import PersonSearchMetric
 from mmpsearch.evaluation.run_settings import (SETTINGS_KEY,
                                                evaluation_settings, mean_std,
-                                               metric_settings,
-                                               model_settings, seed_keys,
-                                               seed_path, set_seed,
+                                               metric_settings, model_settings,
+                                               seed_keys, seed_path, set_seed,
                                                unwrap_model)
 from mmpsearch.utils import register_all_modules, setup_cpu_distributed
-from mmpsearch.utils.checkpoint import CheckpointMismatchError
 from mmpsearch.utils.cfg_signature import ConfigKeyError
+from mmpsearch.utils.checkpoint import CheckpointMismatchError
 from mmpsearch.utils.config import check_config, load_config
 from mmpsearch.utils.overwrite import refuse_existing_file
 

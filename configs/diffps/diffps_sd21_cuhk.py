@@ -25,7 +25,7 @@ with read_base():
     from .._base_.schedules.schedule_30e import *  # noqa: F401,F403
 
 model.backbone.sd_path = 'checkpoints/stable-diffusion-2-1-base'
-model.reid_loss.update(num_pids=5532, num_cq_size=5000)
+model.reid_roi_head.loss_reid.update(num_pids=5532, num_cq_size=5000)
 
 # The public code resizes every image to a fixed 1280x1280.
 diffps_scale = (1280, 1280)

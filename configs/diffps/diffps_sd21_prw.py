@@ -1,60 +1,26 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-# DiffPS (Kim et al., ICCV 2025) with Stable Diffusion 2.1-base on PRW,
-# paper settings (Kim et al., Sec. 4): every image resized to 1280x1280 (latent
-# 160x160) as the public code does, horizontal flip only, OIM with a 483-row
-# lookup table and a 500-entry queue, Adam 1e-4, 1-epoch warm-up, x0.1 at
-# epochs 8 and 14, 30 epochs, grad clip 10 (AMP: tools/train.py --amp).
-#
-# Needs a local copy of stabilityai/stable-diffusion-2-1-base in the diffusers
-# layout at checkpoints/stable-diffusion-2-1-base (never downloaded at run
-# time), e.g. made once on a machine with internet by
-#   python -c "from diffusers import StableDiffusionPipeline as P; \
-#   P.from_pretrained('stabilityai/stable-diffusion-2-1-base')\
-#   .save_pretrained('checkpoints/stable-diffusion-2-1-base')"
-from mmcv.transforms import LoadImageFromFile
-from mmdet.datasets.transforms import RandomFlip, Resize
+# DiffPS (Kim et al., ICCV 2025) with Stable Diffusion 2.1-base on PRW:
+# diffps_sd21_cuhk.py (the paper settings, the official code's 1280x1280
+# input, batch 5, the same SD weights folder) with PRW's data, an OIM
+# lookup table of 483 rows and a 500-entry queue, and the official PRW
+# initialisation of the box predictor and the embedding head.
 from mmengine.config import read_base
 
-from mmpsearch.datasets import (LoadPersonSearchAnnotations,
-                                PackPersonSearchInputs)
-
 with read_base():
+    from .diffps_sd21_cuhk import *  # noqa: F401,F403
+    # the dataset after the leaf: its variables replace CUHK-SYSU's
     from .._base_.datasets.prw import *  # noqa: F401,F403
-    from .._base_.default_runtime import *  # noqa: F401,F403
-    from .._base_.models.diffps_sd21 import *  # noqa: F401,F403
-    from .._base_.schedules.schedule_30e import *  # noqa: F401,F403
+    # and the leaf's 1280x1280 pipelines replace the dataset's
+    from .diffps_sd21_cuhk import test_pipeline, train_pipeline
 
-model.backbone.sd_path = 'checkpoints/stable-diffusion-2-1-base'
-model.reid_loss.update(num_pids=483, num_cq_size=500)
-
-# The public code resizes every image to a fixed 1280x1280.
-diffps_scale = (1280, 1280)
-train_pipeline = [
-    dict(type=LoadImageFromFile, backend_args=backend_args),
-    dict(type=LoadPersonSearchAnnotations, with_bbox=True),
-    dict(type=Resize, scale=diffps_scale, keep_ratio=False),
-    dict(type=RandomFlip, prob=0.5),
-    dict(type=PackPersonSearchInputs),
+model.reid_roi_head.loss_reid.update(num_pids=483, num_cq_size=500)
+train_dataloader.update(  # noqa: F405
+    batch_size=5, batch_sampler=None, dataset=dict(pipeline=train_pipeline))
+val_dataloader.dataset.datasets = [  # noqa: F405
+    dict(d, pipeline=test_pipeline)
+    for d in val_dataloader.dataset.datasets  # noqa: F405
 ]
-# boxes loaded after Resize stay in original pixels (query box, metric)
-test_pipeline = [
-    dict(type=LoadImageFromFile, backend_args=backend_args),
-    dict(type=Resize, scale=diffps_scale, keep_ratio=False),
-    dict(type=LoadPersonSearchAnnotations, with_bbox=True),
-    dict(type=PackPersonSearchInputs),
-]
-train_dataloader.dataset.pipeline = train_pipeline
-# the official batch: 5 images on one GPU (schedule_30e.py)
-train_dataloader.batch_size = 5
-# all images have one size: no aspect-ratio grouping needed
-train_dataloader.batch_sampler = None
-val_dataloader.dataset.datasets[0].pipeline = test_pipeline
-val_dataloader.dataset.datasets[1].pipeline = test_pipeline
-test_dataloader = val_dataloader
-
-# keep the best of the per-epoch evaluations, as the official loop does
-default_hooks.checkpoint.update(
-    interval=1, max_keep_ckpts=3, save_best='search/mAP', rule='greater')
+test_dataloader = val_dataloader  # noqa: F405
 
 # The official PRW run initialises every trainable weight of the box
 # predictor and of the embedding head (BatchNorm weights included) from
@@ -65,4 +31,5 @@ prw_init = dict(type='Normal', std=0.01, bias=0.0)
 model.roi_head.bbox_head.init_cfg = dict(
     prw_init, override=[dict(name='fc_cls'), dict(name='fc_reg'),
                         dict(name='reg_norm')])
-model.reid_head.init_cfg = dict(prw_init, override=dict(name='embeddings'))
+model.reid_roi_head.embed_head.init_cfg = dict(
+    prw_init, override=dict(name='embeddings'))

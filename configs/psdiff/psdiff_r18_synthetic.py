@@ -24,17 +24,12 @@
 #       --out work_dirs/teacher_synthetic/teacher_embeddings.npz
 #   python tools/train.py configs/psdiff/psdiff_r18_synthetic.py
 # (`make demo` runs these, then tools/test.py at 1, 2, 4 and 8 steps.)
-from mmcv.transforms import LoadImageFromFile
-from mmdet.datasets.transforms import RandomFlip, Resize
 from mmdet.models.backbones import ResNet
 from mmengine.config import read_base
 from mmengine.hooks import CheckpointHook, LoggerHook
 from mmengine.optim.scheduler import LinearLR, MultiStepLR
 from mmengine.runner.loops import IterBasedTrainLoop
 
-from mmpsearch.datasets.transforms import (DualNoiseGenerator,
-                                           LoadPersonSearchAnnotations,
-                                           PackPersonSearchInputs)
 from mmpsearch.models.weight_init import StrictPretrainedInit
 
 with read_base():
@@ -44,8 +39,9 @@ with read_base():
 
 teacher_embeds = 'work_dirs/teacher_synthetic/teacher_embeddings.npz'
 teacher_ckpt = 'work_dirs/teacher_synthetic/iter_150.pth'
-teacher_embed_dims = 256  # configs/teacher/teacher_synthetic.py: 32 * 8
-num_proposals = 128
+# a 256-d teacher (configs/teacher/teacher_synthetic.py: 32 * 8) and
+# N_train = N_test = 128
+diffusion = dict(diffusion, embed_dims=256, num_proposals=128)  # noqa: F405
 width = 32  # first-stage channels of the slim ResNet-18
 channels = 64  # FPN / CDL width C
 
@@ -65,30 +61,17 @@ model['backbone'] = dict(  # noqa: F405
 model['neck'].update(  # noqa: F405
     in_channels=[width, width * 2, width * 4, width * 8],
     out_channels=channels)
-model['head'].update(  # noqa: F405
+model['bbox_head']['diffusion'] = diffusion  # noqa: F405
+model['bbox_head']['denoiser'].update(  # noqa: F405
     in_channels=channels,
-    embed_dims=teacher_embed_dims,
     roi_extractor=dict(out_channels=channels),
     feedforward_channels=4 * channels,
     dynamic_conv=dict(feat_channels=16, param_rank=16, with_proj=True))
-model['test_cfg'].update(num_proposals=num_proposals)  # noqa: F405
 
+noise_generator = dict(  # noqa: F405
+    noise_generator, teacher_embeds=teacher_embeds, diffusion=diffusion)
 train_pipeline = [
-    dict(type=LoadImageFromFile, backend_args=backend_args),  # noqa: F405
-    dict(type=LoadPersonSearchAnnotations, with_bbox=True),
-    dict(type=Resize, scale=img_scale, keep_ratio=True),  # noqa: F405
-    dict(type=RandomFlip, prob=0.5),
-    dict(
-        type=DualNoiseGenerator,
-        teacher_embeds=teacher_embeds,
-        num_proposals=num_proposals,
-        box_snr_scale=box_snr_scale,  # noqa: F405
-        embed_snr_scale=embed_snr_scale,  # noqa: F405
-        num_timesteps=num_timesteps,  # noqa: F405
-        beta_schedule='cosine',
-        embed_dims=teacher_embed_dims,
-        center_teacher=center_teacher),  # noqa: F405
-    dict(type=PackPersonSearchInputs),
+    *train_pipeline[:-1], noise_generator, train_pipeline[-1]  # noqa: F405
 ]
 train_dataloader.update(  # noqa: F405
     dict(batch_size=4, dataset=dict(pipeline=train_pipeline)))

@@ -11,13 +11,12 @@ from mmengine.config import read_base
 
 with read_base():
     from .psdiff_r18_synthetic import *  # noqa: F401,F403
-    # after the leaf, so that these two names win
-    from .psdiff_r50_cuhk_paper import center_teacher
-    from .psdiff_r50_cuhk_paper import model as paper_model
+    # after the leaf, so that these names win
+    from .psdiff_r50_cuhk_paper import (center_teacher, paper_criterion,
+                                        paper_train_cfg)
 
-model['head']['criterion'] = paper_model['head']['criterion']  # noqa: F405
-model['train_cfg'] = paper_model['train_cfg']  # noqa: F405
-del paper_model
+model['bbox_head']['criterion'] = paper_criterion  # noqa: F405
+model['train_cfg'] = paper_train_cfg  # noqa: F405
 # [-2]: the DualNoiseGenerator, before PackPersonSearchInputs
 train_dataloader['dataset']['pipeline'][-2].update(  # noqa: F405
     center_teacher=center_teacher)

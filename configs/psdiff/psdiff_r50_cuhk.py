@@ -17,14 +17,10 @@
 # Other step counts / samplers at test time, e.g.
 #   --cfg-options model.test_cfg.sampling_steps=4 \
 #       model.test_cfg.sampler=dpm-solver++ model.test_cfg.box_renewal=False
-from mmcv.transforms import LoadImageFromFile
-from mmdet.datasets.transforms import RandomFlip, Resize
 from mmengine.config import read_base
 from mmengine.hooks import CheckpointHook
 
-from mmpsearch.datasets.transforms import (DualNoiseGenerator,
-                                           LoadPersonSearchAnnotations,
-                                           PackPersonSearchInputs)
+from mmpsearch.datasets.transforms import DualNoiseGenerator
 
 with read_base():
     from .._base_.datasets.cuhk_sysu import *  # noqa: F401,F403
@@ -36,23 +32,15 @@ with read_base():
 teacher_embeds = 'data/CUHK-SYSU/teacher_r50_train.npz'
 
 # The dataset's training pipeline with the dual noise generator (eq. 10)
-# after the geometric transforms.
+# after the geometric transforms, before PackPersonSearchInputs; it gets the
+# model's diffusion settings.
+noise_generator = dict(
+    type=DualNoiseGenerator,
+    teacher_embeds=teacher_embeds,
+    diffusion=diffusion,  # noqa: F405
+    center_teacher=center_teacher)  # noqa: F405
 train_pipeline = [
-    dict(type=LoadImageFromFile, backend_args=backend_args),  # noqa: F405
-    dict(type=LoadPersonSearchAnnotations, with_bbox=True),
-    dict(type=Resize, scale=img_scale, keep_ratio=True),  # noqa: F405
-    dict(type=RandomFlip, prob=0.5),
-    dict(
-        type=DualNoiseGenerator,
-        teacher_embeds=teacher_embeds,
-        num_proposals=num_proposals,  # noqa: F405
-        box_snr_scale=box_snr_scale,  # noqa: F405
-        embed_snr_scale=embed_snr_scale,  # noqa: F405
-        num_timesteps=num_timesteps,  # noqa: F405
-        beta_schedule='cosine',
-        embed_dims=teacher_embed_dims,  # noqa: F405
-        center_teacher=center_teacher),  # noqa: F405
-    dict(type=PackPersonSearchInputs),
+    *train_pipeline[:-1], noise_generator, train_pipeline[-1]  # noqa: F405
 ]
 train_dataloader.update(  # noqa: F405
     dict(batch_size=8, dataset=dict(pipeline=train_pipeline)))

@@ -13,10 +13,12 @@ with read_base():
     from .psdiff_r50_cuhk import *  # noqa: F401,F403
 
 # The criterion's defaults are the paper's (Hungarian, focal 2 / L1 5 /
-# GIoU 2 / ReID 5).
-model['head']['criterion'] = dict(type=DualDenoisingCriterion)  # noqa: F405
-model['train_cfg'] = dict(num_passes=1)  # noqa: F405
+# GIoU 2 / ReID 5). The other *_paper.py leaves import these three names.
+paper_criterion = dict(type=DualDenoisingCriterion)
+paper_train_cfg = dict(num_passes=1)
 center_teacher = False
+model['bbox_head']['criterion'] = paper_criterion  # noqa: F405
+model['train_cfg'] = paper_train_cfg  # noqa: F405
 # [-2]: the DualNoiseGenerator, before PackPersonSearchInputs
 train_dataloader['dataset']['pipeline'][-2].update(  # noqa: F405
     center_teacher=center_teacher)

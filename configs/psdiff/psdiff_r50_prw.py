@@ -1,11 +1,7 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 # PSDiff, ResNet-50 + FPN, PRW (Jia et al., Table II: 53.5 mAP at 8
-# steps). Paper settings (Sec. IV-A): AdamW 2.5e-5, wd 1e-4, 90k
-# iterations, lr /10 at 70k and 84k, batch 32 (here 8 per GPU x 4 GPUs),
-# 1333x800, N_train = N_test = 300, s1 = 2, s2 = 3, 8 DDIM steps (eta = 1).
-# The training recipe is the one shown to learn on the synthetic benchmark
-# (psdiff_r18_synthetic.py is this file scaled down); its four departures
-# from the paper are named in configs/_base_/models/psdiff_r50_fpn.py, and
+# steps): psdiff_r50_cuhk.py (the same paper settings, the same recipe and
+# its departures) on PRW; only the dataset and the teacher file differ.
 # psdiff_r50_prw_paper.py is the paper's recipe exactly.
 #
 # Needs the ReID teacher's embeddings of the training boxes first:
@@ -14,52 +10,18 @@
 #       configs/teacher/teacher_r50_prw.py \
 #       work_dirs/teacher_r50_prw/epoch_60.pth \
 #       --out data/PRW/teacher_r50_train.npz
-# Other step counts / samplers at test time, e.g.
-#   --cfg-options model.test_cfg.sampling_steps=4 \
-#       model.test_cfg.sampler=dpm-solver++ model.test_cfg.box_renewal=False
-from mmcv.transforms import LoadImageFromFile
-from mmdet.datasets.transforms import RandomFlip, Resize
 from mmengine.config import read_base
-from mmengine.hooks import CheckpointHook
-
-from mmpsearch.datasets.transforms import (DualNoiseGenerator,
-                                           LoadPersonSearchAnnotations,
-                                           PackPersonSearchInputs)
 
 with read_base():
+    from .psdiff_r50_cuhk import *  # noqa: F401,F403
+    # the dataset after the leaf: its variables replace CUHK-SYSU's
     from .._base_.datasets.prw import *  # noqa: F401,F403
-    from .._base_.default_runtime import *  # noqa: F401,F403
-    from .._base_.models.psdiff_r50_fpn import *  # noqa: F401,F403
-    from .._base_.schedules.schedule_90k import *  # noqa: F401,F403
 
 # The file written by tools/extract_teacher_embeddings.py (see above).
 teacher_embeds = 'data/PRW/teacher_r50_train.npz'
-
-# The dataset's training pipeline with the dual noise generator (eq. 10)
-# after the geometric transforms.
+noise_generator = dict(noise_generator, teacher_embeds=teacher_embeds)  # noqa
 train_pipeline = [
-    dict(type=LoadImageFromFile, backend_args=backend_args),  # noqa: F405
-    dict(type=LoadPersonSearchAnnotations, with_bbox=True),
-    dict(type=Resize, scale=img_scale, keep_ratio=True),  # noqa: F405
-    dict(type=RandomFlip, prob=0.5),
-    dict(
-        type=DualNoiseGenerator,
-        teacher_embeds=teacher_embeds,
-        num_proposals=num_proposals,  # noqa: F405
-        box_snr_scale=box_snr_scale,  # noqa: F405
-        embed_snr_scale=embed_snr_scale,  # noqa: F405
-        num_timesteps=num_timesteps,  # noqa: F405
-        beta_schedule='cosine',
-        embed_dims=teacher_embed_dims,  # noqa: F405
-        center_teacher=center_teacher),  # noqa: F405
-    dict(type=PackPersonSearchInputs),
+    *train_pipeline[:-1], noise_generator, train_pipeline[-1]  # noqa: F405
 ]
 train_dataloader.update(  # noqa: F405
     dict(batch_size=8, dataset=dict(pipeline=train_pipeline)))
-
-default_hooks.update(  # noqa: F405
-    dict(
-        checkpoint=dict(
-            type=CheckpointHook, by_epoch=False, interval=10000,
-            max_keep_ckpts=3)))
-auto_scale_lr = dict(enable=False, base_batch_size=32)

@@ -4,15 +4,15 @@
 from mmengine.config import read_base
 
 with read_base():
-    from .psdiff_r50_prw import *  # noqa: F401,F403
-    # after the leaf, so that these two names win
-    from .psdiff_r50_cuhk_paper import center_teacher
-    from .psdiff_r50_cuhk_paper import model as paper_model
+    from .psdiff_r50_cuhk_paper import *  # noqa: F401,F403
+    # the dataset after the recipe: its variables replace CUHK-SYSU's
+    from .._base_.datasets.prw import *  # noqa: F401,F403
+    from .psdiff_r50_prw import noise_generator, teacher_embeds  # noqa
 
-model['head']['criterion'] = paper_model['head']['criterion']  # noqa: F405
-model['train_cfg'] = paper_model['train_cfg']  # noqa: F405
-del paper_model
-# [-2]: the DualNoiseGenerator, before PackPersonSearchInputs
-train_dataloader['dataset']['pipeline'][-2].update(  # noqa: F405
-    center_teacher=center_teacher)
-train_pipeline = train_dataloader['dataset']['pipeline']  # noqa: F405
+train_pipeline = [
+    *train_pipeline[:-1],  # noqa: F405
+    dict(noise_generator, center_teacher=center_teacher),  # noqa: F405
+    train_pipeline[-1]  # noqa: F405
+]
+train_dataloader.update(  # noqa: F405
+    dict(batch_size=8, dataset=dict(pipeline=train_pipeline)))

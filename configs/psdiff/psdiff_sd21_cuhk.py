@@ -49,4 +49,6 @@ model['neck'] = dict(  # noqa: F405
     extra_level='maxpool')
 del diffps_model  # keep the DiffPS model out of this config
 # the pyramid's strides, finest first (the R50 FPN's were 4-32)
-model['head']['roi_extractor']['featmap_strides'] = [8, 16, 32, 64]  # noqa
+model['bbox_head']['denoiser']['roi_extractor']['featmap_strides'] = [
+    8, 16, 32, 64
+]  # noqa: F405

@@ -4,15 +4,12 @@
 from mmengine.config import read_base
 
 with read_base():
-    from .psdiff_swin_b_cuhk import *  # noqa: F401,F403
-    # after the leaf, so that these two names win
-    from .psdiff_r50_cuhk_paper import center_teacher
-    from .psdiff_r50_cuhk_paper import model as paper_model
+    from .psdiff_r50_cuhk_paper import *  # noqa: F401,F403
+    # the Swin-B backbone, its FPN input widths and its optimiser settings
+    from .psdiff_swin_b_cuhk import model as swin_model
+    from .psdiff_swin_b_cuhk import optim_wrapper, swin_b_checkpoint  # noqa
 
-model['head']['criterion'] = paper_model['head']['criterion']  # noqa: F405
-model['train_cfg'] = paper_model['train_cfg']  # noqa: F405
-del paper_model
-# [-2]: the DualNoiseGenerator, before PackPersonSearchInputs
-train_dataloader['dataset']['pipeline'][-2].update(  # noqa: F405
-    center_teacher=center_teacher)
-train_pipeline = train_dataloader['dataset']['pipeline']  # noqa: F405
+# assigned, not merged with update(): the ResNet's keys must go
+model['backbone'] = swin_model['backbone']  # noqa: F405
+model['neck'] = swin_model['neck']  # noqa: F405
+del swin_model

@@ -12,25 +12,14 @@
 #       configs/teacher/teacher_synthetic.py \
 #       work_dirs/teacher_synthetic/iter_150.pth \
 #       --out work_dirs/teacher_synthetic/teacher_embeddings.npz
-from mmcv.transforms import LoadImageFromFile, RandomFlip, Resize
 from mmengine.config import read_base
-from mmengine.dataset import DefaultSampler
 from mmengine.hooks import CheckpointHook, LoggerHook
-from mmengine.optim import CosineAnnealingLR, LinearLR, OptimWrapper
-from mmengine.runner import IterBasedTrainLoop, TestLoop, ValLoop
-from mmpretrain.datasets.transforms import PackInputs
-from mmpretrain.evaluation import Accuracy
-from mmpretrain.models import (ArcFaceClsHead, ClsDataPreprocessor,
-                               CrossEntropyLoss, GlobalAveragePooling,
-                               ImageClassifier, ResNet)
+from mmengine.optim import CosineAnnealingLR, LinearLR
+from mmengine.runner import IterBasedTrainLoop
 from torch.optim import AdamW
 
-from mmpsearch.datasets.cuhk_sysu import CUHKSYSUDataset
-from mmpsearch.datasets.person_crops import PersonCropDataset
-from mmpsearch.datasets.transforms.person_crop import CropPersonBox
-
 with read_base():
-    from .._base_.default_runtime import *  # noqa: F401,F403
+    from .teacher_r50_cuhk import *  # noqa: F401,F403
 
 # tools/dataset_converters/make_synthetic.py with its defaults (200 ids)
 # gives 100 training identities; PersonCropDataset checks this number
@@ -41,82 +30,44 @@ width = 32  # channels of the first stage (ResNet-18 has 64)
 embed_dim = width * 8
 max_iters = 150
 data_root = 'data/synthetic_cuhk/'
-person_search_train = dict(
-    type=CUHKSYSUDataset, data_root=data_root, split='train')
+person_search_train = dict(person_search_train,  # noqa: F405
+                           data_root=data_root)
 
-model = dict(
-    type=ImageClassifier,
-    data_preprocessor=dict(
-        type=ClsDataPreprocessor,
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        to_rgb=True),
-    backbone=dict(
-        type=ResNet,
-        depth=18,
-        stem_channels=width,
-        base_channels=width,
-        strides=(1, 2, 2, 2),
-        out_indices=(3, )),
-    neck=dict(type=GlobalAveragePooling),
-    head=dict(
-        type=ArcFaceClsHead,
-        num_classes=num_classes,
-        in_channels=embed_dim,
-        scale=16.0,
-        margins=0.2,
-        loss=dict(type=CrossEntropyLoss, loss_weight=1.0)))
+model['backbone'] = dict(  # noqa: F405
+    type=model['backbone']['type'],  # noqa: F405
+    depth=18,
+    stem_channels=width,
+    base_channels=width,
+    strides=(1, 2, 2, 2),
+    out_indices=(3, ))
+model['head'].update(  # noqa: F405
+    num_classes=num_classes, in_channels=embed_dim, scale=16.0, margins=0.2)
 
+# the crop size changes, and no random crop of the small crops
 train_pipeline = [
-    dict(type=LoadImageFromFile),
-    dict(type=CropPersonBox),
-    dict(type=Resize, scale=(crop_size[1], crop_size[0]), keep_ratio=False),
-    dict(type=RandomFlip, prob=0.5, direction='horizontal'),
-    dict(type=PackInputs),
+    dict(t, scale=(crop_size[1], crop_size[0])) if 'scale' in t else t
+    for t in train_pipeline  # noqa: F405
+    if 'padding' not in t
 ]
 test_pipeline = [
-    dict(type=LoadImageFromFile),
-    dict(type=CropPersonBox),
-    dict(type=Resize, scale=(crop_size[1], crop_size[0]), keep_ratio=False),
-    dict(type=PackInputs),
+    dict(t, scale=(crop_size[1], crop_size[0])) if 'scale' in t else t
+    for t in test_pipeline  # noqa: F405
 ]
-
-train_dataloader = dict(
-    batch_size=32,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type=DefaultSampler, shuffle=True),
-    dataset=dict(
-        type=PersonCropDataset,
-        dataset=person_search_train,
-        subset='train',
-        holdout_every=5,
-        num_classes=num_classes,
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=64,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type=DefaultSampler, shuffle=False),
-    dataset=dict(
-        type=PersonCropDataset,
-        dataset=person_search_train,
-        subset='val',
-        holdout_every=5,
-        num_classes=num_classes,
-        pipeline=test_pipeline,
-        test_mode=True))
+train_dataloader.update(  # noqa: F405
+    batch_size=32, num_workers=2)
+train_dataloader['dataset'].update(  # noqa: F405
+    dataset=person_search_train, num_classes=num_classes,
+    pipeline=train_pipeline)
+val_dataloader.update(batch_size=64, num_workers=2)  # noqa: F405
+val_dataloader['dataset'].update(  # noqa: F405
+    dataset=person_search_train, num_classes=num_classes,
+    pipeline=test_pipeline)
 test_dataloader = val_dataloader
-val_evaluator = dict(type=Accuracy, topk=(1, 5))
-test_evaluator = val_evaluator
 
 train_cfg = dict(
     type=IterBasedTrainLoop, max_iters=max_iters, val_interval=max_iters)
-val_cfg = dict(type=ValLoop)
-test_cfg = dict(type=TestLoop)
-optim_wrapper = dict(
-    type=OptimWrapper,
-    optimizer=dict(type=AdamW, lr=5e-3, weight_decay=5e-4))
+optim_wrapper['optimizer'] = dict(  # noqa: F405
+    type=AdamW, lr=5e-3, weight_decay=5e-4)
 param_scheduler = [
     dict(type=LinearLR, start_factor=0.1, by_epoch=False, begin=0, end=50),
     dict(
@@ -128,11 +79,10 @@ param_scheduler = [
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=32)
 
-default_hooks.update(  # noqa: F405
-    logger=dict(type=LoggerHook, interval=20),
-    checkpoint=dict(
-        type=CheckpointHook,
-        by_epoch=False,
-        interval=max_iters,
-        max_keep_ckpts=1))
+default_hooks['logger'] = dict(type=LoggerHook, interval=20)  # noqa: F405
+# replaced, not merged: no best-accuracy checkpoint of a 150-iteration run
+default_hooks['checkpoint'] = dict(  # noqa: F405
+    type=CheckpointHook, by_epoch=False, interval=max_iters,
+    max_keep_ckpts=1)
+log_processor.update(by_epoch=False)  # noqa: F405
 randomness = dict(seed=0)

@@ -1,9 +1,7 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-from .cuhk_sysu import (CUHK_GALLERY_SIZES, CUHKSYSUDataset,
-                        load_cuhk_protocol)
-from .cuhk_subsets import (CUHK_SUBSETS, available_subsets,
-                           load_cuhk_subset, load_cuhk_subsets,
-                           resolve_subsets)
+from .cuhk_subsets import (CUHK_SUBSETS, available_subsets, load_cuhk_subset,
+                           load_cuhk_subsets, resolve_subsets)
+from .cuhk_sysu import CUHK_GALLERY_SIZES, CUHKSYSUDataset, load_cuhk_protocol
 from .mat_utils import clear_cache
 from .person_crops import PersonCropDataset
 from .protocol import GalleryImage, Query, QuerySubset, SearchProtocol

@@ -27,13 +27,15 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .cuhk_sysu import (_box_key, _Labeller, _parse_images, _parse_pool,
-                        _parse_testg, _paths, _xyxy, check_cuhk_root,
-                        load_cuhk_protocol, testg_path)
+from .cuhk_sysu import (ANNO_DIR, _box_key, _Labeller, _parse_images,
+                        _parse_pool, _parse_testg, _paths, _xyxy,
+                        check_cuhk_root, load_cuhk_protocol, testg_path)
 from .protocol import Query, QuerySubset, SearchProtocol
 
 CUHK_SUBSETS = ('occlusion', 'resolution')
-SUBSET_DIR = osp.join('annotation', 'test', 'subset')
+# Defined once here: the synthetic writer (``synthetic/cuhk_writer.py``)
+# writes these files.
+SUBSET_DIR = osp.join(ANNO_DIR, 'test', 'subset')
 # name -> (file, variable)
 SUBSET_FILES: Dict[str, Tuple[str, str]] = {
     'occlusion': ('Occlusion.mat', 'Occlusion1'),

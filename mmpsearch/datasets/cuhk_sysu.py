@@ -41,9 +41,29 @@ from .protocol import GalleryImage, Query, SearchProtocol
 
 CUHK_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
 
+# The release's folders, files and .mat variables, defined once here: the
+# synthetic writer (``synthetic/cuhk_writer.py``) imports them, so what it
+# writes is what this reader looks for.
 IMAGE_DIR = osp.join('Image', 'SSM')
 ANNO_DIR = 'annotation'
-PROTOCOL_DIR = osp.join('annotation', 'test', 'train_test')
+PROTOCOL_DIR = osp.join(ANNO_DIR, 'test', 'train_test')
+IMAGES_FILE, IMAGES_VAR = 'Images.mat', 'Img'
+POOL_FILE, POOL_VAR = 'pool.mat', 'pool'
+TRAIN_FILE, TRAIN_VAR = 'Train.mat', 'Train'
+# released beside the others, not read here
+PERSON_FILE, PERSON_VAR = 'Person.mat', 'Person'
+
+
+def testg_var(gallery_size: int) -> str:
+    """The variable of the protocol file of a gallery size:
+    ``TestG{gallery_size}``."""
+    return f'TestG{gallery_size}'
+
+
+def testg_file(gallery_size: int) -> str:
+    """The protocol file of a gallery size: ``TestG{gallery_size}.mat``
+    (under ``PROTOCOL_DIR``)."""
+    return f'{testg_var(gallery_size)}.mat'
 
 
 # --------------------------------------------------------------------------
@@ -62,9 +82,11 @@ def _parse_images(path: str) -> Dict[str, np.ndarray]:
     """
 
     def parse() -> Dict[str, np.ndarray]:
-        mat = load_mat(path, "the variable 'Img' (1xN struct of images)")
+        mat = load_mat(path, f"the variable '{IMAGES_VAR}' (1xN struct of "
+                       'images)')
         imgs = struct_array(
-            get_var(mat, 'Img', path), ('imname', 'box'), path, 'Img')
+            get_var(mat, IMAGES_VAR, path), ('imname', 'box'), path,
+            IMAGES_VAR)
         out: Dict[str, np.ndarray] = {}
         for i, rec in enumerate(imgs):
             name = to_str(rec['imname'], path, f'Img({i + 1}).imname')
@@ -97,9 +119,9 @@ def _parse_pool(path: str) -> List[str]:
     """pool.mat -> the test (gallery) image names, in file order."""
 
     def parse() -> List[str]:
-        mat = load_mat(path, "the variable 'pool' (cell of test image "
-                       'names)')
-        items = cell_items(get_var(mat, 'pool', path), path, 'pool')
+        mat = load_mat(path, f"the variable '{POOL_VAR}' (cell of test "
+                       'image names)')
+        items = cell_items(get_var(mat, POOL_VAR, path), path, POOL_VAR)
         names = [
             to_str(v, path, f'pool{{{i + 1}}}') for i, v in enumerate(items)
         ]
@@ -117,9 +139,9 @@ def _parse_train(path: str) -> List[Tuple[str, List[Tuple[str, np.ndarray]]]]:
     order."""
 
     def parse():
-        mat = load_mat(path, "the variable 'Train' (cell of 1x1 structs "
-                       'idname, nAppear, scene)')
-        cells = cell_items(get_var(mat, 'Train', path), path, 'Train')
+        mat = load_mat(path, f"the variable '{TRAIN_VAR}' (cell of 1x1 "
+                       'structs idname, nAppear, scene)')
+        cells = cell_items(get_var(mat, TRAIN_VAR, path), path, TRAIN_VAR)
         out = []
         for k, cell in enumerate(cells):
             what = f'Train{{{k + 1}}}'
@@ -158,7 +180,7 @@ def _parse_testg(path: str,
     struct with ``Query`` and ``Gallery``): the occlusion and
     low-resolution subsets, see ``cuhk_subsets.py``.
     """
-    var = var or f'TestG{size}'
+    var = var or testg_var(size)
 
     def parse() -> List[_TestEntry]:
         mat = load_mat(path, f"the variable '{var}' (1xQ struct of Query, "
@@ -216,17 +238,17 @@ def testg_path(data_root: str, gallery_size: int) -> str:
     size is unknown or its file is absent."""
     _check_gallery_size(gallery_size)
     check_cuhk_root(data_root)
-    path = osp.join(data_root, PROTOCOL_DIR, f'TestG{gallery_size}.mat')
+    path = osp.join(data_root, PROTOCOL_DIR, testg_file(gallery_size))
     if not osp.isfile(path):
         present = [
             n for n in CUHK_GALLERY_SIZES if osp.isfile(
-                osp.join(data_root, PROTOCOL_DIR, f'TestG{n}.mat'))
+                osp.join(data_root, PROTOCOL_DIR, testg_file(n)))
         ]
         raise FileNotFoundError(
             f'{path} does not exist: gallery size {gallery_size} is not '
             f'available under {data_root} (the TestG files present give '
             f'gallery sizes {present}); expected the released '
-            f'TestG{gallery_size}.mat')
+            f'{testg_file(gallery_size)}')
     return path
 
 
@@ -322,9 +344,9 @@ def check_cuhk_root(data_root: str) -> None:
 def _paths(data_root: str) -> Dict[str, str]:
     check_cuhk_root(data_root)
     return dict(
-        images=osp.join(data_root, ANNO_DIR, 'Images.mat'),
-        pool=osp.join(data_root, ANNO_DIR, 'pool.mat'),
-        train=osp.join(data_root, PROTOCOL_DIR, 'Train.mat'))
+        images=osp.join(data_root, ANNO_DIR, IMAGES_FILE),
+        pool=osp.join(data_root, ANNO_DIR, POOL_FILE),
+        train=osp.join(data_root, PROTOCOL_DIR, TRAIN_FILE))
 
 
 def cuhk_train_annotations(data_root: str) -> List[_ImageAnn]:
@@ -466,7 +488,7 @@ class CUHKSYSUDataset(BaseDetDataset):
         root = self.data_root
         check_cuhk_root(root)
         require_file(
-            osp.join(root, ANNO_DIR, 'Images.mat'),
+            osp.join(root, ANNO_DIR, IMAGES_FILE),
             'the CUHK-SYSU annotation Images.mat (is data_root the '
             'dataset folder holding Image/ and annotation/?)')
         if self.split == 'train':
@@ -474,7 +496,7 @@ class CUHKSYSUDataset(BaseDetDataset):
             queries = None
         else:
             anns, queries = cuhk_test_annotations(root, self.gallery_size)
-        src = osp.join(root, ANNO_DIR, 'Images.mat')
+        src = osp.join(root, ANNO_DIR, IMAGES_FILE)
         data_list = []
         if self.split in ('train', 'gallery'):
             for a in anns:
@@ -484,7 +506,7 @@ class CUHKSYSUDataset(BaseDetDataset):
                         self.split, a.boxes, a.person_ids, src))
         else:
             src = osp.join(root, PROTOCOL_DIR,
-                           f'TestG{self.gallery_size}.mat')
+                           testg_file(self.gallery_size))
             for i, q in enumerate(queries):
                 data_list.append(
                     image_data_info(

@@ -10,12 +10,17 @@ file, the entry and what was expected whenever the nesting is not the
 released one. Parsed results are cached in-process, keyed by the file's path,
 size and modification time, so that the gallery and query splits and the
 metric parse a (large) annotation file only once.
+
+The writing helpers at the end (:func:`mat_struct`, :func:`mat_cell`,
+:func:`save_mat` ...) build the same nesting for ``scipy.io.savemat``; the
+synthetic data writers use them.
 """
+import io
 import os
 import os.path as osp
 import threading
-from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, \
-    Tuple
+from typing import (Any, Callable, Dict, Hashable, List, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 
@@ -386,3 +391,54 @@ def filter_data_infos(data_list: List[dict], filter_cfg: Optional[dict],
         raise ValueError(f'filter_cfg={filter_cfg} removes all '
                          f'{len(data_list)} images of the dataset')
     return kept
+
+
+# --------------------------------------------------------------------------
+# Writing .mat files in the released nesting.
+# --------------------------------------------------------------------------
+def mat_struct(fields: Sequence[str], rows: Sequence[Sequence]) -> np.ndarray:
+    """A 1xN MATLAB struct array (numpy record array of object fields)."""
+    arr = np.empty((1, len(rows)), dtype=[(f, object) for f in fields])
+    for i, row in enumerate(rows):
+        for f, v in zip(fields, row):
+            arr[f][0, i] = v
+    return arr
+
+
+def mat_cell(items: Sequence, column: bool = True) -> np.ndarray:
+    """An Nx1 (or 1xN) MATLAB cell array."""
+    arr = np.empty((len(items), 1) if column else (1, len(items)), object)
+    for i, v in enumerate(items):
+        arr.flat[i] = v
+    return arr
+
+
+def mat_num(v: Any) -> np.ndarray:
+    """A number or vector as MATLAB stores it: a 2-D float64 array."""
+    return np.atleast_2d(np.asarray(v, dtype=np.float64))
+
+
+#: MATLAB's empty ``[]`` (e.g. the ``idlocate`` of a gallery image that
+#: does not hold the query).
+MAT_EMPTY = np.zeros((0, 0))
+
+#: Bytes of the text header of a MAT v5 file.
+MAT_HEADER_SIZE = 116
+
+
+def save_mat(path: str, mdict: Dict[str, np.ndarray], header: str) -> None:
+    """``scipy.io.savemat`` (MAT v5) into ``path`` (its folder created),
+    with the header text replaced by ``header``: scipy's holds the time of
+    writing, so equal content would not give equal bytes."""
+    from scipy.io import savemat
+    text = header.encode('ascii')
+    if len(text) > MAT_HEADER_SIZE:
+        raise ValueError(f'header {header!r} is longer than the '
+                         f'{MAT_HEADER_SIZE} bytes of a MAT v5 header')
+    buf = io.BytesIO()
+    savemat(buf, mdict, format='5', oned_as='row')
+    data = bytearray(buf.getvalue())
+    data[:MAT_HEADER_SIZE] = text.ljust(MAT_HEADER_SIZE)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(path, 'wb') as f:
+        f.write(bytes(data))

@@ -22,7 +22,7 @@ import logging
 import os.path as osp
 import re
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 from mmdet.datasets import BaseDetDataset
@@ -30,13 +30,30 @@ from mmengine.logging import print_log
 
 from mmpsearch.registry import DATASETS
 from .mat_utils import (SPLITS, cached, cell_items, check_data_root,
-                        filter_data_infos, get_var, image_data_info,
-                        load_mat, require_file, to_str)
+                        filter_data_infos, get_var, image_data_info, load_mat,
+                        require_file, to_str)
 from .protocol import GalleryImage, Query, SearchProtocol
 
 BOX_KEYS = ('box_new', 'anno_file', 'anno_previous')
 FRAME_RE = re.compile(r'^c(\d)s(\d+)_(\d+)$')
 UNLABELED_ID = -2
+
+# The release's folders, files and .mat variables, defined once here: the
+# synthetic writer (``synthetic/prw_writer.py``) imports them, so what it
+# writes is what this reader looks for.
+FRAMES_DIR = 'frames'
+ANNOTATIONS_DIR = 'annotations'
+#: ``annotations/<frame>`` + this: the frame's boxes
+ANNOTATION_SUFFIX = '.jpg.mat'
+#: split -> (file, variable) of the frame lists
+FRAME_LISTS: Dict[str, Tuple[str, str]] = {
+    'train': ('frame_train.mat', 'img_index_train'),
+    'test': ('frame_test.mat', 'img_index_test'),
+}
+QUERY_FILE = 'query_info.txt'
+# released beside the others, not read here
+ID_TRAIN_FILE, ID_TRAIN_VAR = 'ID_train.mat', 'ID_train'
+ID_TEST_FILE, ID_TEST_VAR = 'ID_test.mat', 'ID_test2'
 
 
 def prw_cam_id(frame: str, source: str = 'frame name') -> int:
@@ -182,8 +199,8 @@ def check_prw_root(data_root: str) -> None:
     check_data_root(
         data_root, 'PRW', 'frames/, annotations/, frame_train.mat, '
         'frame_test.mat and query_info.txt',
-        own=('frame_test.mat', 'frame_train.mat', 'annotations', 'frames',
-             'query_info.txt'),
+        own=(FRAME_LISTS['test'][0], FRAME_LISTS['train'][0],
+             ANNOTATIONS_DIR, FRAMES_DIR, QUERY_FILE),
         others={'CUHK-SYSU': ('cuhk', ('annotation', 'Image'))})
 
 
@@ -192,8 +209,7 @@ def _split_frames(data_root: str, split: str) -> List[str]:
     other split), after checking that no frame is in both lists."""
     check_prw_root(data_root)
     lists = {}
-    for s, fname, var in (('train', 'frame_train.mat', 'img_index_train'),
-                          ('test', 'frame_test.mat', 'img_index_test')):
+    for s, (fname, var) in FRAME_LISTS.items():
         path = osp.join(data_root, fname)
         if s == ('train' if split == 'train' else 'test') or \
                 osp.exists(path):
@@ -202,8 +218,8 @@ def _split_frames(data_root: str, split: str) -> List[str]:
         both = set(lists['train']).intersection(lists['test'])
         if both:
             raise ValueError(
-                f'{osp.join(data_root, "frame_train.mat")} and '
-                f'{osp.join(data_root, "frame_test.mat")} both list '
+                f'{osp.join(data_root, FRAME_LISTS["train"][0])} and '
+                f'{osp.join(data_root, FRAME_LISTS["test"][0])} both list '
                 f'{len(both)} frames, e.g. {sorted(both)[:5]}: test frames '
                 'would leak into training; expected disjoint train and test '
                 'frames as released')
@@ -216,7 +232,8 @@ def _frame_annotations(data_root: str, split: str) -> List[_FrameAnn]:
     frames = _split_frames(data_root, split)
     out = []
     for frame in frames:
-        apath = osp.join(data_root, 'annotations', f'{frame}.jpg.mat')
+        apath = osp.join(data_root, ANNOTATIONS_DIR,
+                         f'{frame}{ANNOTATION_SUFFIX}')
         ids, xywh = _parse_annotation(apath)
         keep = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
         if not np.all(keep):
@@ -261,7 +278,7 @@ class _PRWQuery:
 def prw_queries(data_root: str) -> List[_PRWQuery]:
     """The queries of query_info.txt (original ids), after checking their
     frames are test frames."""
-    path = osp.join(data_root, 'query_info.txt')
+    path = osp.join(data_root, QUERY_FILE)
     test_frames = set(_split_frames(data_root, 'query'))
     out = []
     for n, (pid, xywh, frame) in enumerate(_parse_query_info(path), 1):
@@ -338,7 +355,7 @@ class PRWDataset(BaseDetDataset):
 
     def load_data_list(self) -> List[dict]:
         root = self.data_root
-        frames_dir = osp.join(root, 'frames')
+        frames_dir = osp.join(root, FRAMES_DIR)
         data_list = []
         if self.split in ('train', 'gallery'):
             anns = (prw_train_annotations(root) if self.split == 'train'
@@ -351,10 +368,10 @@ class PRWDataset(BaseDetDataset):
                         self.split,
                         a.boxes,
                         a.person_ids,
-                        osp.join(root, 'annotations', f'{a.img_id}.mat'),
+                        osp.join(root, ANNOTATIONS_DIR, f'{a.img_id}.mat'),
                         cam_id=a.cam_id))
         else:
-            src = osp.join(root, 'query_info.txt')
+            src = osp.join(root, QUERY_FILE)
             for i, q in enumerate(prw_queries(root)):
                 data_list.append(
                     image_data_info(

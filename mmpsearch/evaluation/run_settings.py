@@ -10,7 +10,7 @@ write the metrics with a ``"settings"`` object beside them (see
         "dataset": "cuhk", "score_thr": 0.5, "gallery_sizes": [100],
         "camera": null, "cbgm": false, "cbgm_k1": null, "cbgm_k2": null,
         "subset": null,
-        "model": "DiffusionPersonSearch", "sampling_steps": 8,
+        "model": "PSDiff", "sampling_steps": 8,
         "num_proposals": 300, "sampler": "DDIMSampler",
         "model_score_thr": 0.5, "seeds": [0],
         "seed_keys": ["model.test_cfg.seed"]}}
@@ -21,7 +21,7 @@ The model keys come from the model for ``tools/test.py`` and from the
 has no such setting.
 
 Test-time seeds: :func:`seed_keys` names where a model's test-time
-randomness is seeded. PSDiff (``DiffusionPersonSearch``): ``test_cfg.seed``
+randomness is seeded. PSDiff (``PSDiff``): ``test_cfg.seed``
 (its initial boxes / embeddings and the sampler noise). A Stable Diffusion
 backbone (DiffPS, PSDiff on SD) with a posterior sample or forward noise:
 ``backbone.noise_seed``. A model with both gets the same seed in both. The

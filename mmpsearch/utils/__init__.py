@@ -1,6 +1,6 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-from .checkpoint import (SAFE_GLOBALS, UnsafeCheckpointError, safe_torch_load,
-                         register_safe_checkpoint_loader)
+from .checkpoint import (SAFE_GLOBALS, UnsafeCheckpointError,
+                         register_safe_checkpoint_loader, safe_torch_load)
 from .dist import setup_cpu_distributed
 from .setup_env import register_all_modules
 

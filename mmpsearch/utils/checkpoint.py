@@ -15,12 +15,12 @@ import os.path as osp
 import pickle
 import re
 import zipfile
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
+import mmengine.runner.checkpoint as mmengine_checkpoint
 import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
-import mmengine.runner.checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
 try:  # numpy >= 2
@@ -204,9 +204,6 @@ def register_safe_checkpoint_loader() -> Callable:
     return load_from_local
 
 
-register_safe_checkpoint_loader()
-
-
 # ---------------------------------------------------------------------------
 # Does a checkpoint fit the model it is loaded into?
 # ---------------------------------------------------------------------------
@@ -239,6 +236,52 @@ def checkpoint_state_dict(checkpoint: Any) -> dict:
             f'the checkpoint holds a {type(state).__name__}, not a state '
             'dict of weights')
     return {re.sub(r'^module\.', '', str(k)): v for k, v in state.items()}
+
+
+def rename_state_dict_prefixes(state: dict,
+                               renames: Mapping[str, str],
+                               prefix: str = '') -> dict:
+    """Rename, in place, the keys of ``state`` that start with
+    ``prefix + old`` to ``prefix + new`` for each ``old -> new`` of
+    ``renames`` (the first that matches), together with the entries of its
+    ``_metadata`` (per-module versions, which ``load_state_dict`` looks up by
+    the module's new name).
+
+    How a model upgrades the keys of a checkpoint written before one of its
+    modules moved: call it from the model's ``_load_from_state_dict`` (with
+    its ``prefix``) and from its ``upgrade_state_dict_keys``, which
+    :func:`check_checkpoint_fits` applies. Give the old prefixes with their
+    trailing dot (``'reid_head.'``), so that ``'reid_head_x.'`` stays.
+
+    Returns:
+        dict: ``state``, for chaining.
+    """
+    def renamed(key: str) -> Optional[str]:
+        for old, new in renames.items():
+            if key.startswith(prefix + old):
+                return prefix + new + key[len(prefix + old):]
+        return None
+
+    for key in list(state):
+        new_key = renamed(key)
+        if new_key is not None:
+            state[new_key] = state.pop(key)
+    metadata = getattr(state, '_metadata', None)
+    if metadata is not None:
+        for key in list(metadata):
+            # metadata is keyed by the module's name without the final dot
+            new_key = renamed(key + '.')
+            if new_key is not None:
+                metadata[new_key[:-1]] = metadata.pop(key)
+    return state
+
+
+def upgrade_checkpoint_keys(model: torch.nn.Module, state: dict) -> dict:
+    """``model.upgrade_state_dict_keys(state)`` when the model's class has
+    that hook (checkpoints of an earlier layout of the model), else
+    ``state``."""
+    upgrade = getattr(model, 'upgrade_state_dict_keys', None)
+    return upgrade(state) if callable(upgrade) else state
 
 
 def compare_state_dict(model: torch.nn.Module, state: dict) -> dict:
@@ -301,6 +344,10 @@ def check_checkpoint_fits(model: torch.nn.Module,
     """Refuse (or, with ``allow_partial``, warn about) a checkpoint that
     does not fill every weight of ``model`` or holds others.
 
+    A model whose class has ``upgrade_state_dict_keys(state_dict)`` (an
+    earlier layout of its modules, renamed on load by its
+    ``_load_from_state_dict``) is compared with the upgraded keys.
+
     Args:
         model: The (unwrapped) model the checkpoint is for.
         checkpoint: The loaded checkpoint (a dict with ``state_dict``, or a
@@ -317,7 +364,10 @@ def check_checkpoint_fits(model: torch.nn.Module,
         CheckpointMismatchError: Unless ``allow_partial``.
     """
     from mmengine.logging import print_log
-    state = checkpoint_state_dict(checkpoint)
+
+    # the keys as the model's _load_from_state_dict will see them: an old
+    # checkpoint of a model that renamed its modules fits after the upgrade
+    state = upgrade_checkpoint_keys(model, checkpoint_state_dict(checkpoint))
     fit = compare_state_dict(model, state)
     if not (fit['missing'] or fit['unexpected'] or fit['shape']):
         return fit

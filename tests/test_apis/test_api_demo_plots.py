@@ -160,7 +160,7 @@ def test_denoising_steps_picture():
     img = np.random.default_rng(0).integers(0, 255, (240, 320, 3), np.uint8)
     steps = denoising_steps(searcher, img)
     assert len(steps) == 3
-    n = cfg.model.test_cfg.num_proposals
+    n = searcher.test_cfg.num_proposals  # N_test = N_train
     for boxes, scores in steps:
         assert boxes.shape == (n, 4) and scores.shape == (n, )
         assert ((scores >= 0) & (scores <= 1)).all()

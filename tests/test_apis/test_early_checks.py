@@ -17,7 +17,8 @@ from mmpsearch.utils import register_all_modules
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 spec = importlib.util.spec_from_file_location(
     'psdiff_detector_tests',
-    osp.join(REPO, 'tests', 'test_models', 'test_psdiff_detector.py'))
+    osp.join(REPO, 'tests', 'test_models', 'test_detectors',
+             'test_psdiff.py'))
 psdiff_tests = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(psdiff_tests)
 

@@ -20,7 +20,7 @@ from scipy.io import savemat
 
 from mmpsearch.datasets import (clear_cache, cuhk_sysu, load_cuhk_protocol,
                                 load_prw_protocol, prw)
-from .released_trees import EMPTY, cell, num, struct
+from mmpsearch.testing.released_trees import EMPTY, cell, num, struct
 
 
 def write_cuhk(root: str, gallery_size: int) -> None:

@@ -12,9 +12,9 @@ from mmpsearch.datasets import (available_subsets, load_cuhk_protocol,
                                 resolve_subsets)
 from mmpsearch.datasets.synthetic import (LOW_RES_MAX_HEIGHT,
                                           OCCLUSION_MIN_SHARE)
+from mmpsearch.testing.released_trees import (CUHK_OCCLUSION, CUHK_RESOLUTION,
+                                              write_cuhk, write_cuhk_subset)
 from .conftest import SMALL
-from .released_trees import (CUHK_OCCLUSION, CUHK_RESOLUTION, write_cuhk,
-                             write_cuhk_subset)
 
 SUBSET_REL = osp.join('annotation', 'test', 'subset')
 

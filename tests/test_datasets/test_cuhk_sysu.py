@@ -9,7 +9,7 @@ from scipy.io import loadmat
 
 from mmpsearch.datasets import (CUHKSYSUDataset, SearchProtocol,
                                 load_cuhk_protocol)
-from .released_trees import CUHK_IMAGES, write_cuhk
+from mmpsearch.testing.released_trees import CUHK_IMAGES, write_cuhk
 
 
 def infos(root, split, **kwargs):

@@ -7,7 +7,7 @@ import pytest
 from scipy.io import loadmat, savemat
 
 from mmpsearch.datasets import PRWDataset, load_prw_protocol, prw_cam_id
-from .released_trees import PRW_FRAMES, PRW_QUERIES, write_prw
+from mmpsearch.testing.released_trees import PRW_FRAMES, PRW_QUERIES, write_prw
 
 
 def infos(root, split, **kwargs):

@@ -19,8 +19,9 @@ from mmpsearch.datasets import (CUHKSYSUDataset, PRWDataset,
 from mmpsearch.datasets.mat_utils import check_image_complete, clear_cache
 from mmpsearch.evaluation.metrics.person_search_metric import load_protocol
 from mmpsearch.registry import DATASETS
-from .released_trees import (CUHK_IMAGES, PRW_QUERIES, PRW_TEST, PRW_TRAIN,
-                             write_cuhk, write_prw)
+from mmpsearch.testing.released_trees import (CUHK_IMAGES, PRW_QUERIES,
+                                              PRW_TEST, PRW_TRAIN, write_cuhk,
+                                              write_prw)
 
 REPO = Path(__file__).resolve().parents[2]
 

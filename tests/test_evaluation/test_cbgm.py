@@ -17,8 +17,7 @@ from mmpsearch.datasets import load_cuhk_protocol, load_prw_protocol
 from mmpsearch.datasets.protocol import GalleryImage, Query, SearchProtocol
 from mmpsearch.evaluation import PersonSearchMetric
 from mmpsearch.evaluation.functional import (CBGM, CBGM_DEFAULTS,
-                                             eval_search_cuhk,
-                                             eval_search_prw,
+                                             eval_search_cuhk, eval_search_prw,
                                              evaluate_person_search,
                                              pack_gallery_detections,
                                              resolve_cbgm_k)

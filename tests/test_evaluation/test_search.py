@@ -114,8 +114,8 @@ def test_detection_hand_case():
 def test_detection_one_to_one_on_argmax_ties():
     """A detection equally close to two persons matches the first; a
     second identical detection then matches nobody."""
-    from .hand_cases import dets, image
     from mmpsearch.datasets.protocol import SearchProtocol
+    from .hand_cases import dets, image
     box = [0, 0, 10, 10]
     protocol = SearchProtocol('cuhk',
                               {'x.jpg': image('x.jpg', [box, box], [0, 1])},

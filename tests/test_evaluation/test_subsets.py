@@ -18,7 +18,7 @@ from mmpsearch.evaluation.functional import (CBGM, SEARCH_KEYS,
                                              pack_gallery_detections)
 from mmpsearch.evaluation.functional.search import eval_search_cuhk
 from mmpsearch.evaluation.results_io import save_search_results
-from ..test_datasets.released_trees import write_cuhk, write_cuhk_subset
+from mmpsearch.testing.released_trees import write_cuhk, write_cuhk_subset
 from .eval_utils import load_eval_search
 from .ps_eval_reference import ref_search
 

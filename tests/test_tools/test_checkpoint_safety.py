@@ -7,8 +7,16 @@ import pytest
 import torch
 from mmengine.runner import load_checkpoint
 
-from mmpsearch.utils import UnsafeCheckpointError, safe_torch_load
+from mmpsearch.utils import (UnsafeCheckpointError, register_all_modules,
+                             safe_torch_load)
 from .conftest import run_tool
+
+
+@pytest.fixture(scope='module', autouse=True)
+def safe_loaders():
+    """mmengine's loaders as every entry point leaves them: made safe by
+    ``register_all_modules()`` (importing mmpsearch does not)."""
+    register_all_modules(init_default_scope=False)
 
 
 class _Payload:

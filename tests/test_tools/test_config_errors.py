@@ -16,8 +16,7 @@ from mmpsearch.datasets.teacher_cache import (TeacherEmbeddings,
 from mmpsearch.utils import register_all_modules
 from mmpsearch.utils.cfg_signature import check_config_types, check_env_cfg
 from mmpsearch.utils.checkpoint import (CorruptCheckpointError,
-                                        WeightsDownloadError,
-                                        load_from_local)
+                                        WeightsDownloadError, load_from_local)
 from mmpsearch.utils.config import load_config
 from .conftest import REPO
 
@@ -29,7 +28,7 @@ register_all_modules(init_default_scope=False)
 # 1. misspelled last key of --cfg-options -------------------------------
 @pytest.mark.parametrize('key,right', [
     ('model.backbone.depht', 'depth'),
-    ('model.head.num_clases', 'num_classes'),
+    ('model.bbox_head.denoiser.num_clases', 'num_classes'),
     ('model.test_cfg.sampling_stepz', 'sampling_steps'),
     ('optim_wrapper.optimizer.lrr', 'lr'),
     ('train_cfg.max_iterz', 'max_iters'),

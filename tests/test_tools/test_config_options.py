@@ -26,8 +26,9 @@ def test_file_variable_is_refused_and_its_uses_are_named():
     msg = str(err.value)
     assert 'would change nothing' in msg
     assert 'train_dataloader.dataset.pipeline.4.teacher_embeds' in msg
-    with pytest.raises(KeyError, match='model.test_cfg.num_proposals'):
-        load_config(PSDIFF, {'num_proposals': 8})
+    # the diffusion settings: one dict, given to the pipeline and the head
+    with pytest.raises(KeyError, match="'diffusion' is a variable"):
+        load_config(PSDIFF, {'diffusion.num_proposals': 8})
 
 
 def test_file_variable_of_a_list_is_refused():

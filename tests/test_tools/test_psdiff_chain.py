@@ -91,7 +91,7 @@ def psdiff_model_options() -> dict:
         'model.backbone.base_channels': WIDTH,
         'model.neck.in_channels': f'[{WIDTH},{2 * WIDTH},{4 * WIDTH},'
         f'{8 * WIDTH}]',
-        'model.head.embed_dims': EMBED_DIM,
+        'model.bbox_head.diffusion.embed_dims': EMBED_DIM,
     }
 
 
@@ -173,7 +173,7 @@ def chain(tmp_path_factory, one_torch_thread):
         'train_dataloader.dataset.data_root': root,
         'train_dataloader.dataset.pipeline.2.scale': scale,
         'train_dataloader.dataset.pipeline.4.teacher_embeds': embeds,
-        'train_dataloader.dataset.pipeline.4.embed_dims': EMBED_DIM,
+        'train_dataloader.dataset.pipeline.4.diffusion.embed_dims': EMBED_DIM,
         # the Runner builds the validation loader even when it never runs
         **data_options('val_dataloader', root, scale),
         'val_evaluator.data_root': root,

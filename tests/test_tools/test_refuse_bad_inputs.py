@@ -28,11 +28,11 @@ from mmpsearch.engine.hooks import (FiniteLossHook, NonFiniteLossError,
 from mmpsearch.evaluation.functional import evaluate_person_search
 from mmpsearch.evaluation.metrics import PersonSearchMetric
 from mmpsearch.registry import MODELS
+from mmpsearch.testing import ToyRegressor
 from mmpsearch.utils import register_all_modules
 from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
                                         check_checkpoint_fits)
 from tests.test_evaluation.hand_cases import cuhk_case
-from tests.toy_modules import ToyRegressor
 from .conftest import REPO, run_tool
 
 NAN = float('nan')
@@ -58,7 +58,7 @@ def _other_checkpoint(path):
 @pytest.fixture(scope='module')
 def oracle_scenes(tmp_path_factory):
     """A synthetic CUHK-SYSU tree and the boxes file of the oracle
-    searcher (tests/oracle_searcher.py)."""
+    searcher (mmpsearch/testing/oracle_searcher.py)."""
     tmp = tmp_path_factory.mktemp('oracle')
     root = tmp / 'synthetic_cuhk'
     make_synthetic('cuhk', str(root), num_images=202, num_ids=10, seed=5)
@@ -174,7 +174,7 @@ def test_load_from_another_model_warns_loudly(tmp_path, toy_config):
 
 @pytest.fixture(scope='module')
 def tiny_sd(tmp_path_factory):
-    from mmpsearch.models.backbones.tiny_sd import make_tiny_sd
+    from mmpsearch.testing.tiny_sd import make_tiny_sd
     return make_tiny_sd(str(tmp_path_factory.mktemp('tiny_sd')))
 
 
@@ -275,7 +275,8 @@ class _Dataset:
 def _runner(gen, dataset, embed_dims=D):
     dataset.pipeline = SimpleNamespace(transforms=[gen])
     return SimpleNamespace(
-        model=SimpleNamespace(head=SimpleNamespace(embed_dims=embed_dims)),
+        model=SimpleNamespace(
+            bbox_head=SimpleNamespace(embed_dims=embed_dims)),
         train_dataloader=SimpleNamespace(dataset=dataset),
         logger=SimpleNamespace(info=lambda msg: None))
 

@@ -193,7 +193,7 @@ def test_make_synthetic_refuses_nonempty_out(tmp_path, monkeypatch):
 
 
 def test_make_tiny_sd_refuses_nonempty_out(tmp_path, monkeypatch):
-    import mmpsearch.models.backbones.tiny_sd as tiny_sd
+    import mmpsearch.testing.tiny_sd as tiny_sd
     written = []
     # the writer itself is tested elsewhere; here only whether it is called
     monkeypatch.setattr(tiny_sd, 'make_tiny_sd',
@@ -313,13 +313,21 @@ def test_slurm_scripts_need_no_active_venv(tmp_path):
     env = _bare_env()
     env['PATH'] = f'{bin_dir}:{env["PATH"]}'
     python = _venv_python(env)
-    for script in ('tools/slurm_train.sh', 'tools/slurm_test.sh'):
+    # both run through tools/slurm_launch.sh, each with its own arguments
+    expect = {
+        'tools/slurm_train.sh': 'train.py CONFIG --work-dir=ARG -x '
+        '--launcher=slurm',
+        'tools/slurm_test.sh': 'test.py CONFIG ARG -x --launcher=slurm'
+    }
+    for script, tail in expect.items():
         proc = subprocess.run(
-            ['bash', str(REPO / script), 'PART', 'JOB', 'CONFIG', 'ARG'],
+            ['bash', str(REPO / script), 'PART', 'JOB', 'CONFIG', 'ARG',
+             '-x'],
             cwd=tmp_path, env=env, capture_output=True, text=True,
             timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert f'{python} -u ' in proc.stdout, proc.stdout
+        assert proc.stdout.rstrip().endswith(tail), proc.stdout
     # $PYTHON (documented before) and $PY still choose
     proc = subprocess.run(
         ['bash', str(REPO / 'tools/slurm_train.sh'), 'P', 'J', 'C', 'W'],

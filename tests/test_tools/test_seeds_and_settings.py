@@ -74,12 +74,12 @@ def make_checkpoint(path: Path) -> None:
     cfg.merge_from_dict({
         'model.backbone.base_channels': WIDTH,
         'model.neck.in_channels': [WIDTH * 2**k for k in range(4)],
-        'model.head.embed_dims': EMBED_DIM,
+        'model.bbox_head.diffusion.embed_dims': EMBED_DIM,
     })
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     with torch.no_grad():
-        model.head.cls_out.bias.fill_(1.0)
+        model.bbox_head.denoiser.cls_out.bias.fill_(1.0)
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, str(path))
 
 
@@ -225,7 +225,7 @@ def _expected_settings(seeds) -> dict:
         cbgm_k1=None,
         cbgm_k2=None,
         subset=None,
-        model='DiffusionPersonSearch',
+        model='PSDiff',
         sampling_steps=STEPS,
         num_proposals=PROPOSALS,
         sampler='DDIMSampler',

@@ -131,7 +131,7 @@ def benchmark(model, steps: List[int], shape, num_images: int, warmup: int,
             for k in steps:
                 cfg.sampling_steps = k
                 _, t_heads[k] = _timed(
-                    lambda: model.predict_by_feat(
+                    lambda: model.bbox_head.predict(
                         feats, inputs['data_samples']), device)
         cfg.sampling_steps = orig_steps
         if i >= warmup:

@@ -22,7 +22,7 @@ from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.config import DictAction
 
-from mmpsearch.models.heads.cdl_head import RoIFeatureTable
+from mmpsearch.models.roi_extractors import RoIFeatureTable
 from mmpsearch.registry import MODELS
 from mmpsearch.utils import register_all_modules
 from mmpsearch.utils.config import load_config
@@ -106,12 +106,12 @@ def main() -> None:
     model = MODELS.build(cfg.model).eval()
     h, w = args.shape
     n = int(model.test_cfg.num_proposals)
-    head = model.head
+    head = model.bbox_head.denoiser  # the one CDL every step runs
 
     params = parameter_count(model)
     p_bb = sum(v for k, v in params.items()
                if k in ('backbone', 'neck'))
-    p_head = params['head']
+    p_head = params['bbox_head.denoiser']
     with torch.no_grad():
         x = torch.randn(1, 3, h, w)
         f_bb = _count(_BackboneNeck(model), (x, ))

@@ -16,8 +16,8 @@ import matplotlib
 matplotlib.use('Agg')  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mmpsearch.evaluation.functional import (evaluate_person_search,  # noqa
-                                             gallery_size_suffix)
+from mmpsearch.evaluation.functional import evaluate_person_search  # noqa
+from mmpsearch.evaluation.functional import gallery_size_suffix  # noqa
 from mmpsearch.evaluation.metrics.person_search_metric import (  # noqa
     CUHK_GALLERY_SIZES, load_protocol)
 from mmpsearch.evaluation.results_io import load_search_results  # noqa

@@ -26,8 +26,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from mmpsearch.evaluation.metrics import person_search_metric
 from mmpsearch.evaluation.functional.box_ops import paired_iou
+from mmpsearch.evaluation.metrics import person_search_metric
 from mmpsearch.evaluation.results_io import load_search_results
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)

@@ -4,12 +4,12 @@ layout, SD 2.1 block structure) for tests and the synthetic DiffPS config::
 
     python tools/misc/make_tiny_sd.py work_dirs/tiny_sd
 
-See :mod:`mmpsearch.models.backbones.tiny_sd` for what is in it.
+See :mod:`mmpsearch.testing.tiny_sd` for what is in it.
 """
 import argparse
 import os.path as osp
 
-from mmpsearch.models.backbones.tiny_sd import make_tiny_sd
+from mmpsearch.testing.tiny_sd import make_tiny_sd
 from mmpsearch.utils.overwrite import refuse_nonempty_dir
 
 

@@ -29,11 +29,12 @@ from mmdet.models.task_modules.samplers import RandomSampler
 
 from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
 from mmpsearch.models.detectors.diffps import DiffPS
-from mmpsearch.models.heads.msfrn import MSFRN
+from mmpsearch.models.necks.msfrn import MSFRN
 from mmpsearch.models.heads.sfan import SFAN
 from mmpsearch.models.losses.oim import OIMLoss
 from mmpsearch.models.necks.dgrpn import DGRPN
-from mmpsearch.models.roi_heads import BNRegBBoxHead, DiffPSRoIHead
+from mmpsearch.models.roi_heads import (BNRegBBoxHead, DiffPSRoIHead,
+                                        ReIDRoIHead)
 
 # A local copy of stabilityai/stable-diffusion-2-1-base in the diffusers
 # layout; it is never downloaded at run time.
@@ -148,41 +149,63 @@ model = dict(
         in_channels=((1280, ), (640, 640), (320, 320, 320, 320)),
         channels=1024,
         out_channels=1024),
-    reid_roi_extractor=dict(
-        type=SingleRoIExtractor,
-        roi_layer=dict(
-            type=RoIAlign,
-            output_size=(24, 12),
-            sampling_ratio=2,
-            aligned=False),
-        out_channels=1024,
-        featmap_strides=[8]),
-    reid_head=dict(
-        type=SFAN,
-        in_channels=1024,
-        text_channels=1024,
-        num_parts=4,
-        res_layer=dict(
-            type=ResLayer,
-            depth=50,
-            stage=3,
-            stride=2,
-            norm_eval=False,
-            init_cfg=res5_init),
-        embed_dim=1024,
-        granularities=(1, 2, 3),
-        embed_from=('sfan', 'stage4'),
-        drop_path=0.1,
-        strip_attention=True),
-    # sizes of the lookup table / queue are set per dataset
-    reid_loss=dict(
-        type=OIMLoss,
-        num_features=1024,
-        num_pids=5532,
-        num_cq_size=5000,
-        momentum=0.5,
-        scale=30.0,
-        loss_weight=2.0),
+    # the ReID branch on the MSFRN map: RoIs -> SFAN embeddings -> OIM
+    reid_roi_head=dict(
+        type=ReIDRoIHead,
+        roi_extractor=dict(
+            type=SingleRoIExtractor,
+            roi_layer=dict(
+                type=RoIAlign,
+                output_size=(24, 12),
+                sampling_ratio=2,
+                aligned=False),
+            out_channels=1024,
+            featmap_strides=[8]),
+        embed_head=dict(
+            type=SFAN,
+            in_channels=1024,
+            text_channels=1024,
+            num_parts=4,
+            res_layer=dict(
+                type=ResLayer,
+                depth=50,
+                stage=3,
+                stride=2,
+                norm_eval=False,
+                init_cfg=res5_init),
+            embed_dim=1024,
+            granularities=(1, 2, 3),
+            embed_from=('sfan', 'stage4'),
+            drop_path=0.1,
+            strip_attention=True),
+        # sizes of the lookup table / queue are set per dataset
+        loss_reid=dict(
+            type=OIMLoss,
+            num_features=1024,
+            num_pids=5532,
+            num_cq_size=5000,
+            momentum=0.5,
+            scale=30.0,
+            loss_weight=2.0),
+        # ReID RoIs: the regressed boxes and the RPN proposals (plus the
+        # ground truth), person at IoU >= 0.7, background below 0.3,
+        # 128 per image at 50 %; backgrounds go through the ReID head too
+        train_cfg=dict(
+            proposals=('regressed', 'rpn'),
+            embed_negatives=True,
+            assigner=dict(
+                type=MaxIoUAssigner,
+                pos_iou_thr=0.7,
+                neg_iou_thr=0.3,
+                min_pos_iou=0.7,
+                match_low_quality=False,
+                ignore_iof_thr=-1),
+            sampler=dict(
+                type=RandomSampler,
+                num=128,
+                pos_fraction=0.5,
+                neg_pos_ub=1,
+                add_gt_as_proposals=True))),
     train_cfg=dict(
         rpn=dict(
             assigner=dict(
@@ -223,26 +246,7 @@ model = dict(
                 neg_pos_ub=1,
                 add_gt_as_proposals=True),
             pos_weight=-1,
-            debug=False),
-        # ReID RoIs: the regressed boxes and the RPN proposals (plus the
-        # ground truth), person at IoU >= 0.7, background below 0.3,
-        # 128 per image at 50 %; backgrounds go through the ReID head too
-        reid=dict(
-            proposals=('regressed', 'rpn'),
-            embed_negatives=True,
-            assigner=dict(
-                type=MaxIoUAssigner,
-                pos_iou_thr=0.7,
-                neg_iou_thr=0.3,
-                min_pos_iou=0.7,
-                match_low_quality=False,
-                ignore_iof_thr=-1),
-            sampler=dict(
-                type=RandomSampler,
-                num=128,
-                pos_fraction=0.5,
-                neg_pos_ub=1,
-                add_gt_as_proposals=True))),
+            debug=False)),
     test_cfg=dict(
         rpn=dict(
             nms_pre=6000,

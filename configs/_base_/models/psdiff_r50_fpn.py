@@ -15,26 +15,31 @@ from mmdet.models.necks import FPN
 from mmdet.models.task_modules.assigners import (BBoxL1Cost, FocalLossCost,
                                                  IoUCost)
 
-from mmpsearch.models.detectors import DiffusionPersonSearch
+from mmpsearch.models.detectors import PSDiff
 from mmpsearch.models.diffusion import DDIMSampler
-from mmpsearch.models.heads import CDLHead, GatherRoIExtractor
+from mmpsearch.models.heads import CDLHead, PSDiffHead
 from mmpsearch.models.losses import DualDenoisingCriterion
+from mmpsearch.models.roi_extractors import GatherRoIExtractor
 from mmpsearch.models.task_modules import DiffusionDetDynamicKAssigner
 
-# Shared by the model and the training pipeline's DualNoiseGenerator.
-num_proposals = 300  # N_train = N_test
-box_snr_scale = 2.0  # s1
-embed_snr_scale = 3.0  # s2
-num_timesteps = 1000  # T, cosine schedule
-# Width of the ReID teacher's embeddings (configs/teacher: ResNet-50 GAP).
-teacher_embed_dims = 2048
+# The diffusion settings, written once: the model's head and the training
+# pipeline's DualNoiseGenerator (in the leaves) both get this dict. A leaf
+# that changes it gives the new dict to both.
+diffusion = dict(
+    num_timesteps=1000,  # T
+    beta_schedule='cosine',
+    box_snr_scale=2.0,  # s1
+    embed_snr_scale=3.0,  # s2
+    num_proposals=300,  # N_train (= N_test unless test_cfg says otherwise)
+    # D: the ReID teacher's width (configs/teacher: ResNet-50 GAP)
+    embed_dims=2048)
 # Departure: centred teacher targets Norm(Norm(e_0) - mu) (read by the
 # leaves' DualNoiseGenerator). The GAP teacher's embeddings share a large
 # common direction, which lets a constant ReID prediction score well.
 center_teacher = True
 
 model = dict(
-    type=DiffusionPersonSearch,
+    type=PSDiff,
     data_preprocessor=dict(
         type=DetDataPreprocessor,
         mean=[123.675, 116.28, 103.53],
@@ -57,29 +62,32 @@ model = dict(
         in_channels=[256, 512, 1024, 2048],
         out_channels=256,
         num_outs=4),
-    head=dict(
-        type=CDLHead,
-        num_classes=1,
-        in_channels=256,
-        embed_dims=teacher_embed_dims,
-        roi_extractor=dict(
-            type=GatherRoIExtractor,
-            roi_layer=dict(
-                type=RoIAlign, output_size=7, sampling_ratio=2,
-                aligned=True),
-            out_channels=256,
-            featmap_strides=[4, 8, 16, 32]),
-        num_heads=8,
-        feedforward_channels=2048,
-        dynamic_conv=dict(feat_channels=64, param_rank=64, with_proj=True),
-        num_cls_convs=1,
-        num_reg_convs=3,
-        dropout=0.0,
-        with_sa=True,
-        with_dc=True,
-        with_ca=True,
-        cascaded=True,
-        prior_prob=0.01,
+    bbox_head=dict(
+        type=PSDiffHead,
+        diffusion=diffusion,
+        denoiser=dict(
+            type=CDLHead,
+            num_classes=1,
+            in_channels=256,
+            roi_extractor=dict(
+                type=GatherRoIExtractor,
+                roi_layer=dict(
+                    type=RoIAlign, output_size=7, sampling_ratio=2,
+                    aligned=True),
+                out_channels=256,
+                featmap_strides=[4, 8, 16, 32]),
+            num_heads=8,
+            feedforward_channels=2048,
+            dynamic_conv=dict(
+                feat_channels=64, param_rank=64, with_proj=True),
+            num_cls_convs=1,
+            num_reg_convs=3,
+            dropout=0.0,
+            with_sa=True,
+            with_dc=True,
+            with_ca=True,
+            cascaded=True,
+            prior_prob=0.01),
         criterion=dict(
             type=DualDenoisingCriterion,
             # Departure: DiffusionDet's one-to-many dynamic-k matcher for
@@ -110,13 +118,7 @@ model = dict(
     # shared, every pass scored): the layer also trains on the refined
     # boxes it meets at later sampling steps.
     train_cfg=dict(num_passes=3),
-    diffusion=dict(
-        num_timesteps=num_timesteps,
-        beta_schedule='cosine',
-        box_snr_scale=box_snr_scale,
-        embed_snr_scale=embed_snr_scale),
     test_cfg=dict(
-        num_proposals=num_proposals,
         sampling_steps=8,
         sampler=dict(type=DDIMSampler, eta=1.0),
         seed=0,

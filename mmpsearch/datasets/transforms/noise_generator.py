@@ -6,6 +6,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 
 from mmpsearch.datasets.teacher_cache import TeacherEmbeddings
+from mmpsearch.diffusion import DiffusionSettings, NoiseSchedule
 from mmpsearch.registry import TRANSFORMS
 
 
@@ -60,16 +61,18 @@ class DualNoiseGenerator(BaseTransform):
 
     Args:
         teacher_embeds (str): Path of the teacher embeddings ``.npz``.
-        num_proposals (int): N_train. Defaults to 300.
-        box_snr_scale (float): s1. Defaults to 2.0.
-        embed_snr_scale (float): s2. Defaults to 3.0.
-        num_timesteps (int): T. Defaults to 1000.
-        beta_schedule (str): ``'cosine'`` or ``'linear'``. Defaults to
-            ``'cosine'``.
+        diffusion (dict, optional): The settings shared with the model,
+            :class:`~mmpsearch.diffusion.DiffusionSettings`:
+            ``num_timesteps`` (T), ``beta_schedule``, ``box_snr_scale``
+            (s1), ``embed_snr_scale`` (s2), ``num_proposals`` (N_train) and
+            ``embed_dims`` (D, the width the teacher file must have). The
+            configs give the same dict to the model's ``PSDiffHead``.
+        num_proposals, box_snr_scale, embed_snr_scale, num_timesteps,
+        beta_schedule, embed_dims: The same settings one by one (older
+            configs); not together with ``diffusion``. Defaults: 300, 2.0,
+            3.0, 1000, ``'cosine'``, None.
         pad_mode (str): ``'random'`` (DiffusionDet's Gaussian boxes) or
             ``'repeat'`` (cycle the ground truth). Defaults to ``'random'``.
-        embed_dims (int, optional): When given, the width D the teacher file
-            must have (the model's ``embed_dims``).
         timestep_range (tuple[int, int], optional): Draw t from
             ``[low, high)`` instead of ``[0, T)``; for analysis of single
             noise levels. Defaults to None.
@@ -84,21 +87,40 @@ class DualNoiseGenerator(BaseTransform):
     """
 
     PAD_MODES = ('random', 'repeat')
+    #: ``diffusion``'s keys, checked against ``--cfg-options`` before
+    #: anything is built (``mmpsearch.utils.cfg_signature``).
+    CFG_KEYS = dict(diffusion=DiffusionSettings.keys())
 
     def __init__(self,
                  teacher_embeds: str,
-                 num_proposals: int = 300,
-                 box_snr_scale: float = 2.0,
-                 embed_snr_scale: float = 3.0,
-                 num_timesteps: int = 1000,
-                 beta_schedule: str = 'cosine',
+                 diffusion: Optional[dict] = None,
+                 num_proposals: Optional[int] = None,
+                 box_snr_scale: Optional[float] = None,
+                 embed_snr_scale: Optional[float] = None,
+                 num_timesteps: Optional[int] = None,
+                 beta_schedule: Optional[str] = None,
                  pad_mode: str = 'random',
                  embed_dims: Optional[int] = None,
                  timestep_range: Optional[Tuple[int, int]] = None,
                  center_teacher: bool = False) -> None:
-        # Imported here: the schedule lives with the models (one definition
-        # for training and sampling), and models import datasets' modules.
-        from mmpsearch.models.diffusion import NoiseSchedule
+        single = {
+            k: v
+            for k, v in dict(
+                num_proposals=num_proposals,
+                box_snr_scale=box_snr_scale,
+                embed_snr_scale=embed_snr_scale,
+                num_timesteps=num_timesteps,
+                beta_schedule=beta_schedule,
+                embed_dims=embed_dims).items() if v is not None
+        }
+        if diffusion is not None and single:
+            raise ValueError(
+                'DualNoiseGenerator: give the diffusion settings either as '
+                'diffusion=dict(...) or one by one, not both '
+                f'({sorted(single)} given beside diffusion)')
+        settings = DiffusionSettings.from_cfg(
+            diffusion if diffusion is not None else single,
+            'DualNoiseGenerator.diffusion')
         if not teacher_embeds:
             raise ValueError(
                 'DualNoiseGenerator needs teacher_embeds: the path of the '
@@ -106,16 +128,15 @@ class DualNoiseGenerator(BaseTransform):
         if pad_mode not in self.PAD_MODES:
             raise ValueError(f'DualNoiseGenerator: pad_mode must be one of '
                              f'{self.PAD_MODES}, got {pad_mode!r}')
-        if int(num_proposals) < 1:
-            raise ValueError('DualNoiseGenerator: num_proposals must be '
-                             f'>= 1, got {num_proposals}')
         self.teacher_embeds = teacher_embeds
-        self.num_proposals = int(num_proposals)
-        self.box_snr_scale = float(box_snr_scale)
-        self.embed_snr_scale = float(embed_snr_scale)
-        self.schedule = NoiseSchedule(num_timesteps, beta_schedule)
+        self.settings = settings
+        self.num_proposals = settings.num_proposals
+        self.box_snr_scale = settings.box_snr_scale
+        self.embed_snr_scale = settings.embed_snr_scale
+        self.schedule = NoiseSchedule(settings.num_timesteps,
+                                      settings.beta_schedule)
         self.pad_mode = pad_mode
-        self.embed_dims = embed_dims
+        self.embed_dims = settings.embed_dims
         if timestep_range is None:
             timestep_range = (0, self.schedule.num_timesteps)
         low, high = (int(v) for v in timestep_range)
@@ -137,7 +158,7 @@ class DualNoiseGenerator(BaseTransform):
                 raise ValueError(
                     f'{self.teacher_embeds} holds {teacher.dim}-d teacher '
                     f'embeddings but DualNoiseGenerator.embed_dims (the '
-                    f'model head.embed_dims) is {self.embed_dims}')
+                    f'denoiser\'s embed_dims) is {self.embed_dims}')
             self._teacher = teacher
         return self._teacher
 

@@ -37,7 +37,8 @@ class TeacherEmbeddingsCheckHook(Hook):
         from mmpsearch.datasets.transforms import DualNoiseGenerator
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        head = getattr(model, 'head', None)
+        # PSDiff's head (PSDiffHead.embed_dims, its denoiser's width)
+        head = getattr(model, 'bbox_head', None)
         embed_dims = getattr(head, 'embed_dims', None)
         for dataset in _leaf_datasets(runner.train_dataloader.dataset):
             pipeline = getattr(dataset, 'pipeline', None)

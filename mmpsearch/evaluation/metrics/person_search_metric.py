@@ -344,8 +344,8 @@ class PersonSearchMetric(BaseMetric):
             if not self.subsets:
                 self._subsets = []
             else:
-                from mmpsearch.datasets.cuhk_subsets import (
-                    load_cuhk_subsets, resolve_subsets)
+                from mmpsearch.datasets.cuhk_subsets import (load_cuhk_subsets,
+                                                             resolve_subsets)
                 names = resolve_subsets(self.subsets, self.data_root)
                 self._subsets = load_cuhk_subsets(
                     self.data_root, names,

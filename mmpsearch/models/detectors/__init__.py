@@ -1,6 +1,10 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 from .diffps import DiffPS
-from .diffusion_person_search import DiffusionPersonSearch
+from .psdiff import DiffusionPersonSearch, PSDiff
+from .query_gallery import QueryGalleryMixin
 from .two_step import TwoStepPersonSearch
 
-__all__ = ['DiffPS', 'DiffusionPersonSearch', 'TwoStepPersonSearch']
+__all__ = [
+    'DiffPS', 'PSDiff', 'DiffusionPersonSearch', 'QueryGalleryMixin',
+    'TwoStepPersonSearch'
+]

@@ -5,23 +5,25 @@ Kim et al., "Leveraging Prior Knowledge of Diffusion Model for Person
 Search", ICCV 2025, Fig. 2.
 """
 import copy
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmdet.models.detectors import TwoStageDetector
-from mmdet.models.utils import unpack_gt_instances
 from mmdet.structures import SampleList
-from mmdet.structures.bbox import bbox2roi, scale_boxes
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmpsearch.registry import MODELS, TASK_UTILS
+from mmpsearch.models.roi_heads.reid_roi_head import ReIDRoIHead
+from mmpsearch.registry import MODELS
+from mmpsearch.utils.checkpoint import rename_state_dict_prefixes
 from mmpsearch.utils.thresholds import check_cfg_thresholds
+from .query_gallery import QueryGalleryMixin
 
 
 @MODELS.register_module()
-class DiffPS(TwoStageDetector):
+class DiffPS(QueryGalleryMixin, TwoStageDetector):
     """DiffPS person searcher (Kim et al., ICCV 2025, Fig. 2): decoupled
     detection and ReID branches on one frozen Stable Diffusion pass.
 
@@ -32,24 +34,32 @@ class DiffPS(TwoStageDetector):
       (:class:`DiffPSRoIHead`, mmdet's ``StandardRoIHead`` that also gives
       its regressed training boxes: RoIAlign 14x14, ResNet stage-4 shared
       head, :class:`BNRegBBoxHead` box predictor);
-    - ReID: ``reid_neck`` = :class:`MSFRN` -> ``reid_roi_extractor``
-      (RoIAlign 24x12 on the 1/8 MSFRN map) -> ``reid_head`` =
-      :class:`SFAN` (+ stage 4 + strip embedding, L2-normalised) ->
-      ``reid_loss`` = :class:`OIMLoss`.
+    - ReID: ``reid_neck`` = :class:`MSFRN` (the 1/8 ReID map, once per
+      image: a neck, so it stays on the detector, see :meth:`extract_all`) ->
+      ``reid_roi_head`` = :class:`ReIDRoIHead`: ``roi_extractor`` (RoIAlign
+      24x12 on the MSFRN map) -> ``embed_head`` = :class:`SFAN` (+ stage 4
+      + strip embedding, L2-normalised) -> ``loss_reid`` =
+      :class:`OIMLoss`.
 
-    Training samples the ReID RoIs with mmdet's assigner and sampler
-    (``train_cfg.reid``) among the candidates named by
-    ``train_cfg.reid.proposals``: ``'regressed'``, the boxes the box head
-    regressed from its sampled RoIs (needs :class:`DiffPSRoIHead`), and
-    ``'rpn'``, the RPN proposals; the sampler appends the ground truth. As
-    in the official code, by default both candidate sets are used, IoU
-    >= 0.7 is a person and < 0.3 background, 128 RoIs per image at 50 %
-    with as many backgrounds as persons when persons are few, and the
-    backgrounds pass through the ReID head too (``embed_negatives``: its
-    BatchNorm statistics see them) with person id -2, which OIM ignores.
-    Positives carry their ground truth's person id (-1 for unlabeled
-    persons, which go into OIM's queue). Loss weights (paper): RPN 1 / 1,
-    box cls 1, box reg 10, ReID 2 - set in the heads' loss configs.
+    Training samples the ReID RoIs with the assigner and sampler of
+    ``reid_roi_head.train_cfg`` among the candidates named by its
+    ``proposals``: ``'regressed'``, the boxes the box head regressed from
+    its sampled RoIs (needs :class:`DiffPSRoIHead`), and ``'rpn'``, the RPN
+    proposals; the sampler appends the ground truth. As in the official
+    code (github.com/PerceptualAI-Lab/DiffPS, ``models/diffps.py``), by
+    default both candidate sets are used, IoU >= 0.7 is a person and < 0.3
+    background, 128 RoIs per image at 50 % with as many backgrounds as
+    persons when persons are few, and the backgrounds pass through the ReID
+    head too (``embed_negatives``: its BatchNorm statistics see them) with
+    person id -2, which OIM ignores. Positives carry their ground truth's
+    person id (-1 for unlabeled persons, which go into OIM's queue). Loss
+    weights (paper): RPN 1 / 1, box cls 1, box reg 10, ReID 2 - set in the
+    heads' loss configs.
+
+    The former layout (``reid_roi_extractor``, ``reid_head``, ``reid_loss``
+    on the detector and ``train_cfg.reid``) still builds the same model,
+    with a warning, and its checkpoints load: :meth:`_load_from_state_dict`
+    renames their keys (``STATE_DICT_RENAMES``).
 
     At test time every gallery image gives its detections with scores,
     labels and embeddings; a query image (``metainfo['split'] == 'query'``)
@@ -59,8 +69,18 @@ class DiffPS(TwoStageDetector):
     Boxes are returned in original image pixels.
     """
 
-    REID_PROPOSALS = ('regressed', 'rpn')
-    BACKGROUND_ID = -2  # below -1: OIM neither learns from nor stores it
+    #: Former state-dict prefixes -> current ones: the ReID parts that hung
+    #: off the detector moved into ``reid_roi_head``.
+    STATE_DICT_RENAMES = {
+        'reid_roi_extractor.': 'reid_roi_head.roi_extractor.',
+        'reid_head.': 'reid_roi_head.embed_head.',
+        'reid_loss.': 'reid_roi_head.loss_reid.',
+    }
+    #: The former detector arguments -> the ``ReIDRoIHead`` ones.
+    FORMER_REID_KEYS = dict(
+        reid_roi_extractor='roi_extractor',
+        reid_head='embed_head',
+        reid_loss='loss_reid')
 
     def __init__(self,
                  backbone: dict,
@@ -68,13 +88,14 @@ class DiffPS(TwoStageDetector):
                  rpn_head: dict,
                  roi_head: dict,
                  reid_neck: dict,
-                 reid_roi_extractor: dict,
-                 reid_head: dict,
-                 reid_loss: dict,
+                 reid_roi_head: Optional[dict] = None,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 reid_roi_extractor: Optional[dict] = None,
+                 reid_head: Optional[dict] = None,
+                 reid_loss: Optional[dict] = None) -> None:
         # mmdet's two-stage detector reads ``train_cfg.rpn`` as attributes
         train_cfg = ConfigDict(train_cfg) if train_cfg is not None else None
         test_cfg = ConfigDict(test_cfg) if test_cfg is not None else None
@@ -88,31 +109,85 @@ class DiffPS(TwoStageDetector):
             data_preprocessor=data_preprocessor,
             init_cfg=init_cfg)
         self.check_test_cfg()
+        # built in the former order (neck, extractor, head, loss), so that
+        # the random initialisation draws the same numbers
         self.reid_neck = MODELS.build(reid_neck)
-        self.reid_roi_extractor = MODELS.build(reid_roi_extractor)
-        self.reid_head = MODELS.build(reid_head)
-        self.reid_loss = MODELS.build(reid_loss)
+        self.reid_roi_head = MODELS.build(
+            self._reid_roi_head_cfg(
+                reid_roi_head, train_cfg,
+                dict(
+                    reid_roi_extractor=reid_roi_extractor,
+                    reid_head=reid_head,
+                    reid_loss=reid_loss)))
+        proposals = getattr(self.reid_roi_head, 'proposals', None) or ()
+        if 'regressed' in proposals and not hasattr(self.roi_head,
+                                                    'loss_and_predict'):
+            raise ValueError(
+                'DiffPS: reid_roi_head.train_cfg.proposals uses the '
+                'regressed boxes, which needs a roi_head with '
+                'loss_and_predict (DiffPSRoIHead), got '
+                f'{type(self.roi_head).__name__}')
+
+    @classmethod
+    def _reid_roi_head_cfg(cls, reid_roi_head: Optional[dict],
+                           train_cfg: Optional[ConfigDict],
+                           former: Dict[str, Optional[dict]]) -> dict:
+        """The config of ``reid_roi_head``, or the same head made of the
+        former arguments (``reid_roi_extractor``, ``reid_head``,
+        ``reid_loss`` and ``train_cfg.reid``) of a config written before the
+        ReID branch became one RoI head."""
+        given = [k for k, v in former.items() if v is not None]
+        has_reid_train = train_cfg is not None and 'reid' in train_cfg
+        if reid_roi_head is not None:
+            if given or has_reid_train:
+                old = given + (['train_cfg.reid'] if has_reid_train else [])
+                raise ValueError(
+                    'DiffPS: the ReID branch is given twice, as '
+                    f'reid_roi_head and as the former {old}; keep '
+                    'reid_roi_head (train_cfg.reid is its train_cfg)')
+            return reid_roi_head
+        missing = [k for k, v in former.items() if v is None]
+        if missing:
+            raise TypeError(
+                'DiffPS needs reid_roi_head (a ReIDRoIHead config); the '
+                f'former layout lacks {missing}')
+        warnings.warn('DiffPS: reid_roi_extractor / reid_head / reid_loss / '
+                      'train_cfg.reid are deprecated, use model.reid_roi_head'
+                      '=dict(type=ReIDRoIHead, roi_extractor=..., '
+                      'embed_head=..., loss_reid=..., train_cfg=...)')
+        head = dict(type=ReIDRoIHead)
+        head.update({cls.FORMER_REID_KEYS[k]: v for k, v in former.items()})
         if train_cfg is not None:
-            if 'reid' not in train_cfg:
+            if not has_reid_train:
                 raise KeyError('DiffPS: train_cfg needs a "reid" entry with '
                                'the assigner and sampler of the ReID RoIs')
-            self.reid_assigner = TASK_UTILS.build(train_cfg.reid.assigner)
-            self.reid_sampler = TASK_UTILS.build(train_cfg.reid.sampler)
-            self.reid_proposals = tuple(train_cfg.reid.get(
-                'proposals', self.REID_PROPOSALS))
-            bad = set(self.reid_proposals) - set(self.REID_PROPOSALS)
-            if bad or not self.reid_proposals:
-                raise ValueError(
-                    'DiffPS: train_cfg.reid.proposals must name some of '
-                    f'{self.REID_PROPOSALS}, got {self.reid_proposals}')
-            if 'regressed' in self.reid_proposals and not hasattr(
-                    self.roi_head, 'loss_and_predict'):
-                raise ValueError(
-                    'DiffPS: train_cfg.reid.proposals uses the regressed '
-                    'boxes, which needs a roi_head with loss_and_predict '
-                    f'(DiffPSRoIHead), got {type(self.roi_head).__name__}')
-            self.reid_embed_negatives = bool(
-                train_cfg.reid.get('embed_negatives', True))
+            head['train_cfg'] = train_cfg.reid
+        return head
+
+    @classmethod
+    def upgrade_state_dict_keys(cls, state_dict: dict,
+                                prefix: str = '') -> dict:
+        """Rename, in place, the keys of a checkpoint of the former layout
+        (``reid_head.*``, ``reid_loss.*`` with OIM's lookup table and queue,
+        ``reid_roi_extractor.*``) to ``reid_roi_head.<part>.*``; the hook
+        the checkpoint fit check (``mmpsearch.utils.checkpoint``) applies.
+        The former prefixes never occur in a current state dict, so the
+        rename needs no version number and is a no-op on a current one."""
+        return rename_state_dict_prefixes(state_dict, cls.STATE_DICT_RENAMES,
+                                          prefix)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str,
+                              local_metadata: dict, strict: bool,
+                              missing_keys: List[str],
+                              unexpected_keys: List[str],
+                              error_msgs: List[str]) -> None:
+        """Upgrade the keys of a checkpoint of the former layout before the
+        children load (mmdet's way of loading earlier checkpoints, e.g.
+        ``AnchorFreeHead._load_from_state_dict``)."""
+        self.upgrade_state_dict_keys(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def check_test_cfg(self) -> None:
         """Refuse a ``score_thr`` or NMS ``iou_threshold`` of ``test_cfg``
@@ -126,7 +201,13 @@ class DiffPS(TwoStageDetector):
     def extract_all(self,
                     batch_inputs: Tensor) -> Tuple[tuple, Tensor, Tensor]:
         """One Stable Diffusion pass -> (detection maps ``F_det`` as a
-        tuple, the MSFRN ReID map, the part text embeddings)."""
+        tuple, the MSFRN ReID map, the part text embeddings).
+
+        MSFRN stays on the detector as ``reid_neck``, not in the ReID RoI
+        head: like the detection ``neck`` it maps the backbone's (SD's)
+        features to one image-level map, computed once per image and shared
+        by all RoIs, while the RoI head works per RoI on the map it is
+        handed."""
         sd = self.backbone(batch_inputs)
         det = self.neck(sd['det_feat'], sd['attn_map'])
         reid_map = self.reid_neck(sd['reid_feats'])
@@ -136,18 +217,12 @@ class DiffPS(TwoStageDetector):
         sd = self.backbone(batch_inputs)
         return self.neck(sd['det_feat'], sd['attn_map'])
 
-    def embed_boxes(self, reid_map: Tensor, part_embeds: Tensor,
-                    boxes: List[Tensor]) -> Tensor:
-        """L2-normalised embeddings of boxes (input-image coordinates)."""
-        rois = bbox2roi(boxes)
-        if rois.shape[0] == 0:
-            return reid_map.new_zeros(0, self.reid_head.embed_dim)
-        feats = self.reid_roi_extractor((reid_map, ), rois)
-        return self.reid_head(feats, part_embeds)
-
     # --------------------------------------------------------------- loss
     def loss(self, batch_inputs: Tensor,
              batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        # the candidate sets of the ReID RoIs; refuses a head without its
+        # assigner and sampler before any computation
+        reid_from = self.reid_roi_head.require_train_cfg()
         x, reid_map, part_embeds = self.extract_all(batch_inputs)
         losses = dict()
 
@@ -165,7 +240,7 @@ class DiffPS(TwoStageDetector):
 
         # the RoI head renames 'bboxes' in place: copy the proposals first
         rpn_boxes = [r.bboxes.detach().clone() for r in rpn_results_list]
-        if 'regressed' in self.reid_proposals:
+        if 'regressed' in reid_from:
             roi_losses, regressed = self.roi_head.loss_and_predict(
                 x, rpn_results_list, batch_data_samples)
         else:
@@ -173,55 +248,19 @@ class DiffPS(TwoStageDetector):
                                             batch_data_samples)
         losses.update(roi_losses)
         candidates = dict(rpn=rpn_boxes)
-        if 'regressed' in self.reid_proposals:
+        if 'regressed' in reid_from:
             candidates['regressed'] = regressed
         # the official order: regressed boxes first, then the proposals
-        order = [n for n in self.REID_PROPOSALS if n in self.reid_proposals]
+        order = [n for n in self.reid_roi_head.PROPOSALS if n in reid_from]
         reid_proposals = [
             InstanceData(
                 priors=torch.cat([candidates[n][i] for n in order]))
             for i in range(len(batch_data_samples))
         ]
         losses.update(
-            self.reid_branch_loss(reid_map, part_embeds, reid_proposals,
-                                  batch_data_samples))
+            self.reid_roi_head.loss(reid_map, part_embeds, reid_proposals,
+                                    batch_data_samples))
         return losses
-
-    def reid_branch_loss(self, reid_map: Tensor, part_embeds: Tensor,
-                         proposals: List[InstanceData],
-                         batch_data_samples: SampleList) -> Dict[str, Tensor]:
-        gts, gts_ignore, metas = unpack_gt_instances(batch_data_samples)
-        boxes, ids = [], []
-        for prop, gt, gt_ignore, meta in zip(proposals, gts, gts_ignore,
-                                             metas):
-            if 'person_ids' not in gt:
-                raise KeyError(
-                    f'DiffPS: image {meta.get("img_id", meta.get("img_path"))}'
-                    ' has no gt_instances.person_ids; load annotations with '
-                    'LoadPersonSearchAnnotations and pack them with '
-                    'PackPersonSearchInputs')
-            assign = self.reid_assigner.assign(prop, gt, gt_ignore)
-            sampling = self.reid_sampler.sample(assign, prop, gt)
-            pos_ids = gt.person_ids[sampling.pos_assigned_gt_inds].long()
-            if self.reid_embed_negatives:
-                boxes.append(
-                    torch.cat([sampling.pos_priors, sampling.neg_priors]))
-                ids.append(
-                    torch.cat([
-                        pos_ids,
-                        pos_ids.new_full((len(sampling.neg_priors), ),
-                                         self.BACKGROUND_ID)
-                    ]))
-            else:
-                boxes.append(sampling.pos_priors)
-                ids.append(pos_ids)
-        ids = torch.cat(ids)
-        embeds = self.embed_boxes(reid_map, part_embeds, boxes)
-        # Always called, even without a person: OIM gathers its table update
-        # across ranks, a collective every rank must join. The zero term
-        # keeps the graph when there is no RoI at all.
-        return dict(
-            loss_reid=self.reid_loss(embeds, ids) + reid_map.sum() * 0.0)
 
     # ------------------------------------------------------------ predict
     def predict(self,
@@ -229,16 +268,16 @@ class DiffPS(TwoStageDetector):
                 batch_data_samples: SampleList,
                 rescale: bool = True) -> SampleList:
         self.check_test_cfg()
+        # per sample None (gallery) or the query box in original pixels
+        # (QueryGalleryMixin); read first, so a bad query fails early
+        query_boxes = self.query_boxes(batch_data_samples)
         x, reid_map, part_embeds = self.extract_all(batch_inputs)
         num = len(batch_data_samples)
         boxes: List[Optional[Tensor]] = [None] * num
         scores: List[Optional[Tensor]] = [None] * num
         labels: List[Optional[Tensor]] = [None] * num
 
-        gallery = [
-            i for i, s in enumerate(batch_data_samples)
-            if s.metainfo.get('split') != 'query'
-        ]
+        gallery = [i for i, q in enumerate(query_boxes) if q is None]
         if gallery:
             xg = tuple(f[gallery] for f in x)
             samples = [batch_data_samples[i] for i in gallery]
@@ -247,36 +286,24 @@ class DiffPS(TwoStageDetector):
             for i, det in zip(gallery, dets):
                 boxes[i], scores[i], labels[i] = (det.bboxes, det.scores,
                                                   det.labels)
-        # A query's box comes in original pixels (the test pipelines load
-        # annotations after Resize); it is embedded in input coordinates and
-        # returned as given.
-        query_boxes = {}
+        # A query's box is embedded in input coordinates and returned as
+        # given (original pixels).
         for i, sample in enumerate(batch_data_samples):
-            if boxes[i] is not None:
+            if query_boxes[i] is None:
                 continue
-            gt = sample.get('gt_instances', None)
-            if gt is None or len(gt) != 1:
-                raise ValueError(
-                    f'DiffPS: query sample {sample.metainfo.get("img_id")} '
-                    f'(query_index {sample.metainfo.get("query_index")}) '
-                    'must carry exactly one box in gt_instances (the query '
-                    f'box), got {0 if gt is None else len(gt)}')
-            box = gt.bboxes
-            box = box.tensor if hasattr(box, 'tensor') else box
-            query_boxes[i] = box.to(reid_map.device).float()
-            boxes[i] = scale_boxes(query_boxes[i], self._scale_factor(sample))
+            query_boxes[i] = query_boxes[i].to(reid_map.device).float()
+            boxes[i] = self.to_input_pixels(query_boxes[i], sample.metainfo)
             scores[i] = boxes[i].new_ones(1)
             labels[i] = torch.zeros(
                 1, dtype=torch.long, device=reid_map.device)
 
-        embeds = self.embed_boxes(reid_map, part_embeds, boxes)
+        embeds = self.reid_roi_head.predict(reid_map, part_embeds, boxes)
         embeds = embeds.split([len(b) for b in boxes])
         for i, sample in enumerate(batch_data_samples):
-            if i in query_boxes:
+            if query_boxes[i] is not None:
                 b = query_boxes[i]
             elif rescale and len(boxes[i]) > 0:
-                sx, sy = self._scale_factor(sample)
-                b = scale_boxes(boxes[i], (1.0 / sx, 1.0 / sy))
+                b = self.to_original_pixels(boxes[i], sample.metainfo)
             else:
                 b = boxes[i]
             sample.pred_instances = InstanceData(
@@ -285,12 +312,6 @@ class DiffPS(TwoStageDetector):
                 labels=labels[i],
                 embeddings=embeds[i])
         return batch_data_samples
-
-    @staticmethod
-    def _scale_factor(sample) -> Tuple[float, float]:
-        """(w_scale, h_scale) from original to input pixels."""
-        sx, sy = sample.metainfo.get('scale_factor', (1.0, 1.0))
-        return float(sx), float(sy)
 
     def _forward(self, batch_inputs: Tensor,
                  batch_data_samples: SampleList) -> tuple:

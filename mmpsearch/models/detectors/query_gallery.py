@@ -55,7 +55,8 @@ class QueryGalleryMixin:
     @classmethod
     def to_input_pixels(cls, boxes: Tensor, meta: dict) -> Tensor:
         """Original pixels -> pixels of the (resized) network input."""
-        return scale_boxes(boxes.reshape(-1, 4).float(), cls.scale_factor(meta))
+        return scale_boxes(
+            boxes.reshape(-1, 4).float(), cls.scale_factor(meta))
 
     @classmethod
     def to_original_pixels(cls, boxes: Tensor, meta: dict) -> Tensor:

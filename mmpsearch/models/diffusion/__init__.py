@@ -1,5 +1,5 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-from .noise_schedule import NoiseSchedule
+from mmpsearch.diffusion import NoiseSchedule
 from .samplers import (DDIMSampler, DiffusionSampler, DPMSolverPPSampler,
                        DPMSolverSampler, SamplingRun)
 

@@ -1,256 +1,20 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """PSDiff's Collaborative Denoising Layer (eq. 12, Fig. 3)."""
 import math
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Dict, List, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from mmcv.cnn.bricks.transformer import FFN
-from mmdet.models.layers import DynamicConv
-from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
 from mmdet.structures.bbox import bbox2roi
 from mmengine.model import BaseModule
-from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmpsearch.registry import MODELS, TASK_UTILS
-from ..losses import DualDenoisingCriterion
-
-
-class RoIFeatureTable(NamedTuple):
-    """FPN levels laid out channels-last in one table, for
-    :class:`GatherRoIExtractor` (built once per image batch)."""
-    table: Tensor  # (sum_l B * H_l * W_l, C)
-    offsets: Tensor  # (L,) first row of each level
-    heights: Tensor  # (L,)
-    widths: Tensor  # (L,)
-
-
-@MODELS.register_module()
-class GatherRoIExtractor(SingleRoIExtractor):
-    """mmdet's ``SingleRoIExtractor`` (same level mapping, same RoIAlign
-    arithmetic as mmcv's ``RoIAlign`` in 'avg' mode with a fixed
-    ``sampling_ratio``) computed as one weighted gather.
-
-    Written by hand because mmcv's CPU RoIAlign reads the NCHW features one
-    channel plane at a time (scattered reads, ~0.2 s for 300 RoIs of a
-    1333x800 image on one core), which would make every sampling step cost
-    as much as a large part of the backbone. Here the levels are copied
-    once into a channels-last table (:meth:`prepare`, reused by every
-    sampling step) and each bin is the ``embedding_bag`` sum of its
-    ``sampling_ratio**2 * 4`` bilinear taps: contiguous C-wide rows, ~40x
-    faster, differentiable with respect to the features. The output equals
-    mmcv's to float rounding (tested).
-
-    Args:
-        roi_layer (dict): As for ``SingleRoIExtractor``; ``RoIAlign`` with
-            ``sampling_ratio > 0`` and ``pool_mode='avg'``.
-        out_channels, featmap_strides, finest_scale: As mmdet's.
-    """
-
-    def __init__(self,
-                 roi_layer: dict,
-                 out_channels: int,
-                 featmap_strides: List[int],
-                 finest_scale: int = 56,
-                 init_cfg=None) -> None:
-        super().__init__(
-            roi_layer=roi_layer,
-            out_channels=out_channels,
-            featmap_strides=featmap_strides,
-            finest_scale=finest_scale,
-            init_cfg=init_cfg)
-        layer = self.roi_layers[0]
-        for attr in ('output_size', 'sampling_ratio', 'aligned',
-                     'pool_mode'):
-            if not hasattr(layer, attr):
-                raise TypeError(
-                    f'GatherRoIExtractor reproduces mmcv RoIAlign; '
-                    f'{type(layer).__name__} has no {attr!r}')
-        if layer.pool_mode != 'avg' or int(layer.sampling_ratio) <= 0:
-            raise ValueError(
-                'GatherRoIExtractor needs RoIAlign with pool_mode="avg" and '
-                f'sampling_ratio > 0, got pool_mode={layer.pool_mode!r}, '
-                f'sampling_ratio={layer.sampling_ratio}')
-        size = layer.output_size
-        self.out_size = (size, size) if isinstance(size, int) else \
-            tuple(int(v) for v in size)
-        self.sampling_ratio = int(layer.sampling_ratio)
-        self.aligned = bool(layer.aligned)
-
-    def prepare(self, feats: Sequence[Tensor]) -> RoIFeatureTable:
-        """Channels-last table of the first ``num_inputs`` levels."""
-        feats = feats[:self.num_inputs]
-        rows = [f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in feats]
-        sizes = [len(r) for r in rows]
-        device = feats[0].device
-        offsets = torch.tensor([0] + sizes[:-1], device=device).cumsum(0)
-        return RoIFeatureTable(
-            torch.cat(rows), offsets,
-            torch.tensor([f.shape[2] for f in feats], device=device),
-            torch.tensor([f.shape[3] for f in feats], device=device))
-
-    def forward_tokens(self, feats, rois: Tensor) -> Tensor:
-        """RoI features as tokens (n, S_h * S_w, C)."""
-        tab = feats if isinstance(feats, RoIFeatureTable) else \
-            self.prepare(feats)
-        n = rois.shape[0]
-        sh, sw = self.out_size
-        sr = self.sampling_ratio
-        if n == 0:
-            return tab.table.new_zeros(0, sh * sw, tab.table.shape[1])
-        rois = rois.to(tab.table.dtype)
-        lvl = self.map_roi_levels(rois, len(tab.heights))
-        strides = rois.new_tensor(self.featmap_strides)[lvl]
-        H, W = tab.heights[lvl], tab.widths[lvl]
-        base = tab.offsets[lvl] + rois[:, 0].long() * H * W
-        offset = 0.5 if self.aligned else 0.0
-        x1 = rois[:, 1] / strides - offset
-        y1 = rois[:, 2] / strides - offset
-        x2 = rois[:, 3] / strides - offset
-        y2 = rois[:, 4] / strides - offset
-        rw, rh = x2 - x1, y2 - y1
-        if not self.aligned:
-            rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
-
-        def taps(start, length, bins, size):
-            # Sample positions of every bin along one axis, in mmcv's order
-            # (bin-major), and their two bilinear taps.
-            pos = (torch.arange(bins * sr, device=rois.device,
-                                dtype=rois.dtype) + 0.5) / sr
-            v = start[:, None] + pos[None] * (length / bins)[:, None]
-            size = size[:, None]
-            valid = (v >= -1.0) & (v <= size.to(v.dtype))
-            v = v.clamp(min=0.0)
-            lo = torch.minimum(v.floor().long(), size - 1)
-            at_end = lo >= size - 1
-            v = torch.where(at_end, lo.to(v.dtype), v)
-            hi = torch.where(at_end, lo, lo + 1)
-            frac = v - lo.to(v.dtype)
-            return lo, hi, 1 - frac, frac, valid
-
-        ylo, yhi, wy0, wy1, vy = taps(y1, rh, sh, H)
-        xlo, xhi, wx0, wx1, vx = taps(x1, rw, sw, W)
-        rowy = [(ylo * W[:, None])[:, :, None], (yhi * W[:, None])[:, :, None]]
-        colx = [xlo[:, None, :], xhi[:, None, :]]
-        wy = [wy0[:, :, None], wy1[:, :, None]]
-        wx = [wx0[:, None, :], wx1[:, None, :]]
-        idx = torch.stack([
-            base[:, None, None] + rowy[a] + colx[b] for a in (0, 1)
-            for b in (0, 1)
-        ], dim=-1)  # (n, sh*sr, sw*sr, 4)
-        valid = (vy[:, :, None] & vx[:, None, :]).to(rois.dtype)
-        wts = torch.stack([wy[a] * wx[b] for a in (0, 1) for b in (0, 1)],
-                          dim=-1) * (valid / (sr * sr))[..., None]
-        # One bag per output bin: its sr*sr samples x 4 taps.
-        idx = idx.view(n, sh, sr, sw, sr, 4).permute(0, 1, 3, 2, 4, 5)
-        wts = wts.view(n, sh, sr, sw, sr, 4).permute(0, 1, 3, 2, 4, 5)
-        out = F.embedding_bag(
-            idx.reshape(n * sh * sw, -1),
-            tab.table,
-            per_sample_weights=wts.reshape(n * sh * sw, -1),
-            mode='sum')
-        return out.view(n, sh * sw, -1)
-
-    def forward(self,
-                feats,
-                rois: Tensor,
-                roi_scale_factor: Optional[float] = None) -> Tensor:
-        """Same interface and output (n, C, S_h, S_w) as mmdet's."""
-        if roi_scale_factor is not None:
-            rois = self.roi_rescale(rois, roi_scale_factor)
-        tokens = self.forward_tokens(feats, rois)
-        return tokens.transpose(1, 2).reshape(
-            len(tokens), -1, *self.out_size)
-
-
-class RoIQueryAttention(nn.MultiheadAttention):
-    """``nn.MultiheadAttention`` for one query per proposal over its RoI
-    tokens, computed with the key and value projections folded into the
-    query side.
-
-    Written by hand for speed only: with one query and L = 49 tokens per
-    proposal, ``softmax(q W_q (X W_k)^T) X W_v`` is evaluated as
-    ``softmax((W_k^T W_q q) . X)`` and ``(attn . X) W_v`` per head, so the
-    49 tokens of every proposal are never projected (about 20x fewer
-    operations per sampling step). Parameters, initialisation and results
-    are those of ``nn.MultiheadAttention(batch_first=True)`` (tested); the
-    key bias cancels in the softmax.
-    """
-
-    def forward_single(self, query: Tensor, tokens: Tensor,
-                       key_pos: Optional[Tensor] = None) -> Tensor:
-        """
-        Args:
-            query (Tensor): (M, C), one query per proposal.
-            tokens (Tensor): (M, L, C) keys and values.
-            key_pos (Tensor, optional): (L, C) added to the keys only.
-
-        Returns:
-            Tensor: (M, C).
-        """
-        M, C = query.shape
-        h, d = self.num_heads, self.head_dim
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, _, b_v = self.in_proj_bias.chunk(3)
-        q = F.linear(query, w_q, b_q).view(M, h, d) / math.sqrt(d)
-        u = torch.einsum('mhd,hdc->mhc', q, w_k.view(h, d, C))
-        logits = torch.bmm(u, tokens.transpose(1, 2))  # (M, h, L)
-        if key_pos is not None:
-            logits = logits + torch.einsum('mhc,lc->mhl', u, key_pos)
-        attn = F.dropout(
-            logits.softmax(-1), p=self.dropout, training=self.training)
-        z = torch.bmm(attn, tokens)  # (M, h, C)
-        v = torch.einsum('mhc,hdc->mhd', z, w_v.view(h, d, C)) + \
-            b_v.view(h, d)
-        return self.out_proj(v.reshape(M, C))
-
-
-class ReIDDynamicConv(DynamicConv):
-    """mmdet's Sparse R-CNN ``DynamicConv`` whose kernels may come from a
-    rank-limited linear map, run in chunks of proposals.
-
-    The two 1x1 dynamic kernels (C x d and d x C, d = ``feat_channels``)
-    are generated per proposal from a parameter feature (here the ReID
-    feature F_r). mmdet generates them with one ``Linear(C, 2 C d)``
-    (8.4 M weights for C = 256, d = 64); with ``param_rank`` r the map is
-    ``Linear(C, r)`` then ``Linear(r, 2 C d)`` (still one linear map of F_r,
-    of rank <= r), which keeps PSDiff's single reused layer light
-    (2.1 M weights for r = 64). The computation is mmdet's forward, applied
-    to ``chunk_size`` proposals at a time so that the generated kernels
-    (2 C d floats per proposal) are consumed while still in cache; every
-    proposal is independent, so the result is the same.
-
-    Args:
-        param_rank (int, optional): r; None for mmdet's full-rank map.
-        chunk_size (int): Proposals per chunk. Defaults to 64.
-        **kwargs: ``DynamicConv``'s arguments.
-    """
-
-    def __init__(self,
-                 param_rank: Optional[int] = None,
-                 chunk_size: int = 64,
-                 **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.chunk_size = int(chunk_size)
-        if param_rank is not None:
-            self.dynamic_layer = nn.Sequential(
-                nn.Linear(self.in_channels, param_rank, bias=False),
-                nn.Linear(param_rank, self.num_params_in +
-                          self.num_params_out))
-
-    def forward(self, param_feature: Tensor, input_feature: Tensor) -> Tensor:
-        n, k = len(param_feature), self.chunk_size
-        if n <= k:
-            return super().forward(param_feature, input_feature)
-        return torch.cat([
-            super(ReIDDynamicConv, self).forward(param_feature[i:i + k],
-                                                 input_feature[i:i + k])
-            for i in range(0, n, k)
-        ])
+from ..layers import ReIDDynamicConv, RoIQueryAttention
+from ..roi_extractors import GatherRoIExtractor, RoIFeatureTable
 
 
 @MODELS.register_module()
@@ -308,7 +72,10 @@ class CDLHead(BaseModule):
         bbox_coder (dict): Box deltas; DiffusionDet's weights (2, 2, 1, 1)
             are ``target_stds`` (0.5, 0.5, 1, 1).
         prior_prob (float): Initial foreground probability. Defaults 0.01.
-        criterion (dict): The set-prediction loss.
+
+    The layer is the denoiser only (one pass, :meth:`forward`): the
+    criterion, the sampler and the schedule belong to :class:`PSDiffHead`,
+    which applies it.
     """
 
     def __init__(self,
@@ -341,7 +108,6 @@ class CDLHead(BaseModule):
                      target_stds=(0.5, 0.5, 1., 1.),
                      clip_border=False),
                  prior_prob: float = 0.01,
-                 criterion: dict = dict(type=DualDenoisingCriterion),
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         C = in_channels
@@ -414,8 +180,6 @@ class CDLHead(BaseModule):
         self.reg_branch = self._mlp(C, C, num_reg_convs)
         self.reg_out = nn.Linear(C, 4)
         self.bbox_coder = TASK_UTILS.build(bbox_coder)
-
-        self.criterion = MODELS.build(criterion)
 
     @staticmethod
     def _mlp(in_channels: int, channels: int, num_layers: int) -> nn.Module:
@@ -525,11 +289,3 @@ class CDLHead(BaseModule):
             cls_scores=cls_scores.view(B, N, self.num_classes),
             bboxes=pred_boxes.view(B, N, 4),
             embeds=pred_embeds.view(B, N, D))
-
-    def loss_by_feat(self, outs: Dict[str, Tensor],
-                     batch_gt_instances: List[InstanceData],
-                     batch_img_metas: List[dict]) -> Dict[str, Tensor]:
-        """The criterion (eq. 13-14) on the outputs of :meth:`forward`."""
-        return self.criterion(outs['cls_scores'], outs['bboxes'],
-                              outs['embeds'], batch_gt_instances,
-                              batch_img_metas)

@@ -3,8 +3,7 @@
 from typing import List, Optional, Union
 
 import torch
-from mmdet.models.task_modules.assigners import (AssignResult,
-                                                 BaseAssigner,
+from mmdet.models.task_modules.assigners import (AssignResult, BaseAssigner,
                                                  SimOTAAssigner)
 from mmdet.structures.bbox import bbox_overlaps
 from mmengine.structures import InstanceData

@@ -21,7 +21,7 @@ with read_base():
     from ....configs._base_.default_runtime import *  # noqa: F401,F403
     from ....configs._base_.models.diffps_sd21 import *  # noqa: F401,F403
 
-# Widths of the tiny SD (mmpsearch.models.backbones.tiny_sd): up levels
+# Widths of the tiny SD (mmpsearch.testing.tiny_sd): up levels
 # T[1] 64, T[2] 48, T[3] 32 channels; text width 32.
 det_width = 64
 reid_width = 64
@@ -45,18 +45,19 @@ model.reid_neck.update(
     in_channels=((64, ), (48, 48), (32, 32, 32, 32)),
     channels=reid_width,
     out_channels=reid_width)
-model.reid_roi_extractor.update(out_channels=reid_width)
-model.reid_head.update(
-    in_channels=reid_width,
-    text_channels=32,
-    res_layer=small_res_layer,
-    embed_dim=embed_dim)
-model.reid_loss.update(
-    num_features=embed_dim, num_pids=num_train_ids, num_cq_size=50)
+model.reid_roi_head.update(
+    roi_extractor=dict(out_channels=reid_width),
+    embed_head=dict(
+        in_channels=reid_width,
+        text_channels=32,
+        res_layer=small_res_layer,
+        embed_dim=embed_dim),
+    loss_reid=dict(
+        num_features=embed_dim, num_pids=num_train_ids, num_cq_size=50))
 model.train_cfg.rpn.sampler.update(num=64)
 model.train_cfg.rpn_proposal.update(nms_pre=1000, max_per_img=200)
 model.train_cfg.rcnn.sampler.update(num=64)
-model.train_cfg.reid.sampler.update(num=32)
+model.reid_roi_head.train_cfg.sampler.update(num=32)
 model.test_cfg.rpn.update(nms_pre=1000, max_per_img=100)
 model.test_cfg.rcnn.update(max_per_img=50)
 

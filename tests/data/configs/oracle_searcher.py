@@ -1,8 +1,9 @@
-# The oracle searcher of tests/oracle_searcher.py on synthetic scenes.
+# The oracle searcher (mmpsearch/testing/oracle_searcher.py) on synthetic
+# scenes.
 from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmengine.config import read_base
 
-from tests.oracle_searcher import OracleColourSearcher
+from mmpsearch.testing import OracleColourSearcher
 
 with read_base():
     from ....configs._base_.datasets.synthetic_cuhk import *  # noqa: F401,F403

@@ -30,7 +30,7 @@ model['backbone'].update(  # noqa: F405
     part_prompts=())
 del diffps_model
 
-# Widths of the tiny SD (mmpsearch.models.backbones.tiny_sd): up levels
+# Widths of the tiny SD (mmpsearch.testing.tiny_sd): up levels
 # T[1] 64, T[2] 48, T[3] 32 channels.
 model['neck'] = dict(  # noqa: F405
     type=SDFeaturePyramid,
@@ -39,4 +39,6 @@ model['neck'] = dict(  # noqa: F405
     reid_strides=(32, 16),
     out_channels=channels,  # noqa: F405
     extra_level='maxpool')
-model['head']['roi_extractor']['featmap_strides'] = [8, 16, 32, 64]  # noqa
+model['bbox_head']['denoiser']['roi_extractor']['featmap_strides'] = [
+    8, 16, 32, 64
+]  # noqa: F405

@@ -1,11 +1,11 @@
-# A tiny config for testing the tools; see tests/toy_modules.py.
+# A tiny config for testing the tools; see mmpsearch/testing/toy_modules.py.
 from mmengine.config import read_base
 from mmengine.hooks import CheckpointHook, LoggerHook
 from mmengine.optim import MultiStepLR, OptimWrapper
 from mmengine.runner import IterBasedTrainLoop
 from torch.optim import Adam
 
-from tests.toy_modules import ToyRegressionDataset, ToyRegressor
+from mmpsearch.testing import ToyRegressionDataset, ToyRegressor
 
 with read_base():
     from ....configs._base_.default_runtime import *  # noqa: F401,F403

@@ -1,0 +1,487 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""PSDiff's head: the dual reverse process around one reused CDL."""
+import zlib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmcv.ops import batched_nms
+from mmdet.structures import SampleList
+from mmdet.structures.bbox import (bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh,
+                                   scale_boxes)
+from mmdet.utils import ConfigType, InstanceList, OptConfigType
+from mmengine.config import ConfigDict
+from mmengine.model import BaseModule
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from mmpsearch.diffusion import DiffusionSettings
+from mmpsearch.registry import MODELS, TASK_UTILS
+from mmpsearch.utils.thresholds import check_cfg_thresholds
+from ..detectors.query_gallery import QueryGalleryMixin
+from ..diffusion import DDIMSampler, DiffusionSampler
+from ..losses import DualDenoisingCriterion
+
+#: What ``test_cfg`` holds when the config says nothing
+#: (``num_proposals`` None: ``diffusion.num_proposals``, N_test = N_train).
+DEFAULT_TEST_CFG = dict(
+    num_proposals=None,
+    sampling_steps=8,
+    sampler=dict(type=DDIMSampler, eta=1.0),
+    seed=0,
+    score_thr=0.5,
+    nms=dict(type='nms', iou_threshold=0.5),
+    max_per_img=100,
+    box_renewal=False,
+    renewal_thr=0.5,
+    use_ensemble=False)
+DEFAULT_TRAIN_CFG = dict(num_passes=1)
+
+
+@MODELS.register_module()
+class PSDiffHead(BaseModule, QueryGalleryMixin):
+    """The head of PSDiff (Jia et al., "PSDiff: Diffusion Model for Person
+    Search with Iterative and Collaborative Refinement"): the dual denoising
+    of boxes and ReID embeddings (Sec. III, Alg. 1-2) around one
+    Collaborative Denoising Layer (``denoiser``, :class:`CDLHead`, eq. 12)
+    reused at every step. It owns the denoiser, the criterion (eq. 13-14),
+    the schedule and the sampler, as DiffusionDet's head does in mmdet
+    (``projects/DiffusionDet``).
+
+    Training (Alg. 1, :meth:`loss`): the ``DualNoiseGenerator`` transform has
+    made (b_t, e_t, t) per image (eq. 10); the CDL predicts (b̂_0, ê_0) and
+    the criterion scores them.
+
+    Inference (Alg. 2, :meth:`predict`): N_test boxes and embeddings start as
+    Gaussian noise and go through ``sampling_steps`` steps (:meth:`denoise`),
+    each one CDL pass and one sampler update (DDIM, DPM-Solver,
+    DPM-Solver++, picked by name in ``test_cfg.sampler``) on features
+    computed once per image. The detections are the last pass's predictions
+    (the last update would only feed a pass that is not run), optionally
+    merged with every step's (ensembling), filtered by score and NMS
+    (:meth:`predict_by_feat`). DiffusionDet's box renewal (proposals scoring
+    below ``renewal_thr`` restart from noise) is optional.
+
+    Randomness is seeded: each image gets a ``torch.Generator`` seeded from
+    ``test_cfg.seed`` and its ``img_id`` (CRC32), drawn on the CPU, so a
+    result does not depend on the batch it came in, on the device, or on
+    earlier images; ``seed=None`` uses torch's global generator.
+
+    Query images (metainfo ``split == 'query'``): the embedding is computed
+    from the given box by the same k-step sampler. Proposal 0 is the query
+    box, put back (clean, i.e. ``(2 b_0 - 1) s1``) into the box part of x_t
+    before every pass, so every RoIAlign reads the query person; its
+    embedding part is denoised from Gaussian noise like any other, and the
+    other N_test - 1 proposals are ordinary random proposals that give the
+    self-attention the context it had in training. The query embedding is
+    proposal 0's ê_0 of the last pass, so query and gallery embeddings come
+    out of the same process. The output is the given box (original pixels),
+    score 1, label 0, and that embedding.
+
+    Args:
+        denoiser (dict): The CDL, :class:`CDLHead`; its ``embed_dims``
+            defaults to ``diffusion.embed_dims``.
+        criterion (dict): :class:`DualDenoisingCriterion`.
+        diffusion (dict): :class:`~mmpsearch.diffusion.DiffusionSettings`
+            (T, schedule, s1, s2, N_train, D), the same dict the training
+            pipeline's ``DualNoiseGenerator`` gets.
+        train_cfg (dict, optional): ``num_passes`` (default 1, the paper):
+            how many times the one CDL is applied per training image, each
+            pass starting from the previous pass's (detached) boxes and
+            embeddings at the same t, every pass scored by the criterion
+            (DiffusionDet's cascade, with the weights shared). More passes
+            train the layer on the refined boxes it meets in the later
+            sampling steps.
+        test_cfg (dict, optional): See ``DEFAULT_TEST_CFG``.
+    """
+
+    #: The keys of the plain sub-dicts of the config, checked against
+    #: ``--cfg-options`` before anything is built
+    #: (``mmpsearch.utils.cfg_signature``).
+    CFG_KEYS = dict(
+        test_cfg=tuple(DEFAULT_TEST_CFG),
+        train_cfg=tuple(DEFAULT_TRAIN_CFG),
+        diffusion=DiffusionSettings.keys())
+
+    def __init__(self,
+                 denoiser: ConfigType,
+                 criterion: ConfigType = dict(type=DualDenoisingCriterion),
+                 diffusion: Optional[dict] = None,
+                 train_cfg: OptConfigType = None,
+                 test_cfg: OptConfigType = None,
+                 init_cfg=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.diffusion = DiffusionSettings.from_cfg(
+            diffusion, 'model.bbox_head.diffusion')
+        denoiser = dict(denoiser)
+        if self.diffusion.embed_dims is not None:
+            given = denoiser.setdefault('embed_dims',
+                                        self.diffusion.embed_dims)
+            if given != self.diffusion.embed_dims:
+                raise ValueError(
+                    f'model.bbox_head.denoiser.embed_dims ({given}) differs '
+                    'from model.bbox_head.diffusion.embed_dims '
+                    f'({self.diffusion.embed_dims}); set it once, in '
+                    'diffusion')
+        self.denoiser = MODELS.build(denoiser)
+        self.criterion = MODELS.build(criterion)
+        self.set_train_cfg(train_cfg)
+        self.set_test_cfg(test_cfg)
+
+    # ------------------------------------------------------------ settings
+    @property
+    def embed_dims(self) -> int:
+        return self.denoiser.embed_dims
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.diffusion.num_timesteps
+
+    def set_train_cfg(self, train_cfg: OptConfigType) -> None:
+        cfg = ConfigDict(DEFAULT_TRAIN_CFG)
+        cfg.update(train_cfg or {})
+        unknown = set(cfg) - set(DEFAULT_TRAIN_CFG)
+        if unknown:
+            raise KeyError(f'model.train_cfg has unknown keys '
+                           f'{sorted(unknown)}; known: '
+                           f'{sorted(DEFAULT_TRAIN_CFG)}')
+        if int(cfg.num_passes) < 1:
+            raise ValueError('model.train_cfg.num_passes must be >= 1, got '
+                             f'{cfg.num_passes}')
+        self.train_cfg = cfg
+
+    def set_test_cfg(self, test_cfg: OptConfigType) -> None:
+        cfg = ConfigDict(DEFAULT_TEST_CFG)
+        cfg.update(test_cfg or {})
+        unknown = set(cfg) - set(DEFAULT_TEST_CFG)
+        if unknown:
+            raise KeyError(f'model.test_cfg has unknown keys '
+                           f'{sorted(unknown)}; known: '
+                           f'{sorted(DEFAULT_TEST_CFG)}')
+        if cfg.num_proposals is None:
+            cfg.num_proposals = self.diffusion.num_proposals
+        self.test_cfg = cfg
+        self.check_test_cfg()
+
+    def check_test_cfg(self) -> None:
+        """Refuse ``test_cfg`` values that would silently run something
+        else: a proposal or step count that is not a positive whole number
+        (``int(2.5)`` would quietly run 2 steps) or a sampler name that is not
+        registered. Called at build time and before every sampling run, as
+        tools change ``test_cfg`` on a built model."""
+        cfg = self.test_cfg
+        for key in ('num_proposals', 'sampling_steps'):
+            value = cfg[key]
+            if isinstance(value, bool) or not isinstance(
+                    value, (int, float)) or value != int(value) or value < 1:
+                raise ValueError(f'model.test_cfg.{key} must be a whole '
+                                 f'number >= 1, got {value!r}')
+        sampler = cfg.sampler
+        kind = sampler if isinstance(sampler, str) else (
+            sampler.get('type') if isinstance(sampler, dict) else None)
+        cls = TASK_UTILS.get(kind) if isinstance(kind, str) else kind
+        if not (isinstance(cls, type) and issubclass(cls, DiffusionSampler)):
+            known = sorted(
+                k for k, v in TASK_UTILS.module_dict.items()
+                if isinstance(v, type) and issubclass(v, DiffusionSampler))
+            raise KeyError(f'model.test_cfg.sampler {sampler!r} is not a '
+                           f'diffusion sampler; known: {known}')
+        # score_thr, nms.iou_threshold, renewal_thr: NaN or 5 would drop
+        # (or keep) every box and print zeros
+        check_cfg_thresholds(cfg, 'model.test_cfg')
+
+    # ------------------------------------------- the x_t <-> boxes maps
+    @staticmethod
+    def img_whwh(batch_img_metas: List[dict], ref: Tensor) -> Tensor:
+        return ref.new_tensor([[m['img_shape'][1], m['img_shape'][0]] * 2
+                               for m in batch_img_metas])
+
+    def x_to_boxes(self, x_boxes: Tensor, whwh: Tensor) -> Tensor:
+        """b_t (B, N, 4) in the scaled space -> x1y1x2y2 pixels.
+
+        Clamped to [-s1, s1] first (DiffusionDet); widths and heights are
+        kept >= 1e-4 of the image so a box never collapses to zero size,
+        from which box deltas could not recover it.
+        """
+        s1 = self.diffusion.box_snr_scale
+        x = (x_boxes.clamp(-s1, s1) / s1 + 1) / 2
+        x = torch.cat([x[..., :2], x[..., 2:].clamp(min=1e-4)], dim=-1)
+        return bbox_cxcywh_to_xyxy(x) * whwh[:, None]
+
+    def boxes_to_x(self, boxes: Tensor, whwh: Tensor) -> Tensor:
+        """x1y1x2y2 pixels -> b_0 in the scaled space, clamped to
+        [-s1, s1]."""
+        s1 = self.diffusion.box_snr_scale
+        x = bbox_xyxy_to_cxcywh(boxes / whwh[:, None])
+        return ((x * 2 - 1) * s1).clamp(-s1, s1)
+
+    # ---------------------------------------------------------- training
+    def _noisy_inputs(self, batch_data_samples: SampleList,
+                      device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+        boxes, embeds, ts = [], [], []
+        for ds in batch_data_samples:
+            if 'noisy_instances' not in ds or 'diffusion_t' not in ds:
+                raise KeyError(
+                    f'data sample of image {ds.metainfo.get("img_id")} has '
+                    'no noisy_instances / diffusion_t: the training '
+                    'pipeline needs DualNoiseGenerator before '
+                    'PackPersonSearchInputs')
+            boxes.append(ds.noisy_instances.bboxes)
+            embeds.append(ds.noisy_instances.embeds)
+            ts.append(int(ds.diffusion_t))
+        shapes = {tuple(b.shape) for b in boxes}
+        if len(shapes) > 1:
+            raise ValueError(f'noisy_bboxes of different shapes in one '
+                             f'batch: {sorted(shapes)}; every image needs '
+                             'the same DualNoiseGenerator.num_proposals')
+        # The configs give the pipeline and the model one diffusion dict;
+        # this guards a leaf or --cfg-options that changed only one of them.
+        if not all(0 <= t < self.num_timesteps for t in ts):
+            raise ValueError(f'diffusion_t {ts} outside [0, '
+                             f'{self.num_timesteps}): the pipeline and '
+                             'model.bbox_head.diffusion disagree on T')
+        return (torch.stack(boxes).float().to(device),
+                torch.stack(embeds).float().to(device),
+                torch.tensor(ts, device=device))
+
+    def loss(self, x: Tuple[Tensor, ...],
+             batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        """CDL passes on (b_t, e_t, t) and the criterion (Alg. 1)."""
+        x_boxes, x_embeds, ts = self._noisy_inputs(batch_data_samples,
+                                                   x[0].device)
+        metas = [ds.metainfo for ds in batch_data_samples]
+        gts = [ds.gt_instances for ds in batch_data_samples]
+        whwh = self.img_whwh(metas, x_boxes)
+        boxes = self.x_to_boxes(x_boxes, whwh)
+        embeds = x_embeds / self.diffusion.embed_snr_scale
+        num_passes = int(self.train_cfg.num_passes)
+        feats = self.denoiser.prepare(x) if num_passes > 1 else x
+        losses: Dict[str, Tensor] = {}
+        for k in range(num_passes):
+            outs = self.denoiser(feats, boxes, embeds, ts)
+            prefix = '' if k == num_passes - 1 else f'p{k}.'
+            for name, value in self.loss_by_feat(outs, gts, metas).items():
+                losses[prefix + name] = value
+            # The next pass reads this one's b̂_0 and ê_0 as a sampling
+            # step would (ê_0 normalised: x_0 = Norm(ê_0) s2, divided by s2).
+            boxes = self.x_to_boxes(
+                self.boxes_to_x(outs['bboxes'].detach(), whwh), whwh)
+            embeds = F.normalize(outs['embeds'].detach(), dim=-1)
+        return losses
+
+    def loss_by_feat(self, outs: Dict[str, Tensor],
+                     batch_gt_instances: List[InstanceData],
+                     batch_img_metas: List[dict]) -> Dict[str, Tensor]:
+        """The criterion (eq. 13-14) on one pass of the denoiser."""
+        return self.criterion(outs['cls_scores'], outs['bboxes'],
+                              outs['embeds'], batch_gt_instances,
+                              batch_img_metas)
+
+    # --------------------------------------------------------- sampling
+    def build_sampler(self) -> DiffusionSampler:
+        """The sampler named in ``test_cfg.sampler`` (on the head's
+        schedule)."""
+        cfg = self.test_cfg.sampler
+        if isinstance(cfg, str):
+            cfg = dict(type=cfg)
+        key = repr(cfg)
+        cached = getattr(self, '_sampler_cache', None)
+        if cached is None or cached[0] != key:
+            sampler = TASK_UTILS.build(
+                cfg,
+                default_args=dict(
+                    num_timesteps=self.diffusion.num_timesteps,
+                    beta_schedule=self.diffusion.beta_schedule))
+            self._sampler_cache = (key, sampler)
+        return self._sampler_cache[1]
+
+    def _generators(self, batch_img_metas: List[dict]
+                    ) -> List[Optional[torch.Generator]]:
+        seed = self.test_cfg.seed
+        if seed is None:
+            return [None] * len(batch_img_metas)
+        gens = []
+        for i, meta in enumerate(batch_img_metas):
+            key = meta.get('img_id', meta.get('img_path', i))
+            gen = torch.Generator()
+            gen.manual_seed(zlib.crc32(f'{int(seed)}/{key}'.encode()))
+            gens.append(gen)
+        return gens
+
+    @staticmethod
+    def _randn(gens: List[Optional[torch.Generator]], shape: Tuple[int, ...],
+               ref: Tensor) -> Tensor:
+        """(B, *shape) standard normal, image i from generator i."""
+        return torch.stack([
+            torch.randn(shape, generator=g, dtype=torch.float32)
+            for g in gens
+        ]).to(device=ref.device, dtype=ref.dtype)
+
+    def denoise(self, feats: Sequence[Tensor], batch_img_metas: List[dict],
+                query_boxes: Optional[List[Optional[Tensor]]] = None
+                ) -> List[Dict[str, Tensor]]:
+        """Run the sampler (Alg. 2) on precomputed image features.
+
+        Args:
+            feats: The detector's ``extract_feat`` output for the batch.
+            batch_img_metas: ``img_shape`` (and ``img_id`` for seeding).
+            query_boxes: Per image, None or a (1, 4) box in pixels of the
+                network input, held fixed as proposal 0.
+
+        Returns:
+            list[dict]: The denoiser outputs (``cls_scores``, ``bboxes``,
+            ``embeds``) of every step, the last one last.
+        """
+        self.check_test_cfg()
+        cfg = self.test_cfg
+        B = feats[0].shape[0]
+        N, D = int(cfg.num_proposals), self.embed_dims
+        sampler = self.build_sampler()
+        if cfg.box_renewal and not sampler.supports_renewal:
+            raise ValueError(
+                f'test_cfg.box_renewal needs a sampler without a history '
+                f'of earlier steps (DDIMSampler); {type(sampler).__name__} '
+                'keeps one. Set box_renewal=False.')
+        run = sampler.start(int(cfg.sampling_steps))
+        ref = feats[0]
+        whwh = self.img_whwh(batch_img_metas, ref)
+        gens = self._generators(batch_img_metas)
+        x = self._randn(gens, (N, 4 + D), ref)
+
+        query_boxes = query_boxes or [None] * B
+        is_query = torch.tensor([q is not None for q in query_boxes],
+                                device=ref.device)
+        known = torch.zeros(B, 4, device=ref.device, dtype=ref.dtype)
+        for i, q in enumerate(query_boxes):
+            if q is not None:
+                known[i] = self.boxes_to_x(
+                    q.to(ref).reshape(1, 1, 4), whwh[i:i + 1])[0, 0]
+
+        s2 = self.diffusion.embed_snr_scale
+        prepared = self.denoiser.prepare(feats)  # reused by every step
+        steps = []
+        timesteps = run.timesteps
+        for k, t in enumerate(timesteps):
+            if is_query.any():
+                x[is_query, 0, :4] = known[is_query]
+            t_batch = torch.full((B, ), t, device=ref.device,
+                                 dtype=torch.long)
+            outs = self.denoiser(prepared, self.x_to_boxes(x[..., :4], whwh),
+                                 x[..., 4:] / s2, t_batch)
+            steps.append(outs)
+            if k == len(timesteps) - 1:
+                break
+            x0 = torch.cat([
+                self.boxes_to_x(outs['bboxes'], whwh),
+                F.normalize(outs['embeds'], dim=-1) * s2
+            ], dim=-1)
+            noise = self._randn(gens, (N, 4 + D), ref) \
+                if run.stochastic else None
+            x = run.step(x0, t, x, noise)
+            if cfg.box_renewal:
+                # DiffusionDet: proposals scoring below the threshold
+                # restart from noise (the query box is kept).
+                scores = outs['cls_scores'].sigmoid().amax(-1)
+                renew = scores < cfg.renewal_thr
+                renew[is_query, 0] = False
+                for i, gen in enumerate(gens):
+                    num = int(renew[i].sum())
+                    if num:
+                        x[i, renew[i]] = torch.randn(
+                            (num, 4 + D), generator=gen).to(x)
+        return steps
+
+    def forward(self, x: Sequence[Tensor],
+                batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor]:
+        """One CDL pass from noise at t = T - 1 (for FLOP counting and
+        export): (cls_scores, bboxes, embeds)."""
+        steps = self.test_cfg.sampling_steps
+        try:
+            self.test_cfg.sampling_steps = 1
+            outs = self.denoise(x, batch_img_metas)[-1]
+        finally:
+            self.test_cfg.sampling_steps = steps
+        return outs['cls_scores'], outs['bboxes'], outs['embeds']
+
+    # -------------------------------------------------------- inference
+    def predict(self,
+                x: Sequence[Tensor],
+                batch_data_samples: SampleList,
+                rescale: bool = True) -> InstanceList:
+        """Detections and embeddings of gallery images; the embedding of
+        the given box for query images (see the class docstring)."""
+        metas = [ds.metainfo for ds in batch_data_samples]
+        query_boxes = self.query_boxes(batch_data_samples)
+        steps = self.denoise(x, metas, [
+            None if q is None else self.to_input_pixels(q, meta)
+            for q, meta in zip(query_boxes, metas)
+        ])
+        return self.predict_by_feat(steps, metas, query_boxes, rescale)
+
+    def predict_by_feat(self,
+                        steps: List[Dict[str, Tensor]],
+                        batch_img_metas: List[dict],
+                        query_boxes: Optional[List[Optional[Tensor]]] = None,
+                        rescale: bool = True) -> InstanceList:
+        """The post-processing of :meth:`denoise`'s outputs, per image."""
+        query_boxes = query_boxes or [None] * len(batch_img_metas)
+        results = []
+        for i, meta in enumerate(batch_img_metas):
+            if query_boxes[i] is not None:
+                results.append(
+                    self._predict_query_single(steps[-1], i, query_boxes[i],
+                                               meta, rescale))
+            else:
+                use = steps if self.test_cfg.use_ensemble else steps[-1:]
+                results.append(
+                    self._predict_by_feat_single(use, i, meta, rescale))
+        return results
+
+    def _predict_query_single(self, outs: Dict[str, Tensor], i: int,
+                              box: Tensor, meta: dict,
+                              rescale: bool) -> InstanceData:
+        res = InstanceData()
+        box = box.to(outs['bboxes']).reshape(1, 4)
+        if not rescale:
+            box = self.to_input_pixels(box, meta)
+        res.bboxes = box
+        res.scores = box.new_ones(1)
+        res.labels = torch.zeros(1, dtype=torch.long, device=box.device)
+        res.embeddings = F.normalize(outs['embeds'][i, :1], dim=-1)
+        return res
+
+    def _predict_by_feat_single(self, steps: List[Dict[str, Tensor]], i: int,
+                                meta: dict, rescale: bool) -> InstanceData:
+        """Score threshold, clipping, NMS over the steps used (the last, or
+        all of them with ``use_ensemble``) and ``max_per_img``."""
+        cfg = self.test_cfg
+        img_h, img_w = meta['img_shape'][:2]
+        boxes, scores, labels, embeds = [], [], [], []
+        for outs in steps:
+            s, lab = outs['cls_scores'][i].sigmoid().max(dim=-1)
+            keep = s >= cfg.score_thr
+            b = outs['bboxes'][i][keep]
+            b = torch.stack([
+                b[:, 0].clamp(0, img_w), b[:, 1].clamp(0, img_h),
+                b[:, 2].clamp(0, img_w), b[:, 3].clamp(0, img_h)
+            ], dim=-1)
+            boxes.append(b)
+            scores.append(s[keep])
+            labels.append(lab[keep])
+            embeds.append(outs['embeds'][i][keep])
+        boxes, scores = torch.cat(boxes), torch.cat(scores)
+        labels, embeds = torch.cat(labels), torch.cat(embeds)
+        if len(boxes) > 0 and cfg.nms is not None:
+            _, keep = batched_nms(boxes, scores, labels, cfg.nms)
+            boxes, scores = boxes[keep], scores[keep]
+            labels, embeds = labels[keep], embeds[keep]
+        order = scores.argsort(descending=True)[:cfg.max_per_img]
+        res = InstanceData()
+        boxes = boxes[order]
+        if rescale:
+            boxes = scale_boxes(boxes, [1 / s for s in meta['scale_factor']])
+        res.bboxes = boxes
+        res.scores = scores[order]
+        res.labels = labels[order]
+        res.embeddings = F.normalize(embeds[order], dim=-1)
+        return res

@@ -1,1 +1,0 @@
-# Copyright (c) mmpsearch contributors. All rights reserved.

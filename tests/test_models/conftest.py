@@ -1,0 +1,76 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""Shared fixtures of the model tests: one backbone on the tiny random
+Stable Diffusion per session, one small CUHK-layout tree, every test on one
+torch thread, and the checks every training test on Stable Diffusion
+makes."""
+from typing import List
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmpsearch.datasets.synthetic import make_synthetic
+from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
+
+
+@pytest.fixture(scope='session')
+def tiny_backbone(tiny_sd_dir) -> StableDiffusionBackbone:
+    backbone = StableDiffusionBackbone(tiny_sd_dir)
+    backbone.eval()
+    return backbone
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(one_torch_thread):
+    """Every DiffPS test on one torch thread (see tests/conftest.py)."""
+    yield
+
+
+@pytest.fixture(scope='session')
+def synthetic_root(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp('synthetic_cuhk'))
+    # the smallest CUHK-layout tree with a TestG100 gallery
+    make_synthetic(
+        'cuhk', root, num_images=202, num_ids=6, image_size=(160, 120))
+    return root
+
+
+def train_runner(cfg: Config) -> Runner:
+    """Build the Runner of ``cfg`` and train it, keeping a copy of the
+    Stable Diffusion weights from before training in ``_sd_before``."""
+    runner = Runner.from_cfg(cfg)
+    runner._sd_before = [
+        p.detach().clone() for p in runner.model.backbone.frozen_parameters()
+    ]
+    runner.train()
+    return runner
+
+
+def loss_history(runner: Runner, key: str = 'loss') -> List[float]:
+    return [
+        float(v) for v in runner.message_hub.get_scalar(f'train/{key}').data[0]
+    ]
+
+
+def assert_stable_diffusion_frozen(runner: Runner) -> None:
+    """No SD parameter is a model parameter, in the optimizer or its state,
+    has a gradient or changed; the UNet stays in eval mode; checkpoints hold
+    no SD weights."""
+    model = runner.model
+    sd = model.backbone.frozen_parameters()
+    assert len(sd) > 0
+    sd_ids = {id(p) for p in sd}
+    assert not sd_ids & {id(p) for p in model.parameters()}
+    optimizer = runner.optim_wrapper.optimizer
+    opt_params = [p for g in optimizer.param_groups for p in g['params']]
+    assert len(opt_params) > 0
+    assert not sd_ids & {id(p) for p in opt_params}
+    assert not sd_ids & {id(p) for p in optimizer.state}
+    assert all(p.grad is None and not p.requires_grad for p in sd)
+    for p, q in zip(sd, runner._sd_before):
+        assert torch.equal(p, q)
+    assert not model.backbone.unet.training
+    assert not any(k.startswith('backbone.') for k in model.state_dict())
+    assert np.isfinite(loss_history(runner)).all()

@@ -1,0 +1,376 @@
+# Copyright (c) mmpsearch contributors. All rights reserved.
+"""The ReID branch of DiffPS as one RoI head (:class:`ReIDRoIHead`): the
+head on its own, the former six-part config layout and checkpoints of the
+former layout (keys ``reid_head.*`` / ``reid_loss.*`` /
+``reid_roi_extractor.*``)."""
+import copy
+import os.path as osp
+from collections import OrderedDict
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmcv.ops import RoIAlign
+from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+from mmdet.models.roi_heads.shared_heads import ResLayer
+from mmdet.models.task_modules.assigners import MaxIoUAssigner
+from mmdet.models.task_modules.samplers import RandomSampler
+from mmdet.structures import DetDataSample
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.runner.checkpoint import load_state_dict
+from mmengine.structures import InstanceData
+
+from mmpsearch.engine.hooks.checkpoint_fit_hook import CheckpointFitHook
+from mmpsearch.models.heads.sfan import SFAN
+from mmpsearch.models.losses.oim import OIMLoss
+from mmpsearch.models.roi_heads import ReIDRoIHead
+from mmpsearch.registry import DATASETS, MODELS
+from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
+                                        check_checkpoint_fits,
+                                        compare_state_dict,
+                                        rename_state_dict_prefixes)
+from mmpsearch.utils.setup_env import register_all_modules
+
+CONFIG = osp.join(
+    osp.dirname(__file__), '..', '..', 'data', 'configs',
+    'diffps_sd21_synthetic.py')
+EMBED_DIM = 24
+NUM_PIDS = 5
+#: current prefix -> the one checkpoints of the former layout have
+FORMER = {
+    'reid_roi_head.roi_extractor.': 'reid_roi_extractor.',
+    'reid_roi_head.embed_head.': 'reid_head.',
+    'reid_roi_head.loss_reid.': 'reid_loss.',
+}
+
+
+# ------------------------------------------------------------ the head
+def _head_cfg(train: bool = True) -> dict:
+    return dict(
+        type=ReIDRoIHead,
+        roi_extractor=dict(
+            type=SingleRoIExtractor,
+            roi_layer=dict(
+                type=RoIAlign,
+                output_size=(12, 6),
+                sampling_ratio=2,
+                aligned=False),
+            out_channels=64,
+            featmap_strides=[8]),
+        embed_head=dict(
+            type=SFAN,
+            in_channels=64,
+            text_channels=32,
+            res_layer=dict(type=ResLayer, depth=18, stage=1, stride=2),
+            embed_dim=EMBED_DIM),
+        loss_reid=dict(
+            type=OIMLoss,
+            num_features=EMBED_DIM,
+            num_pids=NUM_PIDS,
+            num_cq_size=8,
+            loss_weight=2.0),
+        train_cfg=dict(
+            assigner=dict(
+                type=MaxIoUAssigner,
+                pos_iou_thr=0.7,
+                neg_iou_thr=0.3,
+                min_pos_iou=0.7,
+                match_low_quality=False,
+                ignore_iof_thr=-1),
+            sampler=dict(
+                type=RandomSampler,
+                num=16,
+                pos_fraction=0.5,
+                neg_pos_ub=1,
+                add_gt_as_proposals=True)) if train else None)
+
+
+def _sample(gt_boxes, person_ids) -> DetDataSample:
+    sample = DetDataSample(metainfo=dict(img_shape=(128, 128), img_id='x'))
+    sample.gt_instances = InstanceData(
+        bboxes=torch.tensor(gt_boxes, dtype=torch.float32).reshape(-1, 4),
+        labels=torch.zeros(len(gt_boxes), dtype=torch.long),
+        person_ids=torch.tensor(person_ids, dtype=torch.long))
+    return sample
+
+
+@pytest.fixture
+def head_inputs():
+    torch.manual_seed(0)
+    register_all_modules(init_default_scope=False)
+    reid_map = torch.randn(2, 64, 16, 16, requires_grad=True)
+    part_embeds = torch.randn(4, 32)
+    samples = [
+        _sample([[10., 10., 50., 90.], [60., 20., 100., 110.]], [1, -1]),
+        _sample([[30., 5., 70., 100.]], [3]),
+    ]
+    proposals = []
+    for s in samples:
+        gt = s.gt_instances.bboxes
+        # jittered copies of the persons (positives) and far boxes
+        near = gt.repeat(4, 1) + torch.randn(4 * len(gt), 4)
+        far = torch.tensor([[100., 0., 127., 20.], [0., 100., 30., 127.]])
+        proposals.append(InstanceData(priors=torch.cat([near, far])))
+    return reid_map, part_embeds, proposals, samples
+
+
+def test_head_loss_is_finite_and_trains_the_embedding_head(head_inputs):
+    reid_map, part_embeds, proposals, samples = head_inputs
+    head = MODELS.build(_head_cfg()).train()
+    assert head.proposals == ReIDRoIHead.PROPOSALS
+    assert head.embed_negatives and head.embed_dim == EMBED_DIM
+    # filled tables: with OIM's zero init the loss has no gradient yet
+    head.loss_reid.lut.copy_(F.normalize(torch.randn(NUM_PIDS, EMBED_DIM)))
+    seen = {}
+    forward = head.loss_reid.forward
+
+    def spy(embeds, ids):
+        seen['ids'] = ids.clone()
+        return forward(embeds, ids)
+
+    head.loss_reid.forward = spy
+    losses = head.loss(reid_map, part_embeds, proposals, samples)
+    assert set(losses) == {'loss_reid'}
+    loss = losses['loss_reid']
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert float(loss.detach()) > 0
+    # persons keep their ids (-1 unlabelled), backgrounds get -2
+    ids = seen['ids']
+    assert {1, -1, 3} <= set(ids.tolist())
+    assert (ids == -2).any() and ReIDRoIHead.BACKGROUND_ID == -2
+    assert set(ids.tolist()) <= {1, -1, 3, -2}
+    loss.backward()
+    grads = [p.grad for p in head.embed_head.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads[-4:])
+    assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
+    assert float(reid_map.grad.abs().sum()) > 0
+
+
+def test_head_loss_keeps_the_graph_without_any_roi(head_inputs):
+    """No person and no candidate: OIM is still called (a collective under
+    DDP) and the loss still backpropagates to the ReID map."""
+    reid_map, part_embeds, _, _ = head_inputs
+    head = MODELS.build(_head_cfg()).train()
+    called = []
+    forward = head.loss_reid.forward
+
+    def spy(embeds, ids):
+        called.append(len(ids))
+        return forward(embeds, ids)
+
+    head.loss_reid.forward = spy
+    empty = [_sample([], []) for _ in range(2)]
+    proposals = [InstanceData(priors=torch.zeros(0, 4)) for _ in empty]
+    loss = head.loss(reid_map, part_embeds, proposals, empty)['loss_reid']
+    assert called == [0]
+    assert loss.requires_grad and float(loss.detach()) == 0.0
+    loss.backward()
+    assert reid_map.grad is not None
+    assert float(reid_map.grad.abs().sum()) == 0.0
+
+
+def test_head_without_negatives_embeds_only_persons(head_inputs):
+    reid_map, part_embeds, proposals, samples = head_inputs
+    cfg = _head_cfg()
+    cfg['train_cfg']['embed_negatives'] = False
+    head = MODELS.build(cfg).train()
+    boxes, ids = head.sample(proposals, samples)
+    assert (ids >= -1).all() and len(ids) == sum(len(b) for b in boxes)
+
+
+def test_head_predict_gives_unit_embeddings_and_none_for_no_box(head_inputs):
+    reid_map, part_embeds, _, _ = head_inputs
+    head = MODELS.build(_head_cfg(train=False)).eval()
+    boxes = [torch.tensor([[0., 0., 40., 80.], [20., 10., 60., 120.]]),
+             torch.tensor([[5., 5., 60., 100.]])]
+    with torch.no_grad():
+        emb = head.predict(reid_map, part_embeds, boxes)
+        empty = head.predict(reid_map, part_embeds,
+                             [torch.zeros(0, 4), torch.zeros(0, 4)])
+    assert emb.shape == (3, EMBED_DIM)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(3))
+    assert not torch.allclose(emb[0], emb[1])
+    assert empty.shape == (0, EMBED_DIM)
+    # without train_cfg it has no assigner: its loss refuses
+    with pytest.raises(RuntimeError, match='train_cfg'):
+        head.loss(reid_map, part_embeds, [], [])
+
+
+def test_head_refuses_unknown_proposals():
+    cfg = _head_cfg()
+    cfg['train_cfg']['proposals'] = ('rpn', 'gt')
+    with pytest.raises(ValueError, match='proposals must name some of'):
+        MODELS.build(cfg)
+
+
+def test_rename_state_dict_prefixes_renames_keys_and_metadata():
+    state = OrderedDict([('a.reid_head.w', 1), ('a.reid_head_x.w', 2),
+                         ('reid_head.w', 3), ('a.neck.w', 4)])
+    state._metadata = OrderedDict([('a.reid_head', dict(version=1)),
+                                   ('a.reid_head.bn', dict(version=2)),
+                                   ('a', dict(version=1))])
+    renames = {'reid_head.': 'roi.embed.'}
+    out = rename_state_dict_prefixes(state, renames, prefix='a.')
+    assert out is state
+    assert set(state) == {'a.roi.embed.w', 'a.reid_head_x.w', 'reid_head.w',
+                          'a.neck.w'}
+    assert state['a.roi.embed.w'] == 1
+    assert set(state._metadata) == {'a.roi.embed', 'a.roi.embed.bn', 'a'}
+    assert state._metadata['a.roi.embed.bn'] == dict(version=2)
+    # a no-op on renamed keys
+    before = dict(state)
+    rename_state_dict_prefixes(state, renames, prefix='a.')
+    assert dict(state) == before
+
+
+# ----------------------------------------------------- in the detector
+def _model_cfg(tiny_sd_dir: str) -> Config:
+    cfg = Config.fromfile(CONFIG)
+    cfg.model.backbone.sd_path = tiny_sd_dir
+    return cfg
+
+
+def _former_layout(model_cfg) -> dict:
+    """The six-part layout of the same model: the parts on the detector,
+    the assigner and sampler in ``train_cfg.reid``."""
+    model_cfg = copy.deepcopy(model_cfg)
+    head = model_cfg.pop('reid_roi_head')
+    model_cfg.update(
+        reid_roi_extractor=head.roi_extractor,
+        reid_head=head.embed_head,
+        reid_loss=head.loss_reid)
+    model_cfg.train_cfg.reid = head.train_cfg
+    return model_cfg
+
+
+def _former_state_dict(state: dict) -> OrderedDict:
+    """``state`` with the keys (and module metadata) of the former layout."""
+    def old(key: str) -> str:
+        for new, former in FORMER.items():
+            if key.startswith(new):
+                return former + key[len(new):]
+            if key + '.' == new:
+                return former[:-1]
+        return key
+
+    out = OrderedDict((old(k), v.clone()) for k, v in state.items())
+    out._metadata = OrderedDict(
+        (old(k), dict(v)) for k, v in state._metadata.items())
+    return out
+
+
+def _build(model_cfg, seed: int):
+    torch.manual_seed(seed)
+    model = MODELS.build(copy.deepcopy(model_cfg))
+    model.init_weights()
+    return model
+
+
+@pytest.fixture(scope='module')
+def model_cfg(tiny_sd_dir):
+    register_all_modules(init_default_scope=False)
+    return _model_cfg(tiny_sd_dir).model
+
+
+def test_former_six_part_config_builds_an_equal_model(model_cfg):
+    new = _build(model_cfg, seed=0)
+    with pytest.warns(UserWarning, match='reid_roi_head'):
+        old = _build(_former_layout(model_cfg), seed=0)
+    assert isinstance(old.reid_roi_head, ReIDRoIHead)
+    for attr in ('reid_head', 'reid_loss', 'reid_roi_extractor',
+                 'reid_assigner', 'reid_sampler'):
+        assert not hasattr(old, attr)
+    a, b = new.state_dict(), old.state_dict()
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert old.reid_roi_head.train_cfg == new.reid_roi_head.train_cfg
+    assert old.reid_roi_head.sampler.num == 32  # the synthetic config's
+    assert old.reid_roi_head.proposals == new.reid_roi_head.proposals
+    # given twice: refused
+    both = _former_layout(model_cfg)
+    both.reid_roi_head = model_cfg.reid_roi_head
+    with pytest.raises(ValueError, match='given twice'):
+        MODELS.build(both)
+
+
+@pytest.fixture(scope='module')
+def trained_state(model_cfg):
+    """The weights of a model with non-trivial OIM tables and BN stats."""
+    model = _build(model_cfg, seed=1)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if buf.is_floating_point() and not name.startswith('backbone.'):
+                buf.copy_(torch.rand_like(buf) + 0.5)
+    return model.state_dict()
+
+
+def test_former_checkpoint_loads_strictly_and_gives_identical_outputs(
+        model_cfg, trained_state, synthetic_root):
+    former = _former_state_dict(trained_state)
+    assert any(k.startswith('reid_head.') for k in former)
+    assert {'reid_loss.lut', 'reid_loss.cq'} <= set(former)
+    assert not any(k.startswith('reid_roi_head.') for k in former)
+
+    reference = _build(model_cfg, seed=2)
+    reference.load_state_dict(trained_state, strict=True)
+    model = _build(model_cfg, seed=3)
+    lut = model.reid_roi_head.loss_reid.lut
+    assert not torch.equal(lut, trained_state['reid_roi_head.loss_reid.lut'])
+    result = model.load_state_dict(former, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    # the caller's dict keeps its keys (load_state_dict renames a copy)
+    assert 'reid_loss.lut' in former
+    now = model.state_dict()
+    for k in trained_state:
+        assert torch.equal(now[k], trained_state[k]), k
+    # mmengine's loader (load_from, init_searcher) too
+    again = _build(model_cfg, seed=4)
+    load_state_dict(again, former, strict=True)
+    torch.testing.assert_close(again.reid_roi_head.loss_reid.cq,
+                               trained_state['reid_roi_head.loss_reid.cq'],
+                               rtol=0, atol=0)
+
+    cfg = Config.fromfile(CONFIG)
+    for ds in cfg.test_dataloader.dataset.datasets:
+        ds.data_root = synthetic_root
+    dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    batch = pseudo_collate([dataset[0], dataset[len(dataset) - 1]])
+    outs = []
+    for m in (reference, model):
+        m.eval()
+        m.roi_head.test_cfg.score_thr = 0.0  # untrained: keep detections
+        with torch.no_grad():
+            outs.append(m.test_step(copy.deepcopy(batch)))
+    for a, b in zip(*outs):
+        assert len(a.pred_instances) > 0
+        for key in ('bboxes', 'scores', 'embeddings'):
+            assert torch.equal(a.pred_instances[key], b.pred_instances[key])
+
+
+def test_checkpoint_fit_check_upgrades_former_keys(model_cfg, trained_state):
+    model = _build(model_cfg, seed=0)
+    former = _former_state_dict(trained_state)
+    checkpoint = dict(state_dict=former)
+    # compared as they are, the former keys do not fit ...
+    raw = compare_state_dict(model, dict(former))
+    assert raw['missing'] and raw['unexpected']
+    # ... the fit check applies the model's upgrade first
+    fit = check_checkpoint_fits(model, checkpoint, 'former.pth')
+    assert not (fit['missing'] or fit['unexpected'] or fit['shape'])
+    assert fit['loaded'] == fit['total']
+    assert 'reid_loss.lut' in checkpoint['state_dict']  # not modified
+    logged = []
+    runner = SimpleNamespace(
+        model=model,
+        _load_from='former.pth',
+        logger=SimpleNamespace(info=logged.append))
+    CheckpointFitHook(allow_partial=False).after_load_checkpoint(
+        runner, checkpoint)
+    assert '0 missing, 0 unexpected' in logged[0]
+    # a key that fits neither layout is still reported
+    former['reid_lossx.lut'] = former.pop('reid_loss.lut')
+    with pytest.raises(CheckpointMismatchError, match='reid_lossx.lut'):
+        check_checkpoint_fits(model, dict(state_dict=former), 'bad.pth')
