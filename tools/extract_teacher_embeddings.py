@@ -85,7 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         device=device,
-        cfg_options=args.cfg_options)
+        cfg_options=args.cfg_options,
+        overwrite=args.force)
     print(f'wrote {summary["num_boxes"]} embeddings (dim {summary["dim"]}) '
           f'of {summary["num_images"]} images of split {args.split!r} to '
           f'{args.out}')

@@ -75,6 +75,8 @@ def extract_teacher_embeddings(model: torch.nn.Module,
         batch_size (int): Crops per forward pass.
         num_workers (int): DataLoader workers.
         show_progress (bool): Show a progress bar on stdout.
+        overwrite (bool): Replace an existing ``out``; without it an
+            existing file is refused before any work starts.
 
     Returns:
         list[np.ndarray]: One (n_i, D) float32 array per scene of the
@@ -141,9 +143,10 @@ def write_teacher_embeddings(config: str,
                              num_workers: int = 2,
                              device: Optional[str] = None,
                              cfg_options: Optional[dict] = None,
-                             show_progress: bool = True) -> dict:
+                             show_progress: bool = True,
+                             overwrite: bool = False) -> dict:
     """Embed every box of ``split`` with a trained teacher and write the
-    embeddings to ``out`` (an ``.npz``, replaced if it exists).
+    embeddings to ``out`` (an ``.npz``).
 
     Args:
         config (str): The teacher config (``configs/teacher/``).
@@ -158,10 +161,16 @@ def write_teacher_embeddings(config: str,
             available, else cpu.
         cfg_options (dict, optional): Config overrides, key=value.
         show_progress (bool): Show a progress bar on stdout.
+        overwrite (bool): Replace an existing ``out``; without it an
+            existing file is refused before any work starts.
 
     Returns:
         dict: ``out``, ``num_boxes``, ``dim`` and ``num_images``.
     """
+    if osp.lexists(out) and not overwrite:
+        raise FileExistsError(
+            f'{out} exists; refusing to overwrite the teacher embeddings '
+            'there (overwrite=True replaces it)')
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     register_all_modules(init_default_scope=True)
     cfg = load_config(config, cfg_options)

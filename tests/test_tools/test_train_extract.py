@@ -195,6 +195,11 @@ def test_extract_refuses_to_overwrite(trained, extract_tool, tmp_path):
     with pytest.raises(SystemExit, match='must end with .npz'):
         extract_tool.main([CONFIG, trained['ckpt'], '--out',
                            str(tmp_path / 'e.npy')])
+    # the library function refuses too, before it reads anything
+    from mmpsearch.apis import write_teacher_embeddings
+    with pytest.raises(FileExistsError, match='overwrite=True'):
+        write_teacher_embeddings('no/such/config.py', 'no.pth', str(out))
+    assert out.read_bytes() == b'not embeddings'
 
 
 def test_extract_rejects_checkpoint_of_other_model(trained, extract_tool,
