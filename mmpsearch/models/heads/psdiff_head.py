@@ -137,27 +137,28 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
     def num_timesteps(self) -> int:
         return self.diffusion.num_timesteps
 
-    def set_train_cfg(self, train_cfg: OptConfigType) -> None:
-        cfg = ConfigDict(DEFAULT_TRAIN_CFG)
-        cfg.update(train_cfg or {})
-        unknown = set(cfg) - set(DEFAULT_TRAIN_CFG)
+    @staticmethod
+    def _with_defaults(defaults: dict, cfg: OptConfigType,
+                       name: str) -> ConfigDict:
+        """``cfg`` over ``defaults``; a key the defaults lack is an
+        error (it would be ignored)."""
+        merged = ConfigDict(defaults)
+        merged.update(cfg or {})
+        unknown = set(merged) - set(defaults)
         if unknown:
-            raise KeyError(f'model.train_cfg has unknown keys '
-                           f'{sorted(unknown)}; known: '
-                           f'{sorted(DEFAULT_TRAIN_CFG)}')
+            raise KeyError(f'model.{name} has unknown keys '
+                           f'{sorted(unknown)}; known: {sorted(defaults)}')
+        return merged
+
+    def set_train_cfg(self, train_cfg: OptConfigType) -> None:
+        cfg = self._with_defaults(DEFAULT_TRAIN_CFG, train_cfg, 'train_cfg')
         if int(cfg.num_passes) < 1:
             raise ValueError('model.train_cfg.num_passes must be >= 1, got '
                              f'{cfg.num_passes}')
         self.train_cfg = cfg
 
     def set_test_cfg(self, test_cfg: OptConfigType) -> None:
-        cfg = ConfigDict(DEFAULT_TEST_CFG)
-        cfg.update(test_cfg or {})
-        unknown = set(cfg) - set(DEFAULT_TEST_CFG)
-        if unknown:
-            raise KeyError(f'model.test_cfg has unknown keys '
-                           f'{sorted(unknown)}; known: '
-                           f'{sorted(DEFAULT_TEST_CFG)}')
+        cfg = self._with_defaults(DEFAULT_TEST_CFG, test_cfg, 'test_cfg')
         if cfg.num_proposals is None:
             cfg.num_proposals = self.diffusion.num_proposals
         self.test_cfg = cfg
