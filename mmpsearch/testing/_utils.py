@@ -2,7 +2,6 @@
 """Person-search inputs for unit tests, as mmdet's ``demo_mm_inputs``."""
 from typing import Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from mmdet.structures import DetDataSample
@@ -110,14 +109,13 @@ def _add_noisy_instances(sample: DetDataSample, settings: DiffusionSettings,
                         boxes[:, 2:] - boxes[:, :2]], 1) / torch.tensor(
                             [W, H, W, H])
     inds = torch.arange(N) % n
-    abar = float(NoiseSchedule(settings.num_timesteps,
-                               settings.beta_schedule).alpha_bar(t))
+    schedule = NoiseSchedule(settings.num_timesteps, settings.beta_schedule)
     x_b = (2 * cxcywh - 1)[inds] * settings.box_snr_scale
     x_e = e0[inds] * settings.embed_snr_scale
     noise_b = torch.randn(N, 4, generator=g)
     noise_e = torch.randn(N, D, generator=g)
     sample.noisy_instances = InstanceData(
-        bboxes=(np.sqrt(abar) * x_b + np.sqrt(1 - abar) * noise_b).float(),
-        embeds=(np.sqrt(abar) * x_e + np.sqrt(1 - abar) * noise_e).float(),
+        bboxes=schedule.q_sample(x_b, t, noise_b).float(),
+        embeds=schedule.q_sample(x_e, t, noise_e).float(),
         gt_inds=inds)
     sample.set_metainfo(dict(diffusion_t=t))

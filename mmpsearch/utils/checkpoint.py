@@ -248,9 +248,8 @@ def rename_state_dict_prefixes(state: dict,
     the module's new name).
 
     How a model upgrades the keys of a checkpoint written before one of its
-    modules moved: call it from the model's ``_load_from_state_dict`` (with
-    its ``prefix``) and from its ``upgrade_state_dict_keys``, which
-    :func:`check_checkpoint_fits` applies. Give the old prefixes with their
+    modules moved (:class:`StateDictUpgradeMixin` does it for a model that
+    lists the moves). Give the old prefixes with their
     trailing dot (``'reid_head.'``), so that ``'reid_head_x.'`` stays.
 
     Returns:
@@ -274,6 +273,40 @@ def rename_state_dict_prefixes(state: dict,
             if new_key is not None:
                 metadata[new_key[:-1]] = metadata.pop(key)
     return state
+
+
+class StateDictUpgradeMixin:
+    """Loads checkpoints written before some of a model's modules moved.
+
+    A model lists the moves in ``STATE_DICT_RENAMES`` (former prefix ->
+    current prefix, each with its trailing dot); its
+    ``_load_from_state_dict`` renames the former keys before the children
+    load (mmdet's way of loading earlier checkpoints, e.g.
+    ``AnchorFreeHead._load_from_state_dict``) and
+    :func:`check_checkpoint_fits` compares the checkpoint with the renamed
+    keys (:meth:`upgrade_state_dict_keys`). The former prefixes never occur
+    in a current state dict, so the rename needs no version number and is a
+    no-op on a current one. Put it before the model's base class.
+    """
+
+    STATE_DICT_RENAMES: Mapping[str, str] = {}
+
+    @classmethod
+    def upgrade_state_dict_keys(cls, state_dict: dict,
+                                prefix: str = '') -> dict:
+        """Rename, in place, the former keys of ``state_dict``."""
+        return rename_state_dict_prefixes(state_dict, cls.STATE_DICT_RENAMES,
+                                          prefix)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str,
+                              local_metadata: dict, strict: bool,
+                              missing_keys: List[str],
+                              unexpected_keys: List[str],
+                              error_msgs: List[str]) -> None:
+        self.upgrade_state_dict_keys(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
 
 def upgrade_checkpoint_keys(model: torch.nn.Module, state: dict) -> dict:

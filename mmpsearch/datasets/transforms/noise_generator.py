@@ -130,13 +130,9 @@ class DualNoiseGenerator(BaseTransform):
                              f'{self.PAD_MODES}, got {pad_mode!r}')
         self.teacher_embeds = teacher_embeds
         self.settings = settings
-        self.num_proposals = settings.num_proposals
-        self.box_snr_scale = settings.box_snr_scale
-        self.embed_snr_scale = settings.embed_snr_scale
         self.schedule = NoiseSchedule(settings.num_timesteps,
                                       settings.beta_schedule)
         self.pad_mode = pad_mode
-        self.embed_dims = settings.embed_dims
         if timestep_range is None:
             timestep_range = (0, self.schedule.num_timesteps)
         low, high = (int(v) for v in timestep_range)
@@ -147,6 +143,23 @@ class DualNoiseGenerator(BaseTransform):
         self.timestep_range = (low, high)
         self.center_teacher = bool(center_teacher)
         self._teacher: Optional[TeacherEmbeddings] = None
+
+    # The settings read by the transform, by their names in eq. 10.
+    @property
+    def num_proposals(self) -> int:
+        return self.settings.num_proposals
+
+    @property
+    def box_snr_scale(self) -> float:
+        return self.settings.box_snr_scale
+
+    @property
+    def embed_snr_scale(self) -> float:
+        return self.settings.embed_snr_scale
+
+    @property
+    def embed_dims(self) -> Optional[int]:
+        return self.settings.embed_dims
 
     @property
     def teacher(self) -> TeacherEmbeddings:
@@ -177,7 +190,7 @@ class DualNoiseGenerator(BaseTransform):
             raise ValueError(
                 f'{self.teacher_embeds} holds {teacher.dim}-d teacher '
                 f'embeddings but the model embeds in {embed_dims} dimensions '
-                '(head.embed_dims)')
+                '(bbox_head.embed_dims)')
         problems = []
         num = len(dataset)
         for i in range(num):

@@ -17,13 +17,13 @@ from torch import Tensor
 
 from mmpsearch.models.roi_heads.reid_roi_head import ReIDRoIHead
 from mmpsearch.registry import MODELS
-from mmpsearch.utils.checkpoint import rename_state_dict_prefixes
+from mmpsearch.utils.checkpoint import StateDictUpgradeMixin
 from mmpsearch.utils.thresholds import check_cfg_thresholds
 from .query_gallery import QueryGalleryMixin
 
 
 @MODELS.register_module()
-class DiffPS(QueryGalleryMixin, TwoStageDetector):
+class DiffPS(StateDictUpgradeMixin, QueryGalleryMixin, TwoStageDetector):
     """DiffPS person searcher (Kim et al., ICCV 2025, Fig. 2): decoupled
     detection and ReID branches on one frozen Stable Diffusion pass.
 
@@ -58,8 +58,8 @@ class DiffPS(QueryGalleryMixin, TwoStageDetector):
 
     The former layout (``reid_roi_extractor``, ``reid_head``, ``reid_loss``
     on the detector and ``train_cfg.reid``) still builds the same model,
-    with a warning, and its checkpoints load: :meth:`_load_from_state_dict`
-    renames their keys (``STATE_DICT_RENAMES``).
+    with a warning, and its checkpoints load: ``STATE_DICT_RENAMES`` names
+    the moved keys (:class:`StateDictUpgradeMixin`).
 
     At test time every gallery image gives its detections with scores,
     labels and embeddings; a query image (``metainfo['split'] == 'query'``)
@@ -163,31 +163,6 @@ class DiffPS(QueryGalleryMixin, TwoStageDetector):
                                'the assigner and sampler of the ReID RoIs')
             head['train_cfg'] = train_cfg.reid
         return head
-
-    @classmethod
-    def upgrade_state_dict_keys(cls, state_dict: dict,
-                                prefix: str = '') -> dict:
-        """Rename, in place, the keys of a checkpoint of the former layout
-        (``reid_head.*``, ``reid_loss.*`` with OIM's lookup table and queue,
-        ``reid_roi_extractor.*``) to ``reid_roi_head.<part>.*``; the hook
-        the checkpoint fit check (``mmpsearch.utils.checkpoint``) applies.
-        The former prefixes never occur in a current state dict, so the
-        rename needs no version number and is a no-op on a current one."""
-        return rename_state_dict_prefixes(state_dict, cls.STATE_DICT_RENAMES,
-                                          prefix)
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str,
-                              local_metadata: dict, strict: bool,
-                              missing_keys: List[str],
-                              unexpected_keys: List[str],
-                              error_msgs: List[str]) -> None:
-        """Upgrade the keys of a checkpoint of the former layout before the
-        children load (mmdet's way of loading earlier checkpoints, e.g.
-        ``AnchorFreeHead._load_from_state_dict``)."""
-        self.upgrade_state_dict_keys(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata,
-                                      strict, missing_keys, unexpected_keys,
-                                      error_msgs)
 
     def check_test_cfg(self) -> None:
         """Refuse a ``score_thr`` or NMS ``iou_threshold`` of ``test_cfg``

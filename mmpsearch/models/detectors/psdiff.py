@@ -9,12 +9,12 @@ from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from torch import Tensor
 
 from mmpsearch.registry import MODELS
-from mmpsearch.utils.checkpoint import rename_state_dict_prefixes
+from mmpsearch.utils.checkpoint import StateDictUpgradeMixin
 from ..heads.psdiff_head import PSDiffHead
 
 
 @MODELS.register_module()
-class PSDiff(SingleStageDetector):
+class PSDiff(StateDictUpgradeMixin, SingleStageDetector):
     """PSDiff (Jia et al., "PSDiff: Diffusion Model for Person Search with
     Iterative and Collaborative Refinement"): backbone + FPN (the image
     condition c of eq. 12) and :class:`PSDiffHead`, which owns the reverse
@@ -101,23 +101,6 @@ class PSDiff(SingleStageDetector):
         else:
             metas = [ds.metainfo for ds in batch_data_samples]
         return self.bbox_head.forward(x, metas)
-
-    @classmethod
-    def upgrade_state_dict_keys(cls, state: dict) -> dict:
-        """The keys of an old checkpoint as this model names them (applied
-        by the checkpoint fit check)."""
-        return rename_state_dict_prefixes(state, cls.STATE_DICT_RENAMES)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
-                              strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
-        """Load checkpoints written before the reverse process moved into
-        the head (keys ``head.*``)."""
-        rename_state_dict_prefixes(state_dict, self.STATE_DICT_RENAMES,
-                                   prefix)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata,
-                                      strict, missing_keys, unexpected_keys,
-                                      error_msgs)
 
 
 @MODELS.register_module()

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from mmcv.ops import batched_nms
 from mmdet.structures import SampleList
-from mmdet.structures.bbox import (bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh,
-                                   scale_boxes)
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
 from mmdet.utils import ConfigType, InstanceList, OptConfigType
 from mmengine.config import ConfigDict
 from mmengine.model import BaseModule
@@ -318,8 +317,11 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
             for g in gens
         ]).to(device=ref.device, dtype=ref.dtype)
 
-    def denoise(self, feats: Sequence[Tensor], batch_img_metas: List[dict],
-                query_boxes: Optional[List[Optional[Tensor]]] = None
+    def denoise(self,
+                feats: Sequence[Tensor],
+                batch_img_metas: List[dict],
+                query_boxes: Optional[List[Optional[Tensor]]] = None,
+                sampling_steps: Optional[int] = None
                 ) -> List[Dict[str, Tensor]]:
         """Run the sampler (Alg. 2) on precomputed image features.
 
@@ -328,6 +330,7 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
             batch_img_metas: ``img_shape`` (and ``img_id`` for seeding).
             query_boxes: Per image, None or a (1, 4) box in pixels of the
                 network input, held fixed as proposal 0.
+            sampling_steps: How many steps; default ``test_cfg``'s.
 
         Returns:
             list[dict]: The denoiser outputs (``cls_scores``, ``bboxes``,
@@ -343,7 +346,9 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
                 f'test_cfg.box_renewal needs a sampler without a history '
                 f'of earlier steps (DDIMSampler); {type(sampler).__name__} '
                 'keeps one. Set box_renewal=False.')
-        run = sampler.start(int(cfg.sampling_steps))
+        run = sampler.start(
+            int(cfg.sampling_steps if sampling_steps is None else
+                sampling_steps))
         ref = feats[0]
         whwh = self.img_whwh(batch_img_metas, ref)
         gens = self._generators(batch_img_metas)
@@ -396,12 +401,7 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
                 batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor]:
         """One CDL pass from noise at t = T - 1 (for FLOP counting and
         export): (cls_scores, bboxes, embeds)."""
-        steps = self.test_cfg.sampling_steps
-        try:
-            self.test_cfg.sampling_steps = 1
-            outs = self.denoise(x, batch_img_metas)[-1]
-        finally:
-            self.test_cfg.sampling_steps = steps
+        outs = self.denoise(x, batch_img_metas, sampling_steps=1)[-1]
         return outs['cls_scores'], outs['bboxes'], outs['embeds']
 
     # -------------------------------------------------------- inference
@@ -480,7 +480,7 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
         res = InstanceData()
         boxes = boxes[order]
         if rescale:
-            boxes = scale_boxes(boxes, [1 / s for s in meta['scale_factor']])
+            boxes = self.to_original_pixels(boxes, meta)
         res.bboxes = boxes
         res.scores = scores[order]
         res.labels = labels[order]
