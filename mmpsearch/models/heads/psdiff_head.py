@@ -5,14 +5,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmcv.ops import batched_nms
 from mmdet.structures import SampleList
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
 from mmdet.utils import ConfigType, InstanceList, OptConfigType
 from mmengine.config import ConfigDict
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
-from torch import Tensor
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
 
 from mmpsearch.diffusion import DiffusionSettings
 from mmpsearch.registry import MODELS, TASK_UTILS
@@ -26,6 +26,7 @@ from ..losses import DualDenoisingCriterion
 DEFAULT_TEST_CFG = dict(
     num_proposals=None,
     sampling_steps=8,
+    num_passes=None,
     sampler=dict(type=DDIMSampler, eta=1.0),
     seed=0,
     score_thr=0.5,
@@ -53,7 +54,9 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
 
     Inference (Alg. 2, :meth:`predict`): N_test boxes and embeddings start as
     Gaussian noise and go through ``sampling_steps`` steps (:meth:`denoise`),
-    each one CDL pass and one sampler update (DDIM, DPM-Solver,
+    each ``test_cfg.num_passes`` chained CDL passes at the step's t (by
+    default as many as ``train_cfg.num_passes``, so a step returns what
+    training scored last) and one sampler update (DDIM, DPM-Solver,
     DPM-Solver++, picked by name in ``test_cfg.sampler``) on features
     computed once per image. The detections are the last pass's predictions
     (the last update would only feed a pass that is not run), optionally
@@ -92,6 +95,10 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
             train the layer on the refined boxes it meets in the later
             sampling steps.
         test_cfg (dict, optional): See ``DEFAULT_TEST_CFG``.
+        num_layers (int): 1 (the paper: one CDL reused by every pass and
+            step), or K distinct layers of the same config, pass k using
+            layer min(k, K - 1) (an ablation: Sparse R-CNN / DiffusionDet
+            stack separate heads).
     """
 
     #: The keys of the plain sub-dicts of the config, checked against
@@ -108,8 +115,13 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
                  diffusion: Optional[dict] = None,
                  train_cfg: OptConfigType = None,
                  test_cfg: OptConfigType = None,
+                 num_layers: int = 1,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if isinstance(num_layers, bool) or not isinstance(
+                num_layers, int) or num_layers < 1:
+            raise ValueError('model.bbox_head.num_layers must be a whole '
+                             f'number >= 1, got {num_layers!r}')
         self.diffusion = DiffusionSettings.from_cfg(
             diffusion, 'model.bbox_head.diffusion')
         denoiser = dict(denoiser)
@@ -123,11 +135,23 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
                     f'({self.diffusion.embed_dims}); set it once, in '
                     'diffusion')
         self.denoiser = MODELS.build(denoiser)
+        # The ablation of separate weights per pass (a cascade, as in Sparse
+        # R-CNN / DiffusionDet): pass k uses layer min(k, num_layers - 1).
+        self.extra_layers = nn.ModuleList(
+            MODELS.build(denoiser) for _ in range(num_layers - 1))
         self.criterion = MODELS.build(criterion)
         self.set_train_cfg(train_cfg)
         self.set_test_cfg(test_cfg)
 
     # ------------------------------------------------------------ settings
+    def layer(self, k: int) -> nn.Module:
+        """The CDL of pass ``k`` (0-based): the one shared layer of the
+        paper, or, with ``num_layers`` > 1, layer ``min(k, num_layers - 1)``.
+        """
+        if k == 0 or not len(self.extra_layers):
+            return self.denoiser
+        return self.extra_layers[min(k, len(self.extra_layers)) - 1]
+
     @property
     def embed_dims(self) -> int:
         return self.denoiser.embed_dims
@@ -170,8 +194,10 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
         registered. Called at build time and before every sampling run, as
         tools change ``test_cfg`` on a built model."""
         cfg = self.test_cfg
-        for key in ('num_proposals', 'sampling_steps'):
+        for key in ('num_proposals', 'sampling_steps', 'num_passes'):
             value = cfg[key]
+            if key == 'num_passes' and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(
                     value, (int, float)) or value != int(value) or value < 1:
                 raise ValueError(f'model.test_cfg.{key} must be a whole '
@@ -189,6 +215,15 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
         # score_thr, nms.iou_threshold, renewal_thr: NaN or 5 would drop
         # (or keep) every box and print zeros
         check_cfg_thresholds(cfg, 'model.test_cfg')
+        nms = cfg.nms
+        if nms is not None and (not isinstance(nms, dict)
+                                or nms.get('type', 'nms') != 'nms'
+                                or 'iou_threshold' not in nms
+                                or set(nms) - {'type', 'iou_threshold'}):
+            raise ValueError(
+                f'model.test_cfg.nms must be None or dict(type="nms", '
+                f'iou_threshold=...) (torchvision\'s batched NMS), got '
+                f'{nms!r}')
 
     # ------------------------------------------- the x_t <-> boxes maps
     @staticmethod
@@ -258,7 +293,7 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
         feats = self.denoiser.prepare(x) if num_passes > 1 else x
         losses: Dict[str, Tensor] = {}
         for k in range(num_passes):
-            outs = self.denoiser(feats, boxes, embeds, ts)
+            outs = self.layer(k)(feats, boxes, embeds, ts)
             prefix = '' if k == num_passes - 1 else f'p{k}.'
             for name, value in self.loss_by_feat(outs, gts, metas).items():
                 losses[prefix + name] = value
@@ -321,7 +356,8 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
                 feats: Sequence[Tensor],
                 batch_img_metas: List[dict],
                 query_boxes: Optional[List[Optional[Tensor]]] = None,
-                sampling_steps: Optional[int] = None
+                sampling_steps: Optional[int] = None,
+                num_passes: Optional[int] = None
                 ) -> List[Dict[str, Tensor]]:
         """Run the sampler (Alg. 2) on precomputed image features.
 
@@ -331,10 +367,12 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
             query_boxes: Per image, None or a (1, 4) box in pixels of the
                 network input, held fixed as proposal 0.
             sampling_steps: How many steps; default ``test_cfg``'s.
+            num_passes: CDL passes per step; default ``test_cfg``'s, whose
+                default (None) is ``train_cfg.num_passes``.
 
         Returns:
             list[dict]: The denoiser outputs (``cls_scores``, ``bboxes``,
-            ``embeds``) of every step, the last one last.
+            ``embeds``) of every step's last pass, the last step last.
         """
         self.check_test_cfg()
         cfg = self.test_cfg
@@ -364,23 +402,34 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
                     q.to(ref).reshape(1, 1, 4), whwh[i:i + 1])[0, 0]
 
         s2 = self.diffusion.embed_snr_scale
+        passes = self.passes_per_step(num_passes)
         prepared = self.denoiser.prepare(feats)  # reused by every step
         steps = []
         timesteps = run.timesteps
         for k, t in enumerate(timesteps):
-            if is_query.any():
-                x[is_query, 0, :4] = known[is_query]
             t_batch = torch.full((B, ), t, device=ref.device,
                                  dtype=torch.long)
-            outs = self.denoiser(prepared, self.x_to_boxes(x[..., :4], whwh),
-                                 x[..., 4:] / s2, t_batch)
+            # The passes of one step chain as in training (:meth:`loss`):
+            # each reads the previous pass's b̂_0 through the box space and
+            # its ê_0 normalised, at the same t; the query box stays pinned.
+            x_in = x
+            for j in range(passes):
+                if is_query.any():
+                    x_in = x_in.clone()
+                    x_in[is_query, 0, :4] = known[is_query]
+                outs = self.layer(j)(prepared,
+                                     self.x_to_boxes(x_in[..., :4], whwh),
+                                     x_in[..., 4:] / s2, t_batch)
+                x_in = torch.cat([
+                    self.boxes_to_x(outs['bboxes'], whwh),
+                    F.normalize(outs['embeds'], dim=-1) * s2
+                ], dim=-1)
             steps.append(outs)
             if k == len(timesteps) - 1:
                 break
-            x0 = torch.cat([
-                self.boxes_to_x(outs['bboxes'], whwh),
-                F.normalize(outs['embeds'], dim=-1) * s2
-            ], dim=-1)
+            x0 = x_in
+            if is_query.any():
+                x[is_query, 0, :4] = known[is_query]
             noise = self._randn(gens, (N, 4 + D), ref) \
                 if run.stochastic else None
             x = run.step(x0, t, x, noise)
@@ -396,6 +445,22 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
                         x[i, renew[i]] = torch.randn(
                             (num, 4 + D), generator=gen).to(x)
         return steps
+
+    def passes_per_step(self, num_passes: Optional[int] = None) -> int:
+        """CDL passes per sampling step: ``num_passes``, else
+        ``test_cfg.num_passes``, else ``train_cfg.num_passes`` (sampling
+        then repeats what training taught the layer: with 3 training passes,
+        one pass per step returns what training calls pass 0)."""
+        for value in (num_passes, self.test_cfg.num_passes,
+                      self.train_cfg.num_passes):
+            if value is not None:
+                if isinstance(value, bool) or int(value) != value or \
+                        value < 1:
+                    raise ValueError('num_passes (CDL passes per sampling '
+                                     f'step) must be a whole number >= 1, '
+                                     f'got {value!r}')
+                return int(value)
+        return 1
 
     def forward(self, x: Sequence[Tensor],
                 batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -473,7 +538,11 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
         boxes, scores = torch.cat(boxes), torch.cat(scores)
         labels, embeds = torch.cat(labels), torch.cat(embeds)
         if len(boxes) > 0 and cfg.nms is not None:
-            _, keep = batched_nms(boxes, scores, labels, cfg.nms)
+            # torchvision's NMS, not mmcv's: the main job then needs no
+            # compiled mmcv op on any device (mmcv's CUDA build is the
+            # ecosystem's most reported install failure)
+            keep = batched_nms(boxes.float(), scores.float(), labels,
+                               float(cfg.nms['iou_threshold']))
             boxes, scores = boxes[keep], scores[keep]
             labels, embeds = labels[keep], embeds[keep]
         order = scores.argsort(descending=True)[:cfg.max_per_img]

@@ -479,3 +479,138 @@ def test_old_name_config_and_checkpoint_load(tmp_path):
         assert len(x.bboxes) > 0
         assert torch.equal(x.bboxes, y.bboxes)
         assert torch.equal(x.embeddings, y.embeddings)
+
+
+def _three_pass_model(**test_cfg):
+    torch.manual_seed(0)
+    model = MODELS.build(dict(_cfg(**test_cfg), train_cfg=dict(num_passes=3)))
+    model.init_weights()
+    return model.eval()
+
+
+def test_passes_per_step_default_to_training_and_count():
+    model = _three_pass_model()
+    head = model.bbox_head
+    assert head.passes_per_step() == 3  # test_cfg.num_passes None
+    calls = {'head': 0}
+    head.denoiser.register_forward_hook(
+        lambda *a: calls.__setitem__('head', calls['head'] + 1))
+    images, samples = _test_samples()
+    for steps, passes in ((1, None), (2, None), (3, 1), (2, 2)):
+        calls['head'] = 0
+        model.test_cfg.sampling_steps = steps
+        model.test_cfg.num_passes = passes
+        _predict(model, images, samples)
+        assert calls['head'] == steps * (passes or 3)
+    for bad in (0, 1.5, True):
+        model.test_cfg.num_passes = bad
+        with pytest.raises(ValueError, match='num_passes'):
+            _predict(model, images, samples)
+
+
+def test_k_passes_in_a_step_are_k_chained_layer_calls():
+    """A step of k passes equals k calls of the CDL chained by hand as in
+    training (boxes through the box space, embeddings normalised, the query
+    box pinned before every pass)."""
+    model = _three_pass_model(sampling_steps=1)
+    head = model.bbox_head
+    images, samples = _test_samples(('query', 'gallery'))
+    with torch.no_grad():
+        feats = model.extract_feat(images)
+        metas = [s.metainfo for s in samples]
+        qbox = torch.tensor([[20., 10, 50, 55]])  # input pixels
+        got = head.denoise(feats, metas, [qbox, None], num_passes=3)
+        assert len(got) == 1
+        # by hand
+        whwh = head.img_whwh(metas, feats[0])
+        s2 = head.diffusion.embed_snr_scale
+        x = head._randn(head._generators(metas), (N, 4 + D), feats[0])
+        known = head.boxes_to_x(qbox.reshape(1, 1, 4), whwh[:1])[0, 0]
+        t = head.build_sampler().start(1).timesteps[0]
+        ts = torch.full((2, ), t, dtype=torch.long)
+        prepared = head.denoiser.prepare(feats)
+        outs_by_pass = []
+        for _ in range(3):
+            x[0, 0, :4] = known
+            outs = head.denoiser(prepared, head.x_to_boxes(x[..., :4], whwh),
+                                 x[..., 4:] / s2, ts)
+            outs_by_pass.append(outs)
+            x = torch.cat([
+                head.boxes_to_x(outs['bboxes'], whwh),
+                F.normalize(outs['embeds'], dim=-1) * s2
+            ], dim=-1)
+        for key in ('cls_scores', 'bboxes', 'embeds'):
+            torch.testing.assert_close(got[0][key], outs_by_pass[-1][key])
+        # one pass is the first of those calls: the passes do change it
+        one = head.denoise(feats, metas, [qbox, None], num_passes=1)
+        torch.testing.assert_close(one[0]['bboxes'],
+                                   outs_by_pass[0]['bboxes'])
+        assert not torch.allclose(one[0]['bboxes'], got[0]['bboxes'])
+
+
+def test_nms_is_torchvision_and_matches_mmcv():
+    """The head's NMS (torchvision, so PSDiff needs no compiled mmcv op)
+    keeps what mmcv's ``batched_nms`` kept."""
+    from mmcv.ops import batched_nms as mmcv_batched_nms
+
+    from mmpsearch.models.heads import psdiff_head
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(200, 2, generator=g) * 80
+    wh = torch.rand(200, 2, generator=g) * 40 + 4
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = torch.rand(200, generator=g)
+    labels = torch.randint(0, 2, (200, ), generator=g)
+    keep = psdiff_head.batched_nms(boxes, scores, labels, 0.5)
+    _, ref = mmcv_batched_nms(boxes, scores, labels,
+                              dict(type='nms', iou_threshold=0.5))
+    assert torch.equal(keep, ref)
+    assert psdiff_head.batched_nms.__module__.startswith('torchvision')
+    with pytest.raises(ValueError, match='test_cfg.nms'):
+        _model(nms=dict(type='soft_nms', iou_threshold=0.5))
+
+
+def test_separate_layers_per_pass():
+    """``num_layers`` > 1: pass k trains and samples with layer
+    min(k, K - 1); one layer is the paper's shared CDL."""
+    torch.manual_seed(0)
+    cfg = _cfg()
+    cfg['bbox_head']['num_layers'] = 2
+    model = MODELS.build(dict(cfg, train_cfg=dict(num_passes=3)))
+    model.init_weights()
+    head = model.bbox_head
+    assert head.layer(0) is head.denoiser
+    assert head.layer(1) is head.layer(2) is head.extra_layers[0]
+    assert head.layer(1) is not head.denoiser
+    # separate weights, separately initialised
+    assert not torch.equal(head.layer(0).reg_out.weight,
+                           head.layer(1).reg_out.weight)
+    model.train()
+    images, samples = _train_batch()
+    losses = model.loss(images, samples)
+    model.zero_grad()
+    losses['p0.loss_giou'].backward()
+    # pass 0's loss reaches layer 0 only; the others read detached boxes
+    assert head.layer(0).reg_out.weight.grad.abs().sum() > 0
+    assert head.layer(1).reg_out.weight.grad is None
+    calls = {0: 0, 1: 0}
+    head.layer(0).register_forward_hook(
+        lambda *a: calls.__setitem__(0, calls[0] + 1))
+    head.layer(1).register_forward_hook(
+        lambda *a: calls.__setitem__(1, calls[1] + 1))
+    model.test_cfg.sampling_steps = 2
+    _predict(model, *_test_samples())
+    assert calls == {0: 2, 1: 4}
+    for bad in (0, 1.0, True):
+        cfg['bbox_head']['num_layers'] = bad
+        with pytest.raises(ValueError, match='num_layers'):
+            MODELS.build(cfg)
+
+
+def test_cascade_ablation_config():
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/psdiff/psdiff_r18_synthetic_cascade.py'))
+    base = Config.fromfile(
+        osp.join(REPO, 'configs/psdiff/psdiff_r18_synthetic.py'))
+    assert cfg.model.bbox_head.num_layers == 3
+    cfg.model.bbox_head.pop('num_layers')
+    assert cfg.model.to_dict() == base.model.to_dict()
