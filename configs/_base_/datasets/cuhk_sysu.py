@@ -32,10 +32,15 @@ test_pipeline = [
     dict(type=PackPersonSearchInputs),
 ]
 
+# Loaders sized for a GPU machine: full-size images decoded and resized by 4
+# workers per process, into pinned memory so that the host-to-GPU copy can
+# run asynchronously. (The synthetic datasets, trained on the CPU, load in
+# the main process instead.)
 train_dataloader = dict(
     batch_size=4,
-    num_workers=2,
+    num_workers=4,
     persistent_workers=True,
+    pin_memory=True,
     sampler=dict(type=DefaultSampler, shuffle=True),
     batch_sampler=dict(type=AspectRatioBatchSampler),
     dataset=dict(
@@ -47,8 +52,9 @@ train_dataloader = dict(
         backend_args=backend_args))
 val_dataloader = dict(
     batch_size=1,
-    num_workers=2,
+    num_workers=4,
     persistent_workers=True,
+    pin_memory=True,
     drop_last=False,
     sampler=dict(type=DefaultSampler, shuffle=False),
     dataset=dict(

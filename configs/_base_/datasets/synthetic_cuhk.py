@@ -17,12 +17,13 @@ train_pipeline = [  # noqa: F405
 test_pipeline = [  # noqa: F405
     dict(t, scale=img_scale) if 'scale' in t else t for t in test_pipeline]
 # Small images: loading in the main process is cheaper than workers on 2
-# cores.
+# cores; and no pinned memory, which only a GPU uses.
 train_dataloader.update(  # noqa: F405
-    num_workers=0, persistent_workers=False,
+    num_workers=0, persistent_workers=False, pin_memory=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader.update(  # noqa: F405
-    num_workers=0, persistent_workers=False, dataset=dict(datasets=[
+    num_workers=0, persistent_workers=False, pin_memory=False,
+    dataset=dict(datasets=[
         dict(d, data_root=data_root, pipeline=test_pipeline)
         for d in val_dataloader['dataset']['datasets']]))  # noqa: F405
 test_dataloader = val_dataloader

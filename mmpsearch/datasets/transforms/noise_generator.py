@@ -1,5 +1,6 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """PSDiff's dual noise generator (eq. 10), as a data transform."""
+import math
 from typing import Optional, Tuple
 
 import numpy as np
@@ -236,18 +237,28 @@ class DualNoiseGenerator(BaseTransform):
 
     def q_sample(self, x0: np.ndarray, t: int,
                  noise: np.ndarray) -> np.ndarray:
-        """``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` (eq. 7)."""
+        """``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` (eq. 7), in the
+        dtype of ``x0`` and ``noise``: the coefficients are Python floats,
+        which keep float32 arrays float32 (NumPy 2 would promote them to
+        float64 with ``np.float64`` coefficients)."""
         abar = float(self.schedule.alpha_bar(t))
-        return np.sqrt(abar) * x0 + np.sqrt(1.0 - abar) * noise
+        return math.sqrt(abar) * x0 + math.sqrt(1.0 - abar) * noise
+
+    @staticmethod
+    def _randn(*shape: int) -> np.ndarray:
+        """Standard normal float32 noise from NumPy's global generator (the
+        one ``mmengine``'s seeding sets): the stream of ``np.random.randn``,
+        rounded to float32."""
+        return np.random.randn(*shape).astype(np.float32)
 
     def _random_boxes(self, num: int) -> np.ndarray:
         # DiffusionDet: cx cy w h ~ N(0.5, 1/6) (3 sigma = 1/2), w, h > 0.
-        boxes = np.random.randn(num, 4) / 6.0 + 0.5
-        boxes[:, 2:] = np.clip(boxes[:, 2:], 1e-4, None)
+        boxes = self._randn(num, 4) / np.float32(6.0) + np.float32(0.5)
+        boxes[:, 2:] = np.clip(boxes[:, 2:], np.float32(1e-4), None)
         return boxes
 
     def _random_embeds(self, num: int, dim: int) -> np.ndarray:
-        return _l2_normalize(np.random.randn(num, dim))
+        return _l2_normalize(self._randn(num, dim))
 
     def transform(self, results: dict) -> dict:
         if 'gt_bboxes' not in results:
@@ -265,7 +276,7 @@ class DualNoiseGenerator(BaseTransform):
             dtype=bool).reshape(-1)
         valid = ~ignore
         boxes = gt_bboxes[valid]
-        embeds = teacher[valid].astype(np.float64)
+        embeds = teacher[valid]  # float32
 
         # x1y1x2y2 (resized pixels) -> cx cy w h in [0, 1].
         img_h, img_w = results['img_shape'][:2]
@@ -284,20 +295,22 @@ class DualNoiseGenerator(BaseTransform):
             inds = np.concatenate([np.arange(n), -np.ones(num - n, int)])
         inds = inds.astype(np.int64)
         pad = inds < 0
-        b0 = np.empty((num, 4), dtype=np.float64)
-        e0 = np.empty((num, dim), dtype=np.float64)
+        # float32 from here on: the noise (num x D draws per image) and
+        # eq. 10 as the model consumes them
+        b0 = np.empty((num, 4), dtype=np.float32)
+        e0 = np.empty((num, dim), dtype=np.float32)
         b0[~pad] = cxcywh[inds[~pad]]
         e0[~pad] = embeds[inds[~pad]]
         b0[pad] = self._random_boxes(int(pad.sum()))
         e0[pad] = self._random_embeds(int(pad.sum()), dim)
 
         t = int(np.random.randint(*self.timestep_range))
-        b_start = (2.0 * b0 - 1.0) * self.box_snr_scale
-        e_start = _l2_normalize(e0) * self.embed_snr_scale
-        results['noisy_bboxes'] = self.q_sample(
-            b_start, t, np.random.randn(num, 4)).astype(np.float32)
-        results['noisy_embeds'] = self.q_sample(
-            e_start, t, np.random.randn(num, dim)).astype(np.float32)
+        b_start = (2.0 * b0 - 1.0) * float(self.box_snr_scale)
+        e_start = _l2_normalize(e0) * float(self.embed_snr_scale)
+        results['noisy_bboxes'] = self.q_sample(b_start, t,
+                                                self._randn(num, 4))
+        results['noisy_embeds'] = self.q_sample(e_start, t,
+                                                self._randn(num, dim))
         results['noise_gt_inds'] = inds
         results['diffusion_t'] = t
         results['gt_teacher_embeds'] = teacher

@@ -1,11 +1,35 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """Sparse R-CNN's dynamic convolution with a rank-limited kernel map."""
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
 from mmdet.models.layers import DynamicConv
 from torch import Tensor
+
+
+def proposal_chunk_size(device: Union[str, torch.device], num_proposals: int,
+                        cpu_chunk_size: int) -> int:
+    """Proposals per chunk of :class:`ReIDDynamicConv` on ``device``.
+
+    Chunking keeps each chunk's generated kernels (2 C d floats per
+    proposal, 128 KiB for C = 256, d = 64) in a CPU core's cache; on an
+    accelerator (CUDA or any other non-CPU device) the kernels live in
+    device memory anyway and every chunk is a further round of small kernel
+    launches, so all proposals go in one chunk there.
+
+    Args:
+        device (str | torch.device): Where the features are.
+        num_proposals (int): Proposals in the batch.
+        cpu_chunk_size (int): Proposals per chunk on the CPU.
+
+    Returns:
+        int: ``cpu_chunk_size`` on the CPU, else ``num_proposals`` (at
+        least 1).
+    """
+    if torch.device(device).type == 'cpu':
+        return cpu_chunk_size
+    return max(int(num_proposals), 1)
 
 
 class ReIDDynamicConv(DynamicConv):
@@ -19,13 +43,15 @@ class ReIDDynamicConv(DynamicConv):
     ``Linear(C, r)`` then ``Linear(r, 2 C d)`` (still one linear map of F_r,
     of rank <= r), which keeps PSDiff's single reused layer light
     (2.1 M weights for r = 64). The computation is mmdet's forward, applied
-    to ``chunk_size`` proposals at a time so that the generated kernels
-    (2 C d floats per proposal) are consumed while still in cache; every
-    proposal is independent, so the result is the same.
+    on the CPU to ``chunk_size`` proposals at a time so that the generated
+    kernels (2 C d floats per proposal) are consumed while still in cache;
+    every proposal is independent, so the result is the same. On other
+    devices (CUDA) all proposals go in one chunk
+    (:func:`proposal_chunk_size`).
 
     Args:
         param_rank (int, optional): r; None for mmdet's full-rank map.
-        chunk_size (int): Proposals per chunk. Defaults to 64.
+        chunk_size (int): Proposals per chunk on the CPU. Defaults to 64.
         **kwargs: ``DynamicConv``'s arguments.
     """
 
@@ -42,7 +68,8 @@ class ReIDDynamicConv(DynamicConv):
                           self.num_params_out))
 
     def forward(self, param_feature: Tensor, input_feature: Tensor) -> Tensor:
-        n, k = len(param_feature), self.chunk_size
+        n = len(param_feature)
+        k = proposal_chunk_size(param_feature.device, n, self.chunk_size)
         if n <= k:
             return super().forward(param_feature, input_feature)
         return torch.cat([

@@ -100,28 +100,73 @@ class OIMLoss(BaseModule):
 
     @torch.no_grad()
     def update(self, embeddings: Tensor, person_ids: Tensor) -> None:
-        """Momentum update of the LUT and circular write into the CQ."""
+        """Momentum update of the LUT and circular write into the CQ.
+
+        The same tables as the authors' per-sample loop (Xiao et al., CVPR
+        2017; SeqNet's and DiffPS's ``OIM.backward``), which applies
+        ``LUT[y] <- normalize(m LUT[y] + (1 - m) x)`` sample by sample, in
+        batch order, so that the samples of one identity compound, but
+        without a host sync per sample: the samples are grouped by
+        identity, and round r applies every identity's r-th sample at once
+        (each identity's chain keeps its order, and different identities
+        do not interact). The number of rounds is the largest number of
+        samples of one identity, 1 when the ids are unique; the LUT is
+        written once, with ``index_copy_``. The queue is written with one
+        ``index_copy_`` at positions computed on the device, so the queue
+        head is never read back to the host.
+        """
         x = embeddings.detach().to(self.lut.dtype)
-        labeled = (person_ids >= 0).nonzero().flatten().tolist()
-        m = self.momentum
-        for i in labeled:  # in order, so repeated ids compound
-            y = int(person_ids[i])
-            self.lut[y] = F.normalize(
-                m * self.lut[y] + (1.0 - m) * x[i], dim=0)
-        unlabeled = x[person_ids == -1]
-        n = unlabeled.shape[0]
-        if n == 0 or self.num_cq_size == 0:
+        self._update_lut(x[person_ids >= 0], person_ids[person_ids >= 0])
+        self._update_cq(x[person_ids == -1])
+
+    @torch.no_grad()
+    def _update_lut(self, x: Tensor, y: Tensor) -> None:
+        """``LUT[y_i] <- normalize(m LUT[y_i] + (1 - m) x_i)`` for i in
+        order, applied in rounds of distinct identities."""
+        if y.numel() == 0:
             return
-        if n > self.num_cq_size:  # only the newest ones survive a wrap
-            unlabeled = unlabeled[-self.num_cq_size:]
-            start = (int(self.cq_head) + n - self.num_cq_size) % \
-                self.num_cq_size
+        ids, group, counts = torch.unique(
+            y, sorted=True, return_inverse=True, return_counts=True)
+        # r = how many earlier samples of the same identity (the rank of
+        # each sample within its identity, in batch order)
+        order = torch.argsort(y, stable=True)
+        starts = counts.cumsum(0) - counts
+        rank = torch.empty_like(y)
+        rank[order] = torch.arange(y.numel(), device=y.device) - \
+            starts[group[order]]
+        num_rounds = int(counts.max())
+        # (identities, rounds, features): round r of identity g
+        xs = x.new_zeros(ids.numel(), num_rounds, x.shape[1])
+        xs[group, rank] = x
+        m = self.momentum
+        rows = self.lut.index_select(0, ids)
+        if num_rounds == 1:
+            rows = F.normalize(m * rows + (1.0 - m) * xs[:, 0], dim=1)
         else:
-            start = int(self.cq_head)
-        k = unlabeled.shape[0]
-        idx = (start + torch.arange(k, device=x.device)) % self.num_cq_size
-        self.cq[idx] = unlabeled
-        self.cq_head.fill_((int(self.cq_head) + n) % self.num_cq_size)
+            present = torch.zeros(
+                ids.numel(), num_rounds, 1, dtype=torch.bool,
+                device=x.device)
+            present[group, rank] = True
+            for r in range(num_rounds):
+                rows = torch.where(
+                    present[:, r],
+                    F.normalize(m * rows + (1.0 - m) * xs[:, r], dim=1), rows)
+        self.lut.index_copy_(0, ids, rows)
+
+    @torch.no_grad()
+    def _update_cq(self, unlabeled: Tensor) -> None:
+        """Write ``unlabeled`` into the queue from its head on, circularly
+        (only the newest ``num_cq_size`` survive a wrap), and move the head
+        on by their number."""
+        n, size = unlabeled.shape[0], self.num_cq_size
+        if n == 0 or size == 0:
+            return
+        k = min(n, size)
+        # slots head + n - k .. head + n - 1 (mod size), on the device
+        idx = (self.cq_head + (n - k) + torch.arange(
+            k, device=unlabeled.device)) % size
+        self.cq.index_copy_(0, idx, unlabeled[n - k:])
+        self.cq_head.copy_((self.cq_head + n) % size)
 
     def forward(self, embeddings: Tensor, person_ids: Tensor) -> Tensor:
         if embeddings.dim() != 2 or embeddings.shape[1] != self.num_features:

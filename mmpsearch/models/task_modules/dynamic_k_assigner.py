@@ -3,6 +3,7 @@
 from typing import List, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from mmdet.models.task_modules.assigners import (AssignResult, BaseAssigner,
                                                  SimOTAAssigner)
 from mmdet.structures.bbox import bbox_overlaps
@@ -30,6 +31,13 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
     truths keeps the cheapest; a ground truth left without any prediction
     then takes its cheapest unassigned one, so every person trains at least
     one proposal.
+
+    The ground truths are matched together, without a host sync per ground
+    truth: one ``topk`` over all of them (k <= ``candidate_topk``, the k
+    cheapest being the first k of the ``candidate_topk`` cheapest), and one
+    host read per image for the ground truths left without a prediction.
+    (Where costs are exactly equal, which of them is taken is
+    ``torch.topk``'s choice, as in the public matcher.)
 
     Written here because mmdet ships DiffusionDet only as a project outside
     the wheel; with several positives per person, a single denoising layer
@@ -93,33 +101,39 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
             [centres, centres.new_full((num_preds, 2), self.stride)], dim=1)
         in_any, in_both = self._center_prior.get_in_gt_and_in_center_info(
             priors, gt_boxes)
-        penalty = cost.new_full((num_preds, num_gts),
-                                self.in_box_center_penalty)
-        penalty[in_any] = self.in_box_center_penalty * (~in_both).float()
-        penalty[~in_any] += self.outside_penalty
+        # in_both has a row per prediction of in_any only: spread it out
+        in_both = torch.zeros_like(cost, dtype=torch.bool).masked_scatter_(
+            in_any[:, None].expand(num_preds, num_gts), in_both)
+        penalty = torch.where(
+            in_any[:, None],
+            self.in_box_center_penalty * (~in_both).to(cost.dtype),
+            self.in_box_center_penalty + self.outside_penalty)
         cost = cost + penalty
 
         ious = bbox_overlaps(pred_boxes, gt_boxes)  # (n, g)
         topk = min(self.candidate_topk, num_preds)
-        ks = ious.topk(topk, dim=0).values.sum(0).int().clamp(min=1)
-        match = torch.zeros_like(cost, dtype=torch.bool)
-        for g in range(num_gts):
-            match[cost[:, g].topk(int(ks[g]), largest=False).indices, g] = True
-        multi = match.sum(1) > 1
-        if multi.any():
-            best = cost[multi].argmin(1)
-            match[multi] = False
-            match[multi.nonzero()[:, 0], best] = True
+        # 1 <= k <= topk (a sum of topk IoUs): each ground truth's k
+        # cheapest predictions are the first k of its topk cheapest
+        ks = ious.topk(topk, dim=0).values.sum(0).int().clamp(1, topk)
+        cheapest = cost.topk(topk, dim=0, largest=False).indices  # (topk, g)
+        match = torch.zeros_like(cost, dtype=torch.bool).scatter_(
+            0, cheapest,
+            torch.arange(topk, device=device)[:, None] < ks[None])
+        # a prediction chosen by several ground truths keeps the cheapest
+        best = F.one_hot(cost.argmin(1), num_gts).bool()
+        match = torch.where((match.sum(1) > 1)[:, None], best, match)
         # A ground truth that lost every prediction takes its cheapest
-        # still-unassigned one.
-        for g in (~match.any(0)).nonzero()[:, 0].tolist():
-            free = ~match.any(1)
-            if not free.any():
-                break
-            c = cost[:, g].masked_fill(~free, float('inf'))
+        # still-unassigned one, in order, while there are any: one host
+        # sync for the list and the number of free predictions.
+        lost = (~match.any(0)).nonzero()[:, 0]
+        num_free = num_preds - match.any(1).sum()
+        *lost, num_free = torch.cat([lost, num_free[None]]).tolist()
+        for g in lost[:num_free]:
+            c = cost[:, g].masked_fill(match.any(1), float('inf'))
             match[c.argmin(), g] = True
 
         pos = match.any(1)
-        gt_inds[pos] = match[pos].float().argmax(1) + 1
-        labels[pos] = gt_labels[gt_inds[pos] - 1]
+        inds = match.float().argmax(1)  # 0 where not pos
+        gt_inds = torch.where(pos, inds + 1, gt_inds)
+        labels = torch.where(pos, gt_labels[inds], labels)
         return AssignResult(num_gts, gt_inds, None, labels=labels)

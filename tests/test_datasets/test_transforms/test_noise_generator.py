@@ -183,3 +183,55 @@ def test_errors_are_clear(teacher, tmp_path):
         DualNoiseGenerator(path)(_results(moved))
     with pytest.raises(KeyError, match='no teacher embeddings'):
         DualNoiseGenerator(path)(_results(img_id='b.jpg'))
+
+
+@pytest.mark.parametrize('pad_mode', ['random', 'repeat'])
+def test_noise_and_eq10_in_float32(teacher, pad_mode):
+    """The noise is drawn and eq. 10 computed in float32 (what the model
+    consumes), from NumPy's seeded stream: the values are those of the same
+    draws in float64, rounded."""
+    path, embeds = teacher
+    gen = DualNoiseGenerator(path, num_proposals=8, box_snr_scale=S1,
+                             embed_snr_scale=S2, pad_mode=pad_mode,
+                             timestep_range=(300, 301))
+    dtypes = []
+    q_sample = gen.q_sample
+
+    def spy(x0, t, noise):
+        dtypes.append((x0.dtype, noise.dtype))
+        out = q_sample(x0, t, noise)
+        dtypes.append(out.dtype)
+        return out
+
+    gen.q_sample = spy
+    np.random.seed(7)
+    out = gen(_results())
+    f32 = np.dtype(np.float32)
+    assert dtypes == [(f32, f32), f32] * 2
+    assert out['noisy_bboxes'].dtype == f32
+    assert out['noisy_embeds'].dtype == f32
+
+    # the same draws in float64 (the transform's order: the padding's
+    # boxes and embeddings, t, then eps_1 and eps_2)
+    np.random.seed(7)
+    num_pad = 3 if pad_mode == 'random' else 0
+    pad_boxes = np.random.randn(num_pad, 4) / 6.0 + 0.5
+    pad_boxes[:, 2:] = np.clip(pad_boxes[:, 2:], 1e-4, None)
+    pad_embeds = np.random.randn(num_pad, D)
+    t = np.random.randint(300, 301)
+    eps_b, eps_e = np.random.randn(8, 4), np.random.randn(8, D)
+    inds = out['noise_gt_inds']
+    np.testing.assert_array_equal(inds >= 0, np.arange(8) < 8 - num_pad)
+    start_b = np.concatenate([_start(BOXES)[inds[inds >= 0]],
+                              (2 * pad_boxes - 1) * S1])
+    unit = np.concatenate([embeds[inds[inds >= 0]], pad_embeds])
+    unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+    abar = NoiseSchedule(1000, 'cosine').alpha_bar(t)
+    np.testing.assert_allclose(
+        out['noisy_bboxes'],
+        np.sqrt(abar) * start_b + np.sqrt(1 - abar) * eps_b,
+        rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        out['noisy_embeds'],
+        np.sqrt(abar) * S2 * unit + np.sqrt(1 - abar) * eps_e,
+        rtol=1e-5, atol=1e-5)
