@@ -29,9 +29,22 @@ default_hooks = dict(
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    # On a machine without CUDA, tools/train.py starts 'gloo' itself.
-    dist_cfg=dict(backend='nccl'),
+    # On a machine without CUDA, tools/train.py starts 'gloo' itself (with
+    # the same timeout). timeout: seconds a collective may wait (mmengine's
+    # init_dist turns it into a timedelta), so a rank that died before a
+    # collective (OIM's all-gather, the metric broadcast) ends the others'
+    # wait at a known time; long enough for rank 0's full-gallery evaluation.
+    dist_cfg=dict(backend='nccl', timeout=1800),
 )
+
+# Each rank seeds torch with seed + rank (mmengine's set_random_seed; seed
+# None: one random seed per run, shared by the ranks): the training noise of
+# DiffPS (the posterior sample and the forward noise of the Stable Diffusion
+# backbone) and of PSDiff (noisy boxes) differs between ranks instead of
+# repeating rank 0's draws. DDP broadcasts rank 0's initial weights, and the
+# data sampler keeps one seed for all ranks. Test-time randomness has its own
+# seeds (noise_seed, test_cfg.seed).
+randomness = dict(seed=None, diff_rank_seed=True)
 
 vis_backends = [dict(type=LocalVisBackend)]
 visualizer = dict(

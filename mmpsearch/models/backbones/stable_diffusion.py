@@ -145,13 +145,18 @@ class PersonCrossAttnProcessor:
         q = q.view(b, n, heads, d).transpose(1, 2)
         k = k.view(b, -1, heads, d).transpose(1, 2)
         v = v.view(b, -1, heads, d).transpose(1, 2)
-        # softmax in fp32: the map must not be quantised by fp16 on GPU
-        logits = torch.matmul(q.float(), k.float().transpose(-1, -2))
-        logits = logits * attn.scale
-        if attention_mask is not None:
-            mask = attn.prepare_attention_mask(attention_mask, k.shape[2], b)
-            logits = logits + mask.view(b, heads, -1, mask.shape[-1]).float()
-        probs = logits.softmax(dim=-1)
+        # Logits and softmax in fp32, also under autocast (``--amp``): an
+        # fp32 ``matmul`` inside an autocast region is recast to fp16 / bf16,
+        # which would quantise the map (DiffPS's detection guidance M).
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            logits = torch.matmul(q.float(), k.float().transpose(-1, -2))
+            logits = logits * attn.scale
+            if attention_mask is not None:
+                mask = attn.prepare_attention_mask(attention_mask, k.shape[2],
+                                                   b)
+                logits = logits + mask.view(b, heads, -1,
+                                            mask.shape[-1]).float()
+            probs = logits.softmax(dim=-1, dtype=torch.float32)
         self.store[self.key] = probs[:, self.head, :, self.token]
         out = torch.matmul(probs.to(v.dtype), v)
         out = out.transpose(1, 2).reshape(b, n, heads * d)
@@ -267,8 +272,12 @@ class UNetFeatureTap:
             b, n, c = output.shape
             if n != h * w:
                 raise RuntimeError(f'{name}: {n} tokens for a {h}x{w} map')
-            # tokens are row-major over (H, W), see Transformer2DModel
-            self._store[name] = output.reshape(b, h, w, c).permute(0, 3, 1, 2)
+            # tokens are row-major over (H, W), see Transformer2DModel. The
+            # permuted view is channels-last; mmcv's RoIAlign (CPU and CUDA
+            # kernels) indexes its input as contiguous NCHW without checking,
+            # so the map is made contiguous here.
+            fmap = output.reshape(b, h, w, c).permute(0, 3, 1, 2)
+            self._store[name] = fmap.contiguous()
             self._check_done()
             return None
 
@@ -306,7 +315,7 @@ class UNetFeatureTap:
                                f'{sorted(missing)}')
         out = dict(self._store)
         h, w = self._sizes[self.owners[self.attn_map_layer]]
-        out['attn_map'] = out['attn_map'].reshape(-1, 1, h, w)
+        out['attn_map'] = out['attn_map'].reshape(-1, 1, h, w).contiguous()
         self._store.clear()
         return out
 
@@ -395,9 +404,11 @@ class StableDiffusionBackbone(BaseModule):
         noise_seed (int): Seed of the eval-time randomness (the posterior
             sample and the noise). In training both are drawn fresh from
             torch's global generator; in eval mode every image gets its own
-            generator seeded with ``noise_seed`` (first the posterior draw,
-            then the noise, as diffusers' ``prepare_latents``), so eval
-            features are repeatable and do not depend on the batch.
+            CPU generator seeded with ``noise_seed`` (first the posterior
+            draw, then the noise, as diffusers' ``prepare_latents``; drawn on
+            the CPU and moved, as diffusers' ``randn_tensor`` does for a CPU
+            generator), so eval features are repeatable and depend neither
+            on the batch nor on the device.
 
     Layer names are diffusers module names relative to the UNet or the
     paper's shorthand ``T[i][j].attn1.to_k`` for
@@ -632,14 +643,20 @@ class StableDiffusionBackbone(BaseModule):
         return [p for m in self._frozen.values() for p in m.parameters()]
 
     # ------------------------------------------------------------ forward
-    def _generators(self, batch: int,
-                    device: torch.device) -> Optional[List[torch.Generator]]:
+    def _generators(self, batch: int) -> Optional[List[torch.Generator]]:
         """None in training (fresh draws from torch's global generator); in
-        eval one generator per image seeded with ``noise_seed``."""
+        eval one CPU generator per image seeded with ``noise_seed``.
+
+        The generators live on the CPU whatever the image's device: diffusers'
+        ``randn_tensor`` (used for the posterior sample and the noise) then
+        draws on the CPU and moves the draw to the image's device, so the
+        eval features, hence a checkpoint's numbers, do not depend on the
+        device (a CUDA generator gives other numbers for the same seed).
+        """
         if self.training:
             return None
         return [
-            torch.Generator(device=device).manual_seed(self.noise_seed)
+            torch.Generator(device='cpu').manual_seed(self.noise_seed)
             for _ in range(batch)
         ]
 
@@ -710,7 +727,7 @@ class StableDiffusionBackbone(BaseModule):
                 f'StableDiffusionBackbone expects images in [-1, 1], got '
                 f'values in [{lo:.2f}, {hi:.2f}]; set mean=[127.5]*3 and '
                 'std=[127.5]*3 in the data preprocessor.')
-        generator = self._generators(img.shape[0], img.device)
+        generator = self._generators(img.shape[0])
         latent = self.encode_latent(img, generator)
         cap = self.run_unet(latent, generator)
         attn = cap['attn_map'].float()

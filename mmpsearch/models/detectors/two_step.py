@@ -271,8 +271,9 @@ class TwoStepPersonSearch(BaseDetector):
             # roi_align with aligned=True and one sample per bin reads the
             # input at (x1 + (j + 0.5) * bin_w - 0.5), as cv2's bilinear
             # resize of the crop does; one batched call for all boxes.
+            # contiguous: mmcv's roi_align reads its input as NCHW
             crops = roi_align(
-                batch_inputs.float(), rois.float(), (h, w),
+                batch_inputs.float().contiguous(), rois.float(), (h, w),
                 spatial_scale=1.0, sampling_ratio=1, pool_mode='avg',
                 aligned=True)
         feats = self.reid.extract_feat(

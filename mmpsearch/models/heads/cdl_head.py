@@ -210,7 +210,9 @@ class CDLHead(BaseModule):
         feats = tuple(feats[:self.num_levels])
         if hasattr(self.roi_extractor, 'prepare'):
             return self.roi_extractor.prepare(feats)
-        return feats
+        # mmcv 2.1's RoIAlign reads its input as contiguous NCHW without
+        # checking: a channels-last level would give unrelated numbers
+        return tuple(f.contiguous() for f in feats)
 
     def forward(self, feats: Union[Sequence[Tensor], RoIFeatureTable],
                 bboxes: Tensor, embeds: Tensor,

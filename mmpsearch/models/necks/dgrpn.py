@@ -157,7 +157,8 @@ class DGRPN(BaseModule):
     def forward(self, det_feat: Tensor, attn_map: Tensor) -> Tuple[Tensor]:
         """Args: det_feat (B, C_in, H, W) the K feature; attn_map
         (B, 1, h, w) the "person" cross-attention map (resized to H x W when
-        it differs). Returns ``(F_det, )`` for mmdet's heads."""
+        it differs). Returns ``(F_det, )`` for mmdet's heads, contiguous
+        NCHW."""
         feat = self.aggregate(det_feat)
         if attn_map.dim() == 3:
             attn_map = attn_map[:, None]
@@ -168,4 +169,7 @@ class DGRPN(BaseModule):
                 mode='bilinear',
                 align_corners=False)
         g = self.guidance_map(attn_map).to(feat.dtype)
-        return (feat + self.gamma * (g * feat), )
+        # contiguous NCHW whatever the input's layout: the RoI head's mmcv
+        # RoIAlign reads its input as contiguous NCHW (see
+        # DiffPSRoIHead._bbox_forward)
+        return ((feat + self.gamma * (g * feat)).contiguous(), )

@@ -230,7 +230,8 @@ class MSFRN(BaseModule):
         init_cfg (dict, optional): Initialisation config. Defaults to None.
 
     ``forward(feats)`` takes a list per level of lists of maps and returns
-    one map (B, out_channels, H_fine, W_fine) at the finest level (1/8).
+    one contiguous map (B, out_channels, H_fine, W_fine) at the finest level
+    (1/8).
     """
 
     def __init__(self,
@@ -291,4 +292,6 @@ class MSFRN(BaseModule):
             if i == 1:
                 y = self.norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
             y = self.frm[i - 1](y)
-        return self.out_conv(y)
+        # contiguous NCHW whatever the inputs' layout (the LayerNorm above
+        # runs channels-last): mmcv's RoIAlign reads it as contiguous NCHW
+        return self.out_conv(y).contiguous()

@@ -220,8 +220,8 @@ class SDFeaturePyramid(BaseModule):
     def forward(self, feats: SDFeatures) -> Tuple[Tensor, ...]:
         """Args: ``feats``, the dict of :class:`StableDiffusionBackbone`
         (``det_feat``, ``attn_map``, ``reid_feats``; other keys are
-        ignored). Returns one (B, out_channels, H / s, W / s) map per stride
-        of :attr:`featmap_strides`, finest first."""
+        ignored). Returns one contiguous (B, out_channels, H / s, W / s) map
+        per stride of :attr:`featmap_strides`, finest first."""
         self._check(feats)
         f_det = self.dgrpn(feats['det_feat'], feats['attn_map'])[0]
         inputs = [f_det] + [
@@ -233,4 +233,5 @@ class SDFeaturePyramid(BaseModule):
             outs.append(F.max_pool2d(outs[-1], 1, stride=2))
         elif self.extra_level == 'conv':
             outs.append(self.extra_conv(outs[-1]))
-        return tuple(outs)
+        # contiguous NCHW whatever the inputs' layout, for mmcv's RoIAlign
+        return tuple(out.contiguous() for out in outs)

@@ -21,9 +21,21 @@ class DiffPSRoIHead(StandardRoIHead):
     image, boxes under 0.01 px dropped, no score threshold), so the ReID head
     sees the boxes the detector will give it at test time.
     ``loss_and_predict`` mirrors mmdet's ``RPNHead.loss_and_predict``.
+    The maps reach the RoI extractor contiguous (see :meth:`_bbox_forward`).
     """
 
     MIN_SIZE = 1e-2  # torchvision's remove_small_boxes in the official code
+
+    def _bbox_forward(self, x: Tuple[Tensor], rois: Tensor) -> dict:
+        """mmdet's ``_bbox_forward`` on contiguous NCHW maps.
+
+        mmcv 2.1's ``RoIAlign`` (``roi_align_forward``, CPU and CUDA kernels)
+        reads the feature pointer as contiguous NCHW without calling
+        ``.contiguous()``: a channels-last map (e.g. a permuted view of
+        Stable Diffusion's tokens) would give unrelated numbers and no error.
+        A no-op for maps that are contiguous already.
+        """
+        return super()._bbox_forward(tuple(f.contiguous() for f in x), rois)
 
     def bbox_loss(self, x: Tuple[Tensor], sampling_results: list) -> dict:
         results = super().bbox_loss(x, sampling_results)

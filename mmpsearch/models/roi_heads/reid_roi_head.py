@@ -128,7 +128,9 @@ class ReIDRoIHead(BaseModule):
         no RoI."""
         if rois.shape[0] == 0:
             return reid_map.new_zeros(0, self.embed_dim)
-        feats = self.roi_extractor((reid_map, ), rois)
+        # mmcv 2.1's RoIAlign reads its input as contiguous NCHW without
+        # checking (a channels-last map gives unrelated numbers, no error)
+        feats = self.roi_extractor((reid_map.contiguous(), ), rois)
         return self.embed_head(feats, part_embeds)
 
     def predict(self, reid_map: Tensor, part_embeds: Tensor,
@@ -189,5 +191,24 @@ class ReIDRoIHead(BaseModule):
         # Always called, even without a person: OIM gathers its table update
         # across ranks, a collective every rank must join. The zero term
         # keeps the graph when there is no RoI at all.
-        return dict(
-            loss_reid=self.loss_reid(embeds, ids) + reid_map.sum() * 0.0)
+        loss = self.loss_reid(embeds, ids) + reid_map.sum() * 0.0
+        if embeds.shape[0] == 0:
+            loss = loss + self._zero_on_parameters(loss)
+        return dict(loss_reid=loss)
+
+    def _zero_on_parameters(self, like: Tensor) -> Tensor:
+        """A zero (of ``like``'s dtype and device) that depends on every
+        trainable parameter of the head.
+
+        Added to the loss of a batch without any ReID RoI: the head is then
+        never run, and under DistributedDataParallel a rank whose head
+        parameters get no gradient while the other ranks' do leaves the
+        gradient all-reduce waiting (or raises, with
+        ``find_unused_parameters``). The zero term gives each of them a zero
+        gradient instead.
+        """
+        zero = like.new_zeros(())
+        for param in self.parameters():
+            if param.requires_grad:
+                zero = zero + param.sum() * 0.0
+        return zero

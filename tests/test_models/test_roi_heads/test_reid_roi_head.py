@@ -171,6 +171,24 @@ def test_head_loss_keeps_the_graph_without_any_roi(head_inputs):
     assert float(reid_map.grad.abs().sum()) == 0.0
 
 
+def test_head_parameters_get_gradients_without_any_roi(head_inputs):
+    """A rank with no ReID RoI must still give every trainable parameter of
+    the ReID branch (SFAN and its embeddings) a gradient, or DDP's gradient
+    all-reduce waits for it; the gradients are zero."""
+    reid_map, part_embeds, _, _ = head_inputs
+    head = MODELS.build(_head_cfg()).train()
+    empty = [_sample([], []) for _ in range(2)]
+    proposals = [InstanceData(priors=torch.zeros(0, 4)) for _ in empty]
+    loss = head.loss(reid_map, part_embeds, proposals, empty)['loss_reid']
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    params = {n: p for n, p in head.named_parameters() if p.requires_grad}
+    assert any(n.startswith('embed_head.') for n in params)
+    missing = [n for n, p in params.items() if p.grad is None]
+    assert not missing, missing
+    assert all(float(p.grad.abs().sum()) == 0.0 for p in params.values())
+
+
 def test_head_without_negatives_embeds_only_persons(head_inputs):
     reid_map, part_embeds, proposals, samples = head_inputs
     cfg = _head_cfg()
