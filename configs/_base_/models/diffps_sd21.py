@@ -20,7 +20,6 @@ from mmcv.ops import RoIAlign
 from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmdet.models.dense_heads import RPNHead
 from mmdet.models.losses import CrossEntropyLoss, SmoothL1Loss
-from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 from mmdet.models.roi_heads.shared_heads import ResLayer
 from mmdet.models.task_modules.assigners import MaxIoUAssigner
 from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
@@ -35,6 +34,9 @@ from mmpsearch.models.losses.oim import OIMLoss
 from mmpsearch.models.necks.dgrpn import DGRPN
 from mmpsearch.models.roi_heads import (BNRegBBoxHead, DiffPSRoIHead,
                                         ReIDRoIHead)
+# mmdet's SingleRoIExtractor with fp32 RoIs under --amp (torchvision's
+# roi_align, used by the official code, pools in fp32 under autocast)
+from mmpsearch.models.roi_extractors import FP32SingleRoIExtractor
 
 # A local copy of stabilityai/stable-diffusion-2-1-base in the diffusers
 # layout; it is never downloaded at run time.
@@ -113,7 +115,7 @@ model = dict(
             norm_eval=False,
             init_cfg=res5_init),
         bbox_roi_extractor=dict(
-            type=SingleRoIExtractor,
+            type=FP32SingleRoIExtractor,
             # torchvision's RoIAlign in the official code: aligned=False
             roi_layer=dict(
                 type=RoIAlign,
@@ -153,7 +155,7 @@ model = dict(
     reid_roi_head=dict(
         type=ReIDRoIHead,
         roi_extractor=dict(
-            type=SingleRoIExtractor,
+            type=FP32SingleRoIExtractor,
             roi_layer=dict(
                 type=RoIAlign,
                 output_size=(24, 12),

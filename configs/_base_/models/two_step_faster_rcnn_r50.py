@@ -12,12 +12,12 @@ from mmdet.models.dense_heads import RPNHead
 from mmdet.models.detectors import FasterRCNN
 from mmdet.models.losses import CrossEntropyLoss, L1Loss
 from mmdet.models.necks import FPN
-from mmdet.models.roi_heads import (Shared2FCBBoxHead, SingleRoIExtractor,
-                                    StandardRoIHead)
+from mmdet.models.roi_heads import Shared2FCBBoxHead, StandardRoIHead
 from mmdet.models.task_modules import (AnchorGenerator, DeltaXYWHBBoxCoder,
                                        MaxIoUAssigner, RandomSampler)
 
 from mmpsearch.models.detectors import TwoStepPersonSearch
+from mmpsearch.models.roi_extractors import FP32SingleRoIExtractor
 
 model = dict(
     type=TwoStepPersonSearch,
@@ -63,8 +63,10 @@ model = dict(
             loss_bbox=dict(type=L1Loss, loss_weight=1.0)),
         roi_head=dict(
             type=StandardRoIHead,
+            # mmdet's SingleRoIExtractor mapping the RoIs to levels in fp32
+            # (mmdet's maps them in fp16 under --amp)
             bbox_roi_extractor=dict(
-                type=SingleRoIExtractor,
+                type=FP32SingleRoIExtractor,
                 roi_layer=dict(type=RoIAlign, output_size=7, sampling_ratio=0),
                 out_channels=256,
                 featmap_strides=[4, 8, 16, 32]),

@@ -2,6 +2,7 @@
 from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmdet.models.losses import FocalLoss, GIoULoss, L1Loss
 from mmdet.models.task_modules.assigners import (BBoxL1Cost, FocalLossCost,
                                                  HungarianAssigner, IoUCost)
@@ -33,6 +34,15 @@ class DualDenoisingCriterion(BaseModule):
     Every term is averaged over the number of matched pairs in the batch
     (averaged over processes under DDP); with ``cls_pos_iou_thr`` the class
     term is averaged over its own positives.
+
+    **Mixed precision.** Matching and every term run in fp32, with autocast
+    off, whatever the dtype of the predictions (``--amp``): in fp16 mmdet's
+    ``FocalLossCost`` is -inf past a logit of 8.3 (the Hungarian solver
+    then refuses the matrix, the dynamic-k matcher picks other
+    proposals), and mmcv's half ``sigmoid_focal_loss`` kernel returns
+    NaN / inf there. mmdet's ``FocalLoss`` gets one-hot targets, which
+    select its PyTorch implementation on every device, so no compiled
+    mmcv op runs.
 
     **Classification targets.** The matcher picks one (Hungarian) or a few
     (dynamic-k) of the proposals that cover a person; the others, often
@@ -122,10 +132,12 @@ class DualDenoisingCriterion(BaseModule):
         Returns:
             Tensor: (N,) index of the matched ground truth, -1 if none.
         """
+        # fp32 costs: fp16 focal costs are -inf past a logit of 8.3
         pred = InstanceData(
-            scores=cls_scores.detach(), bboxes=bboxes.detach())
+            scores=cls_scores.detach().float(),
+            bboxes=bboxes.detach().float())
         gt = InstanceData(
-            bboxes=_box_tensor(gt_instances.bboxes),
+            bboxes=_box_tensor(gt_instances.bboxes).float(),
             labels=gt_instances.labels)
         result = self.assigner.assign(pred, gt, img_meta=img_meta)
         return result.gt_inds - 1
@@ -141,7 +153,21 @@ class DualDenoisingCriterion(BaseModule):
             batch_gt_instances (list[InstanceData]): ``bboxes``, ``labels``
                 and ``teacher_embeds`` (n, D) of every image.
             batch_img_metas (list[dict]): ``img_shape`` of every image.
+
+        Returns:
+            dict[str, Tensor]: ``loss_cls``, ``loss_bbox``, ``loss_giou``
+            and ``loss_reid``, fp32 whatever the predictions' dtype.
         """
+        # Everything in fp32 with autocast off (see the class docstring).
+        with torch.autocast(cls_scores.device.type, enabled=False):
+            return self._forward(cls_scores.float(), bboxes.float(),
+                                 embeds.float(), batch_gt_instances,
+                                 batch_img_metas)
+
+    def _forward(self, cls_scores: Tensor, bboxes: Tensor, embeds: Tensor,
+                 batch_gt_instances: List[InstanceData],
+                 batch_img_metas: List[dict]) -> Dict[str, Tensor]:
+        """:meth:`forward` on fp32 predictions."""
         num_imgs, num_preds = cls_scores.shape[:2]
         labels_all, pos_pred, pos_gt_boxes, pos_pred_embeds, pos_gt_embeds, \
             factors, cls_labels, cls_quality = [], [], [], [], [], [], [], []
@@ -165,10 +191,8 @@ class DualDenoisingCriterion(BaseModule):
             labels[pos] = gt.labels[inds[pos]].to(labels.device)
             labels_all.append(labels)
             if self.cls_pos_iou_thr is not None or self.cls_iou_target:
-                # fp32 IoUs, also under AMP
                 c_labels, quality = self._cls_targets(
-                    bboxes[i].detach().float(), gt_boxes.float(), gt.labels,
-                    inds, labels)
+                    bboxes[i].detach(), gt_boxes, gt.labels, inds, labels)
                 cls_labels.append(c_labels)
                 cls_quality.append(quality)
             pos_pred.append(bboxes[i][pos])
@@ -194,12 +218,13 @@ class DualDenoisingCriterion(BaseModule):
                 (cls_labels < self.num_classes).sum().float()).clamp(
                     min=1.0).item()
             target = (cls_labels, torch.cat(cls_quality)) \
-                if self.cls_iou_target else cls_labels
+                if self.cls_iou_target else self._focal_target(cls_labels)
             losses['loss_cls'] = self.loss_cls(
                 flat_scores, target, avg_factor=num_cls_pos)
         else:
             losses['loss_cls'] = self.loss_cls(
-                flat_scores, torch.cat(labels_all), avg_factor=num_pos)
+                flat_scores, self._focal_target(torch.cat(labels_all)),
+                avg_factor=num_pos)
         if len(pos_pred) > 0:
             losses['loss_bbox'] = self.loss_bbox(
                 pos_pred / factors, pos_gt_boxes / factors,
@@ -214,6 +239,22 @@ class DualDenoisingCriterion(BaseModule):
             torch.cat(pos_pred_embeds), torch.cat(pos_gt_embeds),
             avg_factor=num_pos)
         return losses
+
+    def _focal_target(self, labels: Tensor) -> Tensor:
+        """One-hot targets for mmdet's sigmoid ``FocalLoss``.
+
+        With (N,) labels mmdet runs mmcv's compiled ``sigmoid_focal_loss``
+        on CUDA (NaN / inf in half precision, missing from a CPU-only mmcv
+        build); with (N, K) one-hot targets it runs its PyTorch
+        ``py_sigmoid_focal_loss`` everywhere, as it does on the CPU with
+        the same one-hot encoding (background ``num_classes`` -> all 0).
+        Other losses get the labels as they are.
+        """
+        loss = self.loss_cls
+        if not (isinstance(loss, FocalLoss) and loss.use_sigmoid
+                and not loss.activated):
+            return labels
+        return F.one_hot(labels, self.num_classes + 1)[:, :self.num_classes]
 
     def _cls_targets(self, bboxes: Tensor, gt_boxes: Tensor,
                      gt_labels: Tensor, inds: Tensor,

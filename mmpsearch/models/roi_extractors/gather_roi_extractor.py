@@ -35,6 +35,11 @@ class GatherRoIExtractor(SingleRoIExtractor):
     faster, differentiable with respect to the features. The output equals
     mmcv's to float rounding (tested).
 
+    Under AMP the RoIs, the level mapping and the tap positions stay in
+    fp32 and only the interpolation weights take the features' dtype
+    (mmdet's ``SingleRoIExtractor`` casts the RoIs to it, see
+    :class:`FP32SingleRoIExtractor`).
+
     Args:
         roi_layer (dict): As for ``SingleRoIExtractor``; ``RoIAlign`` with
             ``sampling_ratio > 0`` and ``pool_mode='avg'``.
@@ -92,7 +97,11 @@ class GatherRoIExtractor(SingleRoIExtractor):
         sr = self.sampling_ratio
         if n == 0:
             return tab.table.new_zeros(0, sh * sw, tab.table.shape[1])
-        rois = rois.to(tab.table.dtype)
+        # Coordinates and level mapping in fp32 under AMP too: in fp16 the
+        # area w * h of a box of scale >= 256 px is inf (a wrong FPN level)
+        # and bf16 rounds the taps to 8 px at 1333 px. Only the bilinear
+        # weights take the table's dtype.
+        rois = rois.to(torch.promote_types(tab.table.dtype, torch.float32))
         lvl = self.map_roi_levels(rois, len(tab.heights))
         strides = rois.new_tensor(self.featmap_strides)[lvl]
         H, W = tab.heights[lvl], tab.widths[lvl]
@@ -141,7 +150,8 @@ class GatherRoIExtractor(SingleRoIExtractor):
         out = F.embedding_bag(
             idx.reshape(n * sh * sw, -1),
             tab.table,
-            per_sample_weights=wts.reshape(n * sh * sw, -1),
+            per_sample_weights=wts.reshape(n * sh * sw,
+                                           -1).to(tab.table.dtype),
             mode='sum')
         return out.view(n, sh * sw, -1)
 
