@@ -7,7 +7,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 export VENV PYTHON
 
-.PHONY: install demo baseline test lint
+.PHONY: install demo baseline test lint gpu-check
 
 install:
 	@bash scripts/install.sh
@@ -18,6 +18,16 @@ demo: install
 baseline: install
 	@PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/baseline.sh
 
+# Every GPU path (train with and without --amp, DiffPS, the gpu tests,
+# speed) in a few minutes: tools/misc/gpu_check.sh, whose header says how to
+# prepare a fresh GPU machine (WHEELS=dir). DEVICE=cpu runs it on the CPU,
+# minus the CUDA-only steps. Not tied to `install`: a GPU machine keeps its
+# own torch.
+DEVICE ?= cuda
+gpu-check:
+	@DEVICE=$(DEVICE) WHEELS=$(WHEELS) PY=$(if $(wildcard $(PY)),$(PY),python3) \
+	  bash tools/misc/gpu_check.sh
+
 # The suite starts with the lint, so CI (which runs `make test`) lints too.
 test: install lint
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest tests -q $(PYTEST_ARGS)
@@ -27,7 +37,7 @@ test: install lint
 # links to configs/ and tools/): both run, and lint fails if either finds a
 # problem. yapf (in .pre-commit-config.yaml) is not run
 # here: it disagrees with the layout of much of the tree.
-LINT_PATHS := mmpsearch tools tests configs demo
+LINT_PATHS := mmpsearch tools tests configs demo scripts
 lint: install
 	@status=0; \
 	$(PY) -m flake8 $(LINT_PATHS) || status=1; \

@@ -4,10 +4,18 @@
 #   VENV=.venv            where the virtual environment lives (git-ignored)
 #   PYTHON=python3        the interpreter that creates it
 #   MMPSEARCH_CACHE=...   where the built mmcv wheel is cached, outside the repo
+#   MMCV_OPS=auto         compile mmcv's ops for CUDA where torch sees a GPU
+#                         (auto), always (cuda: e.g. an image built without a
+#                         GPU, with nvcc) or never (cpu)
 #
-# The one slow step is compiling mmcv 2.1.0 with its ops (~10-12 min on 2
-# cores). Its wheel is cached keyed by the torch and Python versions, so any
-# later install, also from a fresh clone, takes seconds.
+# The one slow step is compiling mmcv 2.1.0 with its ops: ~10-12 min on 2
+# cores for CPU ops; CUDA ops (README, "GPU install") need nvcc of torch's
+# CUDA major version and take much longer. The wheel is cached keyed by the
+# torch and Python versions and by what its ops were compiled for
+# (torch<v>-py<XY>-cpu or -cuda<XY>), so any later install, also from a
+# fresh clone, takes seconds. On a GPU machine, an mmcv whose ops were
+# compiled without CUDA (a CPU wheel, a reused venv) is not "working": it
+# stops DiffPS and the baseline at their first NMS on the GPU.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -48,22 +56,39 @@ else
   "${PIP[@]}" install -q "$TORCH_SPEC" "$TORCHVISION_SPEC"
 fi
 
-TORCH_TAG=$("$PY" -c 'import sys, torch; print(f"torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}")')
-
-# 2. mmcv with ops, built once and cached outside the repo.
-if "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null; then
-  log "mmcv $MMCV_VERSION with ops already working"
+# 2. mmcv with ops, built once and cached outside the repo, for what this
+# machine runs: CPU ops, or ops for torch's CUDA where torch sees a GPU.
+# scripts/mmcv_check.py holds the key and the check (tests/test_scripts).
+MMCV_INFO=$("$PY" scripts/mmcv_check.py info)
+read -r MMCV_TARGET MMCV_KEY OLD_KEY <<< "$MMCV_INFO"
+if [ "$MMCV_TARGET" = cpu ]; then OPS="CPU ops"; else OPS="CUDA $MMCV_TARGET ops"; fi
+if WHY=$("$PY" scripts/mmcv_check.py check "$MMCV_VERSION" "$MMCV_TARGET" 2>&1); then
+  log "mmcv $MMCV_VERSION with $OPS already working"
 else
-  WHEEL_DIR="$CACHE/wheels/$TORCH_TAG"
+  log "mmcv $MMCV_VERSION with $OPS needed: $WHY"
+  WHEELS="$CACHE/wheels"
+  WHEEL_DIR="$WHEELS/$MMCV_KEY"
+  # a wheel cached by an older install.sh (key without cpu / cuda<XY>)
+  "$PY" scripts/mmcv_check.py adopt "$WHEELS" "$OLD_KEY" "$MMCV_TARGET"
   mkdir -p "$WHEEL_DIR"
   WHEEL=$(ls "$WHEEL_DIR"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n 1 || true)
+  BUILD_ENV=(MMCV_WITH_OPS=1 "MAX_JOBS=${MAX_JOBS:-$(nproc)}")
+  if [ -z "$WHEEL" ] && [ "$MMCV_TARGET" != cpu ]; then
+    # nvcc of torch's CUDA major version, or a clear stop before building
+    "$PY" scripts/mmcv_check.py nvcc "$MMCV_TARGET" || exit 1
+    BUILD_ENV+=(FORCE_CUDA=1)
+  fi
   # build tools that mmcv's setup.py imports (pkg_resources is gone in 82)
   "${PIP[@]}" install -q "setuptools>=77,<82" wheel ninja
   if [ -z "$WHEEL" ]; then
-    log "building mmcv $MMCV_VERSION with ops (10-12 min on 2 cores, once)"
+    if [ "$MMCV_TARGET" = cpu ]; then
+      log "building mmcv $MMCV_VERSION with CPU ops (10-12 min on 2 cores, once)"
+    else
+      log "building mmcv $MMCV_VERSION with CUDA $MMCV_TARGET ops (several times the" \
+        "CPU build; ${BUILD_ENV[1]}, once)"
+    fi
     TMP_WHEELS=$(mktemp -d)
-    MAX_JOBS=${MAX_JOBS:-$(nproc)} MMCV_WITH_OPS=1 \
-      "${PIP[@]}" wheel -q --no-build-isolation --no-deps \
+    env "${BUILD_ENV[@]}" "${PIP[@]}" wheel -q --no-build-isolation --no-deps \
       "mmcv==$MMCV_VERSION" -w "$TMP_WHEELS"
     mv "$TMP_WHEELS"/mmcv-*.whl "$WHEEL_DIR"/
     rmdir "$TMP_WHEELS" 2>/dev/null || true
@@ -71,9 +96,14 @@ else
   else
     log "using cached $WHEEL"
   fi
-  "${PIP[@]}" install -q --no-deps "$WHEEL"
+  "${PIP[@]}" install -q --no-deps --force-reinstall "$WHEEL"
   # mmcv's own runtime dependencies (the wheel was installed without them)
   "${PIP[@]}" install -q addict packaging Pillow pyyaml yapf opencv-python
+  if ! WHY=$("$PY" scripts/mmcv_check.py check "$MMCV_VERSION" "$MMCV_TARGET" 2>&1); then
+    log "error: $WHEEL installed, but: $WHY"
+    log "remove it and rerun to build it again"
+    exit 1
+  fi
 fi
 
 # 3. the rest, and mmpsearch itself (editable), skipped when nothing changed.

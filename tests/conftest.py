@@ -1,11 +1,37 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def gpu_selected(markexpr: str) -> bool:
+    """Whether ``-m markexpr`` selects a test marked only ``gpu``."""
+    if not markexpr:
+        return False
+    try:
+        from _pytest.mark.expression import Expression
+        return Expression.compile(markexpr).evaluate(
+            lambda name, **kwargs: name == 'gpu')
+    except Exception:  # another pytest's private API
+        return 'gpu' in markexpr and 'not gpu' not in markexpr
+
+
+def pytest_configure(config):
+    """The suite runs on the CPU, also on a machine with a GPU: its Runner
+    tests would silently train on the GPU and test_dist_train would switch
+    to NCCL. CUDA reads ``CUDA_VISIBLE_DEVICES`` when torch first
+    initialises it, which importing torch does not do, so hiding the GPUs
+    here (before any test module is collected) holds for this process and
+    every subprocess it starts. The ``gpu`` tests (tests/test_gpu, selected
+    only by ``-m gpu``; setup.cfg's ``-m 'not gpu'`` leaves them out) keep
+    the GPUs."""
+    if not gpu_selected(config.getoption('markexpr', '')):
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''
 
 
 @pytest.fixture(scope='module')

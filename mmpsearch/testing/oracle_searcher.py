@@ -23,29 +23,32 @@ class OracleColourSearcher(BaseDetector):
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def _embed(self, img: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        if not len(boxes):
+            return img.new_zeros((0, 24)).float()
         out = []
         for x1, y1, x2, y2 in boxes.round().long().tolist():
             crop = img[:, y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)].float()
             grid = F.adaptive_avg_pool2d(crop[None], (4, 2)).flatten()
             out.append(grid - grid.mean())
-        if not out:
-            return img.new_zeros((0, 24)).float()
         return F.normalize(torch.stack(out), dim=-1)
 
     def predict(self, batch_inputs, batch_data_samples, rescale=True):
         for img, ds in zip(batch_inputs, batch_data_samples):
             sx, sy = ds.metainfo['scale_factor']
-            scale = torch.tensor([sx, sy, sx, sy])
             if ds.metainfo.get('split') == 'query':
                 boxes = ds.gt_instances.bboxes.reshape(-1, 4).float()
             else:
                 boxes = torch.tensor(
                     self.boxes.get(ds.metainfo['img_id'], []),
-                    dtype=torch.float32).reshape(-1, 4)
+                    dtype=torch.float32,
+                    device=img.device).reshape(-1, 4)
+            # on the boxes' device: a CPU tensor beside CUDA boxes fails
+            scale = boxes.new_tensor([sx, sy, sx, sy])
             pred = InstanceData()
             pred.bboxes = boxes
-            pred.scores = torch.linspace(0.99, 0.9, len(boxes))
-            pred.labels = torch.zeros(len(boxes), dtype=torch.long)
+            pred.scores = torch.linspace(
+                0.99, 0.9, len(boxes), device=boxes.device)
+            pred.labels = boxes.new_zeros(len(boxes), dtype=torch.long)
             pred.embeddings = self._embed(img, boxes * scale)
             ds.pred_instances = pred
         return batch_data_samples

@@ -10,9 +10,12 @@ REPO = Path(__file__).resolve().parents[2]
 TOY_CONFIG = str(REPO / 'tests' / 'data' / 'configs' / 'toy_train.py')
 
 
-def tool_env() -> dict:
-    """Environment for running the tools as a user would, from the repo."""
+def tool_env(cuda: bool = False) -> dict:
+    """Environment for running the tools as a user would, from the repo;
+    on the CPU (no visible GPU) unless ``cuda``."""
     env = dict(os.environ)
+    if not cuda:
+        env['CUDA_VISIBLE_DEVICES'] = ''
     env['PYTHONPATH'] = os.pathsep.join(
         [str(REPO), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
     env['PATH'] = os.pathsep.join(
@@ -21,8 +24,9 @@ def tool_env() -> dict:
     return env
 
 
-def run_tool(args, cwd=None, check=True, timeout=300):
-    """Run ``args`` (a tools/ script and its arguments) in a subprocess."""
+def run_tool(args, cwd=None, check=True, timeout=300, cuda=False):
+    """Run ``args`` (a tools/ script and its arguments) in a subprocess, on
+    the CPU unless ``cuda``."""
     if args[0].endswith('.py'):
         cmd = [sys.executable, str(REPO / args[0])] + list(args[1:])
     else:
@@ -30,7 +34,7 @@ def run_tool(args, cwd=None, check=True, timeout=300):
     proc = subprocess.run(
         cmd,
         cwd=cwd or REPO,
-        env=tool_env(),
+        env=tool_env(cuda),
         capture_output=True,
         text=True,
         timeout=timeout)

@@ -271,7 +271,8 @@ def _bare_env(**extra):
     """No activated environment: the venv's bin is not on PATH."""
     env = {'HOME': os.environ.get('HOME', '/tmp'),
            'PATH': '/usr/local/bin:/usr/bin:/bin',
-           'OMP_NUM_THREADS': '1'}
+           'OMP_NUM_THREADS': '1',
+           'CUDA_VISIBLE_DEVICES': ''}  # torchrun on the CPU (gloo)
     if Path(sys.prefix).resolve() != (REPO / '.venv').resolve():
         env['VENV'] = sys.prefix  # as `make VENV=...` exports it
     env.update(extra)
