@@ -21,6 +21,7 @@ from mmpsearch.apis import (denoising_steps, index_gallery, init_searcher,
 from mmpsearch.apis.inference import _check_box, _read_image
 from mmpsearch.evaluation.functional.box_ops import (paired_iou,
                                                      search_iou_threshold)
+from mmpsearch.utils.overwrite import refuse_existing_file
 from mmpsearch.visualization import (draw_denoising_steps, draw_search_result,
                                      write_png)
 
@@ -72,8 +73,10 @@ def main(argv=None) -> int:
             continue
         if not out.lower().endswith('.png'):
             sys.exit(f'{out}: output files must be .png')
-        if osp.exists(out) and not args.overwrite:
-            sys.exit(f'{out} exists; pass --overwrite to replace it')
+    refuse_existing_file(args.out, '--out', args.overwrite, '--overwrite')
+    if args.show_steps is not None:
+        refuse_existing_file(args.show_steps, '--show-steps', args.overwrite,
+                             '--overwrite')
     truth = None
     if args.dataset_query:
         from mmpsearch.datasets import load_cuhk_protocol

@@ -30,6 +30,7 @@ from mmengine.config import DictAction
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmpsearch.apis import write_teacher_embeddings  # noqa: E402
+from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -68,9 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     if not args.out.endswith('.npz'):
         raise SystemExit(f'--out {args.out}: the file name must end with '
                          '.npz (numpy would add the suffix otherwise)')
-    if osp.exists(args.out) and not args.force:
-        raise SystemExit(f'--out {args.out} exists; pass --force to '
-                         'overwrite it')
+    refuse_existing_file(args.out, '--out', args.force)
     if args.batch_size < 1:
         raise SystemExit(f'--batch-size must be >= 1, got {args.batch_size}')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')

@@ -35,9 +35,11 @@ from mmpsearch.evaluation.run_settings import (SETTINGS_KEY,
                                                unwrap_model)
 from mmpsearch.utils import register_all_modules, setup_cpu_distributed
 from mmpsearch.utils.cfg_signature import ConfigKeyError
-from mmpsearch.utils.checkpoint import CheckpointMismatchError
+from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
+                                        NonFiniteCheckpointError)
 from mmpsearch.utils.config import check_config, load_config
 from mmpsearch.utils.overwrite import refuse_existing_file
+from mmpsearch.utils.run_lock import hold_run_locks
 
 
 def parse_args() -> argparse.Namespace:
@@ -94,6 +96,12 @@ def parse_args() -> argparse.Namespace:
         help='evaluate even when the checkpoint leaves weights of the model '
         'unloaded (they stay random) or holds keys the model does not have; '
         'refused otherwise')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='run although another run holds the work dir, --out or --json '
+        '(their locks are taken over), and overwrite an existing --json '
+        'file; refused otherwise')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
@@ -124,9 +132,8 @@ def set_results_file(cfg, out: str) -> None:
     """Point the config's PersonSearchMetric(s) at ``out``."""
     if not out.endswith(('.pkl', '.pickle')):
         raise SystemExit(f'--out {out}: the results file must be a .pkl file')
-    if osp.exists(out):
-        raise SystemExit(f'--out {out} already exists; choose another name '
-                         '(results files are never overwritten)')
+    # results files are never overwritten (no flag gets past this)
+    refuse_existing_file(out, '--out', flag=None)
     evaluators = cfg.test_evaluator
     if isinstance(evaluators, dict):
         evaluators = [evaluators]
@@ -164,19 +171,16 @@ def results_files(args) -> list:
     if args.seeds is None:
         return [args.out]
     files = [seed_path(args.out, s) for s in args.seeds]
-    existing = [f for f in files if osp.exists(f)]
-    if existing:
-        raise SystemExit(f'--out {args.out} --seeds: {", ".join(existing)} '
-                         'already exist(s); choose another name (results '
-                         'files are never overwritten)')
+    for f in files:
+        refuse_existing_file(f, f'--out {args.out} --seeds: results file',
+                             flag=None)
     return files
 
 
 def check_json(args) -> None:
     """``--json``: a new file (checked before anything runs)."""
     if args.json is not None:
-        refuse_existing_file(args.json, '--json',
-                             getattr(args, 'force', False))
+        refuse_existing_file(args.json, '--json', args.force)
 
 
 def _metric_objects(runner) -> list:
@@ -239,6 +243,8 @@ def run_test(runner, args, out_files: list) -> dict:
             runs.append(runner.test())
         except CheckpointMismatchError as e:
             raise SystemExit(str(e)) from None
+        except NonFiniteCheckpointError as e:
+            raise SystemExit(f'{type(e).__name__}: {e}') from None
         files.append(metric_objs[0].results_file if metric_objs else None)
         if seed is not None:
             _keep_mmengine_json(runner, seed)
@@ -314,13 +320,19 @@ def main() -> None:
 
     setup_cpu_distributed(cfg, args.launcher)
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
-    summary = run_test(runner, args, out_files)
-    if args.json is not None:
-        write_json(summary, args.json, getattr(args, 'force', False))
+    # one run at a time writes into the work dir and each output file:
+    # locked for the life of this run, refused while another run holds one
+    with hold_run_locks([(cfg.work_dir, 'work dir', True),
+                         (args.json, '--json', False)] +
+                        [(f, '--out', False) for f in out_files],
+                        'tools/test.py', args.force, args.launcher):
+        if 'runner_type' not in cfg:
+            runner = Runner.from_cfg(cfg)
+        else:
+            runner = RUNNERS.build(cfg)
+        summary = run_test(runner, args, out_files)
+        if args.json is not None:
+            write_json(summary, args.json, args.force)
 
 
 if __name__ == '__main__':

@@ -13,8 +13,10 @@ from mmengine.runner import Runner
 from mmpsearch.engine.hooks import NonFiniteLossError
 from mmpsearch.utils import register_all_modules, setup_cpu_distributed
 from mmpsearch.utils.cfg_signature import ConfigKeyError
+from mmpsearch.utils.checkpoint import NonFiniteCheckpointError
 from mmpsearch.utils.config import check_config, load_config
 from mmpsearch.utils.overwrite import check_train_work_dir
+from mmpsearch.utils.run_lock import hold_run_locks
 
 
 def parse_args() -> argparse.Namespace:
@@ -42,7 +44,8 @@ def parse_args() -> argparse.Namespace:
         '--force',
         action='store_true',
         help='train into a work dir that already holds checkpoints of an '
-        'earlier run (without --resume), overwriting them; refused otherwise')
+        'earlier run (without --resume), overwriting them, or that another '
+        'run holds (its lock is taken over); refused otherwise')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -128,8 +131,19 @@ def main() -> None:
     if cfg.get('load_from') and not cfg.get('resume') and '://' not in str(
             cfg.load_from) and not osp.isfile(cfg.load_from):
         raise SystemExit(f'load_from={cfg.load_from}: no such checkpoint')
-    # Nothing of an earlier run is overwritten unless asked (--resume,
-    # --force), and a bad last_checkpoint is named before any work.
+    # One run at a time in a work dir: a lock for the life of this run,
+    # refused while another run holds it. Nothing of an earlier run is
+    # overwritten unless asked (--resume, --force), and a bad
+    # last_checkpoint is named before any work.
+    with hold_run_locks([(cfg.work_dir, 'work dir', True)],
+                        'tools/train.py',
+                        force=args.force,
+                        launcher=args.launcher):
+        _train(cfg, args)
+
+
+def _train(cfg, args) -> None:
+    """Resume or check the (locked) work dir, then train."""
     resume = (cfg.get('load_from') or 'auto') if cfg.get('resume') else None
     resume_from = check_train_work_dir(cfg.work_dir, resume, args.force)
     if resume == 'auto' and '://' not in str(cfg.work_dir):
@@ -152,7 +166,8 @@ def main() -> None:
         runner = RUNNERS.build(cfg)
     try:
         runner.train()
-    except NonFiniteLossError as e:  # a NaN run: the message, no traceback
+    except (NonFiniteLossError, NonFiniteCheckpointError) as e:
+        # a NaN run or NaN weights: the message, no traceback
         raise SystemExit(f'{type(e).__name__}: {e}') from None
 
 

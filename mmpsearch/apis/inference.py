@@ -82,6 +82,9 @@ def init_searcher(config: Union[str, Path, Config],
             another shape (:class:`~mmpsearch.utils.checkpoint.
             CheckpointMismatchError`, naming the file and the first keys).
             False loads what fits, with a warning. Defaults to True.
+            A checkpoint with a NaN or infinite weight is refused either
+            way (:class:`~mmpsearch.utils.checkpoint.
+            NonFiniteCheckpointError`, naming the first such tensor).
 
     Returns:
         nn.Module: The model in eval mode, with ``.cfg`` and

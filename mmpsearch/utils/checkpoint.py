@@ -338,6 +338,54 @@ def compare_state_dict(model: torch.nn.Module, state: dict) -> dict:
                 unexpected=unexpected, shape=shape)
 
 
+class NonFiniteCheckpointError(ValueError):
+    """A checkpoint holds NaN or infinite weights."""
+
+
+def check_state_dict_finite(state: Mapping[str, Any],
+                            filename: str,
+                            keys: Optional[List[str]] = None) -> None:
+    """Refuse a checkpoint with a NaN or infinite weight.
+
+    A model with such a weight computes NaN scores and embeddings: NaN
+    falls below every score threshold, so a searcher loaded from it finds
+    nothing (an empty gallery index, ``search`` returning ``[]`` or
+    ``similarity=nan``) instead of failing.
+
+    Args:
+        state (dict): The weights (:func:`checkpoint_state_dict`).
+        filename (str): The checkpoint, for the message.
+        keys (list[str], optional): Check only these keys (those that load
+            into the model); by default all of ``state``.
+
+    Raises:
+        NonFiniteCheckpointError: Naming the first bad tensor, how many of
+            its values are bad, and how many tensors are bad in all.
+    """
+    bad = []
+    for key in (state if keys is None else keys):
+        value = state.get(key)
+        if isinstance(value, torch.Tensor) and (
+                value.is_floating_point() or value.is_complex()) and \
+                not bool(torch.isfinite(value).all()):
+            bad.append(key)
+    if not bad:
+        return
+    first = state[bad[0]]
+    n_bad = first.numel() - int(torch.isfinite(first).sum())
+    nans = int(torch.isnan(first).sum())
+    more = f'; {len(bad)} tensors in all: {_first(bad)}' \
+        if len(bad) > 1 else ''
+    raise NonFiniteCheckpointError(
+        f'checkpoint {filename} holds non-finite weights: the first is '
+        f'{bad[0]!r} {tuple(first.shape)} with {n_bad} of its '
+        f'{first.numel()} values NaN or inf '
+        f'({nans} NaN){more}. A model with such weights computes NaN '
+        'scores and finds nothing; was it saved after the training '
+        'diverged? Use an earlier checkpoint (e.g. an earlier '
+        'iter_*.pth).')
+
+
 def _first(keys: List[str]) -> str:
     more = f' ... ({len(keys) - NUM_KEYS_SHOWN} more)' \
         if len(keys) > NUM_KEYS_SHOWN else ''
@@ -375,7 +423,9 @@ def check_checkpoint_fits(model: torch.nn.Module,
                           allow_partial: bool = False,
                           hint: str = '') -> dict:
     """Refuse (or, with ``allow_partial``, warn about) a checkpoint that
-    does not fill every weight of ``model`` or holds others.
+    does not fill every weight of ``model`` or holds others; refuse one
+    whose weights that load hold a NaN or inf (also with
+    ``allow_partial``).
 
     A model whose class has ``upgrade_state_dict_keys(state_dict)`` (an
     earlier layout of its modules, renamed on load by its
@@ -395,6 +445,7 @@ def check_checkpoint_fits(model: torch.nn.Module,
 
     Raises:
         CheckpointMismatchError: Unless ``allow_partial``.
+        NonFiniteCheckpointError: A weight that loads is NaN or inf.
     """
     from mmengine.logging import print_log
 
@@ -402,6 +453,11 @@ def check_checkpoint_fits(model: torch.nn.Module,
     # checkpoint of a model that renamed its modules fits after the upgrade
     state = upgrade_checkpoint_keys(model, checkpoint_state_dict(checkpoint))
     fit = compare_state_dict(model, state)
+    # NaN / inf weights are refused whatever fits: the weights that load
+    own = model.state_dict()
+    check_state_dict_finite(
+        state, filename,
+        [k for k in own if k in state and k not in fit['shape']])
     if not (fit['missing'] or fit['unexpected'] or fit['shape']):
         return fit
     message = describe_fit(filename, model, fit, state)

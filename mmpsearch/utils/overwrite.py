@@ -49,13 +49,20 @@ def refuse_nonempty_dir(path: str,
 def refuse_existing_file(path: str,
                          what: str,
                          force: bool = False,
-                         flag: str = '--force') -> None:
+                         flag: Optional[str] = '--force') -> None:
     """Stop unless nothing is at ``path`` or ``force``; a folder at
-    ``path`` is always refused."""
+    ``path`` is always refused.
+
+    ``flag`` names the option that sets ``force`` in the message; None for
+    an output that is never overwritten (the message offers no flag).
+    """
     if osp.isdir(path):
         raise SystemExit(f'{what} {path} is a folder, not a file')
     if force or not osp.lexists(path):
         return
+    if not flag:
+        raise SystemExit(f'{what} {path} already exists, and it is never '
+                         f'overwritten: name another file (see {DOCS}).')
     raise SystemExit(
         f'{what} {path} already exists; refusing to overwrite it. Name '
         f'another file, or add {flag} to overwrite it (see {DOCS}).')

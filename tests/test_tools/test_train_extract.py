@@ -189,7 +189,8 @@ def test_extract_refuses_to_overwrite(trained, extract_tool, tmp_path):
     out.write_bytes(b'not embeddings')
     argv = [CONFIG, trained['ckpt'], '--out', str(out), '--device', 'cpu']
     argv += cli_options(trained['opts'])
-    with pytest.raises(SystemExit, match='exists; pass --force'):
+    with pytest.raises(SystemExit,
+                       match='already exists; refusing to overwrite'):
         extract_tool.main(argv)
     assert out.read_bytes() == b'not embeddings'
     with pytest.raises(SystemExit, match='must end with .npz'):

@@ -44,6 +44,7 @@ from mmengine.runner import load_checkpoint
 from mmpsearch.registry import MODELS
 from mmpsearch.utils import register_all_modules
 from mmpsearch.utils.config import load_config
+from mmpsearch.utils.overwrite import refuse_existing_file
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -65,7 +66,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
-    parser.add_argument('--json', help='also write the figures here')
+    parser.add_argument(
+        '--json', help='also write the figures to this (new) JSON file')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='overwrite an existing --json file')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config keys, e.g. model.test_cfg.num_proposals=100')
@@ -89,8 +95,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _sync(device: str) -> None:
+    """Wait for the kernels of ``device`` (``--device cuda:1`` is not
+    necessarily the current device, which a bare
+    ``torch.cuda.synchronize()`` waits for)."""
     if device.startswith('cuda'):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def _timed(fn, device: str):
@@ -247,6 +256,8 @@ def build_baseline(config: str, checkpoint: Optional[str],
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
+    if args.json:  # before any work: an earlier file is not overwritten
+        refuse_existing_file(args.json, '--json', args.force)
     register_all_modules()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -323,7 +334,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
               f'{baseline["detections_found"]}). "x baseline": PSDiff '
               'images/s over the baseline\'s.')
     if args.json:
-        with open(args.json, 'w') as f:
+        with open(args.json, 'w' if args.force else 'x') as f:
             json.dump(res, f, indent=2)
         print(f'wrote {args.json}')
     return res

@@ -24,6 +24,7 @@ from mmengine.registry import build_from_cfg
 from mmengine.visualization import Visualizer
 
 from mmpsearch.registry import DATASETS
+from mmpsearch.utils.overwrite import refuse_nonempty_dir
 from mmpsearch.utils.setup_env import register_all_modules
 
 LABELED = (0, 200, 0)
@@ -36,7 +37,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='a config with train_dataloader / '
                         'test_dataloader (e.g. configs/_base_/datasets/...)')
     parser.add_argument('--output-dir', required=True,
-                        help='folder for the PNG files')
+                        help='folder for the PNG files (a new or empty one)')
+    parser.add_argument('--force', action='store_true',
+                        help='write into a non-empty --output-dir, '
+                        'overwriting PNG files of the same names')
     parser.add_argument('--num', type=int, default=8,
                         help='number of samples to draw')
     parser.add_argument('--split', default='train',
@@ -94,6 +98,8 @@ def c_to_hex(color) -> str:
 
 def main() -> None:
     args = parse_args()
+    # before any work: PNGs of the same names would be overwritten
+    refuse_nonempty_dir(args.output_dir, '--output-dir', args.force)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -21,6 +21,7 @@ from mmpsearch.evaluation.functional import gallery_size_suffix  # noqa
 from mmpsearch.evaluation.metrics.person_search_metric import (  # noqa
     CUHK_GALLERY_SIZES, load_protocol)
 from mmpsearch.evaluation.results_io import load_search_results  # noqa
+from mmpsearch.utils.overwrite import refuse_existing_file  # noqa
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -50,9 +51,10 @@ def available_sizes(data_root: str) -> List[int]:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    for out in (args.out, args.json):
-        if out and osp.exists(out) and not args.overwrite:
-            sys.exit(f'{out} exists; pass --overwrite to replace it')
+    refuse_existing_file(args.out, '--out', args.overwrite, '--overwrite')
+    if args.json:
+        refuse_existing_file(args.json, '--json', args.overwrite,
+                             '--overwrite')
     sizes = args.gallery_sizes or available_sizes(args.data_root)
     if not sizes:
         sys.exit(f'{args.data_root} has no annotation/test/train_test/'

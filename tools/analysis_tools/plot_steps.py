@@ -20,6 +20,8 @@ import matplotlib
 matplotlib.use('Agg')  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -69,8 +71,7 @@ def read_times(path: str) -> Dict[int, float]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    if osp.exists(args.out) and not args.overwrite:
-        sys.exit(f'{args.out} exists; pass --overwrite to replace it')
+    refuse_existing_file(args.out, '--out', args.overwrite, '--overwrite')
     metrics = read_metrics(args.metrics)
     steps = list(metrics)
     times = read_times(args.benchmark) if args.benchmark else {}

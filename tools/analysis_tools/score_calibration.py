@@ -29,6 +29,7 @@ import numpy as np
 from mmpsearch.evaluation.functional.box_ops import paired_iou
 from mmpsearch.evaluation.metrics import person_search_metric
 from mmpsearch.evaluation.results_io import load_search_results
+from mmpsearch.utils.overwrite import refuse_existing_file
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -42,7 +43,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--thr', type=float, default=0.5,
                         help='the score threshold to report against '
                         '(default 0.5, the protocol\'s)')
-    parser.add_argument('--json', help='also write the figures here')
+    parser.add_argument(
+        '--json', help='also write the figures to this (new) JSON file')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='overwrite an existing --json file')
     return parser.parse_args(argv)
 
 
@@ -132,6 +138,8 @@ def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
+    if args.json:  # before any work: an earlier file is not overwritten
+        refuse_existing_file(args.json, '--json', args.force)
     if not 0.0 <= args.thr <= 1.0:
         raise SystemExit(f'--thr {args.thr}: expected a number in [0, 1]')
     if not osp.isfile(args.results):
@@ -161,7 +169,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
           f'{out["duplicates_passing_per_person"]:.2f}; false detections '
           f'passing per image: {out["false_passing_per_image"]:.2f}')
     if args.json:
-        with open(args.json, 'x') as f:  # never over an earlier file
+        with open(args.json, 'w' if args.force else 'x') as f:
             json.dump(out, f, indent=2)
         print(f'written to {args.json}')
     return out
