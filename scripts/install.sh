@@ -26,6 +26,12 @@ CACHE=${MMPSEARCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmpsearch}
 TORCH_SPEC='torch===2.13.0'
 TORCHVISION_SPEC='torchvision==0.28.0'
 MMCV_VERSION=2.1.0
+# setuptools < 80: its `develop` (pip's --no-use-pep517 -e) is the legacy
+# editable install, whose egg-link makes mim find the repository; from 80 on
+# it is a PEP 660 install, and `mim train / test / search mmpsearch` look in
+# site-packages/mmpsearch, which does not exist. pkg_resources (mmcv's
+# setup.py, mim) is gone in 82 anyway.
+SETUPTOOLS_SPEC='setuptools>=77,<80'
 
 log() { printf '[install] %s\n' "$*"; }
 
@@ -78,8 +84,8 @@ else
     "$PY" scripts/mmcv_check.py nvcc "$MMCV_TARGET" || exit 1
     BUILD_ENV+=(FORCE_CUDA=1)
   fi
-  # build tools that mmcv's setup.py imports (pkg_resources is gone in 82)
-  "${PIP[@]}" install -q "setuptools>=77,<82" wheel ninja
+  # build tools that mmcv's setup.py imports (setuptools: see SETUPTOOLS_SPEC)
+  "${PIP[@]}" install -q "$SETUPTOOLS_SPEC" wheel ninja
   if [ -z "$WHEEL" ]; then
     if [ "$MMCV_TARGET" = cpu ]; then
       log "building mmcv $MMCV_VERSION with CPU ops (10-12 min on 2 cores, once)"
@@ -110,16 +116,22 @@ fi
 STAMP="$VENV/.mmpsearch-install-stamp"
 HASH=$(cat requirements/*.txt setup.py | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] \
-   && "$PY" -c "import mmpsearch, mmdet, mmpretrain, diffusers" 2>/dev/null; then
+   && "$PY" -c "import mmpsearch, mmdet, mmpretrain, diffusers" 2>/dev/null \
+   && "$PY" scripts/mim_check.py 2>/dev/null; then
   log "requirements unchanged and importable"
 else
   log "installing OpenMMLab packages, requirements and mmpsearch (editable)"
   "${PIP[@]}" install -q -r requirements/mminstall.txt -r requirements/runtime.txt \
     -r requirements/tests.txt -r requirements/mim.txt \
-    "$TORCH_SPEC" "$TORCHVISION_SPEC" "mmcv==$MMCV_VERSION" "setuptools>=77,<82"
+    "$TORCH_SPEC" "$TORCHVISION_SPEC" "mmcv==$MMCV_VERSION" "$SETUPTOOLS_SPEC"
   "${PIP[@]}" install -q --no-deps openmim==0.3.9
-  # legacy editable install (setup.py develop): `mim` finds the repo
+  # legacy editable install (setup.py develop of setuptools < 80): an
+  # egg-link to the repo, where `mim` finds mmpsearch/.mim/{tools,configs}
   "${PIP[@]}" install -q --no-deps --no-build-isolation --no-use-pep517 -e .
+  if ! WHY=$("$PY" scripts/mim_check.py 2>&1); then
+    log "error: mmpsearch installed, but mim does not find it: $WHY"
+    exit 1
+  fi
   echo "$HASH" > "$STAMP"
 fi
 "$PY" -c "import mmpsearch; print('[install] mmpsearch', mmpsearch.__version__, 'ready in', '$VENV')"

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 METHOD_DIRS = ('configs/psdiff', 'configs/diffps')
 METAFILES = tuple(f'{d}/metafile.yml' for d in METHOD_DIRS)
 READMES = tuple(f'{d}/README.md' for d in METHOD_DIRS)
+#: How a paper's number is marked in a Result's Dataset.
+PAPER_MARK = '(paper, not reproduced here)'
 
 
 def _load(path: Path):
@@ -157,6 +159,15 @@ def collection_problems(root: Path) -> List[str]:
                 if result.get('Task') != 'Person Search':
                     problems.append(f'{ref}: model {model.get("Name")}: '
                                     f'Task {result.get("Task")!r}')
+                # `mim search` shows the dataset name beside each metric:
+                # a paper's number must not read as a result of this code
+                dataset = str(result.get('Dataset'))
+                if not (dataset.endswith(PAPER_MARK)
+                        or dataset.startswith('Synthetic')):
+                    problems.append(f'{ref}: model {model.get("Name")}: '
+                                    f'Dataset {dataset!r} is not marked '
+                                    f'{PAPER_MARK!r} (nothing is measured '
+                                    'on the real datasets here)')
                 metrics = result.get('Metrics') or {}
                 if set(metrics) != {'mAP', 'top-1'}:
                     problems.append(f'{ref}: model {model.get("Name")}: '
@@ -308,6 +319,10 @@ def test_checks_can_fail(tmp_path):
     assert any('diffps_sd21_cuhk.py is a model of the metafiles 2 times' in p
                for p in problems)
     assert any("'DiffPS-v2', which is not defined" in p for p in problems)
+    data['Models'][0]['Results'][0]['Dataset'] = 'CUHK-SYSU'  # unmarked
+    meta.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert any("Dataset 'CUHK-SYSU' is not marked" in p
+               for p in collection_problems(root))
 
     (root / 'model-index.yml'
      ).write_text('Import:\n  - configs/psdiff/metafile.yml\n')

@@ -212,6 +212,13 @@ def get_compiling_cuda_version():
     'mmdet/__init__.py': '',
     'mmpretrain/__init__.py': '',
     'diffusers/__init__.py': '',
+    # get_installed_path: the folder mim would look in (FAKE_MIM_ROOT)
+    'mim/__init__.py': '',
+    'mim/utils.py': """
+import os
+def get_installed_path(package):
+    return os.environ['FAKE_MIM_ROOT']
+""",
 }
 
 
@@ -263,6 +270,7 @@ def fake_install(tmp_path):
             FAKE_TORCH_CUDA='13.0',
             FAKE_NVCC=nvcc or '',
             FAKE_CUDA_HOME=str(cuda_home) if nvcc else '',
+            FAKE_MIM_ROOT=str(REPO / 'mmpsearch'),
             MAX_JOBS='2')
         full.pop('MMCV_OPS', None)
         full.update(env)
@@ -331,3 +339,20 @@ def test_install_reuses_a_cpu_wheel_cached_under_the_old_key(fake_install):
     assert f'using cached {new}' in out
     assert not builds(calls)  # not rebuilt
     assert any(str(new) in c for c in calls if ' install ' in c)
+
+
+def test_install_reinstalls_mmpsearch_where_mim_does_not_find_it(
+        fake_install, tmp_path):
+    """A PEP 660 editable install (setuptools >= 80) leaves mim looking in
+    site-packages/mmpsearch: install.sh does not call that installed, it
+    reinstalls mmpsearch the legacy way with setuptools < 80, and stops
+    when mim still does not find it."""
+    rc, out, calls = fake_install(
+        FAKE_MMCV_CUDA='not available',
+        FAKE_MIM_ROOT=str(tmp_path / 'site-packages' / 'mmpsearch'))
+    assert rc != 0
+    assert 'requirements unchanged' not in out
+    assert 'mim does not find it' in out and 'tools/train.py' in out, out
+    installs = [c for c in calls if ' install ' in c]
+    assert any('setuptools>=77,<80' in c for c in installs), installs
+    assert any(c.endswith('--no-use-pep517 -e .') for c in installs)
