@@ -63,6 +63,28 @@ def _bytes_to_unicode() -> dict:
     return bytes_to_unicode()
 
 
+def _apply_merges(symbols: list, ranks: dict) -> list:
+    """Byte-pair encoding of one word: merge the adjacent pair of the lowest
+    rank, all its occurrences, until no pair has a rank."""
+    while len(symbols) > 1:
+        pairs = [(ranks.get(p), p) for p in zip(symbols, symbols[1:])]
+        known = [rp for rp in pairs if rp[0] is not None]
+        if not known:
+            break
+        first, second = min(known)[1]
+        merged, k = [], 0
+        while k < len(symbols):
+            if (k + 1 < len(symbols) and symbols[k] == first
+                    and symbols[k + 1] == second):
+                merged.append(first + second)
+                k += 2
+            else:
+                merged.append(symbols[k])
+                k += 1
+        symbols = merged
+    return symbols
+
+
 def write_tiny_clip_tokenizer(out_dir: str,
                               words: Iterable[str] = TINY_SD_WORDS) -> None:
     """Write ``vocab.json`` / ``merges.txt`` of a CLIP BPE tokenizer whose
@@ -76,13 +98,20 @@ def write_tiny_clip_tokenizer(out_dir: str,
     for c in chars:
         vocab.setdefault(c + '</w>', len(vocab))
     merges = []
+    ranks: dict = {}
     for word in words:
-        # merge left to right: p+e, pe+r, ... , perso+n</w>
-        symbols = list(word[:-1]) + [word[-1] + '</w>']
+        # what the merges so far make of the word (a pair that an earlier
+        # word merges, e.g. p+e of "person" in "stripes", is merged first),
+        # then merge those pieces left to right: p+e, pe+r, ... ,
+        # perso+n</w>. New merges rank after all earlier ones, so earlier
+        # words still end as one token.
+        symbols = _apply_merges(
+            list(word[:-1]) + [word[-1] + '</w>'], ranks)
         cur = symbols[0]
         for sym in symbols[1:]:
             pair = (cur, sym)
-            if pair not in merges:
+            if pair not in ranks:
+                ranks[pair] = len(merges)
                 merges.append(pair)
             cur = cur + sym
             vocab.setdefault(cur, len(vocab))
@@ -97,10 +126,16 @@ def write_tiny_clip_tokenizer(out_dir: str,
             f.write(f'{a} {b}\n')
 
 
-def make_tiny_sd(out_dir: str, seed: int = 0) -> str:
+def make_tiny_sd(out_dir: str,
+                 seed: int = 0,
+                 words: Iterable[str] = TINY_SD_WORDS) -> str:
     """Write a tiny random Stable Diffusion folder (diffusers layout:
     ``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``,
-    ``tokenizer/``, ``scheduler/``) to ``out_dir`` and return it."""
+    ``tokenizer/``, ``scheduler/``) to ``out_dir`` and return it.
+
+    ``words`` are the words the tokenizer keeps as single tokens (the text
+    encoder's vocabulary grows with them); the default gives the folder of
+    the tests."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -108,12 +143,13 @@ def make_tiny_sd(out_dir: str, seed: int = 0) -> str:
     torch.manual_seed(seed)
 
     tok_dir = osp.join(out_dir, 'tokenizer')
-    write_tiny_clip_tokenizer(tok_dir)
+    words = tuple(dict.fromkeys(words))
+    write_tiny_clip_tokenizer(tok_dir, words)
     tokenizer = CLIPTokenizer(
         osp.join(tok_dir, 'vocab.json'),
         osp.join(tok_dir, 'merges.txt'),
         model_max_length=77)
-    for word in TINY_SD_WORDS:
+    for word in words:
         ids = tokenizer(word).input_ids
         if len(ids) != 3:  # start, word, end
             raise RuntimeError(f'tiny tokenizer splits "{word}" into {ids}')

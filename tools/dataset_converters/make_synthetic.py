@@ -6,6 +6,10 @@ Example::
 
     python tools/dataset_converters/make_synthetic.py --format cuhk \
         --out data/synthetic_cuhk --num-images 800 --num-ids 200 --seed 0
+
+``--describe`` (CUHK) also writes ``scenes.json``, what the renderer drew in
+each image, for the captions of ``tools/misc/train_tiny_ldm.py``; the other
+files are the same with or without it.
 """
 import argparse
 import json
@@ -41,6 +45,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--image-size', type=int, nargs=2, default=[320, 240],
         metavar=('WIDTH', 'HEIGHT'), help='scene size')
+    parser.add_argument(
+        '--describe', action='store_true',
+        help='CUHK: also write scenes.json (per image: the clothing colours '
+        'of each person, the background colours, the boxes), the captions '
+        'of tools/misc/train_tiny_ldm.py; the other files do not change')
     return parser.parse_args()
 
 
@@ -54,7 +63,8 @@ def main() -> None:
         num_images=args.num_images,
         num_ids=args.num_ids,
         seed=args.seed,
-        image_size=tuple(args.image_size))
+        image_size=tuple(args.image_size),
+        describe=args.describe)
     summary['seconds'] = round(time.time() - start, 2)
     print(json.dumps(summary))
 

@@ -27,6 +27,8 @@ file and variable names they take from the readers.
 from typing import Tuple
 
 from ..cuhk_sysu import CUHK_GALLERY_SIZES
+from .captions import (CAPTION_WORDS, SCENES_FILE, describe_look, grey_name,
+                       scene_caption)
 from .cuhk_writer import (LOW_RES_MAX_HEIGHT, OCCLUSION_MIN_SHARE, make_cuhk,
                           occlusion_share)
 from .prw_writer import make_prw
@@ -40,7 +42,8 @@ def make_synthetic(fmt: str,
                    num_images: int = 400,
                    num_ids: int = 50,
                    seed: int = 0,
-                   image_size: Tuple[int, int] = (320, 240)) -> dict:
+                   image_size: Tuple[int, int] = (320, 240),
+                   describe: bool = False) -> dict:
     """Render a synthetic person-search dataset in a released format.
 
     Args:
@@ -61,6 +64,11 @@ def make_synthetic(fmt: str,
         num_ids (int): Identities, half for training and half for testing.
         seed (int): Everything written depends only on the arguments.
         image_size (tuple): (width, height) of the scenes.
+        describe (bool): CUHK only: also write ``scenes.json`` at the root,
+            what the renderer drew in each image (the clothing colour names
+            of every person, the background's colours, the boxes), from
+            which :func:`.captions.scene_caption` writes captions. Every
+            other file is the same as without it. Defaults to False.
 
     Returns:
         dict: Counts of what was written.
@@ -74,9 +82,14 @@ def make_synthetic(fmt: str,
     if W < 64 or H < 64:
         raise ValueError(f'image_size={image_size} is too small; expected '
                          'width and height >= 64')
-    maker = make_cuhk if fmt == 'cuhk' else make_prw
-    return maker(out_dir, int(num_images), int(num_ids), int(seed),
-                 (int(W), int(H)))
+    if fmt == 'prw':
+        if describe:
+            raise ValueError('describe=True is written for the CUHK layout '
+                             "only; use fmt='cuhk'")
+        return make_prw(out_dir, int(num_images), int(num_ids), int(seed),
+                        (int(W), int(H)))
+    return make_cuhk(out_dir, int(num_images), int(num_ids), int(seed),
+                     (int(W), int(H)), describe=bool(describe))
 
 
 __all__ = [
@@ -84,5 +97,6 @@ __all__ = [
     'identity_looks', 'passerby_look', 'PersonLook', 'Color', 'PALETTE',
     'PATTERNS', 'SKINS', 'HAIRS', 'SHOES', 'OCCLUSION_MIN_SHARE',
     'LOW_RES_MAX_HEIGHT', 'occlusion_share', 'make_cuhk', 'make_prw',
-    'CUHK_GALLERY_SIZES'
+    'CUHK_GALLERY_SIZES', 'CAPTION_WORDS', 'SCENES_FILE', 'describe_look',
+    'grey_name', 'scene_caption'
 ]

@@ -5,6 +5,7 @@ Folder, file and variable names come from the readers
 (:mod:`mmpsearch.datasets.cuhk_sysu`, :mod:`mmpsearch.datasets.cuhk_subsets`),
 so what is written here is what they read.
 """
+import json
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -16,6 +17,7 @@ from ..cuhk_sysu import (ANNO_DIR, CUHK_GALLERY_SIZES, IMAGE_DIR, IMAGES_FILE,
                          POOL_VAR, PROTOCOL_DIR, TRAIN_FILE, TRAIN_VAR,
                          testg_file, testg_var)
 from ..mat_utils import MAT_EMPTY, mat_cell, mat_num, mat_struct
+from .captions import SCENES_FILE, describe_look, grey_name
 from .render import (assign_ids, identity_looks, render_background,
                      render_scene, scene_people, write_image, write_mat)
 
@@ -43,10 +45,17 @@ QueryLists = Tuple[str, List[int], int, List[Tuple[str, List[int], int]],
                    List[str]]
 
 
-def make_cuhk(out_dir: str, num_images: int, num_ids: int, seed: int,
-              image_size: Tuple[int, int]) -> dict:
+def make_cuhk(out_dir: str,
+              num_images: int,
+              num_ids: int,
+              seed: int,
+              image_size: Tuple[int, int],
+              describe: bool = False) -> dict:
     """Render ``num_images`` scenes of ``num_ids`` identities and write them
     in the CUHK-SYSU release layout; see :func:`make_synthetic`.
+
+    With ``describe``, also ``scenes.json``: what the renderer drew in each
+    image (see :func:`_scene_record`); every other file is the same.
 
     Returns:
         dict: Counts of what was written.
@@ -87,10 +96,17 @@ def make_cuhk(out_dir: str, num_images: int, num_ids: int, seed: int,
 
     # Render every image; records: name -> [(xywh, pid or None, ishard)].
     records: Dict[str, List[Tuple[List[int], Optional[int], int]]] = {}
+    scenes: List[dict] = []
     for k, name in enumerate(names):
         irng = np.random.default_rng([seed, 1, k])
-        img, placed = render_scene(irng, render_background(irng, W, H),
-                                   scene_people(irng, looks, content[name]))
+        bg_info: dict = {}
+        background = render_background(irng, W, H, bg_info)
+        people = scene_people(irng, looks, content[name])
+        img, placed = render_scene(irng, background, people)
+        if describe:
+            scenes.append(
+                _scene_record(name, name in pool_set, bg_info, people,
+                              placed))
         write_image(osp.join(out_dir, IMAGE_DIR, name), img)
         recs = [(list(p.box), p.key, int(irng.random() < 0.1))
                 for p in placed]
@@ -154,6 +170,9 @@ def make_cuhk(out_dir: str, num_images: int, num_ids: int, seed: int,
             osp.join(proto, testg_file(g)),
             {testg_var(g): mat_struct(ENTRY_FIELDS, rows)})
     subsets = write_cuhk_subsets(out_dir, query_order, lists, records, H)
+    if describe:
+        with open(osp.join(out_dir, SCENES_FILE), 'w') as f:
+            json.dump(dict(format='cuhk', images=scenes), f, indent=1)
     return dict(
         format='cuhk',
         out_dir=out_dir,
@@ -165,6 +184,26 @@ def make_cuhk(out_dir: str, num_images: int, num_ids: int, seed: int,
         num_boxes=sum(len(r) for r in records.values()),
         gallery_sizes=sizes,
         subsets=subsets)
+
+
+def _scene_record(name: str, in_pool: bool, bg_info: dict, people: list,
+                  placed: list) -> dict:
+    """One image of ``scenes.json``: its name, ``split`` ('train' or
+    'gallery', i.e. in pool.mat), the ``wall`` and ``ground`` colour names,
+    and per drawn person (annotation order) its ``box`` [x, y, w, h] as in
+    Images.mat, ``pid`` (the number of ``p{pid}``, None for a passer-by)
+    and its clothing words (:func:`.captions.describe_look`)."""
+    persons = []
+    for (look, key), p in zip(people, placed):
+        persons.append(
+            dict(box=[int(v) for v in p.box], pid=key,
+                 **describe_look(look, labeled=key is not None)))
+    return dict(
+        imname=name,
+        split='gallery' if in_pool else 'train',
+        wall=grey_name(bg_info['wall']),
+        ground=grey_name(bg_info['ground']),
+        persons=persons)
 
 
 def _test_entry(pid: int, lists: QueryLists,

@@ -193,14 +193,25 @@ def render_person(look: PersonLook, height: int,
     return img, mask
 
 
-def render_background(rng: np.random.Generator, width: int,
-                      height: int) -> np.ndarray:
-    """A cluttered street-like background of dull colours."""
+def render_background(rng: np.random.Generator,
+                      width: int,
+                      height: int,
+                      info: Optional[dict] = None) -> np.ndarray:
+    """A cluttered street-like background of dull colours.
+
+    When ``info`` is a dict, the base colours (BGR) are put in it as
+    ``wall`` and ``ground`` (the scene description of the captions, see
+    :mod:`.captions`); the random draws and the image are the same either
+    way.
+    """
     W, H = width, height
     img = np.zeros((H, W, 3), np.float32)
     horizon = int(rng.uniform(0.3, 0.5) * H)
     wall, ground = np.float32(_muted(rng, 120, 220)), np.float32(
         _muted(rng, 70, 160))
+    if info is not None:
+        info['wall'] = tuple(int(c) for c in wall)
+        info['ground'] = tuple(int(c) for c in ground)
     ramp = np.linspace(1.0, 0.85, horizon, dtype=np.float32)[:, None, None]
     img[:horizon] = wall * ramp
     ramp = np.linspace(0.9, 1.1, H - horizon, dtype=np.float32)
