@@ -16,9 +16,13 @@ with read_base():
 # GIoU 2 / ReID 5). The other *_paper.py leaves import these three names.
 paper_criterion = dict(type=DualDenoisingCriterion)
 paper_train_cfg = dict(num_passes=1)
+# the test settings of DiffusionDet, which the paper inherits: box renewal
+# and step ensembling (one pass per step, as in training)
+paper_test_cfg = dict(use_ensemble=True)
 center_teacher = False
 model['bbox_head']['criterion'] = paper_criterion  # noqa: F405
 model['train_cfg'] = paper_train_cfg  # noqa: F405
+model['test_cfg'].update(paper_test_cfg)  # noqa: F405
 # [-2]: the DualNoiseGenerator, before PackPersonSearchInputs
 train_dataloader['dataset']['pipeline'][-2].update(  # noqa: F405
     center_teacher=center_teacher)

@@ -58,6 +58,9 @@ def tool_options(root: Path) -> list:
         **psdiff_model_options(),
         'model.test_cfg.sampling_steps': STEPS,
         'model.test_cfg.num_proposals': PROPOSALS,
+        # one CDL pass per step keeps these tool runs as cheap as the
+        # seeding they test needs (passes are tested in test_psdiff.py)
+        'model.test_cfg.num_passes': 1,
         'test_evaluator.data_root': root,
     }
     for k in range(2):  # gallery, query

@@ -398,9 +398,15 @@ def test_shipped_configs_train_the_synthetic_recipe(name):
     assert set(paper['criterion']) == {'type'}
     assert paper['train_cfg'] == dict(num_passes=1)
     assert paper['noise']['center_teacher'] is False
+    # at test time: passes per step as in training, ensembling only in the
+    # paper's (DiffusionDet's) settings
+    assert shipped['test_cfg']['num_passes'] is None
+    assert shipped['test_cfg']['use_ensemble'] is False
+    assert paper['test_cfg']['use_ensemble'] is True
     paper['criterion'] = shipped['criterion']
     paper['train_cfg'] = shipped['train_cfg']
     paper['noise'] = shipped['noise']
+    paper['test_cfg']['use_ensemble'] = False
     assert paper == shipped  # nothing else differs
 
 
