@@ -72,7 +72,8 @@ class _BackboneNeck(nn.Module):
 
 
 class _HeadStep(nn.Module):
-    """One CDL pass on prepared features (what every sampling step runs)."""
+    """One CDL pass on prepared features (a sampling step runs
+    ``test_cfg.num_passes`` of them)."""
 
     def __init__(self, head: nn.Module) -> None:
         super().__init__()
@@ -122,16 +123,20 @@ def main() -> None:
         boxes = torch.cat([xy, xy + wh], dim=-1)
         embeds = torch.randn(1, n, head.embed_dims)
         t = torch.tensor([500])
-        f_head = _count(_HeadStep(head),
+        f_pass = _count(_HeadStep(head),
                         (*prepared, boxes, embeds, t))
+    # a step chains test_cfg.num_passes passes of (a layer like) this CDL
+    passes = model.bbox_head.passes_per_step()
+    f_head = passes * f_pass
 
     print(f'{args.config}: input {h}x{w}, N = {n} proposals')
-    print(f'{"part":<26} {"params (M)":>11} {"GMACs":>9} {"GFLOPs":>9}')
+    print(f'{"part":<34} {"params (M)":>11} {"GMACs":>9} {"GFLOPs":>9}')
     for name, p, f in (('backbone + neck (once)', p_bb, f_bb),
-                       ('CDL head, one step', p_head, f_head)):
-        print(f'{name:<26} {p / 1e6:>11.2f} {f / 1e9:>9.2f} '
+                       (f'CDL head, one step ({passes} pass'
+                        f'{"es" if passes > 1 else ""})', p_head, f_head)):
+        print(f'{name:<34} {p / 1e6:>11.2f} {f / 1e9:>9.2f} '
               f'{2 * f / 1e9:>9.2f}')
-    print(f'{"whole model":<26} {params[""] / 1e6:>11.2f}')
+    print(f'{"whole model":<34} {params[""] / 1e6:>11.2f}')
     print('k-step search (backbone + neck once, k head steps):')
     for k in args.steps:
         total = f_bb + k * f_head

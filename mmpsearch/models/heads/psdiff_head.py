@@ -464,8 +464,9 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
 
     def forward(self, x: Sequence[Tensor],
                 batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor]:
-        """One CDL pass from noise at t = T - 1 (for FLOP counting and
-        export): (cls_scores, bboxes, embeds)."""
+        """One sampling step (its ``num_passes`` CDL passes) from noise at
+        t = T - 1 (for FLOP counting and export): (cls_scores, bboxes,
+        embeds)."""
         outs = self.denoise(x, batch_img_metas, sampling_steps=1)[-1]
         return outs['cls_scores'], outs['bboxes'], outs['embeds']
 
