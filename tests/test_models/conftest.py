@@ -74,3 +74,20 @@ def assert_stable_diffusion_frozen(runner: Runner) -> None:
     assert not model.backbone.unet.training
     assert not any(k.startswith('backbone.') for k in model.state_dict())
     assert np.isfinite(loss_history(runner)).all()
+
+
+@pytest.fixture
+def host_reads(monkeypatch) -> List[str]:
+    """A list that records each Python-visible read of a tensor's value
+    (``int()``, ``bool()``, ``__index__``, ``item()``, ``tolist()``): the host
+    syncs of the code under test, counted on the CPU."""
+    reads: List[str] = []
+    for name in ('__int__', '__bool__', '__index__', 'item', 'tolist'):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, _name=name):
+            reads.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    return reads
