@@ -103,8 +103,11 @@ else
     log "using cached $WHEEL"
   fi
   "${PIP[@]}" install -q --no-deps --force-reinstall "$WHEEL"
-  # mmcv's own runtime dependencies (the wheel was installed without them)
-  "${PIP[@]}" install -q addict packaging Pillow pyyaml yapf opencv-python
+  # mmcv's own runtime dependencies (the wheel was installed without them);
+  # mmcv.ops imports mmengine, so the check below needs it (pinned as in
+  # requirements/mminstall.txt)
+  "${PIP[@]}" install -q addict packaging Pillow pyyaml yapf opencv-python \
+    "$(grep '^mmengine' requirements/mminstall.txt)"
   if ! WHY=$("$PY" scripts/mmcv_check.py check "$MMCV_VERSION" "$MMCV_TARGET" 2>&1); then
     log "error: $WHEEL installed, but: $WHY"
     log "remove it and rerun to build it again"
