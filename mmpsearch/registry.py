@@ -50,7 +50,9 @@ METRICS = Registry(
     'metric', parent=MMDET_METRICS, locations=['mmpsearch.evaluation'])
 EVALUATOR = Registry('evaluator', parent=MMDET_EVALUATOR)
 TASK_UTILS = Registry(
-    'task util', parent=MMDET_TASK_UTILS, locations=['mmpsearch.models'])
+    'task util',
+    parent=MMDET_TASK_UTILS,
+    locations=['mmpsearch.models', 'mmpsearch.diffusion'])
 VISUALIZERS = Registry(
     'visualizer',
     parent=MMDET_VISUALIZERS,

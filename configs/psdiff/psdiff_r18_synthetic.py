@@ -70,9 +70,8 @@ model['bbox_head']['denoiser'].update(  # noqa: F405
 
 noise_generator = dict(  # noqa: F405
     noise_generator, teacher_embeds=teacher_embeds, diffusion=diffusion)
-train_pipeline = [
-    *train_pipeline[:-1], noise_generator, train_pipeline[-1]  # noqa: F405
-]
+# the noise generator right before the packing
+train_pipeline = [*train_transforms, noise_generator, pack_inputs]  # noqa
 train_dataloader.update(  # noqa: F405
     dict(batch_size=4, dataset=dict(pipeline=train_pipeline)))
 

@@ -18,7 +18,10 @@ with read_base():
 model['bbox_head']['criterion'] = paper_criterion  # noqa: F405
 model['train_cfg'] = paper_train_cfg  # noqa: F405
 model['test_cfg'].update(paper_test_cfg)  # noqa: F405
-# [-2]: the DualNoiseGenerator, before PackPersonSearchInputs
-train_dataloader['dataset']['pipeline'][-2].update(  # noqa: F405
-    center_teacher=center_teacher)
-train_pipeline = train_dataloader['dataset']['pipeline']  # noqa: F405
+train_pipeline = [
+    *train_transforms,  # noqa: F405
+    dict(noise_generator, center_teacher=center_teacher),  # noqa: F405
+    pack_inputs  # noqa: F405
+]
+train_dataloader.update(  # noqa: F405
+    dict(dataset=dict(pipeline=train_pipeline)))

@@ -39,9 +39,8 @@ noise_generator = dict(
     teacher_embeds=teacher_embeds,
     diffusion=diffusion,  # noqa: F405
     center_teacher=center_teacher)  # noqa: F405
-train_pipeline = [
-    *train_pipeline[:-1], noise_generator, train_pipeline[-1]  # noqa: F405
-]
+# the noise generator right before the packing
+train_pipeline = [*train_transforms, noise_generator, pack_inputs]  # noqa
 train_dataloader.update(  # noqa: F405
     dict(batch_size=8, dataset=dict(pipeline=train_pipeline)))
 

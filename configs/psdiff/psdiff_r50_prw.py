@@ -20,8 +20,7 @@ with read_base():
 # The file written by tools/extract_teacher_embeddings.py (see above).
 teacher_embeds = 'data/PRW/teacher_r50_train.npz'
 noise_generator = dict(noise_generator, teacher_embeds=teacher_embeds)  # noqa
-train_pipeline = [
-    *train_pipeline[:-1], noise_generator, train_pipeline[-1]  # noqa: F405
-]
+# the noise generator right before the packing
+train_pipeline = [*train_transforms, noise_generator, pack_inputs]  # noqa
 train_dataloader.update(  # noqa: F405
     dict(batch_size=8, dataset=dict(pipeline=train_pipeline)))

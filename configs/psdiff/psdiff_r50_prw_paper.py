@@ -10,9 +10,9 @@ with read_base():
     from .psdiff_r50_prw import noise_generator, teacher_embeds  # noqa
 
 train_pipeline = [
-    *train_pipeline[:-1],  # noqa: F405
+    *train_transforms,  # noqa: F405
     dict(noise_generator, center_teacher=center_teacher),  # noqa: F405
-    train_pipeline[-1]  # noqa: F405
+    pack_inputs  # noqa: F405
 ]
 train_dataloader.update(  # noqa: F405
     dict(batch_size=8, dataset=dict(pipeline=train_pipeline)))

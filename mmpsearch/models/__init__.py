@@ -1,7 +1,6 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 from .backbones import *  # noqa: F401,F403
 from .detectors import *  # noqa: F401,F403
-from .diffusion import *  # noqa: F401,F403
 from .heads import *  # noqa: F401,F403
 from .layers import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403

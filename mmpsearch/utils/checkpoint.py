@@ -120,6 +120,16 @@ def safe_torch_load(filename: Any,
         raise _corrupt(name, e) from None
 
 
+def checkpoint_iteration(filename: str) -> Optional[int]:
+    """The training iteration ``filename`` was saved at (mmengine's
+    ``meta['iter']``), or None when it does not say."""
+    ckpt = safe_torch_load(filename, map_location='cpu')
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    done = meta.get('iter') if isinstance(meta, dict) else None
+    return int(done) if isinstance(done, (int, np.integer)) and \
+        not isinstance(done, bool) else None
+
+
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint file that is truncated or not a checkpoint at all."""
 
@@ -238,85 +248,6 @@ def checkpoint_state_dict(checkpoint: Any) -> dict:
     return {re.sub(r'^module\.', '', str(k)): v for k, v in state.items()}
 
 
-def rename_state_dict_prefixes(state: dict,
-                               renames: Mapping[str, str],
-                               prefix: str = '') -> dict:
-    """Rename, in place, the keys of ``state`` that start with
-    ``prefix + old`` to ``prefix + new`` for each ``old -> new`` of
-    ``renames`` (the first that matches), together with the entries of its
-    ``_metadata`` (per-module versions, which ``load_state_dict`` looks up by
-    the module's new name).
-
-    How a model upgrades the keys of a checkpoint written before one of its
-    modules moved (:class:`StateDictUpgradeMixin` does it for a model that
-    lists the moves). Give the old prefixes with their
-    trailing dot (``'reid_head.'``), so that ``'reid_head_x.'`` stays.
-
-    Returns:
-        dict: ``state``, for chaining.
-    """
-    def renamed(key: str) -> Optional[str]:
-        for old, new in renames.items():
-            if key.startswith(prefix + old):
-                return prefix + new + key[len(prefix + old):]
-        return None
-
-    for key in list(state):
-        new_key = renamed(key)
-        if new_key is not None:
-            state[new_key] = state.pop(key)
-    metadata = getattr(state, '_metadata', None)
-    if metadata is not None:
-        for key in list(metadata):
-            # metadata is keyed by the module's name without the final dot
-            new_key = renamed(key + '.')
-            if new_key is not None:
-                metadata[new_key[:-1]] = metadata.pop(key)
-    return state
-
-
-class StateDictUpgradeMixin:
-    """Loads checkpoints written before some of a model's modules moved.
-
-    A model lists the moves in ``STATE_DICT_RENAMES`` (former prefix ->
-    current prefix, each with its trailing dot); its
-    ``_load_from_state_dict`` renames the former keys before the children
-    load (mmdet's way of loading earlier checkpoints, e.g.
-    ``AnchorFreeHead._load_from_state_dict``) and
-    :func:`check_checkpoint_fits` compares the checkpoint with the renamed
-    keys (:meth:`upgrade_state_dict_keys`). The former prefixes never occur
-    in a current state dict, so the rename needs no version number and is a
-    no-op on a current one. Put it before the model's base class.
-    """
-
-    STATE_DICT_RENAMES: Mapping[str, str] = {}
-
-    @classmethod
-    def upgrade_state_dict_keys(cls, state_dict: dict,
-                                prefix: str = '') -> dict:
-        """Rename, in place, the former keys of ``state_dict``."""
-        return rename_state_dict_prefixes(state_dict, cls.STATE_DICT_RENAMES,
-                                          prefix)
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str,
-                              local_metadata: dict, strict: bool,
-                              missing_keys: List[str],
-                              unexpected_keys: List[str],
-                              error_msgs: List[str]) -> None:
-        self.upgrade_state_dict_keys(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata,
-                                      strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-
-
-def upgrade_checkpoint_keys(model: torch.nn.Module, state: dict) -> dict:
-    """``model.upgrade_state_dict_keys(state)`` when the model's class has
-    that hook (checkpoints of an earlier layout of the model), else
-    ``state``."""
-    upgrade = getattr(model, 'upgrade_state_dict_keys', None)
-    return upgrade(state) if callable(upgrade) else state
-
-
 def compare_state_dict(model: torch.nn.Module, state: dict) -> dict:
     """How ``state`` (from :func:`checkpoint_state_dict`) fits ``model``.
 
@@ -421,15 +352,12 @@ def check_checkpoint_fits(model: torch.nn.Module,
                           checkpoint: Any,
                           filename: str,
                           allow_partial: bool = False,
-                          hint: str = '') -> dict:
+                          hint: str = '',
+                          allow_empty: bool = False) -> dict:
     """Refuse (or, with ``allow_partial``, warn about) a checkpoint that
     does not fill every weight of ``model`` or holds others; refuse one
     whose weights that load hold a NaN or inf (also with
     ``allow_partial``).
-
-    A model whose class has ``upgrade_state_dict_keys(state_dict)`` (an
-    earlier layout of its modules, renamed on load by its
-    ``_load_from_state_dict``) is compared with the upgraded keys.
 
     Args:
         model: The (unwrapped) model the checkpoint is for.
@@ -439,19 +367,23 @@ def check_checkpoint_fits(model: torch.nn.Module,
         allow_partial (bool): Log a warning instead of raising.
         hint (str): How the caller opts in to a partial load, appended to
             the error.
+        allow_empty (bool): With ``allow_partial``, also accept a
+            checkpoint that fills none of the model's weights (an explicit
+            opt-in: ``--allow-partial``, ``strict=False``). Refused by
+            default: for training's ``load_from`` a warning was not enough,
+            nothing loaded and the run trained from scratch.
 
     Returns:
         dict: See :func:`compare_state_dict`.
 
     Raises:
-        CheckpointMismatchError: Unless ``allow_partial``.
+        CheckpointMismatchError: Unless ``allow_partial``; with it, when
+            nothing loads, unless ``allow_empty``.
         NonFiniteCheckpointError: A weight that loads is NaN or inf.
     """
     from mmengine.logging import print_log
 
-    # the keys as the model's _load_from_state_dict will see them: an old
-    # checkpoint of a model that renamed its modules fits after the upgrade
-    state = upgrade_checkpoint_keys(model, checkpoint_state_dict(checkpoint))
+    state = checkpoint_state_dict(checkpoint)
     fit = compare_state_dict(model, state)
     # NaN / inf weights are refused whatever fits: the weights that load
     own = model.state_dict()
@@ -465,6 +397,12 @@ def check_checkpoint_fits(model: torch.nn.Module,
         raise CheckpointMismatchError(
             message + '. Is it the checkpoint of this config?' +
             (f' {hint}.' if hint else ''))
+    if fit['loaded'] == 0 and fit['total'] and not allow_empty:
+        raise CheckpointMismatchError(
+            message + '. Not one weight of it loads, so the model would '
+            'keep its initial weights (training from scratch): is it the '
+            'checkpoint of this config? To train from scratch, remove '
+            'load_from')
     print_log(
         '!' * 72 + f'\nPARTIAL CHECKPOINT LOAD: {message}\n' + '!' * 72,
         logger='current',

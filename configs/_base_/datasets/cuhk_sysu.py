@@ -16,13 +16,17 @@ gallery_size = 100
 img_scale = (1333, 800)
 backend_args = None
 
-train_pipeline = [
+# The training transforms and the packing, by name: a leaf that adds a
+# transform before the packing (PSDiff's DualNoiseGenerator) writes
+# [*train_transforms, its_transform, pack_inputs].
+train_transforms = [
     dict(type=LoadImageFromFile, backend_args=backend_args),
     dict(type=LoadPersonSearchAnnotations, with_bbox=True),
     dict(type=Resize, scale=img_scale, keep_ratio=True),
     dict(type=RandomFlip, prob=0.5),
-    dict(type=PackPersonSearchInputs),
 ]
+pack_inputs = dict(type=PackPersonSearchInputs)
+train_pipeline = [*train_transforms, pack_inputs]
 # Boxes are loaded after Resize: they stay in original pixels, which is what
 # the query box and the metric use.
 test_pipeline = [

@@ -12,8 +12,9 @@ with read_base():
 
 data_root = 'data/synthetic_cuhk/'
 img_scale = (320, 240)
-train_pipeline = [  # noqa: F405
-    dict(t, scale=img_scale) if 'scale' in t else t for t in train_pipeline]
+train_transforms = [  # noqa: F405
+    dict(t, scale=img_scale) if 'scale' in t else t for t in train_transforms]
+train_pipeline = [*train_transforms, pack_inputs]  # noqa: F405
 test_pipeline = [  # noqa: F405
     dict(t, scale=img_scale) if 'scale' in t else t for t in test_pipeline]
 # Small images: loading in the main process is cheaper than workers on 2

@@ -17,7 +17,7 @@ from mmdet.models.task_modules.assigners import (BBoxL1Cost, FocalLossCost,
                                                  IoUCost)
 
 from mmpsearch.models.detectors import PSDiff
-from mmpsearch.models.diffusion import DDIMSampler
+from mmpsearch.diffusion import DDIMSampler
 from mmpsearch.models.heads import CDLHead, PSDiffHead
 from mmpsearch.models.losses import DualDenoisingCriterion
 from mmpsearch.models.roi_extractors import GatherRoIExtractor

@@ -68,10 +68,7 @@ class DualNoiseGenerator(BaseTransform):
             (s1), ``embed_snr_scale`` (s2), ``num_proposals`` (N_train) and
             ``embed_dims`` (D, the width the teacher file must have). The
             configs give the same dict to the model's ``PSDiffHead``.
-        num_proposals, box_snr_scale, embed_snr_scale, num_timesteps,
-        beta_schedule, embed_dims: The same settings one by one (older
-            configs); not together with ``diffusion``. Defaults: 300, 2.0,
-            3.0, 1000, ``'cosine'``, None.
+            None: the defaults (300, 2.0, 3.0, 1000, ``'cosine'``, None).
         pad_mode (str): ``'random'`` (DiffusionDet's Gaussian boxes) or
             ``'repeat'`` (cycle the ground truth). Defaults to ``'random'``.
         timestep_range (tuple[int, int], optional): Draw t from
@@ -95,33 +92,11 @@ class DualNoiseGenerator(BaseTransform):
     def __init__(self,
                  teacher_embeds: str,
                  diffusion: Optional[dict] = None,
-                 num_proposals: Optional[int] = None,
-                 box_snr_scale: Optional[float] = None,
-                 embed_snr_scale: Optional[float] = None,
-                 num_timesteps: Optional[int] = None,
-                 beta_schedule: Optional[str] = None,
                  pad_mode: str = 'random',
-                 embed_dims: Optional[int] = None,
                  timestep_range: Optional[Tuple[int, int]] = None,
                  center_teacher: bool = False) -> None:
-        single = {
-            k: v
-            for k, v in dict(
-                num_proposals=num_proposals,
-                box_snr_scale=box_snr_scale,
-                embed_snr_scale=embed_snr_scale,
-                num_timesteps=num_timesteps,
-                beta_schedule=beta_schedule,
-                embed_dims=embed_dims).items() if v is not None
-        }
-        if diffusion is not None and single:
-            raise ValueError(
-                'DualNoiseGenerator: give the diffusion settings either as '
-                'diffusion=dict(...) or one by one, not both '
-                f'({sorted(single)} given beside diffusion)')
-        settings = DiffusionSettings.from_cfg(
-            diffusion if diffusion is not None else single,
-            'DualNoiseGenerator.diffusion')
+        settings = DiffusionSettings.from_cfg(diffusion,
+                                              'DualNoiseGenerator.diffusion')
         if not teacher_embeds:
             raise ValueError(
                 'DualNoiseGenerator needs teacher_embeds: the path of the '
@@ -175,6 +150,19 @@ class DualNoiseGenerator(BaseTransform):
                     f'denoiser\'s embed_dims) is {self.embed_dims}')
             self._teacher = teacher
         return self._teacher
+
+    def check_model(self, num_timesteps: int) -> None:
+        """Check, before training, that the model samples on the T this
+        transform draws t from (the configs give both one ``diffusion``
+        dict; a leaf or ``--cfg-options`` may change only one of them). Once,
+        not on every batch: :class:`~mmpsearch.engine.hooks.
+        TeacherEmbeddingsCheckHook` calls it."""
+        if self.schedule.num_timesteps != int(num_timesteps):
+            raise ValueError(
+                f'DualNoiseGenerator draws diffusion_t from [0, '
+                f'{self.schedule.num_timesteps}) but the model has '
+                f'T = {num_timesteps}: the pipeline and '
+                'model.bbox_head.diffusion disagree on T')
 
     def check_dataset(self, dataset, embed_dims: Optional[int] = None,
                       max_shown: int = 5) -> int:

@@ -32,6 +32,10 @@ class CheckpointFitHook(Hook):
         filename (str, optional): The checkpoint's name for the message;
             by default the Runner's ``load_from``.
         hint (str): How to opt in to a partial load, added to the error.
+        allow_empty (bool): With ``allow_partial``, also accept a
+            checkpoint that fills none of the weights (``tools/test.py
+            --allow-partial``). Refused by default: a training
+            ``load_from`` that loads nothing trains from scratch.
     """
 
     priority = 'VERY_HIGH'
@@ -39,8 +43,10 @@ class CheckpointFitHook(Hook):
     def __init__(self,
                  allow_partial: bool = True,
                  filename: Optional[str] = None,
-                 hint: str = '') -> None:
+                 hint: str = '',
+                 allow_empty: bool = False) -> None:
         self.allow_partial = bool(allow_partial)
+        self.allow_empty = bool(allow_empty)
         self.filename = filename
         self.hint = hint
 
@@ -54,7 +60,8 @@ class CheckpointFitHook(Hook):
             checkpoint,
             filename,
             allow_partial=self.allow_partial,
-            hint=self.hint)
+            hint=self.hint,
+            allow_empty=self.allow_empty)
         runner.logger.info(
             f'checkpoint {filename}: {fit["loaded"]} of {fit["total"]} '
             f'weights loaded, {len(fit["missing"])} missing, '

@@ -5,7 +5,6 @@ Kim et al., "Leveraging Prior Knowledge of Diffusion Model for Person
 Search", ICCV 2025, Fig. 2.
 """
 import copy
-import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -15,15 +14,14 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmpsearch.models.roi_heads.reid_roi_head import ReIDRoIHead
 from mmpsearch.registry import MODELS
-from mmpsearch.utils.checkpoint import StateDictUpgradeMixin
+from mmpsearch.utils.checked_config import check_thresholds_when_changed
 from mmpsearch.utils.thresholds import check_cfg_thresholds
 from .query_gallery import QueryGalleryMixin
 
 
 @MODELS.register_module()
-class DiffPS(StateDictUpgradeMixin, QueryGalleryMixin, TwoStageDetector):
+class DiffPS(QueryGalleryMixin, TwoStageDetector):
     """DiffPS person searcher (Kim et al., ICCV 2025, Fig. 2): decoupled
     detection and ReID branches on one frozen Stable Diffusion pass.
 
@@ -56,11 +54,6 @@ class DiffPS(StateDictUpgradeMixin, QueryGalleryMixin, TwoStageDetector):
     weights (paper): RPN 1 / 1, box cls 1, box reg 10, ReID 2 - set in the
     heads' loss configs.
 
-    The former layout (``reid_roi_extractor``, ``reid_head``, ``reid_loss``
-    on the detector and ``train_cfg.reid``) still builds the same model,
-    with a warning, and its checkpoints load: ``STATE_DICT_RENAMES`` names
-    the moved keys (:class:`StateDictUpgradeMixin`).
-
     At test time every gallery image gives its detections with scores,
     labels and embeddings; a query image (``metainfo['split'] == 'query'``)
     gives exactly one instance: its given box (the one ground-truth box of
@@ -69,33 +62,17 @@ class DiffPS(StateDictUpgradeMixin, QueryGalleryMixin, TwoStageDetector):
     Boxes are returned in original image pixels.
     """
 
-    #: Former state-dict prefixes -> current ones: the ReID parts that hung
-    #: off the detector moved into ``reid_roi_head``.
-    STATE_DICT_RENAMES = {
-        'reid_roi_extractor.': 'reid_roi_head.roi_extractor.',
-        'reid_head.': 'reid_roi_head.embed_head.',
-        'reid_loss.': 'reid_roi_head.loss_reid.',
-    }
-    #: The former detector arguments -> the ``ReIDRoIHead`` ones.
-    FORMER_REID_KEYS = dict(
-        reid_roi_extractor='roi_extractor',
-        reid_head='embed_head',
-        reid_loss='loss_reid')
-
     def __init__(self,
                  backbone: dict,
                  neck: dict,
                  rpn_head: dict,
                  roi_head: dict,
                  reid_neck: dict,
-                 reid_roi_head: Optional[dict] = None,
+                 reid_roi_head: dict,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None,
-                 reid_roi_extractor: Optional[dict] = None,
-                 reid_head: Optional[dict] = None,
-                 reid_loss: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None) -> None:
         # mmdet's two-stage detector reads ``train_cfg.rpn`` as attributes
         train_cfg = ConfigDict(train_cfg) if train_cfg is not None else None
         test_cfg = ConfigDict(test_cfg) if test_cfg is not None else None
@@ -108,17 +85,10 @@ class DiffPS(StateDictUpgradeMixin, QueryGalleryMixin, TwoStageDetector):
             test_cfg=test_cfg,
             data_preprocessor=data_preprocessor,
             init_cfg=init_cfg)
-        self.check_test_cfg()
-        # built in the former order (neck, extractor, head, loss), so that
-        # the random initialisation draws the same numbers
+        # the thresholds are checked now and whenever test_cfg changes
+        check_thresholds_when_changed(self, 'model.test_cfg')
         self.reid_neck = MODELS.build(reid_neck)
-        self.reid_roi_head = MODELS.build(
-            self._reid_roi_head_cfg(
-                reid_roi_head, train_cfg,
-                dict(
-                    reid_roi_extractor=reid_roi_extractor,
-                    reid_head=reid_head,
-                    reid_loss=reid_loss)))
+        self.reid_roi_head = MODELS.build(reid_roi_head)
         proposals = getattr(self.reid_roi_head, 'proposals', None) or ()
         if 'regressed' in proposals and not hasattr(self.roi_head,
                                                     'loss_and_predict'):
@@ -128,46 +98,12 @@ class DiffPS(StateDictUpgradeMixin, QueryGalleryMixin, TwoStageDetector):
                 'loss_and_predict (DiffPSRoIHead), got '
                 f'{type(self.roi_head).__name__}')
 
-    @classmethod
-    def _reid_roi_head_cfg(cls, reid_roi_head: Optional[dict],
-                           train_cfg: Optional[ConfigDict],
-                           former: Dict[str, Optional[dict]]) -> dict:
-        """The config of ``reid_roi_head``, or the same head made of the
-        former arguments (``reid_roi_extractor``, ``reid_head``,
-        ``reid_loss`` and ``train_cfg.reid``) of a config written before the
-        ReID branch became one RoI head."""
-        given = [k for k, v in former.items() if v is not None]
-        has_reid_train = train_cfg is not None and 'reid' in train_cfg
-        if reid_roi_head is not None:
-            if given or has_reid_train:
-                old = given + (['train_cfg.reid'] if has_reid_train else [])
-                raise ValueError(
-                    'DiffPS: the ReID branch is given twice, as '
-                    f'reid_roi_head and as the former {old}; keep '
-                    'reid_roi_head (train_cfg.reid is its train_cfg)')
-            return reid_roi_head
-        missing = [k for k, v in former.items() if v is None]
-        if missing:
-            raise TypeError(
-                'DiffPS needs reid_roi_head (a ReIDRoIHead config); the '
-                f'former layout lacks {missing}')
-        warnings.warn('DiffPS: reid_roi_extractor / reid_head / reid_loss / '
-                      'train_cfg.reid are deprecated, use model.reid_roi_head'
-                      '=dict(type=ReIDRoIHead, roi_extractor=..., '
-                      'embed_head=..., loss_reid=..., train_cfg=...)')
-        head = dict(type=ReIDRoIHead)
-        head.update({cls.FORMER_REID_KEYS[k]: v for k, v in former.items()})
-        if train_cfg is not None:
-            if not has_reid_train:
-                raise KeyError('DiffPS: train_cfg needs a "reid" entry with '
-                               'the assigner and sampler of the ReID RoIs')
-            head['train_cfg'] = train_cfg.reid
-        return head
-
     def check_test_cfg(self) -> None:
         """Refuse a ``score_thr`` or NMS ``iou_threshold`` of ``test_cfg``
-        that is not a number in [0, 1] (NaN drops every detection); at build
-        time and before every prediction, as tools may change it."""
+        that is not a number in [0, 1] (NaN drops every detection). Runs at
+        build time and on every change of ``test_cfg``
+        (:func:`~mmpsearch.utils.checked_config.
+        check_thresholds_when_changed`), not before every prediction."""
         check_cfg_thresholds(self.test_cfg, 'model.test_cfg')
         roi_cfg = getattr(getattr(self, 'roi_head', None), 'test_cfg', None)
         check_cfg_thresholds(roi_cfg, 'model.test_cfg.rcnn')
@@ -242,7 +178,6 @@ class DiffPS(StateDictUpgradeMixin, QueryGalleryMixin, TwoStageDetector):
                 batch_inputs: Tensor,
                 batch_data_samples: SampleList,
                 rescale: bool = True) -> SampleList:
-        self.check_test_cfg()
         # per sample None (gallery) or the query box in original pixels
         # (QueryGalleryMixin); read first, so a bad query fails early
         query_boxes = self.query_boxes(batch_data_samples)

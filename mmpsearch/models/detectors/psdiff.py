@@ -1,6 +1,5 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """PSDiff: person search as dual denoising of boxes and ReID embeddings."""
-import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmdet.models.detectors import SingleStageDetector
@@ -9,12 +8,11 @@ from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from torch import Tensor
 
 from mmpsearch.registry import MODELS
-from mmpsearch.utils.checkpoint import StateDictUpgradeMixin
 from ..heads.psdiff_head import PSDiffHead
 
 
-@MODELS.register_module()
-class PSDiff(StateDictUpgradeMixin, SingleStageDetector):
+@MODELS.register_module(name=['PSDiff', 'DiffusionPersonSearch'])
+class PSDiff(SingleStageDetector):
     """PSDiff (Jia et al., "PSDiff: Diffusion Model for Person Search with
     Iterative and Collaborative Refinement"): backbone + FPN (the image
     condition c of eq. 12) and :class:`PSDiffHead`, which owns the reverse
@@ -31,11 +29,12 @@ class PSDiff(StateDictUpgradeMixin, SingleStageDetector):
         bbox_head (dict): :class:`PSDiffHead`.
         train_cfg, test_cfg (dict, optional): See :class:`PSDiffHead`.
         data_preprocessor (dict, optional): mmdet's DetDataPreprocessor.
+
+    Also registered as ``DiffusionPersonSearch``, the detector's name in the
+    design: ``type='DiffusionPersonSearch'`` builds this class, with the
+    same arguments.
     """
 
-    #: Old state-dict prefixes -> new ones: a checkpoint of the detector
-    #: that held the CDL itself (``head.``) loads into ``bbox_head.denoiser``.
-    STATE_DICT_RENAMES = {'head.': 'bbox_head.denoiser.'}
     #: ``--cfg-options model.test_cfg.*`` / ``train_cfg.*`` are the head's.
     CFG_KEYS = PSDiffHead.CFG_KEYS
 
@@ -101,45 +100,3 @@ class PSDiff(StateDictUpgradeMixin, SingleStageDetector):
         else:
             metas = [ds.metainfo for ds in batch_data_samples]
         return self.bbox_head.forward(x, metas)
-
-
-@MODELS.register_module()
-class DiffusionPersonSearch(PSDiff):
-    """The earlier name and config shape of :class:`PSDiff`, kept so that
-    configs written for it still build: ``head`` (the CDL, with its
-    ``criterion``) and ``diffusion`` at the detector level become
-    ``bbox_head=dict(type=PSDiffHead, denoiser=..., criterion=...,
-    diffusion=...)``. New configs use ``PSDiff``."""
-
-    def __init__(self,
-                 backbone: ConfigType,
-                 neck: ConfigType,
-                 head: ConfigType,
-                 diffusion: Optional[dict] = None,
-                 train_cfg: OptConfigType = None,
-                 test_cfg: OptConfigType = None,
-                 data_preprocessor: OptConfigType = None,
-                 init_cfg: OptMultiConfig = None) -> None:
-        warnings.warn(
-            'DiffusionPersonSearch(head=..., diffusion=...) is the old shape '
-            'of PSDiff: use type=PSDiff with bbox_head=dict(type=PSDiffHead,'
-            ' denoiser=<the CDLHead>, criterion=..., diffusion=...)')
-        denoiser = dict(head)
-        criterion = denoiser.pop('criterion', None)
-        diffusion = dict(diffusion or {})
-        if 'embed_dims' in denoiser:
-            diffusion.setdefault('embed_dims', denoiser['embed_dims'])
-        if test_cfg and test_cfg.get('num_proposals') is not None:
-            diffusion.setdefault('num_proposals', test_cfg['num_proposals'])
-        bbox_head = dict(
-            type=PSDiffHead, denoiser=denoiser, diffusion=diffusion)
-        if criterion is not None:
-            bbox_head['criterion'] = criterion
-        super().__init__(
-            backbone=backbone,
-            neck=neck,
-            bbox_head=bbox_head,
-            train_cfg=train_cfg,
-            test_cfg=test_cfg,
-            data_preprocessor=data_preprocessor,
-            init_cfg=init_cfg)

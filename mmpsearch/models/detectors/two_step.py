@@ -16,6 +16,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from mmpsearch.registry import MODELS
+from mmpsearch.utils.checked_config import check_thresholds_when_changed
 from mmpsearch.utils.checkpoint import safe_torch_load
 from mmpsearch.utils.thresholds import check_cfg_thresholds
 
@@ -116,7 +117,8 @@ class TwoStepPersonSearch(BaseDetector):
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.detector = MODELS.build(detector)
-        self.check_test_cfg()
+        # the thresholds are checked now and whenever test_cfg changes
+        check_thresholds_when_changed(self.detector, 'model.detector.test_cfg')
 
         unknown = set(reid) - set(self.REID_KEYS)
         if unknown or 'model' not in reid:
@@ -144,7 +146,9 @@ class TwoStepPersonSearch(BaseDetector):
     def check_test_cfg(self) -> None:
         """Refuse a ``score_thr`` or NMS ``iou_threshold`` of the
         detector's ``test_cfg`` that is not a number in [0, 1] (NaN drops
-        every detection); at build time and before every prediction."""
+        every detection). Runs at build time and on every change of the
+        detector's ``test_cfg`` (:func:`~mmpsearch.utils.checked_config.
+        check_thresholds_when_changed`), not before every prediction."""
         prefix = 'model.detector.test_cfg'
         check_cfg_thresholds(getattr(self.detector, 'test_cfg', None), prefix)
         for name, key in (('roi_head', '.rcnn'), ('rpn_head', '.rpn'),
@@ -330,7 +334,6 @@ class TwoStepPersonSearch(BaseDetector):
                 rescale: bool = True) -> SampleList:
         """Detections + embeddings of gallery images; the given box and its
         embedding for query images (see the class docstring)."""
-        self.check_test_cfg()
         metas = [s.metainfo for s in batch_data_samples]
         query = [self._query_box(s) for s in batch_data_samples]
         gallery = [i for i, q in enumerate(query) if q is None]

@@ -14,11 +14,12 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from mmpsearch.diffusion import DiffusionSettings
+from mmpsearch.diffusion import (DDIMSampler, DiffusionSampler,
+                                 DiffusionSettings)
 from mmpsearch.registry import MODELS, TASK_UTILS
+from mmpsearch.utils.checked_config import CheckedConfigDict
 from mmpsearch.utils.thresholds import check_cfg_thresholds
 from ..detectors.query_gallery import QueryGalleryMixin
-from ..diffusion import DDIMSampler, DiffusionSampler
 from ..losses import DualDenoisingCriterion
 
 #: What ``test_cfg`` holds when the config says nothing
@@ -36,6 +37,45 @@ DEFAULT_TEST_CFG = dict(
     renewal_thr=0.5,
     use_ensemble=False)
 DEFAULT_TRAIN_CFG = dict(num_passes=1)
+
+
+def check_psdiff_test_cfg(cfg: ConfigDict) -> None:
+    """Refuse ``test_cfg`` values that would silently run something
+    else: a proposal or step count that is not a positive whole number
+    (``int(2.5)`` would quietly run 2 steps) or a sampler name that is not
+    registered. ``PSDiffHead.test_cfg`` runs it when it is set and after
+    every change (:class:`~mmpsearch.utils.checked_config.
+    CheckedConfigDict`), so that sampling need not."""
+    for key in ('num_proposals', 'sampling_steps', 'num_passes'):
+        value = cfg[key]
+        if key == 'num_passes' and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(
+                value, (int, float)) or value != int(value) or value < 1:
+            raise ValueError(f'model.test_cfg.{key} must be a whole '
+                             f'number >= 1, got {value!r}')
+    sampler = cfg.sampler
+    kind = sampler if isinstance(sampler, str) else (
+        sampler.get('type') if isinstance(sampler, dict) else None)
+    cls = TASK_UTILS.get(kind) if isinstance(kind, str) else kind
+    if not (isinstance(cls, type) and issubclass(cls, DiffusionSampler)):
+        known = sorted(
+            k for k, v in TASK_UTILS.module_dict.items()
+            if isinstance(v, type) and issubclass(v, DiffusionSampler))
+        raise KeyError(f'model.test_cfg.sampler {sampler!r} is not a '
+                       f'diffusion sampler; known: {known}')
+    # score_thr, nms.iou_threshold, renewal_thr: NaN or 5 would drop
+    # (or keep) every box and print zeros
+    check_cfg_thresholds(cfg, 'model.test_cfg')
+    nms = cfg.nms
+    if nms is not None and (not isinstance(nms, dict)
+                            or nms.get('type', 'nms') != 'nms'
+                            or 'iou_threshold' not in nms
+                            or set(nms) - {'type', 'iou_threshold'}):
+        raise ValueError(
+            f'model.test_cfg.nms must be None or dict(type="nms", '
+            f'iou_threshold=...) (torchvision\'s batched NMS), got '
+            f'{nms!r}')
 
 
 @MODELS.register_module()
@@ -184,46 +224,14 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
         cfg = self._with_defaults(DEFAULT_TEST_CFG, test_cfg, 'test_cfg')
         if cfg.num_proposals is None:
             cfg.num_proposals = self.diffusion.num_proposals
-        self.test_cfg = cfg
-        self.check_test_cfg()
+        # checked now and whenever a tool changes one of its values
+        self.test_cfg = CheckedConfigDict(cfg, check=check_psdiff_test_cfg)
 
     def check_test_cfg(self) -> None:
-        """Refuse ``test_cfg`` values that would silently run something
-        else: a proposal or step count that is not a positive whole number
-        (``int(2.5)`` would quietly run 2 steps) or a sampler name that is not
-        registered. Called at build time and before every sampling run, as
-        tools change ``test_cfg`` on a built model."""
-        cfg = self.test_cfg
-        for key in ('num_proposals', 'sampling_steps', 'num_passes'):
-            value = cfg[key]
-            if key == 'num_passes' and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(
-                    value, (int, float)) or value != int(value) or value < 1:
-                raise ValueError(f'model.test_cfg.{key} must be a whole '
-                                 f'number >= 1, got {value!r}')
-        sampler = cfg.sampler
-        kind = sampler if isinstance(sampler, str) else (
-            sampler.get('type') if isinstance(sampler, dict) else None)
-        cls = TASK_UTILS.get(kind) if isinstance(kind, str) else kind
-        if not (isinstance(cls, type) and issubclass(cls, DiffusionSampler)):
-            known = sorted(
-                k for k, v in TASK_UTILS.module_dict.items()
-                if isinstance(v, type) and issubclass(v, DiffusionSampler))
-            raise KeyError(f'model.test_cfg.sampler {sampler!r} is not a '
-                           f'diffusion sampler; known: {known}')
-        # score_thr, nms.iou_threshold, renewal_thr: NaN or 5 would drop
-        # (or keep) every box and print zeros
-        check_cfg_thresholds(cfg, 'model.test_cfg')
-        nms = cfg.nms
-        if nms is not None and (not isinstance(nms, dict)
-                                or nms.get('type', 'nms') != 'nms'
-                                or 'iou_threshold' not in nms
-                                or set(nms) - {'type', 'iou_threshold'}):
-            raise ValueError(
-                f'model.test_cfg.nms must be None or dict(type="nms", '
-                f'iou_threshold=...) (torchvision\'s batched NMS), got '
-                f'{nms!r}')
+        """Check ``test_cfg`` as it is now (:func:`check_psdiff_test_cfg`).
+        It need not be called before a run: ``test_cfg`` checks itself when
+        it is set and whenever a tool changes one of its values."""
+        check_psdiff_test_cfg(self.test_cfg)
 
     # ------------------------------------------- the x_t <-> boxes maps
     @staticmethod
@@ -269,12 +277,9 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
             raise ValueError(f'noisy_bboxes of different shapes in one '
                              f'batch: {sorted(shapes)}; every image needs '
                              'the same DualNoiseGenerator.num_proposals')
-        # The configs give the pipeline and the model one diffusion dict;
-        # this guards a leaf or --cfg-options that changed only one of them.
-        if not all(0 <= t < self.num_timesteps for t in ts):
-            raise ValueError(f'diffusion_t {ts} outside [0, '
-                             f'{self.num_timesteps}): the pipeline and '
-                             'model.bbox_head.diffusion disagree on T')
+        # T of the pipeline and of the model agree: checked once, before
+        # training (TeacherEmbeddingsCheckHook, DualNoiseGenerator.
+        # check_model), not on every batch
         return (torch.stack(boxes).float().to(device),
                 torch.stack(embeds).float().to(device),
                 torch.tensor(ts, device=device))
@@ -374,7 +379,6 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
             list[dict]: The denoiser outputs (``cls_scores``, ``bboxes``,
             ``embeds``) of every step's last pass, the last step last.
         """
-        self.check_test_cfg()
         cfg = self.test_cfg
         B = feats[0].shape[0]
         N, D = int(cfg.num_proposals), self.embed_dims

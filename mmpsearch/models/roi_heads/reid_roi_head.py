@@ -72,8 +72,6 @@ class ReIDRoIHead(BaseModule):
                  train_cfg: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        # built in the order of the former detector attributes, so that the
-        # random initialisation draws the same numbers
         self.roi_extractor = MODELS.build(roi_extractor)
         self.embed_head = MODELS.build(embed_head)
         self.loss_reid = MODELS.build(loss_reid)

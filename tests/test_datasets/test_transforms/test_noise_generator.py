@@ -55,8 +55,10 @@ def test_statistics_match_eq10(teacher, t):
     path, embeds = teacher
     np.random.seed(t)
     gen = DualNoiseGenerator(
-        path, num_proposals=2000, box_snr_scale=S1, embed_snr_scale=S2,
-        pad_mode='repeat', timestep_range=(t, t + 1), embed_dims=D)
+        path,
+        diffusion=dict(num_proposals=2000, box_snr_scale=S1,
+                       embed_snr_scale=S2, embed_dims=D),
+        pad_mode='repeat', timestep_range=(t, t + 1))
     out = gen(_results())
     abar = NoiseSchedule(1000, 'cosine').alpha_bar(t)
     inds = out['noise_gt_inds']
@@ -82,7 +84,8 @@ def test_statistics_match_eq10(teacher, t):
 def test_outputs_and_bookkeeping(teacher):
     path, embeds = teacher
     np.random.seed(0)
-    gen = DualNoiseGenerator(path, num_proposals=8, timestep_range=(0, 1))
+    gen = DualNoiseGenerator(path, diffusion=dict(num_proposals=8),
+                             timestep_range=(0, 1))
     out = gen(_results())
     assert out['noisy_bboxes'].shape == (8, 4)
     assert out['noisy_embeds'].shape == (8, D)
@@ -103,8 +106,8 @@ def test_outputs_and_bookkeeping(teacher):
 def test_centred_teacher_targets(teacher):
     path, embeds = teacher
     np.random.seed(0)
-    gen = DualNoiseGenerator(path, num_proposals=8, timestep_range=(0, 1),
-                             center_teacher=True)
+    gen = DualNoiseGenerator(path, diffusion=dict(num_proposals=8),
+                             timestep_range=(0, 1), center_teacher=True)
     out = gen(_results())
     # Norm(Norm(e_0) - mu), mu over every box of the file
     unit = embeds / np.linalg.norm(embeds, axis=1, keepdims=True)
@@ -119,7 +122,7 @@ def test_centred_teacher_targets(teacher):
 
 def test_more_ground_truth_than_proposals(teacher):
     path, _ = teacher
-    gen = DualNoiseGenerator(path, num_proposals=3)
+    gen = DualNoiseGenerator(path, diffusion=dict(num_proposals=3))
     out = gen(_results())
     inds = out['noise_gt_inds']
     assert len(inds) == 3 and len(set(inds)) == 3 and inds.min() >= 0
@@ -127,7 +130,7 @@ def test_more_ground_truth_than_proposals(teacher):
 
 def test_image_without_person(teacher):
     path, _ = teacher
-    gen = DualNoiseGenerator(path, num_proposals=6)
+    gen = DualNoiseGenerator(path, diffusion=dict(num_proposals=6))
     out = gen(_results(np.zeros((0, 4), np.float32), img_id='empty.jpg'))
     assert (out['noise_gt_inds'] == -1).all()
     assert np.isfinite(out['noisy_bboxes']).all()
@@ -143,7 +146,8 @@ def test_boxes_are_normalised_after_resize_and_packed(teacher):
     results['img'] = np.zeros((IMG_H, IMG_W, 3), np.uint8)
     results = Resize(scale=(400, 200), keep_ratio=True)(results)
     assert results['img_shape'] == (200, 400)
-    gen = DualNoiseGenerator(path, num_proposals=8, timestep_range=(0, 1))
+    gen = DualNoiseGenerator(path, diffusion=dict(num_proposals=8),
+                             timestep_range=(0, 1))
     results = gen(results)
     # normalising the resized boxes by the resized image gives the same b_0
     np.testing.assert_allclose(
@@ -168,7 +172,8 @@ def test_errors_are_clear(teacher, tmp_path):
     with pytest.raises(ValueError, match='teacher_embeds'):
         DualNoiseGenerator('')
     with pytest.raises(ValueError, match='embed_dims'):
-        DualNoiseGenerator(path, embed_dims=D + 1)(_results())
+        DualNoiseGenerator(path, diffusion=dict(embed_dims=D + 1))(
+            _results())
     with pytest.raises(FileNotFoundError, match='extract_teacher'):
         DualNoiseGenerator(str(tmp_path / 'missing.npz'))(_results())
     # a box-dropping transform before the generator
@@ -191,8 +196,11 @@ def test_noise_and_eq10_in_float32(teacher, pad_mode):
     consumes), from NumPy's seeded stream: the values are those of the same
     draws in float64, rounded."""
     path, embeds = teacher
-    gen = DualNoiseGenerator(path, num_proposals=8, box_snr_scale=S1,
-                             embed_snr_scale=S2, pad_mode=pad_mode,
+    gen = DualNoiseGenerator(path,
+                             diffusion=dict(num_proposals=8,
+                                            box_snr_scale=S1,
+                                            embed_snr_scale=S2),
+                             pad_mode=pad_mode,
                              timestep_range=(300, 301))
     dtypes = []
     q_sample = gen.q_sample
@@ -235,3 +243,15 @@ def test_noise_and_eq10_in_float32(teacher, pad_mode):
         out['noisy_embeds'],
         np.sqrt(abar) * S2 * unit + np.sqrt(1 - abar) * eps_e,
         rtol=1e-5, atol=1e-5)
+
+
+def test_check_model_refuses_another_T(teacher):
+    """The pipeline's T and the model's are compared once, before training
+    (TeacherEmbeddingsCheckHook), not on every batch."""
+    path, _ = teacher
+    gen = DualNoiseGenerator(path, diffusion=dict(num_timesteps=500))
+    gen.check_model(500)
+    with pytest.raises(ValueError, match=r'draws diffusion_t from \[0, 500\)'
+                       r' but the model has T = 1000: the pipeline and '
+                       r'model.bbox_head.diffusion disagree on T'):
+        gen.check_model(1000)

@@ -13,9 +13,8 @@ from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 from mmdet.structures.bbox import HorizontalBoxes
 from mmengine.structures import InstanceData
 
-from mmpsearch.diffusion import NoiseSchedule
-from mmpsearch.models.diffusion import (DDIMSampler, DPMSolverPPSampler,
-                                        DPMSolverSampler)
+from mmpsearch.diffusion import (DDIMSampler, DPMSolverPPSampler,
+                                 DPMSolverSampler, NoiseSchedule)
 from mmpsearch.models.heads import CDLHead
 from mmpsearch.models.layers import ReIDDynamicConv, RoIQueryAttention
 from mmpsearch.models.losses import DualDenoisingCriterion, ReIDL2Loss

@@ -1,12 +1,12 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """The ReID branch of DiffPS as one RoI head (:class:`ReIDRoIHead`): the
-head on its own, the former six-part config layout and checkpoints of the
-former layout (keys ``reid_head.*`` / ``reid_loss.*`` /
-``reid_roi_extractor.*``)."""
+head on its own, and checkpoints of the unreleased former layout (keys
+``reid_head.*`` / ``reid_loss.*`` / ``reid_roi_extractor.*``) upgraded by
+tools/model_converters/upgrade_checkpoint_0_1_0.py."""
 import copy
+import importlib.util
 import os.path as osp
 from collections import OrderedDict
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,19 +18,15 @@ from mmdet.models.task_modules.assigners import MaxIoUAssigner
 from mmdet.models.task_modules.samplers import RandomSampler
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
 from mmengine.runner.checkpoint import load_state_dict
 from mmengine.structures import InstanceData
 
-from mmpsearch.engine.hooks.checkpoint_fit_hook import CheckpointFitHook
 from mmpsearch.models.heads.sfan import SFAN
 from mmpsearch.models.losses.oim import OIMLoss
 from mmpsearch.models.roi_heads import ReIDRoIHead
-from mmpsearch.registry import DATASETS, MODELS
+from mmpsearch.registry import MODELS
 from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
-                                        check_checkpoint_fits,
-                                        compare_state_dict,
-                                        rename_state_dict_prefixes)
+                                        check_checkpoint_fits, safe_torch_load)
 from mmpsearch.utils.setup_env import register_all_modules
 
 CONFIG = osp.join(
@@ -223,44 +219,11 @@ def test_head_refuses_unknown_proposals():
         MODELS.build(cfg)
 
 
-def test_rename_state_dict_prefixes_renames_keys_and_metadata():
-    state = OrderedDict([('a.reid_head.w', 1), ('a.reid_head_x.w', 2),
-                         ('reid_head.w', 3), ('a.neck.w', 4)])
-    state._metadata = OrderedDict([('a.reid_head', dict(version=1)),
-                                   ('a.reid_head.bn', dict(version=2)),
-                                   ('a', dict(version=1))])
-    renames = {'reid_head.': 'roi.embed.'}
-    out = rename_state_dict_prefixes(state, renames, prefix='a.')
-    assert out is state
-    assert set(state) == {'a.roi.embed.w', 'a.reid_head_x.w', 'reid_head.w',
-                          'a.neck.w'}
-    assert state['a.roi.embed.w'] == 1
-    assert set(state._metadata) == {'a.roi.embed', 'a.roi.embed.bn', 'a'}
-    assert state._metadata['a.roi.embed.bn'] == dict(version=2)
-    # a no-op on renamed keys
-    before = dict(state)
-    rename_state_dict_prefixes(state, renames, prefix='a.')
-    assert dict(state) == before
-
-
 # ----------------------------------------------------- in the detector
 def _model_cfg(tiny_sd_dir: str) -> Config:
     cfg = Config.fromfile(CONFIG)
     cfg.model.backbone.sd_path = tiny_sd_dir
     return cfg
-
-
-def _former_layout(model_cfg) -> dict:
-    """The six-part layout of the same model: the parts on the detector,
-    the assigner and sampler in ``train_cfg.reid``."""
-    model_cfg = copy.deepcopy(model_cfg)
-    head = model_cfg.pop('reid_roi_head')
-    model_cfg.update(
-        reid_roi_extractor=head.roi_extractor,
-        reid_head=head.embed_head,
-        reid_loss=head.loss_reid)
-    model_cfg.train_cfg.reid = head.train_cfg
-    return model_cfg
 
 
 def _former_state_dict(state: dict) -> OrderedDict:
@@ -292,28 +255,6 @@ def model_cfg(tiny_sd_dir):
     return _model_cfg(tiny_sd_dir).model
 
 
-def test_former_six_part_config_builds_an_equal_model(model_cfg):
-    new = _build(model_cfg, seed=0)
-    with pytest.warns(UserWarning, match='reid_roi_head'):
-        old = _build(_former_layout(model_cfg), seed=0)
-    assert isinstance(old.reid_roi_head, ReIDRoIHead)
-    for attr in ('reid_head', 'reid_loss', 'reid_roi_extractor',
-                 'reid_assigner', 'reid_sampler'):
-        assert not hasattr(old, attr)
-    a, b = new.state_dict(), old.state_dict()
-    assert list(a) == list(b)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    assert old.reid_roi_head.train_cfg == new.reid_roi_head.train_cfg
-    assert old.reid_roi_head.sampler.num == 32  # the synthetic config's
-    assert old.reid_roi_head.proposals == new.reid_roi_head.proposals
-    # given twice: refused
-    both = _former_layout(model_cfg)
-    both.reid_roi_head = model_cfg.reid_roi_head
-    with pytest.raises(ValueError, match='given twice'):
-        MODELS.build(both)
-
-
 @pytest.fixture(scope='module')
 def trained_state(model_cfg):
     """The weights of a model with non-trivial OIM tables and BN stats."""
@@ -325,70 +266,52 @@ def trained_state(model_cfg):
     return model.state_dict()
 
 
-def test_former_checkpoint_loads_strictly_and_gives_identical_outputs(
-        model_cfg, trained_state, synthetic_root):
+def test_converter_upgrades_a_former_checkpoint(model_cfg, trained_state,
+                                                tmp_path):
+    """tools/model_converters/upgrade_checkpoint_0_1_0.py renames the keys
+    of the former layout: the result loads strictly, through the fit check
+    and mmengine's loader, into the current model, with the same weights."""
+    converter = _converter()
     former = _former_state_dict(trained_state)
     assert any(k.startswith('reid_head.') for k in former)
     assert {'reid_loss.lut', 'reid_loss.cq'} <= set(former)
     assert not any(k.startswith('reid_roi_head.') for k in former)
-
-    reference = _build(model_cfg, seed=2)
-    reference.load_state_dict(trained_state, strict=True)
+    src, dst = tmp_path / 'former.pth', tmp_path / 'upgraded.pth'
+    torch.save(dict(state_dict=former, meta={}), str(src))
+    # the former keys do not fit the model as they are
     model = _build(model_cfg, seed=3)
-    lut = model.reid_roi_head.loss_reid.lut
-    assert not torch.equal(lut, trained_state['reid_roi_head.loss_reid.lut'])
-    result = model.load_state_dict(former, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
-    # the caller's dict keeps its keys (load_state_dict renames a copy)
-    assert 'reid_loss.lut' in former
+    with pytest.raises(CheckpointMismatchError, match='reid_head'):
+        check_checkpoint_fits(model, dict(state_dict=former), str(src))
+
+    assert converter.main([str(src), str(dst)]) == 0
+    upgraded = safe_torch_load(str(dst))
+    assert upgraded['meta'] == {}
+    assert list(upgraded['state_dict']) == list(trained_state)
+    assert set(upgraded['state_dict']._metadata) == set(
+        trained_state._metadata)
+    fit = check_checkpoint_fits(model, upgraded, str(dst))
+    assert fit['loaded'] == fit['total']
+    load_state_dict(model, upgraded['state_dict'], strict=True)
     now = model.state_dict()
     for k in trained_state:
         assert torch.equal(now[k], trained_state[k]), k
-    # mmengine's loader (load_from, init_searcher) too
-    again = _build(model_cfg, seed=4)
-    load_state_dict(again, former, strict=True)
-    torch.testing.assert_close(again.reid_roi_head.loss_reid.cq,
-                               trained_state['reid_roi_head.loss_reid.cq'],
-                               rtol=0, atol=0)
-
-    cfg = Config.fromfile(CONFIG)
-    for ds in cfg.test_dataloader.dataset.datasets:
-        ds.data_root = synthetic_root
-    dataset = DATASETS.build(cfg.test_dataloader.dataset)
-    batch = pseudo_collate([dataset[0], dataset[len(dataset) - 1]])
-    outs = []
-    for m in (reference, model):
-        m.eval()
-        m.roi_head.test_cfg.score_thr = 0.0  # untrained: keep detections
-        with torch.no_grad():
-            outs.append(m.test_step(copy.deepcopy(batch)))
-    for a, b in zip(*outs):
-        assert len(a.pred_instances) > 0
-        for key in ('bboxes', 'scores', 'embeddings'):
-            assert torch.equal(a.pred_instances[key], b.pred_instances[key])
+    # a current checkpoint goes through unchanged
+    assert converter.upgrade_state_dict(trained_state).keys() == \
+        trained_state.keys()
+    # the written file is not replaced without --force
+    before = dst.read_bytes()
+    with pytest.raises(SystemExit, match='already exists'):
+        converter.main([str(src), str(dst)])
+    assert dst.read_bytes() == before
+    assert converter.main([str(src), str(dst), '--force']) == 0
 
 
-def test_checkpoint_fit_check_upgrades_former_keys(model_cfg, trained_state):
-    model = _build(model_cfg, seed=0)
-    former = _former_state_dict(trained_state)
-    checkpoint = dict(state_dict=former)
-    # compared as they are, the former keys do not fit ...
-    raw = compare_state_dict(model, dict(former))
-    assert raw['missing'] and raw['unexpected']
-    # ... the fit check applies the model's upgrade first
-    fit = check_checkpoint_fits(model, checkpoint, 'former.pth')
-    assert not (fit['missing'] or fit['unexpected'] or fit['shape'])
-    assert fit['loaded'] == fit['total']
-    assert 'reid_loss.lut' in checkpoint['state_dict']  # not modified
-    logged = []
-    runner = SimpleNamespace(
-        model=model,
-        _load_from='former.pth',
-        logger=SimpleNamespace(info=logged.append))
-    CheckpointFitHook(allow_partial=False).after_load_checkpoint(
-        runner, checkpoint)
-    assert '0 missing, 0 unexpected' in logged[0]
-    # a key that fits neither layout is still reported
-    former['reid_lossx.lut'] = former.pop('reid_loss.lut')
-    with pytest.raises(CheckpointMismatchError, match='reid_lossx.lut'):
-        check_checkpoint_fits(model, dict(state_dict=former), 'bad.pth')
+def _converter():
+    """tools/model_converters/upgrade_checkpoint_0_1_0.py as a module."""
+    path = osp.join(
+        osp.dirname(__file__), '..', '..', '..', 'tools', 'model_converters',
+        'upgrade_checkpoint_0_1_0.py')
+    spec = importlib.util.spec_from_file_location('_upgrade_0_1_0', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

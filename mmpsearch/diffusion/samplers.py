@@ -14,8 +14,8 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from mmpsearch.diffusion import NoiseSchedule
 from mmpsearch.registry import TASK_UTILS
+from .noise_schedule import NoiseSchedule
 
 
 class _DDIMScheduler(DDIMScheduler):
