@@ -16,15 +16,6 @@ import sys
 
 import numpy as np
 
-from mmpsearch.apis import (denoising_steps, index_gallery, init_searcher,
-                            search)
-from mmpsearch.apis.inference import _check_box, _read_image
-from mmpsearch.evaluation.functional.box_ops import (paired_iou,
-                                                     search_iou_threshold)
-from mmpsearch.utils.overwrite import refuse_existing_file
-from mmpsearch.visualization import (draw_denoising_steps, draw_search_result,
-                                     write_png)
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -60,6 +51,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# --help and a usage error answer before the slow imports below (torch:
+# seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+from mmpsearch.apis import (denoising_steps, index_gallery,  # noqa: E402
+                            init_searcher, search)
+from mmpsearch.apis.inference import _check_box, _read_image  # noqa: E402
+from mmpsearch.evaluation.functional.box_ops import paired_iou  # noqa: E402
+from mmpsearch.evaluation.functional.box_ops import \
+    search_iou_threshold  # noqa: E402
+from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
+from mmpsearch.utils.overwrite import refuse_same_outputs  # noqa: E402
+from mmpsearch.visualization import draw_denoising_steps  # noqa: E402
+from mmpsearch.visualization import draw_search_result, write_png  # noqa: E402
+
+
 def _is_match(box: np.ndarray, gt: np.ndarray) -> bool:
     """The protocol's test: IoU >= min(0.5, wh / ((w + 10)(h + 10)))."""
     box, gt = np.asarray(box)[None], np.asarray(gt, np.float32)[None]
@@ -73,6 +81,8 @@ def main(argv=None) -> int:
             continue
         if not out.lower().endswith('.png'):
             sys.exit(f'{out}: output files must be .png')
+    # --out X --show-steps X: the steps picture replaced the search one
+    refuse_same_outputs({'--out': args.out, '--show-steps': args.show_steps})
     refuse_existing_file(args.out, '--out', args.overwrite, '--overwrite')
     if args.show_steps is not None:
         refuse_existing_file(args.show_steps, '--show-steps', args.overwrite,

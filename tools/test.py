@@ -23,23 +23,6 @@ import os
 import os.path as osp
 
 from mmengine.config import DictAction
-from mmengine.dist import is_main_process
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
-from mmpsearch.evaluation import PersonSearchMetric
-from mmpsearch.evaluation.run_settings import (SETTINGS_KEY,
-                                               evaluation_settings, mean_std,
-                                               metric_settings, model_settings,
-                                               seed_keys, seed_path, set_seed,
-                                               unwrap_model)
-from mmpsearch.utils import register_all_modules, setup_cpu_distributed
-from mmpsearch.utils.cfg_signature import ConfigKeyError
-from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
-                                        NonFiniteCheckpointError)
-from mmpsearch.utils.config import check_config, load_config
-from mmpsearch.utils.overwrite import refuse_existing_file
-from mmpsearch.utils.run_lock import hold_run_locks
 
 
 def parse_args() -> argparse.Namespace:
@@ -107,6 +90,34 @@ def parse_args() -> argparse.Namespace:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+# --help and a usage error answer before the slow imports below (torch,
+# mmdet: seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+from mmengine.dist import is_main_process  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from mmpsearch.evaluation import PersonSearchMetric  # noqa: E402
+from mmpsearch.evaluation.run_settings import SETTINGS_KEY  # noqa: E402
+from mmpsearch.evaluation.run_settings import evaluation_settings  # noqa: E402
+from mmpsearch.evaluation.run_settings import mean_std  # noqa: E402
+from mmpsearch.evaluation.run_settings import metric_settings  # noqa: E402
+from mmpsearch.evaluation.run_settings import model_settings  # noqa: E402
+from mmpsearch.evaluation.run_settings import seed_keys  # noqa: E402
+from mmpsearch.evaluation.run_settings import seed_path  # noqa: E402
+from mmpsearch.evaluation.run_settings import set_seed  # noqa: E402
+from mmpsearch.evaluation.run_settings import unwrap_model  # noqa: E402
+from mmpsearch.utils import register_all_modules, setup_cpu_distributed  # noqa
+from mmpsearch.utils.cfg_signature import ConfigKeyError  # noqa: E402
+from mmpsearch.utils.checkpoint import CheckpointMismatchError  # noqa: E402
+from mmpsearch.utils.checkpoint import NonFiniteCheckpointError  # noqa: E402
+from mmpsearch.utils.config import check_config, load_config  # noqa: E402
+from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
+from mmpsearch.utils.run_lock import hold_run_locks  # noqa: E402
 
 
 def trigger_visualization_hook(cfg, args) -> None:
@@ -299,7 +310,9 @@ def main() -> None:
                                 osp.splitext(osp.basename(args.config))[0])
 
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint {args.checkpoint} does not exist')
+        raise SystemExit(f'checkpoint {args.checkpoint} ' + (
+            'is a folder, not a checkpoint file' if osp.isdir(
+                args.checkpoint) else 'does not exist'))
     cfg.load_from = args.checkpoint
     # a checkpoint of another model is an error, not a partly random model
     if cfg.get('default_hooks') is None:
@@ -307,6 +320,7 @@ def main() -> None:
     cfg.default_hooks['checkpoint_fit'] = dict(
         type='mmpsearch.CheckpointFitHook',
         allow_partial=args.allow_partial,
+        allow_empty=args.allow_partial,  # opted in: even if nothing loads
         filename=args.checkpoint,
         hint='Pass --allow-partial to evaluate it anyway')
 

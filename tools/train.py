@@ -6,17 +6,6 @@ import os
 import os.path as osp
 
 from mmengine.config import DictAction
-from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
-from mmpsearch.engine.hooks import NonFiniteLossError
-from mmpsearch.utils import register_all_modules, setup_cpu_distributed
-from mmpsearch.utils.cfg_signature import ConfigKeyError
-from mmpsearch.utils.checkpoint import NonFiniteCheckpointError
-from mmpsearch.utils.config import check_config, load_config
-from mmpsearch.utils.overwrite import check_train_work_dir
-from mmpsearch.utils.run_lock import hold_run_locks
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,6 +58,26 @@ def parse_args() -> argparse.Namespace:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+# --help and a usage error answer before the slow imports below (torch,
+# mmdet: seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+from mmengine.logging import print_log  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from mmpsearch.engine.hooks import NonFiniteLossError  # noqa: E402
+from mmpsearch.utils import register_all_modules, setup_cpu_distributed  # noqa
+from mmpsearch.utils.cfg_signature import ConfigKeyError  # noqa: E402
+from mmpsearch.utils.checkpoint import CheckpointMismatchError  # noqa: E402
+from mmpsearch.utils.checkpoint import NonFiniteCheckpointError  # noqa: E402
+from mmpsearch.utils.config import check_config, load_config  # noqa: E402
+from mmpsearch.utils.overwrite import check_train_work_dir  # noqa: E402
+from mmpsearch.utils.overwrite import resume_is_complete  # noqa: E402
+from mmpsearch.utils.run_lock import hold_run_locks  # noqa: E402
 
 
 def main() -> None:
@@ -125,12 +134,16 @@ def main() -> None:
         cfg.load_from = None
     elif args.resume is not None:
         if not osp.isfile(args.resume):
-            raise SystemExit(f'--resume {args.resume}: no such checkpoint')
+            raise SystemExit(f'--resume {args.resume}: ' + (
+                'is a folder, not a checkpoint file' if osp.isdir(
+                    args.resume) else 'no such checkpoint'))
         cfg.resume = True
         cfg.load_from = args.resume
     if cfg.get('load_from') and not cfg.get('resume') and '://' not in str(
             cfg.load_from) and not osp.isfile(cfg.load_from):
-        raise SystemExit(f'load_from={cfg.load_from}: no such checkpoint')
+        raise SystemExit(f'load_from={cfg.load_from}: ' + (
+            'is a folder, not a checkpoint file' if osp.isdir(
+                cfg.load_from) else 'no such checkpoint'))
     # One run at a time in a work dir: a lock for the life of this run,
     # refused while another run holds it. Nothing of an earlier run is
     # overwritten unless asked (--resume, --force), and a bad
@@ -155,6 +168,14 @@ def _train(cfg, args) -> None:
             cfg.resume = False
         else:
             cfg.load_from = resume_from
+    # past max_iters mmengine trained nothing, rewrote the config, exit 0
+    if cfg.get('resume') and cfg.get('load_from') and resume_is_complete(
+            cfg.load_from, cfg.get('train_cfg')):
+        print_log(
+            f'--resume: {cfg.load_from} is of iteration train_cfg.max_iters'
+            f' = {cfg.train_cfg.max_iters}: the run is complete, nothing '
+            'to train', logger='current')
+        return
 
     check_config(cfg)
     # Without CUDA, distributed runs go through gloo (see mmpsearch.utils).
@@ -166,8 +187,10 @@ def _train(cfg, args) -> None:
         runner = RUNNERS.build(cfg)
     try:
         runner.train()
-    except (NonFiniteLossError, NonFiniteCheckpointError) as e:
-        # a NaN run or NaN weights: the message, no traceback
+    except (NonFiniteLossError, NonFiniteCheckpointError,
+            CheckpointMismatchError) as e:
+        # a NaN run, NaN weights or a load_from that loads nothing: the
+        # message, no traceback
         raise SystemExit(f'{type(e).__name__}: {e}') from None
 
 

@@ -8,6 +8,7 @@
 >>> hits = search(searcher, 'query.jpg', [x1, y1, x2, y2], gallery, topk=5)
 >>> hits[0].img_path, hits[0].bbox, hits[0].similarity, hits[0].score
 """
+import numbers
 import os
 import os.path as osp
 from dataclasses import dataclass
@@ -28,7 +29,12 @@ from mmengine.runner.checkpoint import (_load_checkpoint,
 from mmpsearch.datasets.mat_utils import check_image_complete
 from mmpsearch.registry import MODELS
 from mmpsearch.utils import register_all_modules
+from mmpsearch.utils.cfg_signature import check_option_keys
 from mmpsearch.utils.checkpoint import check_checkpoint_fits
+from mmpsearch.utils.config import check_cfg_options
+from mmpsearch.utils.detections import (check_detection_rows,
+                                        check_query_embedding)
+from mmpsearch.utils.paths import require_file
 from mmpsearch.utils.thresholds import check_unit_interval
 
 ImageType = Union[str, Path, np.ndarray]
@@ -97,9 +103,17 @@ def init_searcher(config: Union[str, Path, Config],
     elif not isinstance(config, Config):
         raise TypeError('config must be a filename or Config object, '
                         f'but got {type(config)}')
-    if cfg_options is not None:
-        config.merge_from_dict(cfg_options)
     register_all_modules(init_default_scope=False)
+    if cfg_options is not None:
+        # a list or a misspelled key used to fail raw or be ignored
+        if not isinstance(cfg_options, dict):
+            raise TypeError(
+                'init_searcher: cfg_options must be a dict of dotted keys, '
+                "e.g. {'model.test_cfg.sampling_steps': 4}, got "
+                f'{type(cfg_options).__name__} {cfg_options!r}')
+        check_cfg_options(config, cfg_options, 'init_searcher: cfg_options')
+        check_option_keys(config, cfg_options)
+        config.merge_from_dict(cfg_options)
     init_default_scope(config.get('default_scope', 'mmpsearch'))
     if checkpoint is not None:
         # the checkpoint holds every weight; do not fetch pretrained ones
@@ -115,14 +129,14 @@ def init_searcher(config: Union[str, Path, Config],
             detector_backbone['init_cfg'] = None
     model = MODELS.build(config.model)
     if checkpoint is not None:
-        if not osp.isfile(checkpoint):
-            raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
+        require_file(checkpoint, 'a checkpoint (.pth) file')
         ckpt = _load_checkpoint(checkpoint, map_location='cpu')
         check_checkpoint_fits(
             model,
             ckpt,
             checkpoint,
             allow_partial=not strict,
+            allow_empty=not strict,  # opted in: even if nothing loads
             hint='Pass strict=False to init_searcher to load it anyway')
         _load_checkpoint_to_model(model, ckpt, strict=False)
     model.cfg = config
@@ -130,6 +144,19 @@ def init_searcher(config: Union[str, Path, Config],
     model.to(device)
     model.eval()
     return model
+
+
+def _check_searcher(searcher, fn: str) -> None:
+    """A ``TypeError`` unless ``searcher`` is what :func:`init_searcher`
+    returns (a config path or None failed later, as an AttributeError)."""
+    if isinstance(searcher, nn.Module) and hasattr(searcher, 'test_pipeline'):
+        return
+    hint = ' (a config file? build the searcher first: searcher = ' \
+        'init_searcher(config, checkpoint))' \
+        if isinstance(searcher, (str, Path, Config)) else ''
+    raise TypeError(f'{fn}: searcher must be the model init_searcher '
+                    f'returns, got {type(searcher).__name__} {searcher!r}'
+                    f'{hint}'[:400])
 
 
 def _require_image_file(path: str) -> None:
@@ -140,7 +167,12 @@ def _require_image_file(path: str) -> None:
         raise FileNotFoundError(f'image {path} does not exist')
 
 
-def _read_image(img: ImageType) -> np.ndarray:
+def _read_image(img: ImageType, what: str = 'image') -> np.ndarray:
+    if not isinstance(img, (str, Path, np.ndarray)):
+        # an int or None used to be read as the file name '5' / 'None'
+        raise TypeError(f'{what} must be an image path (str or Path) or an '
+                        'H x W x 3 uint8 BGR array, got '
+                        f'{type(img).__name__} {img!r}'[:300])
     if isinstance(img, np.ndarray):
         if img.ndim != 3 or img.shape[2] != 3:
             raise ValueError('an image array must be H x W x 3 (BGR), got '
@@ -163,6 +195,17 @@ def _read_image(img: ImageType) -> np.ndarray:
 
 
 def _check_box(box: Sequence[float], img: np.ndarray, name: str) -> np.ndarray:
+    if isinstance(box, torch.Tensor):
+        box = box.detach().cpu().numpy()
+    # strings were parsed ('5' -> 5.0) or failed in numpy: say what is wanted
+    numeric = box.dtype.kind in 'iuf' if isinstance(box, np.ndarray) else \
+        isinstance(box, (list, tuple)) and all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool)
+            for v in box)
+    if not numeric:
+        raise TypeError('query box must be a list, tuple or array of 4 '
+                        'numbers [x1, y1, x2, y2] in pixels, got '
+                        f'{type(box).__name__} {box!r}'[:300])
     box = np.asarray(box, dtype=np.float32).reshape(-1)
     if box.shape != (4, ) or not np.isfinite(box).all():
         raise ValueError(f'query box must be 4 finite numbers [x1, y1, x2, '
@@ -250,28 +293,9 @@ def _check_index_arrays(img_paths, bboxes, scores, embeddings, image_inds,
             shape = '(N, D)' if ndim == 2 else '(N,)'
             fail(field, f'has shape {arr.shape}; expected {shape} with N = '
                  f'{n}, the rows of bboxes (one per detection)')
-    embeds = rows['embeddings']
-    if n and embeds.shape[1] == 0:
-        fail('embeddings', f'has shape {embeds.shape}; expected D >= 1')
-    for field, arr in (('bboxes', boxes), ('scores', rows['scores']),
-                       ('embeddings', embeds)):
-        bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1) if n \
-            else np.zeros(0, bool)
-        if bad.any():
-            fail(field, f'has NaN or infinite values in rows '
-                 f'{np.flatnonzero(bad)[:5].tolist()} (of {n}); expected '
-                 'finite numbers')
-    bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        fail('bboxes', f'row {i} = {boxes[i].tolist()} has x2 < x1 or '
-             'y2 < y1; expected [x1, y1, x2, y2]')
-    sc = rows['scores']
-    bad = (sc < 0) | (sc > 1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        fail('scores', f'row {i} = {float(sc[i])} is outside [0, 1]; '
-             'expected detection scores')
+    embeds, sc = rows['embeddings'], rows['scores']
+    # the checks of a results file's detections (one place for both)
+    check_detection_rows(boxes, sc, embeds, source)
     inds = rows['image_inds']
     bad = (inds < 0) | (inds >= len(paths))
     if bad.any():
@@ -307,18 +331,34 @@ class GalleryIndex:
     def save(self, path: str, overwrite: bool = False) -> None:
         """Write the index to ``path`` (``.npz``); never overwrites an
         existing file unless ``overwrite`` is set."""
+        path = str(path)
+        if osp.isdir(path):
+            raise IsADirectoryError(f'cannot save the gallery index to '
+                                    f'{path}: it is a folder; expected a '
+                                    'file name (.npz)')
         if osp.exists(path) and not overwrite:
             raise FileExistsError(f'{path} exists; pass overwrite=True to '
                                   'replace it')
+        # named here: numpy's error would name the temporary file
+        folder = osp.dirname(osp.abspath(path))
+        if not osp.isdir(folder):
+            raise FileNotFoundError(f'cannot save the gallery index to '
+                                    f'{path}: the folder {folder} does not '
+                                    'exist; create it first')
         tmp = path + '.tmp.npz'
-        np.savez(
-            tmp,
-            img_paths=np.asarray(self.img_paths, dtype=str),
-            bboxes=self.bboxes,
-            scores=self.scores,
-            embeddings=self.embeddings,
-            image_inds=self.image_inds)
-        os.replace(tmp, path)  # no half-written index on failure
+        try:
+            np.savez(
+                tmp,
+                img_paths=np.asarray(self.img_paths, dtype=str),
+                bboxes=self.bboxes,
+                scores=self.scores,
+                embeddings=self.embeddings,
+                image_inds=self.image_inds)
+            os.replace(tmp, path)  # no half-written index on failure
+        except BaseException:  # disk full, interrupted: no temporary left
+            if osp.exists(tmp):
+                os.remove(tmp)
+            raise
 
     @classmethod
     def load(cls, path: str,
@@ -381,8 +421,15 @@ class GalleryIndex:
 
 def list_gallery_images(gallery: Union[str, Path, Sequence]) -> List[str]:
     """The image files of a folder (sorted), or the given list of paths."""
+    expected = ('expected a folder of images, a list of image paths or a '
+                'GalleryIndex')
     if isinstance(gallery, (str, Path)):
         folder = str(gallery)
+        if osp.isfile(folder):
+            hint = f'GalleryIndex.load({folder!r})' if folder.endswith(
+                '.npz') else f'[{folder!r}]'
+            raise ValueError(f'gallery {folder} is a single file; {expected}'
+                             f' (e.g. {hint})')
         if not osp.isdir(folder):
             raise FileNotFoundError(f'gallery folder {folder} does not exist')
         paths = sorted(
@@ -392,6 +439,15 @@ def list_gallery_images(gallery: Union[str, Path, Sequence]) -> List[str]:
             raise ValueError(f'gallery folder {folder} holds no image '
                              f'({", ".join(IMG_EXTENSIONS)})')
         return paths
+    # bytes, a dict or an int used to be iterated as image names (or not)
+    if isinstance(gallery, (bytes, dict)) or not isinstance(
+            gallery, (list, tuple, np.ndarray)):
+        raise TypeError(f'gallery: {expected}, got '
+                        f'{type(gallery).__name__} {gallery!r}'[:300])
+    for i, p in enumerate(gallery):
+        if not isinstance(p, (str, Path)):
+            raise TypeError(f'gallery[{i}] is {type(p).__name__} {p!r}; '
+                            'expected an image path (str or Path)'[:300])
     paths = [str(p) for p in gallery]
     if not paths:
         raise ValueError('the gallery is empty')
@@ -411,6 +467,7 @@ def index_gallery(searcher: nn.Module,
             ``test_cfg.score_thr`` (0.5, the protocol's, in the paper
             configs; 0.3 in the synthetic one).
     """
+    _check_searcher(searcher, 'index_gallery')
     if score_thr is not None:
         score_thr = check_unit_interval(score_thr, 'index_gallery: score_thr')
     paths = list_gallery_images(gallery)
@@ -435,15 +492,18 @@ def index_gallery(searcher: nn.Module,
 def embed_query(searcher: nn.Module, query_image: ImageType,
                 query_box: Sequence[float]) -> np.ndarray:
     """The L2-normalised embedding (D,) of the person in ``query_box``."""
+    _check_searcher(searcher, 'embed_query')
     name = query_image if not isinstance(query_image, np.ndarray) else \
         'the query image'
-    img = _read_image(query_image)
+    img = _read_image(query_image, 'the query image')
     box = _check_box(query_box, img, str(name))
     # the file name is the img_id, as in the datasets (PSDiff seeds by it)
     img_id = 'query' if isinstance(query_image, np.ndarray) else \
         osp.basename(str(query_image))
     pred = _run(searcher, img, img_id, 'query', box)
     embedding = pred.embeddings[0].cpu().numpy().astype(np.float32)
+    # as a results file's query: a zero vector ranks nothing
+    check_query_embedding(embedding, f'the query in {name}')
     return embedding / max(float(np.linalg.norm(embedding)), 1e-12)
 
 
@@ -471,6 +531,9 @@ def search(searcher: nn.Module,
     if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) \
             or topk < 1:
         raise ValueError(f'topk must be a whole number >= 1, got {topk!r}')
+    _check_searcher(searcher, 'search')
+    if not isinstance(gallery, GalleryIndex):  # its type, before any work
+        gallery = list_gallery_images(gallery)
     query = embed_query(searcher, query_image, query_box)
     if not isinstance(gallery, GalleryIndex):
         gallery = index_gallery(searcher, gallery)

@@ -59,8 +59,10 @@ def subset_path(data_root: str, name: str) -> str:
     path = osp.join(data_root, SUBSET_DIR, fname)
     if not osp.isfile(path):
         check_cuhk_root(data_root)
+        state = 'is a folder, not a file' if osp.isdir(path) else \
+            'does not exist'
         raise FileNotFoundError(
-            f'{path} does not exist: the CUHK-SYSU {name} subset is not '
+            f'{path} {state}: the CUHK-SYSU {name} subset is not '
             f'available under {data_root}; expected the released '
             f'{SUBSET_DIR}/{fname} (variable {var!r}, a struct of Query, '
             'Gallery)')

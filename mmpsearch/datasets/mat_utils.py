@@ -24,6 +24,9 @@ from typing import (Any, Callable, Dict, Hashable, List, Optional, Sequence,
 
 import numpy as np
 
+# re-exported: the datasets' callers import it from here
+from mmpsearch.utils.paths import require_file  # noqa: F401
+
 SPLITS = ('train', 'gallery', 'query')
 
 _CACHE: Dict[Hashable, Any] = {}
@@ -35,16 +38,6 @@ def file_key(path: str) -> Tuple[str, int, int]:
     when the file is rewritten."""
     st = os.stat(path)
     return osp.realpath(path), st.st_size, st.st_mtime_ns
-
-
-def require_file(path: str, what: str) -> None:
-    """Raise ``FileNotFoundError`` naming ``path`` and what it should hold
-    (also when ``path`` is a folder, saying so)."""
-    if osp.isdir(path):
-        raise FileNotFoundError(f'{path} is a folder, not a file; expected '
-                                f'{what}')
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path} does not exist; expected {what}')
 
 
 def check_data_root(root: str, dataset: str, layout: str,

@@ -13,6 +13,7 @@
   the rows still belong to the boxes of the dataset;
 - ``embeddings``: float32 (n_boxes, D), L2-normalised.
 """
+import os.path as osp
 import zipfile
 from typing import Dict, List, Tuple
 
@@ -63,6 +64,10 @@ class TeacherEmbeddings:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        if osp.isdir(path):  # np.load's error read as a corrupt file
+            raise FileNotFoundError(
+                f'teacher embeddings file {path} is a folder; expected the '
+                '.npz file tools/extract_teacher_embeddings.py writes')
         try:
             data = np.load(path, allow_pickle=False)
         except FileNotFoundError:
@@ -142,6 +147,19 @@ class TeacherEmbeddings:
                     f'{row - int(offsets[image])} of image '
                     f'{str(img_ids[image])!r}. Re-extract the file with '
                     'tools/extract_teacher_embeddings.py')
+        # an all-zero row has no direction: the model is trained towards
+        # nothing (loss_reid stayed at 5.0 and the run exited 0)
+        zero = np.flatnonzero(~self.embeddings.any(axis=1))
+        if len(zero):
+            row = int(zero[0])
+            image = int(np.searchsorted(offsets, row, side='right')) - 1
+            raise ValueError(
+                f'{self.path}: {len(zero)} teacher embedding row'
+                f'{"s are" if len(zero) > 1 else " is"} all zeros (norm 0; '
+                'expected L2-normalised embeddings); the first is row '
+                f'{row}, box {row - int(offsets[image])} of image '
+                f'{str(img_ids[image])!r}. Re-extract the file with '
+                'tools/extract_teacher_embeddings.py')
 
     def check_image(self, img_id: str, boxes: np.ndarray) -> str:
         """'' when the file holds one row per box of ``boxes`` for

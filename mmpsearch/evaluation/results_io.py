@@ -24,6 +24,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from mmpsearch.datasets.protocol import SearchProtocol
+from mmpsearch.utils.detections import (check_detection_rows,
+                                        check_query_embedding)
 from .functional.gallery import PlainKeyError
 
 GALLERY_KEYS = ('bboxes', 'scores', 'embeddings')
@@ -155,9 +157,10 @@ def validate_search_results(results: Any,
             raise ValueError(f'{where}: embedding of width '
                              f'{q["embedding"].shape[0]}, expected {dim} as '
                              'in query 0')
-        if not (np.isfinite(q['bbox']).all()
-                and np.isfinite(q['embedding']).all()):
-            raise ValueError(f'{where}: non-finite bbox or embedding')
+        if not np.isfinite(q['bbox']).all():
+            raise ValueError(f'{where}: non-finite bbox')
+        # width 0, NaN, all zeros: as search() refuses a query embedding
+        check_query_embedding(q['embedding'], where)
     for img_id, item in gallery.items():
         where = f'{source}: gallery image {img_id!r}'
         if not isinstance(img_id, str):
@@ -175,11 +178,10 @@ def validate_search_results(results: Any,
                      f'({n}, {"D" if dim is None else dim})')
         if dim is None:
             dim = item['embeddings'].shape[1]
-        if not (np.isfinite(item['scores']).all()
-                and np.isfinite(item['bboxes']).all()
-                and np.isfinite(item['embeddings']).all()):
-            raise ValueError(f'{where}: non-finite scores, bboxes or '
-                             'embeddings')
+        # the checks GalleryIndex applies: finite, x1 <= x2, boxes near
+        # an image, scores in [0, 1], D >= 1
+        check_detection_rows(item['bboxes'], item['scores'],
+                             item['embeddings'], where)
     if protocol is None:
         return
     missing = [i for i in protocol.gallery if i not in gallery]
@@ -212,6 +214,17 @@ def validate_search_results(results: Any,
                              f'is {np.asarray(pq.box).tolist()}')
 
 
+def require_results_file(path: str) -> None:
+    """A ``FileNotFoundError`` naming ``path`` unless it is a file (a
+    folder is named as one, not as missing)."""
+    if osp.isdir(path):
+        raise FileNotFoundError(f'results file {path} is a folder; expected '
+                                'the .pkl file written by tools/test.py '
+                                '--out')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'results file {path} does not exist')
+
+
 def load_search_results(path: str,
                         protocol: Optional[SearchProtocol] = None) -> dict:
     """Load a results file safely and validate it.
@@ -223,8 +236,7 @@ def load_search_results(path: str,
     Returns:
         dict: The results.
     """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'results file {path} does not exist')
+    require_results_file(path)
     results = safe_load_pickle(path)
     validate_search_results(results, protocol, source=path)
     return results

@@ -242,3 +242,34 @@ def check_option_keys(cfg: Any, options: Optional[Dict[str, Any]]) -> None:
                 check_typed_key(full_key, parent, key, top)
             elif len(chain) >= 3:
                 check_sub_cfg_key(full_key, chain[-2], parts[-2], key, top)
+
+
+#: Config keys that mmengine's ``Runner.build_dataloader`` builds a torch
+#: ``DataLoader`` from; they take no ``type``.
+DATALOADER_TOPS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+#: Keys of a dataloader dict that ``Runner.build_dataloader`` (mmengine
+#: 0.10.7) reads itself; the others go to ``DataLoader(**cfg)``.
+RUNNER_DATALOADER_KEYS = ('num_batch_per_epoch', 'disable_subprocess_warning')
+
+
+def check_dataloader_cfgs(cfg: Any) -> None:
+    """Refuse a key of ``train/val/test_dataloader`` that neither mmengine
+    nor torch's ``DataLoader`` takes (``batch_sise`` was a raw
+    ``DataLoader.__init__() got an unexpected keyword argument`` once the
+    Runner built the loader)."""
+    from torch.utils.data import DataLoader
+    names = _params(DataLoader)[0] + list(RUNNER_DATALOADER_KEYS)
+    for top in DATALOADER_TOPS:
+        loader = cfg.get(top)
+        # None, a built loader, or a type= of its own: not ours to check
+        if not hasattr(loader, 'keys') or 'type' in loader:
+            continue
+        for key in loader:
+            if key in names or key in META_KEYS:
+                continue
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f'; did you mean {close[0]!r}?' if close else \
+                f'; it takes {sorted(names)}'
+            raise ConfigKeyError(
+                f'{top}.{key}: not an argument of the dataloader (mmengine '
+                f'builds a torch DataLoader from {top}){hint}')

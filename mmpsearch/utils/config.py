@@ -6,7 +6,8 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from mmengine.config import Config
 
-from .cfg_signature import check_config_types, check_env_cfg, check_option_keys
+from .cfg_signature import (check_config_types, check_dataloader_cfgs,
+                            check_env_cfg, check_option_keys)
 
 # Keys mmengine's Runner reads that a config may legitimately leave out, so
 # that ``--cfg-options`` may add them.
@@ -29,8 +30,11 @@ def _suggest(key: str, candidates: Iterable[str]) -> str:
     return f' (did you mean {close[0]!r}?)' if close else ''
 
 
-def check_cfg_options(cfg: Config, options: Optional[Dict[str, Any]]) -> None:
-    """Refuse ``--cfg-options`` keys whose path does not exist in ``cfg``.
+def check_cfg_options(cfg: Config,
+                      options: Optional[Dict[str, Any]],
+                      what: str = '--cfg-options') -> None:
+    """Refuse ``--cfg-options`` keys whose path does not exist in ``cfg``
+    (``what`` names the option in messages, e.g. ``init_searcher``'s).
 
     Only the last component of a dotted key may be new (a new argument of an
     existing dict); a new top-level key must be one the Runner reads. This
@@ -60,7 +64,7 @@ def check_cfg_options(cfg: Config, options: Optional[Dict[str, Any]]) -> None:
                      'it (e.g. train_dataloader.dataset.pipeline... for '
                      'train_pipeline)')
             raise KeyError(
-                f'--cfg-options {full_key}: {top!r} is a variable of the '
+                f'{what} {full_key}: {top!r} is a variable of the '
                 'config file, already used when the file was read, so '
                 f'overriding it would change nothing{where}')
         node: Any = cfg
@@ -69,14 +73,14 @@ def check_cfg_options(cfg: Config, options: Optional[Dict[str, Any]]) -> None:
             if isinstance(node, (list, tuple)):
                 if not part.isdigit() or int(part) >= len(node):
                     raise KeyError(
-                        f'--cfg-options {full_key}: {".".join(parts[:depth])}'
+                        f'{what} {full_key}: {".".join(parts[:depth])}'
                         f' is a list of {len(node)} items; {part!r} is not '
                         'an index of it')
                 node = node[int(part)]
                 continue
             if not hasattr(node, 'keys'):
                 raise KeyError(
-                    f'--cfg-options {full_key}: {".".join(parts[:depth])} '
+                    f'{what} {full_key}: {".".join(parts[:depth])} '
                     f'is a {type(node).__name__}, not a dict')
             if part not in node:
                 if depth == 0 and part in RUNNER_KEYS:
@@ -84,7 +88,7 @@ def check_cfg_options(cfg: Config, options: Optional[Dict[str, Any]]) -> None:
                 if is_last and depth > 0:
                     break
                 raise KeyError(
-                    f'--cfg-options {full_key}: the config has no key '
+                    f'{what} {full_key}: the config has no key '
                     f'{".".join(parts[:depth + 1])!r}'
                     f'{_suggest(part, node.keys())}')
             node = node[part]
@@ -130,6 +134,8 @@ def load_config(path: str,
     # checkpoint save / hook build
     check_env_cfg(cfg)
     check_config_types(cfg, ('default_hooks', 'custom_hooks'))
+    # train_dataloader.batch_sise: a raw TypeError once the loader is built
+    check_dataloader_cfgs(cfg)
     return cfg
 
 

@@ -8,7 +8,7 @@ on; ``--force`` writes over it anyway.
 import glob
 import os
 import os.path as osp
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 DOCS = 'docs/en/refusals.md'
 
@@ -168,3 +168,58 @@ def check_train_work_dir(work_dir: str,
             '  overwrite it:       --force\n'
             f'(see {DOCS})')
     return None
+
+
+def resume_is_complete(checkpoint: str, train_cfg: Optional[dict]) -> bool:
+    """Whether resuming from ``checkpoint`` leaves nothing to train.
+
+    mmengine resumes at the checkpoint's iteration and trains while it is
+    below ``train_cfg.max_iters``: past it, the run trained nothing, still
+    rewrote the config in the work dir, and exited 0. Read before the
+    Runner is built.
+
+    Returns:
+        bool: True when the checkpoint is of iteration ``max_iters`` (the
+        run is complete). False when there is something to train, or
+        nothing to compare (no ``max_iters``, a remote file, no
+        ``meta['iter']``).
+
+    Raises:
+        SystemExit: The checkpoint is past ``max_iters``.
+    """
+    max_iters = (train_cfg or {}).get('max_iters')
+    if max_iters is None or _is_remote(checkpoint) or \
+            not osp.isfile(checkpoint):
+        return False
+    from .checkpoint import checkpoint_iteration  # torch: only when needed
+    done = checkpoint_iteration(checkpoint)
+    if done is None or done < max_iters:
+        return False
+    if done == max_iters:
+        return True
+    raise SystemExit(
+        f'--resume {checkpoint}: the checkpoint is of iteration {done}, '
+        f'past train_cfg.max_iters = {max_iters}; resuming would train '
+        'nothing (and rewrite the config in the work dir). To train on, '
+        f'raise it: --cfg-options train_cfg.max_iters=N with N > {done}; '
+        'to evaluate the checkpoint, use tools/test.py (see '
+        f'{DOCS}).')
+
+
+def refuse_same_outputs(outputs: Dict[str, Optional[str]]) -> None:
+    """Stop when two output options name the same file (the second write
+    would replace the first, with no refusal: neither existed yet).
+
+    Args:
+        outputs (dict): Option name -> path (None: not given).
+    """
+    seen: Dict[str, str] = {}
+    for what, path in outputs.items():
+        if not path or _is_remote(path):
+            continue
+        key = osp.realpath(path)
+        if key in seen:
+            raise SystemExit(
+                f'{seen[key]} and {what} name the same file {path}; the '
+                'second would overwrite the first. Give each its own file.')
+        seen[key] = what

@@ -33,13 +33,16 @@ def test_psdiff_refuses_counts_that_are_not_positive_whole_numbers(
     register_all_modules()
     with pytest.raises(ValueError, match=rf'test_cfg\.{key} must be a whole'):
         MODELS.build(psdiff_tests._cfg(**{key: value}))
-    # also when a tool changes test_cfg on a built model (int(2.5) was 2)
+    # also when a tool changes test_cfg on a built model (int(2.5) was 2):
+    # refused where it is changed, and the value in force stays
     model = psdiff_tests._model()
-    model.test_cfg[key] = value
-    with pytest.raises(ValueError, match=rf'test_cfg\.{key}'):
-        model.denoise(model.extract_feat(psdiff_tests.torch.zeros(
-            1, 3, psdiff_tests.H, psdiff_tests.W)),
-            [dict(img_shape=(psdiff_tests.H, psdiff_tests.W), img_id='a')])
+    before = model.test_cfg[key]
+    with pytest.raises(ValueError, match=rf'test_cfg\.{key} must be a whole'):
+        model.test_cfg[key] = value
+    assert model.test_cfg[key] == before
+    with pytest.raises(ValueError, match=rf'test_cfg\.{key} must be a whole'):
+        model.test_cfg.update({key: value})
+    assert model.bbox_head.test_cfg[key] == before
     model.test_cfg[key] = 2.0  # a whole float is fine
     model.check_test_cfg()
 
@@ -83,3 +86,23 @@ def test_demo_checks_box_and_topk_before_building_anything(
         demo.main(base + ['--query-box', '0', '0', '50', '20'])
     with pytest.raises(SystemExit, match='--topk must be >= 1'):
         demo.main(base + ['--query-box', '0', '0', '10', '20', '--topk', '0'])
+
+
+def test_psdiff_sampling_does_not_check_test_cfg_again(monkeypatch):
+    """test_cfg is checked when built and when changed, not before every
+    sampling run."""
+    register_all_modules()
+    model = psdiff_tests._model()
+    head = model.bbox_head
+
+    def boom(*args, **kwargs):
+        raise AssertionError('test_cfg checked on the sampling path')
+
+    monkeypatch.setattr(type(head), 'check_test_cfg', boom)
+    object.__setattr__(head.test_cfg, '_check', boom)
+    torch = psdiff_tests.torch
+    steps = model.denoise(
+        model.extract_feat(torch.zeros(1, 3, psdiff_tests.H,
+                                       psdiff_tests.W)),
+        [dict(img_shape=(psdiff_tests.H, psdiff_tests.W), img_id='a')])
+    assert len(steps) == head.test_cfg.sampling_steps

@@ -3,6 +3,7 @@
 finiteness) and names the file and the field; unreadable files are named."""
 import numpy as np
 import pytest
+import torch
 
 import mmpsearch.apis.inference as inference
 from mmpsearch.apis import GalleryIndex, search
@@ -119,13 +120,16 @@ def test_embedding_width_other_than_the_searchers(tmp_path, monkeypatch):
         'index_gallery with the same searcher')
     # search() compares it with the query embedding (was a matmul error)
     index = GalleryIndex.load(path)
+    # search() refuses anything but a searcher (None was read on)
+    searcher = torch.nn.Identity()
+    searcher.test_pipeline = None
     monkeypatch.setattr(inference, 'embed_query',
                         lambda *args: np.ones(256, np.float32) / 16)
     with pytest.raises(ValueError, match=f'{path}: embeddings have width 8'):
-        search(None, 'q.jpg', [0, 0, 1, 1], index)
+        search(searcher, 'q.jpg', [0, 0, 1, 1], index)
     monkeypatch.setattr(inference, 'embed_query',
                         lambda *args: np.ones(D, np.float32))
-    assert len(search(None, 'q.jpg', [0, 0, 1, 1], index)) == 2
+    assert len(search(searcher, 'q.jpg', [0, 0, 1, 1], index)) == 2
 
 
 @pytest.mark.parametrize('content,text', [

@@ -125,7 +125,8 @@ def test_extra_gallery_image():
      "query 0: missing key 'img_id'"),
     (lambda r: r.pop('query'), KeyError, "missing key 'query'"),
     (lambda r: r['gallery']['b.jpg']['embeddings'].__setitem__(
-        (0, 0), np.nan), ValueError, "'b.jpg': non-finite"),
+        (0, 0), np.nan), ValueError,
+     r"'b.jpg': embeddings has NaN or infinite values in rows \[0\]"),
 ])
 def test_bad_fields(mutate, error, match):
     results, protocol = cuhk_case()

@@ -18,7 +18,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmpsearch.apis import denoising_steps, index_gallery, init_searcher
+from mmpsearch.apis import index_gallery, init_searcher
 from mmpsearch.datasets import load_cuhk_protocol, make_synthetic
 from mmpsearch.datasets.teacher_cache import (TeacherEmbeddings,
                                               save_teacher_embeddings)
@@ -157,9 +157,11 @@ def test_partial_checkpoints_name_the_keys():
 
 
 def test_load_from_another_model_warns_loudly(tmp_path, toy_config):
+    # one weight of two loads (one that loads none is refused:
+    # test_clear_errors.py)
     ckpt = tmp_path / 'other.pth'
-    torch.save({'state_dict': {'backbone.conv.weight': torch.zeros(3)}},
-               ckpt)
+    torch.save({'state_dict': {'backbone.conv.weight': torch.zeros(3),
+                               'linear.weight': torch.zeros(1, 4)}}, ckpt)
     proc = run_tool([
         'tools/train.py', toy_config, '--work-dir',
         str(tmp_path / 'work'), '--cfg-options', f'load_from={ckpt}',
@@ -167,9 +169,9 @@ def test_load_from_another_model_warns_loudly(tmp_path, toy_config):
     ])
     log = proc.stdout + proc.stderr
     assert 'PARTIAL CHECKPOINT LOAD' in log
-    assert f'checkpoint {ckpt} does not fit the model: 0 of the 2 weights' \
+    assert f'checkpoint {ckpt} does not fit the model: 1 of the 2 weights' \
         in log
-    assert '2 are missing' in log and '1 keys of the checkpoint' in log
+    assert '1 are missing' in log and '1 keys of the checkpoint' in log
 
 
 @pytest.fixture(scope='module')
@@ -241,7 +243,8 @@ def test_teacher_file_with_a_nan_row_is_refused_when_opened(tmp_path):
         TeacherEmbeddings(path)
     assert path in str(info.value) and 'not finite' in str(info.value)
     # the transform opens it on first use: the same error, before any loss
-    gen = DualNoiseGenerator(path, num_proposals=4, embed_dims=D)
+    gen = DualNoiseGenerator(
+        path, diffusion=dict(num_proposals=4, embed_dims=D))
     with pytest.raises(ValueError, match='not finite'):
         gen.teacher
 
@@ -284,7 +287,7 @@ def _runner(gen, dataset, embed_dims=D):
 def test_teacher_file_must_cover_every_training_box(tmp_path):
     path = _teacher_file(tmp_path)
     hook = TeacherEmbeddingsCheckHook()
-    gen = DualNoiseGenerator(path, num_proposals=4)
+    gen = DualNoiseGenerator(path, diffusion=dict(num_proposals=4))
     hook.before_train(_runner(gen, _Dataset(BOXES)))  # fits
     # an image the file does not have, an image with one box more
     other = dict(BOXES, **{'c.jpg': [[1, 1, 9, 9]]})
@@ -391,11 +394,12 @@ def test_psdiff_refuses_a_nan_score_thr():
     with pytest.raises(ValueError, match='model.test_cfg.nms.iou_threshold'):
         init_searcher(PSDIFF,
                       cfg_options={'model.test_cfg.nms.iou_threshold': 2})
-    # changed on a built model: refused before sampling
+    # changed on a built model: refused where it is changed, and the
+    # threshold in force stays
     searcher = init_searcher(PSDIFF)
-    searcher.test_cfg.score_thr = NAN
     with pytest.raises(ValueError, match='model.test_cfg.score_thr'):
-        denoising_steps(searcher, np.zeros((64, 64, 3), np.uint8))
+        searcher.test_cfg.score_thr = NAN
+    assert searcher.test_cfg.score_thr == 0.5
     with pytest.raises(ValueError, match='index_gallery: score_thr'):
         index_gallery(searcher, ['nowhere.jpg'], score_thr=5)
 
@@ -417,6 +421,15 @@ def test_two_step_refuses_a_nan_rcnn_score_thr():
             'model.detector.test_cfg.rcnn.score_thr': 5})
     searcher = init_searcher(BASELINE,
                              cfg_options={'model.reid.checkpoint': None})
-    searcher.detector.roi_head.test_cfg.score_thr = NAN
-    with pytest.raises(ValueError, match='score_thr must be a number'):
-        searcher.check_test_cfg()  # what predict calls first
+    # changed on a built model, through the head or the detector's
+    # test_cfg (one object, as mmdet shares it): refused where it is changed
+    with pytest.raises(ValueError,
+                       match=r'model.detector.test_cfg.rcnn.score_thr must be'
+                       r' a number in \[0, 1\], got nan'):
+        searcher.detector.roi_head.test_cfg.score_thr = NAN
+    with pytest.raises(ValueError, match='rcnn.nms.iou_threshold'):
+        searcher.detector.test_cfg.rcnn.nms.iou_threshold = 2
+    assert searcher.detector.roi_head.test_cfg.score_thr == 0.05
+    searcher.detector.test_cfg.rcnn.score_thr = 0.3
+    assert searcher.detector.roi_head.test_cfg.score_thr == 0.3
+    searcher.check_test_cfg()

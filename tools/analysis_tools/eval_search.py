@@ -39,29 +39,18 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from mmpsearch.evaluation.functional import (CROSS_CAMERA_SUFFIX,
-                                             DETECTION_KEYS, SEARCH_KEYS,
-                                             evaluate_person_search,
-                                             gallery_size_suffix,
-                                             subset_suffix)
-from mmpsearch.evaluation.functional.cbgm import resolve_cbgm_k
-from mmpsearch.evaluation.metrics import person_search_metric
-from mmpsearch.evaluation.results_io import load_search_results
-from mmpsearch.evaluation.run_settings import (ALL_FRAMES, CROSS_CAMERA,
-                                               RESULTS_META_KEY, SETTINGS_KEY,
-                                               evaluation_settings,
-                                               settings_from_meta)
-from mmpsearch.utils.overwrite import refuse_existing_file
-from mmpsearch.utils.thresholds import check_unit_interval
-
-JSON_KEYS = SEARCH_KEYS + DETECTION_KEYS
-# mmpsearch.datasets.cuhk_subsets.CUHK_SUBSETS (not imported before needed)
+# Copies of mmpsearch's constants for the parser, which is built before
+# mmpsearch (torch) is imported:
+# mmpsearch.datasets.cuhk_subsets.CUHK_SUBSETS
 SUBSETS = ('occlusion', 'resolution')
+# mmpsearch.datasets.cuhk_sysu.CUHK_GALLERY_SIZES
+GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
 
 
 def _fraction(text: str) -> float:
     """A number in [0, 1]: ``--score-thr nan`` or ``5`` would drop every
     detection and print zeros."""
+    from mmpsearch.utils.thresholds import check_unit_interval
     try:
         return check_unit_interval(float(text), 'the score threshold')
     except ValueError:
@@ -83,7 +72,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs='+',
         default=None,
         help='CUHK-SYSU gallery size(s) among '
-        f'{person_search_metric.CUHK_GALLERY_SIZES} (default 100)')
+        f'{GALLERY_SIZES} (default 100)')
     parser.add_argument(
         '--cross-camera',
         action='store_true',
@@ -126,6 +115,33 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         action='store_true',
         help='overwrite an existing --json file')
     return parser.parse_args(argv)
+
+
+# --help and a usage error answer before the slow imports below (torch:
+# seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+from mmpsearch.evaluation.functional import CROSS_CAMERA_SUFFIX  # noqa: E402
+from mmpsearch.evaluation.functional import DETECTION_KEYS  # noqa: E402
+from mmpsearch.evaluation.functional import SEARCH_KEYS  # noqa: E402
+from mmpsearch.evaluation.functional import evaluate_person_search  # noqa
+from mmpsearch.evaluation.functional import gallery_size_suffix  # noqa: E402
+from mmpsearch.evaluation.functional import subset_suffix  # noqa: E402
+from mmpsearch.evaluation.functional.cbgm import check_cbgm_k_bounds  # noqa
+from mmpsearch.evaluation.functional.cbgm import resolve_cbgm_k  # noqa: E402
+from mmpsearch.evaluation.metrics import person_search_metric  # noqa: E402
+from mmpsearch.evaluation.results_io import load_search_results  # noqa: E402
+from mmpsearch.evaluation.results_io import require_results_file  # noqa
+from mmpsearch.evaluation.run_settings import ALL_FRAMES  # noqa: E402
+from mmpsearch.evaluation.run_settings import CROSS_CAMERA  # noqa: E402
+from mmpsearch.evaluation.run_settings import RESULTS_META_KEY  # noqa: E402
+from mmpsearch.evaluation.run_settings import SETTINGS_KEY  # noqa: E402
+from mmpsearch.evaluation.run_settings import evaluation_settings  # noqa
+from mmpsearch.evaluation.run_settings import settings_from_meta  # noqa
+from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
+
+JSON_KEYS = SEARCH_KEYS + DETECTION_KEYS
 
 
 def score(results: dict,
@@ -228,8 +244,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
             raise SystemExit('--' + str(e).replace('_', '-')) from None
     elif args.cbgm_k1 is not None or args.cbgm_k2 is not None:
         raise SystemExit('--cbgm-k1 / --cbgm-k2 need --cbgm')
-    if not osp.isfile(args.results):
-        raise SystemExit(f'results file {args.results} does not exist')
+    try:  # a folder is named as one, not as missing
+        require_results_file(args.results)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     if args.json:
         refuse_existing_file(args.json, '--json', args.force)
 
@@ -256,6 +274,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 {len(q.gallery)
                  for q in subsets[0].protocol.queries})
     results = load_search_results(args.results, protocols[0])
+    if args.cbgm:  # bounded by what the results hold, before scoring
+        try:
+            check_cbgm_k_bounds(results, args.dataset, args.cbgm_k1,
+                                args.cbgm_k2, args.score_thr,
+                                ('--cbgm-k1', '--cbgm-k2'), args.results)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     metrics = score(results, args.dataset, protocols, sizes, args.cross_camera,
                     args.score_thr, subsets, args.cbgm, args.cbgm_k1,
                     args.cbgm_k2)

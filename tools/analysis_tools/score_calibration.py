@@ -21,15 +21,9 @@ No threshold is chosen here; the protocol's stays 0.5::
 """
 import argparse
 import json
-import os.path as osp
 from typing import Dict, List, Optional
 
 import numpy as np
-
-from mmpsearch.evaluation.functional.box_ops import paired_iou
-from mmpsearch.evaluation.metrics import person_search_metric
-from mmpsearch.evaluation.results_io import load_search_results
-from mmpsearch.utils.overwrite import refuse_existing_file
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -50,6 +44,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         action='store_true',
         help='overwrite an existing --json file')
     return parser.parse_args(argv)
+
+
+# --help and a usage error answer before the slow imports below (torch:
+# seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+from mmpsearch.evaluation.functional.box_ops import paired_iou  # noqa: E402
+from mmpsearch.evaluation.metrics import person_search_metric  # noqa: E402
+from mmpsearch.evaluation.results_io import load_search_results  # noqa: E402
+from mmpsearch.evaluation.results_io import require_results_file  # noqa
+from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 
 def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
@@ -142,8 +148,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         refuse_existing_file(args.json, '--json', args.force)
     if not 0.0 <= args.thr <= 1.0:
         raise SystemExit(f'--thr {args.thr}: expected a number in [0, 1]')
-    if not osp.isfile(args.results):
-        raise SystemExit(f'results file {args.results} does not exist')
+    try:  # a folder is named as one, not as missing
+        require_results_file(args.results)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     # the gallery's ground truth is the same at every CUHK-SYSU size
     protocol = person_search_metric.load_protocol(
         args.dataset, args.data_root,

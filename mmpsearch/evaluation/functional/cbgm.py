@@ -97,6 +97,54 @@ def resolve_cbgm_k(dataset: str,
     return k1, k2
 
 
+def check_cbgm_k_bounds(results: dict,
+                        dataset: str,
+                        k1: int,
+                        k2: int,
+                        score_thr: float = 0.5,
+                        names: Tuple[str, str] = ('cbgm_k1', 'cbgm_k2'),
+                        source: str = 'the results') -> None:
+    """Refuse a ``k1`` / ``k2`` larger than what ``results`` can hold.
+
+    ``k1`` counts detections of the gallery, ``k2`` the query and the
+    persons detected in its image; a larger value changes nothing but the
+    memory (``k2 = 100000`` allocated a (Q, k2, D) context, 7 GB), so it is
+    a typo or a misunderstanding. SeqNet's values (:data:`CBGM_DEFAULTS`)
+    are always accepted: on a gallery too small for them CBGM takes what
+    there is, as SeqNet does.
+
+    Args:
+        results (dict): The (validated) results format.
+        dataset (str): ``'cuhk'`` or ``'prw'``, for the defaults.
+        k1, k2 (int): The resolved values (:func:`resolve_cbgm_k`).
+        score_thr (float): Detections below it are not counted.
+        names (tuple[str, str]): The option names, for messages.
+        source (str): The results' name, for messages.
+    """
+    d1, d2 = CBGM_DEFAULTS.get(dataset, (None, None))
+    kept = {
+        img_id: int(np.count_nonzero(item['scores'] >= score_thr))
+        for img_id, item in results['gallery'].items()
+    }
+    total = sum(kept.values())
+    if k1 != d1 and k1 > max(total, 1):
+        raise ValueError(
+            f'{names[0]} {k1}: CBGM re-scores the gallery images of the '
+            f'query\'s k1 most similar detections, but the gallery of '
+            f'{source} holds {total} detections scoring >= {score_thr}; '
+            f'expected {names[0]} <= {max(total, 1)} (SeqNet: '
+            f'{CBGM_DEFAULTS})')
+    most = max((kept.get(q['img_id'], 0) for q in results['query']),
+               default=0)
+    if k2 != d2 and k2 > most + 1:
+        raise ValueError(
+            f'{names[1]} {k2}: a query\'s context is the query and the '
+            'persons detected in its image, and no query image of '
+            f'{source} holds more than {most} detections scoring >= '
+            f'{score_thr}; expected {names[1]} <= {most + 1} (SeqNet: '
+            f'{CBGM_DEFAULTS})')
+
+
 class CBGM:
     """The CBGM re-scoring of one results set, handed to
     ``eval_search_cuhk`` / ``eval_search_prw`` (``cbgm=``).

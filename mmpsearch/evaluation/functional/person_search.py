@@ -7,7 +7,7 @@ import numpy as np
 
 from mmpsearch.datasets.protocol import QuerySubset, SearchProtocol
 from mmpsearch.utils.thresholds import check_unit_interval
-from .cbgm import CBGM, resolve_cbgm_k
+from .cbgm import CBGM, check_cbgm_k_bounds, resolve_cbgm_k
 from .detection import eval_detection
 from .gallery import pack_gallery_detections
 from .search import DEFAULT_TOPK, eval_search_cuhk, eval_search_prw
@@ -117,6 +117,8 @@ def evaluate_person_search(results: dict,
 
     rerank = None
     if cbgm:
+        # k2 = 100000 allocated a (Q, k2, D) context before failing
+        check_cbgm_k_bounds(results, first.name, cbgm_k1, cbgm_k2, score_thr)
         rerank = CBGM.from_results(results, cbgm_k1, cbgm_k2, score_thr)
 
     out: Dict[str, float] = OrderedDict()
