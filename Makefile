@@ -1,5 +1,7 @@
 # mmpsearch: the two commands of the README.
 #   make demo   set up (if needed), then the main job on built-in synthetic data
+#   make demo-quick  the same chain and table in minutes (a smaller schedule,
+#                its own data and work dirs): a first check, not the result
 #   make test   set up (if needed), then the whole test suite
 #   make baseline  the two-step baseline that make demo prints beside PSDiff
 VENV ?= .venv
@@ -7,13 +9,16 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 export VENV PYTHON
 
-.PHONY: install demo baseline test lint gpu-check
+.PHONY: install demo demo-quick baseline test lint gpu-check
 
 install:
 	@bash scripts/install.sh
 
 demo: install
-	@PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
+	@PATH="$(abspath $(VENV))/bin:$$PATH" DEMO_VARIANT=full bash scripts/demo.sh
+
+demo-quick: install
+	@PATH="$(abspath $(VENV))/bin:$$PATH" DEMO_VARIANT=quick bash scripts/demo.sh
 
 baseline: install
 	@PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/baseline.sh

@@ -11,6 +11,7 @@ PY=${PY:-${VENV:-.venv}/bin/python}
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
 DATA=data/synthetic_cuhk
+NUM_IMAGES=800
 TEACHER_CFG=configs/teacher/teacher_synthetic.py
 TEACHER_DIR=work_dirs/teacher_synthetic
 TEACHER_EMB=$TEACHER_DIR/teacher_embeddings.npz

@@ -13,22 +13,47 @@
 #      (Faster R-CNN + the teacher) when `make baseline` has trained it
 #   6. a search picture: a query and its top hits, and the boxes over the
 #      sampling steps                                      (demo_<time>/search.png, steps.png)
+#
+# DEMO_VARIANT=quick (`make demo-quick`): the same stages and table in
+# minutes, on their own data and work dirs (data/synthetic_cuhk_quick,
+# work_dirs/*_quick; nothing of the full demo's is read or written): 300
+# scenes, the same teacher, PSDiff for 500 iterations
+# (configs/psdiff/psdiff_r18_synthetic_quick.py), evaluated at 1 and 8 steps,
+# no baseline. A check that the chain runs; its numbers are not the demo's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-${VENV:-.venv}/bin/python}
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
+VARIANT=${DEMO_VARIANT:-full}
+NAME=demo
 DATA=data/synthetic_cuhk
+NUM_IMAGES=800
 TEACHER_CFG=configs/teacher/teacher_synthetic.py
 TEACHER_DIR=work_dirs/teacher_synthetic
-TEACHER_EMB=$TEACHER_DIR/teacher_embeddings.npz
 PSDIFF_CFG=configs/psdiff/psdiff_r18_synthetic.py
 PSDIFF_DIR=work_dirs/psdiff_r18_synthetic
 BASELINE_CFG=configs/baseline/faster_rcnn_r18_teacher_synthetic.py
 BASELINE_DIR=work_dirs/faster_rcnn_r18_teacher_synthetic
+STEPS="1 2 4 8"
+if [ "$VARIANT" = quick ]; then
+  NAME=demo-quick
+  DATA=data/synthetic_cuhk_quick
+  NUM_IMAGES=300
+  TEACHER_CFG=configs/teacher/teacher_synthetic_quick.py
+  TEACHER_DIR=work_dirs/teacher_synthetic_quick
+  PSDIFF_CFG=configs/psdiff/psdiff_r18_synthetic_quick.py
+  PSDIFF_DIR=work_dirs/psdiff_r18_synthetic_quick
+  BASELINE_DIR=""  # not part of the quick variant
+  STEPS="1 8"
+elif [ "$VARIANT" != full ]; then
+  echo "DEMO_VARIANT=$VARIANT: expected full or quick" >&2
+  exit 1
+fi
+TEACHER_EMB=$TEACHER_DIR/teacher_embeddings.npz
 RUN_DIR=$PSDIFF_DIR/demo_$(date +%Y%m%d_%H%M%S)
 
-stage() { printf '\n=== [demo] %s\n' "$*"; }
+stage() { printf '\n=== [%s] %s\n' "$NAME" "$*"; }
 start=$(date +%s)
 
 . scripts/prepare_synthetic.sh  # stages 1-3
@@ -44,9 +69,9 @@ else
 fi
 PSDIFF_CKPT=$(cat "$PSDIFF_DIR/last_checkpoint")
 
-stage "evaluation at 1, 2, 4, 8 steps (score >= 0.5, the protocol's) -> $RUN_DIR"
+stage "evaluation at ${STEPS// /, } steps (score >= 0.5, the protocol's) -> $RUN_DIR"
 mkdir -p "$RUN_DIR"
-for k in 1 2 4 8; do
+for k in $STEPS; do
   "$PY" tools/test.py "$PSDIFF_CFG" "$PSDIFF_CKPT" --work-dir "$RUN_DIR/steps_$k" \
     --out "$RUN_DIR/results_steps_$k.pkl" \
     --cfg-options "model.test_cfg.sampling_steps=$k" > "$RUN_DIR/test_steps_$k.log" 2>&1 \
@@ -64,7 +89,7 @@ for sub in occlusion resolution; do
       --json "$RUN_DIR/metrics_steps_8_$sub.json" > /dev/null
   fi
 done
-if [ -f "$BASELINE_DIR/last_checkpoint" ]; then
+if [ -n "$BASELINE_DIR" ] && [ -f "$BASELINE_DIR/last_checkpoint" ]; then
   BASELINE_CKPT=$(cat "$BASELINE_DIR/last_checkpoint")
   "$PY" tools/test.py "$BASELINE_CFG" "$BASELINE_CKPT" --work-dir "$RUN_DIR/baseline" \
     --out "$RUN_DIR/results_baseline.pkl" \
@@ -73,20 +98,24 @@ if [ -f "$BASELINE_DIR/last_checkpoint" ]; then
   "$PY" tools/analysis_tools/eval_search.py "$RUN_DIR/results_baseline.pkl" \
     --dataset cuhk --data-root "$DATA" --score-thr 0.5 --json "$RUN_DIR/metrics_baseline.json" > /dev/null
 fi
-"$PY" - "$RUN_DIR" <<'PYEOF'
+"$PY" - "$RUN_DIR" "$STEPS" "$VARIANT" <<'PYEOF'
 import json, os, sys
 from mmpsearch.evaluation.results_io import safe_load_pickle
-run = sys.argv[1]
+run, steps, quick = sys.argv[1], [int(k) for k in sys.argv[2].split()], sys.argv[3] == 'quick'
 n = len(safe_load_pickle(f'{run}/results_steps_1.pkl')['query'])
+if quick:
+    print("QUICK VARIANT (make demo-quick): 300 scenes, PSDiff trained 500 iterations "
+          "instead of 4,500; a check that the chain runs, below make demo's numbers")
 print(f"CUHK-SYSU protocol on the synthetic test split: gallery 100, {n} queries, "
       "detections scoring >= 0.5, test seed 0")
 print(f"{'model':<28} {'mAP':>6} {'top-1':>6} {'top-5':>6} {'det AP':>7} {'recall':>7}")
 rows = [(f'PSDiff, {k} DDIM step' + ('s' if k > 1 else ''), f'{run}/metrics_steps_{k}.json')
-        for k in (1, 2, 4, 8)]
+        for k in steps]
 rows.append(('two-step baseline', f'{run}/metrics_baseline.json'))
 for name, path in rows:
     if not os.path.exists(path):
-        print(f"{name:<28} (not trained: make baseline)")
+        print(f"{name:<28} " + ("(not in the quick variant)" if quick
+                                else "(not trained: make baseline)"))
         continue
     m = json.load(open(path))
     print(f"{name:<28} {100*m['mAP']:6.1f} {100*m['top1']:6.1f} {100*m['top5']:6.1f} "
@@ -102,4 +131,4 @@ PYEOF
 stage "search picture -> $RUN_DIR/search.png"
 "$PY" demo/search_demo.py "$PSDIFF_CFG" "$PSDIFF_CKPT" --dataset-query "$DATA" \
   --out "$RUN_DIR/search.png" --show-steps "$RUN_DIR/steps.png"
-echo "[demo] done in $(( $(date +%s) - start )) s; results in $RUN_DIR"
+echo "[$NAME] done in $(( $(date +%s) - start )) s; results in $RUN_DIR"

@@ -1,19 +1,20 @@
 # Stages 1-3 of `make demo` and `make baseline`, sourced by both: the
 # synthetic scenes, the ReID teacher, its embeddings of every training box.
 # Each is skipped when its output exists. Expects PY, DATA, TEACHER_CFG,
-# TEACHER_DIR, TEACHER_EMB and stage() from the caller; sets TEACHER_CKPT.
+# TEACHER_DIR, TEACHER_EMB, NUM_IMAGES (800; 300 for `make demo-quick`) and
+# stage() from the caller; sets TEACHER_CKPT.
 stage "scenes -> $DATA"
 if [ -f "$DATA/annotation/Images.mat" ]; then
   n=$(ls "$DATA/Image/SSM" | wc -l)
-  if [ "$n" != 800 ]; then
-    echo "$DATA holds $n scenes, not the 800 of this benchmark (an older demo's?);" \
-      "move it away (and work_dirs/teacher_synthetic, work_dirs/psdiff_r18_synthetic) and rerun" >&2
+  if [ "$n" != "$NUM_IMAGES" ]; then
+    echo "$DATA holds $n scenes, not the $NUM_IMAGES of this benchmark (an older demo's?);" \
+      "move it away (and $TEACHER_DIR and the trainings on it in work_dirs/) and rerun" >&2
     exit 1
   fi
   echo "exists, kept"
 else
   "$PY" tools/dataset_converters/make_synthetic.py --format cuhk --out "$DATA" \
-    --num-images 800 --num-ids 200 --seed 0
+    --num-images "$NUM_IMAGES" --num-ids 200 --seed 0
 fi
 
 stage "ReID teacher -> $TEACHER_DIR"

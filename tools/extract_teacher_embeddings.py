@@ -22,15 +22,11 @@ import os.path as osp
 import sys
 from typing import Optional, Sequence
 
-import torch
 from mmengine.config import DictAction
 
 # Make `python tools/extract_teacher_embeddings.py` work from a checkout
 # without `pip install -e .`.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from mmpsearch.apis import write_teacher_embeddings  # noqa: E402
-from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -66,6 +62,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> str:
     args = parse_args(argv)
+    # after parsing: --help answers without the slow imports (torch, mmdet)
+    import torch
+
+    from mmpsearch.apis import write_teacher_embeddings
+    from mmpsearch.utils.overwrite import refuse_existing_file
     if not args.out.endswith('.npz'):
         raise SystemExit(f'--out {args.out}: the file name must end with '
                          '.npz (numpy would add the suffix otherwise)')

@@ -362,7 +362,7 @@ def test_dpm_solver_recipe_runs():
     """train_test.md's recipe for a DPM solver's options, applied by
     tools/test.py's own parser and config loader, builds the solver it
     names, and the tiny PSDiff of the model tests samples with it."""
-    from mmpsearch.models.diffusion.samplers import DPMSolverPPSampler
+    from mmpsearch.diffusion.samplers import DPMSolverPPSampler
     from mmpsearch.utils import register_all_modules
     from mmpsearch.utils.config import load_config
     from tests.test_models.test_detectors.test_psdiff import (_model, _predict,
@@ -406,7 +406,10 @@ def _downloads(node, path=''):
         for i, v in enumerate(node):
             yield from _downloads(v, f'{path}.{i}')
     elif isinstance(node, str) and re.match(r'^[a-z+-]+://', node) and \
-            path.startswith('model.') and 'init_cfg' in path:
+            path.startswith('model.') and 'init_cfg' in path and \
+            not path.startswith('model.reid.model.'):
+        # the two-step baseline never runs its ReID model's init_cfg: the
+        # ReID weights come from model.reid.checkpoint (TwoStepPersonSearch)
         yield path, node
 
 

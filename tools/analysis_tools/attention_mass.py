@@ -38,13 +38,56 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
-import cv2
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
-from mmpsearch.utils.overwrite import refuse_nonempty_dir
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Mass of DiffPS\'s "person" cross-attention map inside '
+        'the person boxes vs their area fraction, per Stable Diffusion '
+        'folder.')
+    parser.add_argument('data_root', help='synthetic CUHK-layout folder')
+    parser.add_argument(
+        '--sd-paths',
+        nargs='+',
+        required=True,
+        help='Stable Diffusion folders (diffusers layout) to compare')
+    parser.add_argument(
+        '--labels',
+        nargs='+',
+        default=None,
+        help='names of the folders in the table (default: their basenames)')
+    parser.add_argument(
+        '--split', default='gallery', choices=['gallery', 'train'])
+    parser.add_argument('--num-images', type=int, default=50)
+    parser.add_argument(
+        '--timestep',
+        type=int,
+        default=0,
+        help='the backbone\'s timestep (DiffPS: 0)')
+    parser.add_argument('--attn-map-layer', default='T[3][0].attn2')
+    parser.add_argument('--attn-map-head', type=int, default=1)
+    parser.add_argument(
+        '--out-dir',
+        default=None,
+        help='write attention_mass.json and attention_maps.png here (a new '
+        'or empty folder, unless --overwrite)')
+    parser.add_argument('--overwrite', action='store_true')
+    parser.add_argument(
+        '--show', type=int, default=4, help='scenes in the figure')
+    return parser.parse_args(argv)
+
+
+# --help and a usage error answer before the slow imports below (torch:
+# seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from mmpsearch.utils.overwrite import refuse_nonempty_dir  # noqa: E402
 
 SIZE_DIVISOR = 64  # DiffPS's pad_size_divisor
 
@@ -238,43 +281,6 @@ def save_figure(path: str, scenes: Sequence[tuple], results: Sequence[dict],
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description='Mass of DiffPS\'s "person" cross-attention map inside '
-        'the person boxes vs their area fraction, per Stable Diffusion '
-        'folder.')
-    parser.add_argument('data_root', help='synthetic CUHK-layout folder')
-    parser.add_argument(
-        '--sd-paths',
-        nargs='+',
-        required=True,
-        help='Stable Diffusion folders (diffusers layout) to compare')
-    parser.add_argument(
-        '--labels',
-        nargs='+',
-        default=None,
-        help='names of the folders in the table (default: their basenames)')
-    parser.add_argument(
-        '--split', default='gallery', choices=['gallery', 'train'])
-    parser.add_argument('--num-images', type=int, default=50)
-    parser.add_argument(
-        '--timestep',
-        type=int,
-        default=0,
-        help='the backbone\'s timestep (DiffPS: 0)')
-    parser.add_argument('--attn-map-layer', default='T[3][0].attn2')
-    parser.add_argument('--attn-map-head', type=int, default=1)
-    parser.add_argument(
-        '--out-dir',
-        default=None,
-        help='write attention_mass.json and attention_maps.png here (a new '
-        'or empty folder, unless --overwrite)')
-    parser.add_argument('--overwrite', action='store_true')
-    parser.add_argument(
-        '--show', type=int, default=4, help='scenes in the figure')
-    return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:

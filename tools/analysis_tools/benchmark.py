@@ -34,17 +34,7 @@ import platform
 import time
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
-import torch
-from mmdet.structures import DetDataSample
 from mmengine.config import DictAction
-from mmengine.logging import MMLogger
-from mmengine.runner import load_checkpoint
-
-from mmpsearch.registry import MODELS
-from mmpsearch.utils import register_all_modules
-from mmpsearch.utils.config import load_config
-from mmpsearch.utils.overwrite import refuse_existing_file
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -63,7 +53,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--warmup', type=int, default=1, help='untimed images first')
     parser.add_argument(
-        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+        '--device', default=None,
+        help='default: cuda when available, else cpu')
     parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
     parser.add_argument(
@@ -91,7 +82,27 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.baseline_boxes < 0:
         parser.error(f'--baseline-boxes must be >= 0, got '
                      f'{args.baseline_boxes}')
+    if args.device is None:
+        import torch
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     return args
+
+
+# --help and a usage error answer before the slow imports below (torch,
+# mmdet: seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mmdet.structures import DetDataSample  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
+from mmengine.runner import load_checkpoint  # noqa: E402
+
+from mmpsearch.registry import MODELS  # noqa: E402
+from mmpsearch.utils import register_all_modules  # noqa: E402
+from mmpsearch.utils.config import load_config  # noqa: E402
+from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 
 def _sync(device: str) -> None:

@@ -23,11 +23,30 @@ import warnings
 
 import numpy as np
 
-from mmpsearch.datasets.protocol import GalleryImage, Query, SearchProtocol
-from mmpsearch.evaluation.functional import (eval_detection, eval_search_cuhk,
-                                             eval_search_prw,
-                                             evaluate_person_search,
-                                             pack_gallery_detections)
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--dim', type=int, default=256)
+    parser.add_argument(
+        '--repeat',
+        type=int,
+        default=1,
+        help='report the best of this many runs')
+    return parser.parse_args()
+
+
+# --help and a usage error answer before the slow imports below (torch:
+# seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+from mmpsearch.datasets.protocol import GalleryImage  # noqa: E402
+from mmpsearch.datasets.protocol import Query, SearchProtocol  # noqa: E402
+from mmpsearch.evaluation.functional import eval_detection  # noqa: E402
+from mmpsearch.evaluation.functional import eval_search_cuhk  # noqa: E402
+from mmpsearch.evaluation.functional import eval_search_prw  # noqa: E402
+from mmpsearch.evaluation.functional import evaluate_person_search  # noqa
+from mmpsearch.evaluation.functional import pack_gallery_detections  # noqa
 
 
 def _boxes(rng, n):
@@ -156,14 +175,7 @@ def _time(fn, repeat):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--dim', type=int, default=256)
-    parser.add_argument(
-        '--repeat',
-        type=int,
-        default=1,
-        help='report the best of this many runs')
-    args = parser.parse_args()
+    args = parse_args()
     warnings.simplefilter('ignore')
 
     for name, make in (('CUHK-SYSU (gallery 100)', make_cuhk), ('PRW',

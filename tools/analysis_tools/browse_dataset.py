@@ -17,15 +17,7 @@ import os
 import os.path as osp
 from typing import Any
 
-import mmcv
-import numpy as np
 from mmengine.config import Config, DictAction
-from mmengine.registry import build_from_cfg
-from mmengine.visualization import Visualizer
-
-from mmpsearch.registry import DATASETS
-from mmpsearch.utils.overwrite import refuse_nonempty_dir
-from mmpsearch.utils.setup_env import register_all_modules
 
 LABELED = (0, 200, 0)
 UNLABELED = (220, 20, 20)
@@ -52,6 +44,21 @@ def parse_args() -> argparse.Namespace:
         help='override config settings, e.g. '
         'train_dataloader.dataset.data_root=data/x')
     return parser.parse_args()
+
+
+# --help and a usage error answer before the slow imports below (torch:
+# seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+import mmcv  # noqa: E402
+import numpy as np  # noqa: E402
+from mmengine.registry import build_from_cfg  # noqa: E402
+from mmengine.visualization import Visualizer  # noqa: E402
+
+from mmpsearch.registry import DATASETS  # noqa: E402
+from mmpsearch.utils.overwrite import refuse_nonempty_dir  # noqa: E402
+from mmpsearch.utils.setup_env import register_all_modules  # noqa: E402
 
 
 def dataset_cfg_for_split(cfg: Config, split: str) -> Any:

@@ -17,10 +17,6 @@ from typing import Dict, Sequence
 
 from mmengine.config import Config, ConfigDict, DictAction
 
-from mmpsearch.registry import MODELS
-from mmpsearch.utils import register_all_modules
-from mmpsearch.utils.config import load_config
-
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -35,6 +31,16 @@ def parse_args() -> argparse.Namespace:
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, as in tools/train.py')
     return parser.parse_args()
+
+
+# --help and a usage error answer before the slow imports below (torch:
+# seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+from mmpsearch.registry import MODELS  # noqa: E402
+from mmpsearch.utils import register_all_modules  # noqa: E402
+from mmpsearch.utils.config import load_config  # noqa: E402
 
 
 def count_parts(cfg: Config, skip: Sequence[str] = ()) -> Dict[str, int]:

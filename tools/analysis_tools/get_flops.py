@@ -16,16 +16,7 @@ import argparse
 from math import prod
 from typing import Any, List
 
-import torch
-import torch.nn as nn
-from mmengine.analysis import FlopAnalyzer, parameter_count
-from mmengine.analysis.jit_handles import get_shape
 from mmengine.config import DictAction
-
-from mmpsearch.models.roi_extractors import RoIFeatureTable
-from mmpsearch.registry import MODELS
-from mmpsearch.utils import register_all_modules
-from mmpsearch.utils.config import load_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,6 +34,22 @@ def parse_args() -> argparse.Namespace:
         '--cfg-options', nargs='+', action=DictAction,
         help='override config keys, e.g. model.test_cfg.num_proposals=100')
     return parser.parse_args()
+
+
+# --help and a usage error answer before the slow imports below (torch:
+# seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from mmengine.analysis import FlopAnalyzer, parameter_count  # noqa: E402
+from mmengine.analysis.jit_handles import get_shape  # noqa: E402
+
+from mmpsearch.models.roi_extractors import RoIFeatureTable  # noqa: E402
+from mmpsearch.registry import MODELS  # noqa: E402
+from mmpsearch.utils import register_all_modules  # noqa: E402
+from mmpsearch.utils.config import load_config  # noqa: E402
 
 
 def _embedding_bag_flops(inputs: List[Any], outputs: List[Any]) -> int:

@@ -11,18 +11,6 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-import matplotlib
-
-matplotlib.use('Agg')  # no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-
-from mmpsearch.evaluation.functional import evaluate_person_search  # noqa
-from mmpsearch.evaluation.functional import gallery_size_suffix  # noqa
-from mmpsearch.evaluation.metrics.person_search_metric import (  # noqa
-    CUHK_GALLERY_SIZES, load_protocol)
-from mmpsearch.evaluation.results_io import load_search_results  # noqa
-from mmpsearch.utils.overwrite import refuse_existing_file  # noqa
-
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -39,6 +27,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--label', default=None, help='legend label')
     parser.add_argument('--overwrite', action='store_true')
     return parser.parse_args(argv)
+
+
+# --help and a usage error answer before the slow imports below (torch:
+# seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+import matplotlib  # noqa: E402
+
+matplotlib.use('Agg')  # no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from mmpsearch.evaluation.functional import evaluate_person_search  # noqa
+from mmpsearch.evaluation.functional import gallery_size_suffix  # noqa
+from mmpsearch.evaluation.metrics.person_search_metric import (  # noqa
+    CUHK_GALLERY_SIZES, load_protocol)
+from mmpsearch.evaluation.results_io import load_search_results  # noqa
+from mmpsearch.utils.overwrite import refuse_existing_file  # noqa
 
 
 def available_sizes(data_root: str) -> List[int]:

@@ -15,13 +15,6 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
-import matplotlib
-
-matplotlib.use('Agg')  # no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-
-from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
-
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -36,6 +29,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', required=True, help='output PNG')
     parser.add_argument('--overwrite', action='store_true')
     return parser.parse_args(argv)
+
+
+# --help and a usage error answer before the slow imports below (torch:
+# seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+import matplotlib  # noqa: E402
+
+matplotlib.use('Agg')  # no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 
 def read_metrics(items: List[str]) -> Dict[int, dict]:

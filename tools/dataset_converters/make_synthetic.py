@@ -15,9 +15,6 @@ import argparse
 import json
 import time
 
-from mmpsearch.datasets.synthetic import make_synthetic
-from mmpsearch.utils.overwrite import refuse_nonempty_dir
-
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -55,6 +52,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    # after parsing: --help answers without the slow imports (torch)
+    from mmpsearch.datasets.synthetic import make_synthetic
+    from mmpsearch.utils.overwrite import refuse_nonempty_dir
     refuse_nonempty_dir(args.out, '--out', args.force)
     start = time.time()
     summary = make_synthetic(

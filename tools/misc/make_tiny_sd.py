@@ -9,9 +9,6 @@ See :mod:`mmpsearch.testing.tiny_sd` for what is in it.
 import argparse
 import os.path as osp
 
-from mmpsearch.testing.tiny_sd import make_tiny_sd
-from mmpsearch.utils.overwrite import refuse_nonempty_dir
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -23,6 +20,9 @@ def main() -> None:
         help='write into a non-empty OUT (e.g. a real Stable Diffusion '
         'folder), overwriting its files')
     args = parser.parse_args()
+    # after parsing: --help answers without the slow imports (torch)
+    from mmpsearch.testing.tiny_sd import make_tiny_sd
+    from mmpsearch.utils.overwrite import refuse_nonempty_dir
     refuse_nonempty_dir(args.out, 'OUT', args.force)
     out = make_tiny_sd(args.out, seed=args.seed)
     print(f'tiny Stable Diffusion written to {osp.abspath(out)}')

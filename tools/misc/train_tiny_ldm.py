@@ -77,19 +77,87 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import cv2
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from mmpsearch.datasets.synthetic.captions import (CAPTION_WORDS, SCENES_FILE,
-                                                   scene_caption)
-from mmpsearch.testing.tiny_sd import TINY_SD_WORDS, make_tiny_sd
-from mmpsearch.utils.overwrite import refuse_nonempty_dir
-
 #: DiffPS's prompt (``StableDiffusionBackbone.prompt``).
 PROMPT = 'person'
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Train a tiny latent diffusion model (diffusers layout, '
+        'loadable by StableDiffusionBackbone) on captioned synthetic scenes.')
+    parser.add_argument(
+        'data_root',
+        help='synthetic CUHK-layout folder written with make_synthetic.py '
+        '--describe (holds scenes.json)')
+    parser.add_argument('out', help='Stable Diffusion folder to write')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace an existing OUT (at the end, in one rename)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--split',
+        default='train',
+        choices=['train', 'gallery', 'all'],
+        help='scenes to train on (default: the training scenes only, so the '
+        'test gallery stays unseen)')
+    parser.add_argument(
+        '--num-images',
+        type=int,
+        default=None,
+        help='use only the first N scenes of the split')
+    parser.add_argument('--vae-iters', type=int, default=600)
+    parser.add_argument('--vae-batch', type=int, default=8)
+    parser.add_argument(
+        '--vae-crop',
+        type=int,
+        default=128,
+        help='side of the square training crops of the autoencoder')
+    parser.add_argument('--vae-lr', type=float, default=1e-3)
+    parser.add_argument(
+        '--kl-weight',
+        type=float,
+        default=1e-6,
+        help='KL weight relative to the pixel-summed L1 (Rombach et al.)')
+    parser.add_argument('--unet-iters', type=int, default=3000)
+    parser.add_argument('--unet-batch', type=int, default=2)
+    parser.add_argument('--unet-lr', type=float, default=1e-3)
+    parser.add_argument(
+        '--prompt-prob',
+        type=float,
+        default=0.1,
+        help=f'probability of captioning a scene by "{PROMPT}" alone '
+        '(DiffPS\'s prompt)')
+    parser.add_argument(
+        '--log-interval',
+        type=int,
+        default=50,
+        help='print the mean losses every N iterations')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='torch CPU threads (default: torch\'s choice)')
+    return parser.parse_args(argv)
+
+
+# --help and a usage error answer before the slow imports below (torch:
+# seconds); main() parses again.
+if __name__ == '__main__':
+    parse_args()
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from mmpsearch.datasets.synthetic.captions import CAPTION_WORDS  # noqa: E402
+from mmpsearch.datasets.synthetic.captions import SCENES_FILE  # noqa: E402
+from mmpsearch.datasets.synthetic.captions import scene_caption  # noqa: E402
+from mmpsearch.testing.tiny_sd import TINY_SD_WORDS, make_tiny_sd  # noqa: E402
+from mmpsearch.utils.overwrite import refuse_nonempty_dir  # noqa: E402
+
 #: The tokenizer's single-token words: the tiny SD's and the captions'.
 LDM_WORDS = tuple(dict.fromkeys(TINY_SD_WORDS + CAPTION_WORDS))
 #: Images are padded to a multiple of this (VAE /8, three UNet
@@ -343,66 +411,6 @@ def train_unet(unet: nn.Module, scheduler, lat_mean: Tensor, lat_std: Tensor,
 
 
 # --------------------------------------------------------------- main
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description='Train a tiny latent diffusion model (diffusers layout, '
-        'loadable by StableDiffusionBackbone) on captioned synthetic scenes.')
-    parser.add_argument(
-        'data_root',
-        help='synthetic CUHK-layout folder written with make_synthetic.py '
-        '--describe (holds scenes.json)')
-    parser.add_argument('out', help='Stable Diffusion folder to write')
-    parser.add_argument(
-        '--overwrite',
-        action='store_true',
-        help='replace an existing OUT (at the end, in one rename)')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument(
-        '--split',
-        default='train',
-        choices=['train', 'gallery', 'all'],
-        help='scenes to train on (default: the training scenes only, so the '
-        'test gallery stays unseen)')
-    parser.add_argument(
-        '--num-images',
-        type=int,
-        default=None,
-        help='use only the first N scenes of the split')
-    parser.add_argument('--vae-iters', type=int, default=600)
-    parser.add_argument('--vae-batch', type=int, default=8)
-    parser.add_argument(
-        '--vae-crop',
-        type=int,
-        default=128,
-        help='side of the square training crops of the autoencoder')
-    parser.add_argument('--vae-lr', type=float, default=1e-3)
-    parser.add_argument(
-        '--kl-weight',
-        type=float,
-        default=1e-6,
-        help='KL weight relative to the pixel-summed L1 (Rombach et al.)')
-    parser.add_argument('--unet-iters', type=int, default=3000)
-    parser.add_argument('--unet-batch', type=int, default=2)
-    parser.add_argument('--unet-lr', type=float, default=1e-3)
-    parser.add_argument(
-        '--prompt-prob',
-        type=float,
-        default=0.1,
-        help=f'probability of captioning a scene by "{PROMPT}" alone '
-        '(DiffPS\'s prompt)')
-    parser.add_argument(
-        '--log-interval',
-        type=int,
-        default=50,
-        help='print the mean losses every N iterations')
-    parser.add_argument(
-        '--threads',
-        type=int,
-        default=None,
-        help='torch CPU threads (default: torch\'s choice)')
-    return parser.parse_args(argv)
-
-
 def _terminate(signum, frame) -> None:
     raise SystemExit(f'stopped by signal {signum}')
 
