@@ -10,8 +10,9 @@ write the metrics with a ``"settings"`` object beside them (see
         "dataset": "cuhk", "score_thr": 0.5, "gallery_sizes": [100],
         "camera": null, "cbgm": false, "cbgm_k1": null, "cbgm_k2": null,
         "subset": null,
-        "model": "PSDiff", "sampling_steps": 8,
+        "model": "PSDiff", "sampling_steps": 8, "num_passes": 3,
         "num_proposals": 300, "sampler": "DDIMSampler",
+        "use_ensemble": false, "box_renewal": true,
         "model_score_thr": 0.5, "seeds": [0],
         "seed_keys": ["model.test_cfg.seed"]}}
 
@@ -37,8 +38,9 @@ SETTINGS_KEY = 'settings'
 RESULTS_META_KEY = 'meta'
 EVAL_SETTING_KEYS = ('dataset', 'score_thr', 'gallery_sizes', 'camera',
                      'cbgm', 'cbgm_k1', 'cbgm_k2', 'subset')
-MODEL_SETTING_KEYS = ('model', 'sampling_steps', 'num_proposals', 'sampler',
-                      'model_score_thr', 'seeds', 'seed_keys')
+MODEL_SETTING_KEYS = ('model', 'sampling_steps', 'num_passes',
+                      'num_proposals', 'sampler', 'use_ensemble',
+                      'box_renewal', 'model_score_thr', 'seeds', 'seed_keys')
 ALL_FRAMES = 'all frames'
 CROSS_CAMERA = 'cross-camera'
 
@@ -201,12 +203,20 @@ def model_settings(model: Any, seeds: Optional[Sequence[int]] = None) -> dict:
         sampler = sampler.get('type')
     if sampler is not None and not isinstance(sampler, str):
         sampler = getattr(sampler, '__name__', str(sampler))
+    # CDL passes per step as sampling resolves them (test_cfg's None means
+    # train_cfg's count): a number at 3 passes is not one at 1
+    head = getattr(model, 'bbox_head', None)
+    num_passes = head.passes_per_step() if hasattr(
+        head, 'passes_per_step') else cfg.get('num_passes')
     return _plain(
         dict(
             model=type(model).__name__,
             sampling_steps=cfg.get('sampling_steps'),
+            num_passes=num_passes,
             num_proposals=cfg.get('num_proposals'),
             sampler=sampler,
+            use_ensemble=cfg.get('use_ensemble'),
+            box_renewal=cfg.get('box_renewal'),
             model_score_thr=_model_score_thr(model),
             seeds=list(seeds) if isinstance(seeds, (list, tuple)) else seeds,
             seed_keys=[f'model.{k}' for k in keys] or None))

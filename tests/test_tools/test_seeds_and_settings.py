@@ -230,8 +230,11 @@ def _expected_settings(seeds) -> dict:
         subset=None,
         model='PSDiff',
         sampling_steps=STEPS,
+        num_passes=1,  # tool_options' test_cfg.num_passes
         num_proposals=PROPOSALS,
         sampler='DDIMSampler',
+        use_ensemble=False,  # the shipped test settings
+        box_renewal=True,
         model_score_thr=0.5,
         seeds=list(seeds),
         seed_keys=['model.test_cfg.seed'])
