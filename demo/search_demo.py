@@ -62,6 +62,7 @@ from mmpsearch.apis.inference import _check_box, _read_image  # noqa: E402
 from mmpsearch.evaluation.functional.box_ops import paired_iou  # noqa: E402
 from mmpsearch.evaluation.functional.box_ops import \
     search_iou_threshold  # noqa: E402
+from mmpsearch.utils import safe_checkpoint_loading  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_same_outputs  # noqa: E402
 from mmpsearch.visualization import draw_denoising_steps  # noqa: E402
@@ -121,7 +122,8 @@ def main(argv=None) -> int:
         _check_box(query_box, _read_image(query_img), str(query_img))
     except (ValueError, FileNotFoundError) as e:
         sys.exit(str(e))
-    searcher = init_searcher(args.config, args.checkpoint, args.device)
+    with safe_checkpoint_loading():
+        searcher = init_searcher(args.config, args.checkpoint, args.device)
     # everything is computed before anything is written
     index = index_gallery(searcher, gallery)
     hits = search(searcher, query_img, query_box, index, topk=args.topk)

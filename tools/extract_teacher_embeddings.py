@@ -66,6 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     import torch
 
     from mmpsearch.apis import write_teacher_embeddings
+    from mmpsearch.utils import safe_checkpoint_loading
     from mmpsearch.utils.overwrite import refuse_existing_file
     if not args.out.endswith('.npz'):
         raise SystemExit(f'--out {args.out}: the file name must end with '
@@ -77,16 +78,17 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     if device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda was asked but CUDA is not available')
 
-    summary = write_teacher_embeddings(
-        args.config,
-        args.checkpoint,
-        args.out,
-        split=args.split,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        device=device,
-        cfg_options=args.cfg_options,
-        overwrite=args.force)
+    with safe_checkpoint_loading():
+        summary = write_teacher_embeddings(
+            args.config,
+            args.checkpoint,
+            args.out,
+            split=args.split,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            device=device,
+            cfg_options=args.cfg_options,
+            overwrite=args.force)
     print(f'wrote {summary["num_boxes"]} embeddings (dim {summary["dim"]}) '
           f'of {summary["num_images"]} images of split {args.split!r} to '
           f'{args.out}')

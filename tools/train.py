@@ -70,7 +70,9 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmpsearch.engine.hooks import NonFiniteLossError  # noqa: E402
-from mmpsearch.utils import register_all_modules, setup_cpu_distributed  # noqa
+from mmpsearch.utils import register_all_modules  # noqa: E402
+from mmpsearch.utils import safe_checkpoint_loading  # noqa: E402
+from mmpsearch.utils import setup_cpu_distributed  # noqa: E402
 from mmpsearch.utils.cfg_signature import ConfigKeyError  # noqa: E402
 from mmpsearch.utils.checkpoint import CheckpointMismatchError  # noqa: E402
 from mmpsearch.utils.checkpoint import NonFiniteCheckpointError  # noqa: E402
@@ -151,7 +153,7 @@ def main() -> None:
     with hold_run_locks([(cfg.work_dir, 'work dir', True)],
                         'tools/train.py',
                         force=args.force,
-                        launcher=args.launcher):
+                        launcher=args.launcher), safe_checkpoint_loading():
         _train(cfg, args)
 
 
@@ -195,4 +197,7 @@ def _train(cfg, args) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except FileExistsError as e:  # a refused output: the message
+        raise SystemExit(str(e)) from None

@@ -16,15 +16,12 @@
 # The trained checkpoint holds the ReID weights too; to test it without the
 # teacher's file add `--cfg-options model.reid.checkpoint=None`.
 from mmengine.config import read_base
-from mmengine.optim.optimizer import OptimWrapper
-from mmengine.optim.scheduler import LinearLR, MultiStepLR
-from mmengine.runner.loops import EpochBasedTrainLoop, TestLoop, ValLoop
-from torch.optim import SGD
 
 with read_base():
     from .._base_.datasets.cuhk_sysu import *  # noqa: F401,F403
     from .._base_.default_runtime import *  # noqa: F401,F403
     from .._base_.models.two_step_faster_rcnn_r50 import *  # noqa: F401,F403
+    from .._base_.schedules.schedule_1x import *  # noqa: F401,F403
     from ..teacher.teacher_r50_cuhk import crop_size as reid_crop_size
     from ..teacher.teacher_r50_cuhk import model as reid_model
 
@@ -33,25 +30,8 @@ reid_checkpoint = 'work_dirs/teacher_r50_cuhk/epoch_60.pth'
 model['reid'] = dict(  # noqa: F405
     model=reid_model, checkpoint=reid_checkpoint, crop_size=reid_crop_size)
 
-max_epochs = 12
-train_cfg = dict(
-    type=EpochBasedTrainLoop, max_epochs=max_epochs, val_interval=max_epochs)
-val_cfg = dict(type=ValLoop)
-test_cfg = dict(type=TestLoop)
-param_scheduler = [
-    dict(type=LinearLR, start_factor=0.001, by_epoch=False, begin=0, end=500),
-    dict(
-        type=MultiStepLR,
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[8, 11],
-        gamma=0.1)
-]
-optim_wrapper = dict(
-    type=OptimWrapper,
-    optimizer=dict(type=SGD, lr=0.02, momentum=0.9, weight_decay=0.0001))
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+# mmdet's 1x schedule, validated once, at the end
+train_cfg.update(val_interval=max_epochs)  # noqa: F405
 log_processor.update(by_epoch=True)  # noqa: F405
 
 # The protocol's threshold (the detector keeps >= 0.05, mmdet's default).

@@ -7,6 +7,9 @@
 >>> gallery.save('my_scenes.npz')                        # reuse later
 >>> hits = search(searcher, 'query.jpg', [x1, y1, x2, y2], gallery, topk=5)
 >>> hits[0].img_path, hits[0].bbox, hits[0].similarity, hits[0].score
+
+The index itself (:class:`~mmpsearch.apis.gallery_index.GalleryIndex`, its
+``.npz`` format and checks) is in ``gallery_index.py``.
 """
 import numbers
 import os
@@ -20,22 +23,23 @@ import numpy as np
 import torch
 import torch.nn as nn
 from mmcv.transforms import Compose
+from mmdet.structures.bbox import scale_boxes
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import (_load_checkpoint,
                                         _load_checkpoint_to_model)
 
-from mmpsearch.datasets.mat_utils import check_image_complete
+from mmpsearch.datasets.file_checks import check_image_complete
 from mmpsearch.registry import MODELS
-from mmpsearch.utils import register_all_modules
+from mmpsearch.utils import register_all_modules, safe_checkpoint_loading
 from mmpsearch.utils.cfg_signature import check_option_keys
 from mmpsearch.utils.checkpoint import check_checkpoint_fits
 from mmpsearch.utils.config import check_cfg_options
-from mmpsearch.utils.detections import (check_detection_rows,
-                                        check_query_embedding)
+from mmpsearch.utils.detections import check_query_embedding
 from mmpsearch.utils.paths import require_file
 from mmpsearch.utils.thresholds import check_unit_interval
+from .gallery_index import GalleryIndex
 
 ImageType = Union[str, Path, np.ndarray]
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -130,7 +134,8 @@ def init_searcher(config: Union[str, Path, Config],
     model = MODELS.build(config.model)
     if checkpoint is not None:
         require_file(checkpoint, 'a checkpoint (.pth) file')
-        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+        with safe_checkpoint_loading():  # weights_only + the allow-list
+            ckpt = _load_checkpoint(checkpoint, map_location='cpu')
         check_checkpoint_fits(
             model,
             ckpt,
@@ -251,172 +256,6 @@ class SearchMatch:
     bbox: np.ndarray  # float32 (4,), x1y1x2y2 pixels
     similarity: float  # cosine similarity to the query
     score: float  # detection score
-
-
-_INDEX_KEYS = ('img_paths', 'bboxes', 'scores', 'embeddings', 'image_inds')
-
-
-def _check_index_arrays(img_paths, bboxes, scores, embeddings, image_inds,
-                        source: str) -> tuple:
-    """The arrays of a :class:`GalleryIndex` after checking them; every error
-    names ``source`` and the field."""
-
-    def fail(field: str, msg: str):
-        raise ValueError(f'{source}: {field} {msg}')
-
-    def numeric(field: str, value, kinds: str, expected: str) -> np.ndarray:
-        arr = np.asarray(value)
-        if arr.dtype.kind not in kinds:
-            fail(field, f'has dtype {arr.dtype}; expected {expected}')
-        # the stored types, so that what is checked is what is used
-        return arr.astype(np.int64 if kinds == 'iu' else np.float32)
-
-    paths = np.asarray(img_paths)
-    if paths.ndim != 1 or len(paths) == 0 or \
-            (paths.dtype.kind != 'U' and not all(
-                isinstance(p, str) for p in paths.reshape(-1))):
-        fail('img_paths', f'is {paths.dtype} of shape {paths.shape}; '
-             'expected a non-empty list of image paths')
-    paths = [str(p) for p in paths]
-    boxes = numeric('bboxes', bboxes, 'iuf', 'real numbers')
-    n = len(boxes) if boxes.ndim else -1
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        fail('bboxes', f'has shape {boxes.shape}; expected (N, 4) '
-             '[x1, y1, x2, y2], one row per detection')
-    rows = dict(
-        scores=numeric('scores', scores, 'iuf', 'real numbers'),
-        embeddings=numeric('embeddings', embeddings, 'iuf', 'real numbers'),
-        image_inds=numeric('image_inds', image_inds, 'iu', 'integers'))
-    for field, arr in rows.items():
-        ndim = 2 if field == 'embeddings' else 1
-        if arr.ndim != ndim or len(arr) != n:
-            shape = '(N, D)' if ndim == 2 else '(N,)'
-            fail(field, f'has shape {arr.shape}; expected {shape} with N = '
-                 f'{n}, the rows of bboxes (one per detection)')
-    embeds, sc = rows['embeddings'], rows['scores']
-    # the checks of a results file's detections (one place for both)
-    check_detection_rows(boxes, sc, embeds, source)
-    inds = rows['image_inds']
-    bad = (inds < 0) | (inds >= len(paths))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        fail('image_inds', f'row {i} = {int(inds[i])} is not an index of '
-             f'img_paths; expected 0 <= image_inds < {len(paths)}')
-    return paths, boxes, sc, embeds, inds
-
-
-class GalleryIndex:
-    """Detections and embeddings of a gallery, computed once by
-    :func:`index_gallery` and reusable for any number of queries.
-
-    Saved as a plain ``.npz`` (no pickle), so loading it runs no code.
-    """
-
-    def __init__(self,
-                 img_paths: List[str],
-                 bboxes: np.ndarray,
-                 scores: np.ndarray,
-                 embeddings: np.ndarray,
-                 image_inds: np.ndarray,
-                 source: str = 'GalleryIndex') -> None:
-        arrays = _check_index_arrays(img_paths, bboxes, scores, embeddings,
-                                     image_inds, source)
-        self.source = source
-        (self.img_paths, self.bboxes, self.scores, self.embeddings,
-         self.image_inds) = arrays
-
-    def __len__(self) -> int:
-        return len(self.bboxes)
-
-    def save(self, path: str, overwrite: bool = False) -> None:
-        """Write the index to ``path`` (``.npz``); never overwrites an
-        existing file unless ``overwrite`` is set."""
-        path = str(path)
-        if osp.isdir(path):
-            raise IsADirectoryError(f'cannot save the gallery index to '
-                                    f'{path}: it is a folder; expected a '
-                                    'file name (.npz)')
-        if osp.exists(path) and not overwrite:
-            raise FileExistsError(f'{path} exists; pass overwrite=True to '
-                                  'replace it')
-        # named here: numpy's error would name the temporary file
-        folder = osp.dirname(osp.abspath(path))
-        if not osp.isdir(folder):
-            raise FileNotFoundError(f'cannot save the gallery index to '
-                                    f'{path}: the folder {folder} does not '
-                                    'exist; create it first')
-        tmp = path + '.tmp.npz'
-        try:
-            np.savez(
-                tmp,
-                img_paths=np.asarray(self.img_paths, dtype=str),
-                bboxes=self.bboxes,
-                scores=self.scores,
-                embeddings=self.embeddings,
-                image_inds=self.image_inds)
-            os.replace(tmp, path)  # no half-written index on failure
-        except BaseException:  # disk full, interrupted: no temporary left
-            if osp.exists(tmp):
-                os.remove(tmp)
-            raise
-
-    @classmethod
-    def load(cls, path: str,
-             embed_dim: Optional[int] = None) -> 'GalleryIndex':
-        """Read an index written by :meth:`save`, after checking every
-        array's shape, dtype, range and finiteness.
-
-        Args:
-            path (str): The ``.npz`` file.
-            embed_dim (int, optional): The searcher's embedding width; an
-                index of another width is refused (:func:`search` checks
-                it against the query embedding in any case).
-        """
-        if osp.isdir(path):
-            raise FileNotFoundError(f'gallery index {path} is a folder; '
-                                    'expected an .npz file written by '
-                                    'GalleryIndex.save')
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'gallery index {path} does not exist')
-        expected = ('expected an .npz file written by GalleryIndex.save '
-                    f'with arrays {list(_INDEX_KEYS)}')
-        if osp.getsize(path) == 0:
-            raise ValueError(f'gallery index {path} is empty (0 bytes); '
-                             f'{expected}')
-        try:
-            data = np.load(path, allow_pickle=False)
-        except Exception as e:  # zipfile, pickle and format errors
-            raise ValueError(f'gallery index {path} could not be read '
-                             f'({type(e).__name__}: {e}); {expected}') \
-                from None
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError(f'gallery index {path} holds a single array '
-                             f'of shape {data.shape}, not an .npz archive; '
-                             f'{expected}')
-        with data:
-            missing = [k for k in _INDEX_KEYS if k not in data.files]
-            if missing:
-                raise KeyError(f'{path} is not a gallery index: it lacks '
-                               f'{missing} (has {data.files}); {expected}')
-            try:
-                arrays = {k: data[k] for k in _INDEX_KEYS}
-            except Exception as e:  # a cut archive, object arrays
-                raise ValueError(f'gallery index {path} could not be read '
-                                 f'({type(e).__name__}: {e}); {expected}') \
-                    from None
-        index = cls(**arrays, source=f'gallery index {path}')
-        if embed_dim is not None:
-            index.check_embed_dim(embed_dim, 'the searcher')
-        return index
-
-    def check_embed_dim(self, dim: int, what: str) -> None:
-        """Refuse embeddings of another width than ``what``'s ``dim``."""
-        width = self.embeddings.shape[1]
-        if len(self) and width != dim:
-            raise ValueError(
-                f'{self.source}: embeddings have width {width}, but '
-                f'{what} embeds persons in {dim} dimensions; expected an '
-                'index made by index_gallery with the same searcher')
 
 
 def list_gallery_images(gallery: Union[str, Path, Sequence]) -> List[str]:
@@ -578,10 +417,10 @@ def denoising_steps(searcher: nn.Module,
     meta = data['data_samples'][0].metainfo
     feats = searcher.extract_feat(data['inputs'])
     sx, sy = meta['scale_factor']
-    scale = torch.tensor([sx, sy, sx, sy])
     out = []
     for outs in searcher.denoise(feats, [meta]):
-        boxes = outs['bboxes'][0].cpu() / scale
+        # network-input -> original pixels, as the searcher's predictions
+        boxes = scale_boxes(outs['bboxes'][0].cpu(), (1.0 / sx, 1.0 / sy))
         scores = outs['cls_scores'][0].sigmoid().amax(-1).cpu()
         out.append((boxes.numpy(), scores.numpy()))
     return out

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from mmpsearch.datasets.person_crops import PersonCropDataset
 from mmpsearch.datasets.teacher_cache import save_teacher_embeddings
 from mmpsearch.registry import DATASETS, MODELS
-from mmpsearch.utils import register_all_modules
+from mmpsearch.utils import register_all_modules, safe_checkpoint_loading
 from mmpsearch.utils.config import load_config
 
 
@@ -178,7 +178,8 @@ def write_teacher_embeddings(config: str,
 
     model = MODELS.build(cfg.model)
     # strict: a checkpoint of another architecture must not load partially.
-    load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    with safe_checkpoint_loading():  # weights_only + the allow-list
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
     model.to(device)
 
     embeds = extract_teacher_embeddings(model, dataset, batch_size,

@@ -2,7 +2,7 @@
 from .cuhk_subsets import (CUHK_SUBSETS, available_subsets, load_cuhk_subset,
                            load_cuhk_subsets, resolve_subsets)
 from .cuhk_sysu import CUHK_GALLERY_SIZES, CUHKSYSUDataset, load_cuhk_protocol
-from .mat_utils import clear_cache
+from .file_checks import clear_cache
 from .person_crops import PersonCropDataset
 from .protocol import GalleryImage, Query, QuerySubset, SearchProtocol
 from .prw import PRWDataset, load_prw_protocol, prw_cam_id

@@ -33,11 +33,12 @@ import numpy as np
 from mmdet.datasets import BaseDetDataset
 
 from mmpsearch.registry import DATASETS
-from .mat_utils import (SPLITS, cached, cell_items, check_data_root,
-                        filter_data_infos, get_var, image_data_info,
-                        join_inside, load_mat, require_file, struct_array,
+from mmpsearch.utils.paths import require_file
+from .file_checks import (cached, check_data_root, filter_data_infos,
+                          image_data_info, join_inside)
+from .mat_utils import (cell_items, get_var, load_mat, struct_array,
                         struct_scalar, to_str, to_xywh)
-from .protocol import GalleryImage, Query, SearchProtocol
+from .protocol import SPLITS, GalleryImage, Query, SearchProtocol
 
 CUHK_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
 

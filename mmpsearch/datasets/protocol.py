@@ -10,6 +10,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+#: The splits of a person-search dataset: training scenes, the gallery and
+#: the query persons.
+SPLITS = ('train', 'gallery', 'query')
+
 
 @dataclass
 class GalleryImage:

@@ -29,10 +29,11 @@ from mmdet.datasets import BaseDetDataset
 from mmengine.logging import print_log
 
 from mmpsearch.registry import DATASETS
-from .mat_utils import (SPLITS, cached, cell_items, check_data_root,
-                        filter_data_infos, get_var, image_data_info, load_mat,
-                        require_file, to_str)
-from .protocol import GalleryImage, Query, SearchProtocol
+from mmpsearch.utils.paths import require_file
+from .file_checks import (cached, check_data_root, filter_data_infos,
+                          image_data_info)
+from .mat_utils import cell_items, get_var, load_mat, to_str
+from .protocol import SPLITS, GalleryImage, Query, SearchProtocol
 
 BOX_KEYS = ('box_new', 'anno_file', 'anno_previous')
 FRAME_RE = re.compile(r'^c(\d)s(\d+)_(\d+)$')

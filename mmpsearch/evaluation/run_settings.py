@@ -21,12 +21,12 @@ The model keys come from the model for ``tools/test.py`` and from the
 --out`` stores them there); they are null where unknown or where the model
 has no such setting.
 
-Test-time seeds: :func:`seed_keys` names where a model's test-time
-randomness is seeded. PSDiff (``PSDiff``): ``test_cfg.seed``
-(its initial boxes / embeddings and the sampler noise). A Stable Diffusion
-backbone (DiffPS, PSDiff on SD) with a posterior sample or forward noise:
-``backbone.noise_seed``. A model with both gets the same seed in both. The
-two-step baseline has no test-time randomness: no keys.
+Test-time seeds: the model says where its test-time randomness is seeded
+(``BasePersonSearcher.test_seed_keys`` / ``set_test_seed``). PSDiff:
+``test_cfg.seed`` (its initial boxes / embeddings and the sampler noise). A
+Stable Diffusion backbone (DiffPS, PSDiff on SD) with a posterior sample or
+forward noise: ``backbone.noise_seed``. A model with both gets the same seed
+in both. The two-step baseline has no test-time randomness: no keys.
 """
 import os.path as osp
 from typing import Any, Dict, List, Optional, Sequence
@@ -128,58 +128,23 @@ def unwrap_model(model: Any) -> Any:
 
 def seed_keys(model: Any) -> List[str]:
     """Where ``model``'s test-time randomness is seeded (attribute paths
-    under the model, e.g. ``'test_cfg.seed'``); empty if it has none."""
-    keys = []
-    test_cfg = getattr(model, 'test_cfg', None)
-    if isinstance(test_cfg, dict) and 'seed' in test_cfg:
-        keys.append('test_cfg.seed')
-    backbone = getattr(model, 'backbone', None)
-    if backbone is not None and hasattr(backbone, 'noise_seed') and (
-            getattr(backbone, 'latent', None) == 'sample'
-            or getattr(backbone, 'add_noise', False)):
-        keys.append('backbone.noise_seed')
-    return keys
-
-
-def get_seed(model: Any, key: str) -> Any:
-    if key == 'test_cfg.seed':
-        return model.test_cfg.get('seed')
-    if key == 'backbone.noise_seed':
-        return model.backbone.noise_seed
-    raise KeyError(key)
+    under the model, e.g. ``'test_cfg.seed'``), as the model says
+    (``BasePersonSearcher.test_seed_keys``); empty if it has none."""
+    keys = getattr(unwrap_model(model), 'test_seed_keys', None)
+    return list(keys()) if callable(keys) else []
 
 
 def set_seed(model: Any, seed: int) -> List[str]:
-    """Seed every test-time randomness of ``model`` (:func:`seed_keys`)
-    with ``seed``; returns the keys set. The models read these at every
-    forward, so this works on a built (and loaded) model."""
-    keys = seed_keys(model)
-    for key in keys:
-        if key == 'test_cfg.seed':
-            model.test_cfg.seed = int(seed)
-        elif key == 'backbone.noise_seed':
-            model.backbone.noise_seed = int(seed)
-    return keys
-
-
-def _model_score_thr(model: Any) -> Optional[float]:
-    """The model's own score filter (PSDiff ``test_cfg.score_thr``, a
-    two-stage ``test_cfg.rcnn.score_thr``, the two-step baseline's
-    detector's), or None."""
-    for m in (model, getattr(model, 'detector', None)):
-        cfg = getattr(m, 'test_cfg', None)
-        if not isinstance(cfg, dict):
-            continue
-        if 'score_thr' in cfg:
-            return cfg['score_thr']
-        rcnn = cfg.get('rcnn')
-        if isinstance(rcnn, dict) and 'score_thr' in rcnn:
-            return rcnn['score_thr']
-    return None
+    """Seed every test-time randomness of ``model`` with ``seed``
+    (``BasePersonSearcher.set_test_seed``); returns the keys set."""
+    model = unwrap_model(model)
+    return model.set_test_seed(seed) if seed_keys(model) else []
 
 
 def model_settings(model: Any, seeds: Optional[Sequence[int]] = None) -> dict:
-    """The model's test-time settings (``MODEL_SETTING_KEYS``).
+    """The model's test-time settings (``MODEL_SETTING_KEYS``), as the model
+    reports them (``BasePersonSearcher.test_settings``; all null for a
+    model that does not).
 
     ``seeds``: the seeds the numbers average over (``tools/test.py
     --seeds``); by default the one the model holds now. Null for a model
@@ -187,37 +152,17 @@ def model_settings(model: Any, seeds: Optional[Sequence[int]] = None) -> dict:
     draws from torch's global generator).
     """
     model = unwrap_model(model)
-    cfg = getattr(model, 'test_cfg', None)
-    cfg = cfg if isinstance(cfg, dict) else {}
     keys = seed_keys(model)
+    report = getattr(model, 'test_settings', None)
+    settings = dict(report()) if callable(report) else {}
     if seeds is None and keys:
-        values = [get_seed(model, k) for k in keys]
-        if any(v is None for v in values):
-            seeds = None
-        elif len(set(values)) == 1:
-            seeds = [values[0]]
-        else:  # different seeds in different places: name each
-            seeds = {f'model.{k}': v for k, v in zip(keys, values)}
-    sampler = cfg.get('sampler')
-    if isinstance(sampler, dict):
-        sampler = sampler.get('type')
-    if sampler is not None and not isinstance(sampler, str):
-        sampler = getattr(sampler, '__name__', str(sampler))
-    # CDL passes per step as sampling resolves them (test_cfg's None means
-    # train_cfg's count): a number at 3 passes is not one at 1
-    head = getattr(model, 'bbox_head', None)
-    num_passes = head.passes_per_step() if hasattr(
-        head, 'passes_per_step') else cfg.get('num_passes')
+        seeds = model.test_seed()
+        seeds = [seeds] if isinstance(seeds, int) else seeds
     return _plain(
         dict(
             model=type(model).__name__,
-            sampling_steps=cfg.get('sampling_steps'),
-            num_passes=num_passes,
-            num_proposals=cfg.get('num_proposals'),
-            sampler=sampler,
-            use_ensemble=cfg.get('use_ensemble'),
-            box_renewal=cfg.get('box_renewal'),
-            model_score_thr=_model_score_thr(model),
+            **{k: settings.get(k)
+               for k in MODEL_SETTING_KEYS[1:-2]},
             seeds=list(seeds) if isinstance(seeds, (list, tuple)) else seeds,
             seed_keys=[f'model.{k}' for k in keys] or None))
 

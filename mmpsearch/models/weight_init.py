@@ -4,6 +4,8 @@ from mmengine.logging import print_log
 from mmengine.model.weight_init import PretrainedInit, update_init_info
 
 from mmpsearch.registry import WEIGHT_INITIALIZERS
+from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
+                                        load_fitting_state_dict)
 
 
 @WEIGHT_INITIALIZERS.register_module(name='StrictPretrained')
@@ -15,40 +17,33 @@ class StrictPretrainedInit(PretrainedInit):
     module silently keeps its random weights. Where the weights are part of
     the recipe (the synthetic PSDiff backbone starts from the ReID teacher's
     backbone), a missing, unexpected or mis-shaped key is an error instead.
-    Checkpoints go through mmengine's loader, i.e. mmpsearch's safe one.
+    Checkpoints go through mmengine's loader (made safe by the tools,
+    :func:`~mmpsearch.utils.safe_load.safe_checkpoint_loading`); the fit is
+    :func:`~mmpsearch.utils.checkpoint.check_checkpoint_fits`, the one check
+    of every loader.
 
     Args: as ``PretrainedInit`` (``checkpoint``, ``prefix``,
     ``map_location``).
     """
 
     def __call__(self, module) -> None:
-        from mmengine.runner.checkpoint import (_load_checkpoint_with_prefix,
-                                                load_checkpoint,
-                                                load_state_dict)
+        from mmengine.runner.checkpoint import (_load_checkpoint,
+                                                _load_checkpoint_with_prefix)
         where = f' {self.prefix} in' if self.prefix else ''
         print_log(f'load{where} model from: {self.checkpoint} (strict)',
                   logger='current')
+        if self.prefix is None:
+            ckpt = _load_checkpoint(
+                self.checkpoint, map_location=self.map_location)
+        else:
+            ckpt = _load_checkpoint_with_prefix(
+                self.prefix, self.checkpoint, map_location=self.map_location)
+        name = f'{self.checkpoint}' + (f' (prefix {self.prefix})'
+                                       if self.prefix else '')
         try:
-            if self.prefix is None:
-                load_checkpoint(module, self.checkpoint,
-                                map_location=self.map_location, strict=True,
-                                logger='current')
-            else:
-                state_dict = _load_checkpoint_with_prefix(
-                    self.prefix, self.checkpoint,
-                    map_location=self.map_location)
-                load_state_dict(module, state_dict, strict=True,
-                                logger='current')
-        except RuntimeError as err:
-            lines = [ln for ln in str(err).splitlines() if ln.strip()]
-            more = len(lines) - 6
-            detail = '\n'.join(lines[:6])
-            if more > 0:
-                detail += f'\n... ({more} more)'
-
-            raise RuntimeError(
-                f'init_cfg StrictPretrained: {self.checkpoint}'
-                f'{" (prefix " + self.prefix + ")" if self.prefix else ""} '
-                f'does not fit {type(module).__name__}:\n{detail}') from None
+            load_fitting_state_dict(module, ckpt, name)
+        except CheckpointMismatchError as err:
+            raise CheckpointMismatchError(
+                f'init_cfg StrictPretrained: {err}') from None
         if hasattr(module, '_params_init_info'):
             update_init_info(module, init_info=self._get_init_info())

@@ -191,7 +191,7 @@ def resume_is_complete(checkpoint: str, train_cfg: Optional[dict]) -> bool:
     if max_iters is None or _is_remote(checkpoint) or \
             not osp.isfile(checkpoint):
         return False
-    from .checkpoint import checkpoint_iteration  # torch: only when needed
+    from .safe_load import checkpoint_iteration  # torch: only when needed
     done = checkpoint_iteration(checkpoint)
     if done is None or done < max_iters:
         return False

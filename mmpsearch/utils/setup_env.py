@@ -4,13 +4,13 @@ import warnings
 
 from mmengine import DefaultScope
 
-from .checkpoint import register_safe_checkpoint_loader
-
 
 def register_all_modules(init_default_scope: bool = True) -> None:
-    """Register all modules of mmpsearch (and mmdet's) into the registries,
-    and make mmengine's checkpoint loading safe
-    (:func:`~mmpsearch.utils.checkpoint.register_safe_checkpoint_loader`).
+    """Register all modules of mmpsearch (and mmdet's) into the registries.
+
+    Nothing else of mmengine changes: safe checkpoint loading is an explicit
+    call of the entry points
+    (:func:`~mmpsearch.utils.safe_load.safe_checkpoint_loading`).
 
     Args:
         init_default_scope (bool): Whether to set the default scope to
@@ -18,11 +18,6 @@ def register_all_modules(init_default_scope: bool = True) -> None:
             registries first and mmdet's / mmengine's next.
     """
     from mmdet.utils import register_all_modules as register_mmdet_modules
-
-    # An explicit step of every entry point (tools, demo, init_searcher),
-    # not a side effect of `import mmpsearch`: it replaces mmengine's
-    # checkpoint loaders for the whole process.
-    register_safe_checkpoint_loader()
 
     # mmdet's registration imports its modules and, with True, would set
     # the default scope to 'mmdet'; we set ours below instead.

@@ -181,14 +181,14 @@ def test_index_save_names_its_target_and_leaves_no_temporary(tmp_path):
     def boom(*args, **kwargs):
         raise Boom
 
-    import mmpsearch.apis.inference as inference
-    real = inference.os.replace
-    inference.os.replace = boom
+    import mmpsearch.apis.gallery_index as gallery_index
+    real = gallery_index.os.replace
+    gallery_index.os.replace = boom
     try:
         with pytest.raises(Boom):
             _index().save(str(path))
     finally:
-        inference.os.replace = real
+        gallery_index.os.replace = real
     assert os.listdir(tmp_path) == ['a_folder.npz']
     _index().save(str(path))
     assert sorted(os.listdir(tmp_path)) == ['a_folder.npz', 'index.npz']

@@ -16,7 +16,7 @@ from scipy.io import savemat
 from mmpsearch.apis.inference import _read_image
 from mmpsearch.datasets import (CUHKSYSUDataset, PRWDataset,
                                 load_cuhk_protocol, load_prw_protocol)
-from mmpsearch.datasets.mat_utils import check_image_complete, clear_cache
+from mmpsearch.datasets.file_checks import check_image_complete, clear_cache
 from mmpsearch.evaluation.metrics.person_search_metric import load_protocol
 from mmpsearch.registry import DATASETS
 from mmpsearch.testing.released_trees import (CUHK_IMAGES, PRW_QUERIES,

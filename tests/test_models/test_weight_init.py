@@ -36,9 +36,10 @@ def test_other_width_is_an_error_not_a_random_model(tmp_path):
     _, path = _save(tmp_path, 16)
     model = _resnet(8, dict(type=StrictPretrainedInit, checkpoint=path,
                             prefix='backbone.'))
-    with pytest.raises(RuntimeError, match='does not fit ResNet') as err:
+    with pytest.raises(RuntimeError, match='StrictPretrained.*does not fit '
+                       r'the model.*\(ResNet\)') as err:
         model.init_weights()
-    assert 'size mismatch for conv1.weight' in str(err.value)
+    assert 'conv1.weight (16, 3, 7, 7) vs (8, 3, 7, 7)' in str(err.value)
     assert 'more)' in str(err.value)  # the list is cut short
 
 

@@ -8,15 +8,18 @@ import torch
 from mmengine.runner import load_checkpoint
 
 from mmpsearch.utils import (UnsafeCheckpointError, register_all_modules,
-                             safe_torch_load)
+                             safe_checkpoint_loading, safe_torch_load)
 from .conftest import run_tool
 
 
 @pytest.fixture(scope='module', autouse=True)
 def safe_loaders():
-    """mmengine's loaders as every entry point leaves them: made safe by
-    ``register_all_modules()`` (importing mmpsearch does not)."""
+    """mmengine's loaders as every entry point sets them: made safe within
+    ``safe_checkpoint_loading()`` (neither importing mmpsearch nor
+    ``register_all_modules()`` does it)."""
     register_all_modules(init_default_scope=False)
+    with safe_checkpoint_loading():
+        yield
 
 
 class _Payload:

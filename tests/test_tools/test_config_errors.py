@@ -15,9 +15,10 @@ from mmpsearch.datasets.teacher_cache import (TeacherEmbeddings,
                                               save_teacher_embeddings)
 from mmpsearch.utils import register_all_modules
 from mmpsearch.utils.cfg_signature import check_config_types, check_env_cfg
-from mmpsearch.utils.checkpoint import (CorruptCheckpointError,
-                                        WeightsDownloadError, load_from_local)
 from mmpsearch.utils.config import load_config
+from mmpsearch.utils.safe_load import (CorruptCheckpointError,
+                                       WeightsDownloadError, load_from_local,
+                                       safe_checkpoint_loading)
 from .conftest import REPO
 
 PSDIFF = str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py')
@@ -93,7 +94,8 @@ def test_offline_download_names_the_weights_and_the_way_out(
 
     monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
-    with pytest.raises(WeightsDownloadError) as err:
+    with pytest.raises(WeightsDownloadError) as err, \
+            safe_checkpoint_loading():
         CheckpointLoader.load_checkpoint('torchvision://resnet50')
     msg = str(err.value)
     assert 'resnet50' in msg and 'download.pytorch.org' in msg

@@ -18,7 +18,11 @@ from .conftest import REPO
 #: The shared checks (mmpsearch.utils.overwrite / run_lock).
 SHARED_CHECKS = {
     'refuse_existing_file', 'refuse_nonempty_dir', 'check_train_work_dir',
-    'hold_run_locks', 'RunLock'
+    'hold_run_locks', 'RunLock',
+    # mmpsearch.engine.runner: the results file (one per seed) of
+    # tools/test.py --out, each through refuse_existing_file
+    # (test_seeds_and_settings.py::test_existing_seed_file_is_refused_first)
+    'results_files'
 }
 
 #: Option destinations that name something the tool writes.

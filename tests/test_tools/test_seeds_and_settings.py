@@ -22,8 +22,11 @@ import torch
 from mmengine.config import Config
 
 from mmpsearch.datasets import make_synthetic
+from mmpsearch.engine.runner import (MultiSeedTestLoop, SeedsError,
+                                     check_seeds, results_files)
 from mmpsearch.evaluation.results_io import safe_load_pickle
 from mmpsearch.evaluation.run_settings import seed_keys, seed_path
+from mmpsearch.models.detectors import BasePersonSearcher
 from mmpsearch.registry import MODELS
 from mmpsearch.utils import register_all_modules
 from .conftest import REPO, run_tool
@@ -264,22 +267,17 @@ def test_settings_in_both_jsons(runs):
 
 
 def test_existing_seed_file_is_refused_first(runs, tmp_path):
-    tool = _tool('test.py')
     out = str(runs['base'] / 'seeds.pkl')  # its _seed{S} files exist
-    args = SimpleNamespace(out=out, seeds=[3, 1])
     with pytest.raises(SystemExit, match='seeds_seed1.pkl already exist'):
-        tool.results_files(args)
+        results_files(out, [3, 1])
     fresh = str(tmp_path / 'r.pkl')
-    assert tool.results_files(SimpleNamespace(out=fresh, seeds=[3, 1])) == [
+    assert results_files(fresh, [3, 1]) == [
         str(tmp_path / 'r_seed3.pkl'),
         str(tmp_path / 'r_seed1.pkl')
     ]
-    assert tool.results_files(SimpleNamespace(out=fresh, seeds=None)) == [
-        fresh
-    ]
-    with pytest.raises(SystemExit, match='seeds repeat'):
-        tool.check_seeds(
-            SimpleNamespace(seeds=[0, 0], show=False, show_dir=None))
+    assert results_files(fresh) == [fresh]
+    with pytest.raises(SeedsError, match='seeds repeat'):
+        check_seeds([0, 0])
 
 
 def test_model_without_test_seed_is_refused():
@@ -287,16 +285,15 @@ def test_model_without_test_seed_is_refused():
     cfg = Config.fromfile(BASELINE_CONFIG)
     cfg.merge_from_dict({'model.reid.checkpoint': None})
     model = MODELS.build(cfg.model)
-    assert seed_keys(model) == []
-    tool = _tool('test.py')
+    assert seed_keys(model) == [] and model.test_seed_keys() == []
     runner = SimpleNamespace(model=model)  # refused before anything runs
-    with pytest.raises(SystemExit,
+    with pytest.raises(SeedsError,
                        match='TwoStepPersonSearch has no seeded test-time'):
-        tool.run_test(runner, SimpleNamespace(seeds=[0, 1]), [])
+        MultiSeedTestLoop(runner, None, None, seeds=[0, 1])
     # DiffPS-like: a Stable Diffusion backbone that samples / adds noise
     sd = SimpleNamespace(
         test_cfg={}, backbone=SimpleNamespace(
             noise_seed=0, latent='sample', add_noise=True))
-    assert seed_keys(sd) == ['backbone.noise_seed']
+    assert BasePersonSearcher.test_seed_keys(sd) == ['backbone.noise_seed']
     sd.backbone.latent, sd.backbone.add_noise = 'mean', False
-    assert seed_keys(sd) == []
+    assert BasePersonSearcher.test_seed_keys(sd) == []

@@ -101,6 +101,7 @@ from mmengine.runner import load_checkpoint  # noqa: E402
 
 from mmpsearch.registry import MODELS  # noqa: E402
 from mmpsearch.utils import register_all_modules  # noqa: E402
+from mmpsearch.utils import safe_checkpoint_loading  # noqa: E402
 from mmpsearch.utils.config import load_config  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
@@ -259,7 +260,8 @@ def build_baseline(config: str, checkpoint: Optional[str],
         cfg.model.detector.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
     if checkpoint:
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        with safe_checkpoint_loading():
+            load_checkpoint(model, checkpoint, map_location='cpu')
     else:
         _quiet_init(model)
     return model.to(device).eval()
@@ -278,7 +280,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
     if args.checkpoint:
-        load_checkpoint(model, args.checkpoint, map_location='cpu')
+        with safe_checkpoint_loading():
+            load_checkpoint(model, args.checkpoint, map_location='cpu')
     else:
         _quiet_init(model)
     model = model.to(args.device).eval()

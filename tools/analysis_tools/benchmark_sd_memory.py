@@ -11,7 +11,7 @@ separate subprocesses:
 - ``ours``: every attention fused (diffusers ``AttnProcessor2_0``, SDPA);
   only ``T[3][0].attn2`` materialises its probabilities (one map kept), and
   the pass stops right after ``T[3][1].attn1.to_k``
-  (:class:`~mmpsearch.models.backbones.stable_diffusion.UNetFeatureTap`,
+  (:class:`~mmpsearch.models.layers.unet_feature_tap.UNetFeatureTap`,
   as ``StableDiffusionBackbone`` runs it);
 - ``explicit``: every attention through diffusers' ``AttnProcessor``, which
   materialises the (heads, tokens, tokens) probabilities, and the whole UNet
@@ -100,8 +100,8 @@ def worker(mode: str, size: int, timestep: int, threads: int,
     from diffusers.models.attention_processor import (AttnProcessor,
                                                       AttnProcessor2_0)
 
-    from mmpsearch.models.backbones.stable_diffusion import (UNetFeatureTap,
-                                                             expand_layer_name)
+    from mmpsearch.models.layers.unet_feature_tap import (UNetFeatureTap,
+                                                          expand_layer_name)
 
     if threads > 0:
         torch.set_num_threads(threads)

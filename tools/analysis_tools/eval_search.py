@@ -122,6 +122,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 if __name__ == '__main__':
     parse_args()
 
+from mmpsearch.datasets.cuhk_sysu import CUHK_GALLERY_SIZES  # noqa: E402
 from mmpsearch.evaluation.functional import CROSS_CAMERA_SUFFIX  # noqa: E402
 from mmpsearch.evaluation.functional import DETECTION_KEYS  # noqa: E402
 from mmpsearch.evaluation.functional import SEARCH_KEYS  # noqa: E402
@@ -230,10 +231,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise SystemExit('--subset applies to CUHK-SYSU only')
     sizes = args.gallery_size or ([100] if args.dataset == 'cuhk' else [])
     for s in sizes:
-        if s not in person_search_metric.CUHK_GALLERY_SIZES:
+        if s not in CUHK_GALLERY_SIZES:
             raise SystemExit(
                 f'--gallery-size {s}: unknown CUHK-SYSU gallery size, '
-                f'expected one of {person_search_metric.CUHK_GALLERY_SIZES}')
+                f'expected one of {CUHK_GALLERY_SIZES}')
     if len(set(sizes)) != len(sizes):
         raise SystemExit(f'--gallery-size {sizes}: sizes repeat')
     if args.cbgm:

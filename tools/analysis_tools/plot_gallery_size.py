@@ -39,10 +39,11 @@ import matplotlib  # noqa: E402
 matplotlib.use('Agg')  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mmpsearch.datasets.cuhk_sysu import CUHK_GALLERY_SIZES  # noqa: E402
 from mmpsearch.evaluation.functional import evaluate_person_search  # noqa
 from mmpsearch.evaluation.functional import gallery_size_suffix  # noqa
-from mmpsearch.evaluation.metrics.person_search_metric import (  # noqa
-    CUHK_GALLERY_SIZES, load_protocol)
+from mmpsearch.evaluation.metrics.person_search_metric import \
+    load_protocol  # noqa: E402
 from mmpsearch.evaluation.results_io import load_search_results  # noqa
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa
 

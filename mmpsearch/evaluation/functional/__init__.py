@@ -8,6 +8,7 @@ from .gallery import GalleryDetections, l2_normalize, pack_gallery_detections
 from .person_search import (CROSS_CAMERA_SUFFIX, DETECTION_KEYS, SEARCH_KEYS,
                             evaluate_person_search, gallery_size_suffix,
                             subset_suffix)
+from .protocol_settings import ProtocolSettings, check_protocol_settings
 from .ranking import average_precision, count_at_least
 from .search import eval_search_cuhk, eval_search_prw
 
@@ -17,5 +18,6 @@ __all__ = [
     'evaluate_person_search', 'gallery_size_suffix', 'SEARCH_KEYS',
     'DETECTION_KEYS', 'CROSS_CAMERA_SUFFIX', 'average_precision',
     'count_at_least', 'eval_search_cuhk', 'eval_search_prw', 'CBGM',
-    'CBGM_DEFAULTS', 'check_cbgm_k', 'resolve_cbgm_k', 'subset_suffix'
+    'CBGM_DEFAULTS', 'check_cbgm_k', 'resolve_cbgm_k', 'subset_suffix',
+    'ProtocolSettings', 'check_protocol_settings'
 ]

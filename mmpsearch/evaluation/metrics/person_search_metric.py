@@ -9,14 +9,12 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 
-from mmpsearch.datasets.cuhk_sysu import CUHK_GALLERY_SIZES
 from mmpsearch.registry import METRICS
-from mmpsearch.utils.thresholds import check_unit_interval
 from ..functional import (CROSS_CAMERA_SUFFIX, DETECTION_KEYS, SEARCH_KEYS,
                           evaluate_person_search, gallery_size_suffix,
                           subset_suffix)
-from ..functional.cbgm import resolve_cbgm_k
 from ..functional.gallery import PlainKeyError
+from ..functional.protocol_settings import check_protocol_settings
 from ..results_io import save_search_results
 
 
@@ -168,73 +166,26 @@ class PersonSearchMetric(BaseMetric):
             collect_device=collect_device,
             prefix=prefix,
             collect_dir=collect_dir)
-        if dataset_type not in ('cuhk', 'prw'):
-            raise ValueError(f'PersonSearchMetric: dataset_type '
-                             f'{dataset_type!r}, expected "cuhk" or "prw"')
-        sizes = [gallery_size] if isinstance(gallery_size, int) \
-            else list(gallery_size)
-        if dataset_type == 'cuhk':
-            if not sizes:
-                raise ValueError('PersonSearchMetric: gallery_size is empty')
-            for s in sizes:
-                if s not in CUHK_GALLERY_SIZES:
-                    raise ValueError(
-                        f'PersonSearchMetric: unknown CUHK-SYSU gallery size '
-                        f'{s!r}, expected one of {CUHK_GALLERY_SIZES}')
-            if len(set(sizes)) != len(sizes):
-                raise ValueError(f'PersonSearchMetric: gallery sizes {sizes}'
-                                 ' repeat')
-            if cross_camera:
-                raise ValueError('PersonSearchMetric: cross_camera applies '
-                                 'to PRW only')
-        elif sizes != [100]:
-            raise ValueError('PersonSearchMetric: gallery_size applies to '
-                             f'CUHK-SYSU only, got {gallery_size!r} for PRW')
-        subsets = [] if subsets is None else subsets
-        if not isinstance(subsets, str):
-            subsets = list(subsets)
-        if subsets and dataset_type != 'cuhk':
-            raise ValueError('PersonSearchMetric: subsets apply to CUHK-SYSU '
-                             f'only, got {subsets!r} for PRW')
-        if subsets != 'auto':
-            from mmpsearch.datasets.cuhk_subsets import resolve_subsets
-            try:
-                resolve_subsets(subsets, data_root)
-            except ValueError as e:
-                raise ValueError(f'PersonSearchMetric: subsets: {e}') \
-                    from None
-        if subset_gallery_size is not None and \
-                subset_gallery_size not in CUHK_GALLERY_SIZES:
-            raise ValueError(
-                f'PersonSearchMetric: unknown subset_gallery_size '
-                f'{subset_gallery_size!r}, expected None or one of '
-                f'{CUHK_GALLERY_SIZES}')
-        if cbgm:
-            cbgm_k1, cbgm_k2 = resolve_cbgm_k(dataset_type, cbgm_k1,
-                                              cbgm_k2, 'PersonSearchMetric: ')
-        elif cbgm_k1 is not None or cbgm_k2 is not None:
-            raise ValueError('PersonSearchMetric: cbgm_k1 / cbgm_k2 are '
-                             'given but cbgm is False')
-        # NaN, '0.5' or True are refused too, not only 5
-        score_thr = check_unit_interval(score_thr,
-                                        'PersonSearchMetric: score_thr')
+        # every protocol option, checked before any data is read
+        settings = check_protocol_settings(
+            dataset_type, data_root, gallery_size, cross_camera, score_thr,
+            subsets, subset_gallery_size, cbgm, cbgm_k1, cbgm_k2)
         if results_file is not None and not overwrite and \
                 osp.exists(results_file):
             raise FileExistsError(
                 f'PersonSearchMetric: results_file {results_file} already '
                 'exists; choose another name or set overwrite=True')
-        self.dataset_type = dataset_type
+        self.dataset_type = settings.dataset_type
         self.data_root = data_root
-        self.gallery_sizes: List[int] = sizes if dataset_type == 'cuhk' \
-            else []
-        self.cross_camera = cross_camera
-        self.score_thr = score_thr
+        self.gallery_sizes: List[int] = settings.gallery_sizes
+        self.cross_camera = settings.cross_camera
+        self.score_thr = settings.score_thr
         self.results_file = results_file
         self.overwrite = overwrite
-        self.subsets = subsets
-        self.subset_gallery_size = subset_gallery_size
-        self.cbgm = bool(cbgm)
-        self.cbgm_k1, self.cbgm_k2 = cbgm_k1, cbgm_k2
+        self.subsets = settings.subsets
+        self.subset_gallery_size = settings.subset_gallery_size
+        self.cbgm = settings.cbgm
+        self.cbgm_k1, self.cbgm_k2 = settings.cbgm_k1, settings.cbgm_k2
         self._protocols: Optional[list] = None
         self._subsets: Optional[list] = None
 

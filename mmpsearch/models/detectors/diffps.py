@@ -5,11 +5,12 @@ Kim et al., "Leveraging Prior Knowledge of Diffusion Model for Person
 Search", ICCV 2025, Fig. 2.
 """
 import copy
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmdet.models.detectors import TwoStageDetector
 from mmdet.structures import SampleList
+from mmdet.utils import InstanceList
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor
@@ -17,11 +18,12 @@ from torch import Tensor
 from mmpsearch.registry import MODELS
 from mmpsearch.utils.checked_config import check_thresholds_when_changed
 from mmpsearch.utils.thresholds import check_cfg_thresholds
-from .query_gallery import QueryGalleryMixin
+from ..utils.query_gallery import to_input_pixels, to_original_pixels
+from .base import BasePersonSearcher
 
 
 @MODELS.register_module()
-class DiffPS(QueryGalleryMixin, TwoStageDetector):
+class DiffPS(BasePersonSearcher, TwoStageDetector):
     """DiffPS person searcher (Kim et al., ICCV 2025, Fig. 2): decoupled
     detection and ReID branches on one frozen Stable Diffusion pass.
 
@@ -58,8 +60,9 @@ class DiffPS(QueryGalleryMixin, TwoStageDetector):
     labels and embeddings; a query image (``metainfo['split'] == 'query'``)
     gives exactly one instance: its given box (the one ground-truth box of
     the sample, in original pixels as the test pipelines load annotations
-    after ``Resize``) with score 1 and the embedding computed from that box.
-    Boxes are returned in original image pixels.
+    after ``Resize``) with score 1 and the embedding computed from that box
+    (:class:`BasePersonSearcher`). Boxes are returned in original image
+    pixels.
     """
 
     def __init__(self,
@@ -173,55 +176,52 @@ class DiffPS(QueryGalleryMixin, TwoStageDetector):
                                     batch_data_samples))
         return losses
 
-    # ------------------------------------------------------------ predict
-    def predict(self,
-                batch_inputs: Tensor,
-                batch_data_samples: SampleList,
-                rescale: bool = True) -> SampleList:
-        # per sample None (gallery) or the query box in original pixels
-        # (QueryGalleryMixin); read first, so a bad query fails early
-        query_boxes = self.query_boxes(batch_data_samples)
+    # ------------------------------------------- the searcher's contract
+    def predict_gallery(self,
+                        batch_inputs: Tensor,
+                        batch_data_samples: SampleList,
+                        rescale: bool = True) -> InstanceList:
+        """RPN -> RoI box head on the detection maps; the ReID RoI head
+        embeds the detections (network-input pixels) on the MSFRN map."""
         x, reid_map, part_embeds = self.extract_all(batch_inputs)
-        num = len(batch_data_samples)
-        boxes: List[Optional[Tensor]] = [None] * num
-        scores: List[Optional[Tensor]] = [None] * num
-        labels: List[Optional[Tensor]] = [None] * num
+        proposals = self.rpn_head.predict(
+            x, batch_data_samples, rescale=False)
+        dets = self.roi_head.predict(
+            x, proposals, batch_data_samples, rescale=False)
+        embeds = self.reid_roi_head.predict(reid_map, part_embeds,
+                                            [d.bboxes for d in dets])
+        embeds = embeds.split([len(d.bboxes) for d in dets])
+        results = []
+        for det, emb, sample in zip(dets, embeds, batch_data_samples):
+            boxes = det.bboxes
+            if rescale and len(boxes) > 0:
+                boxes = to_original_pixels(boxes, sample.metainfo)
+            results.append(
+                InstanceData(
+                    bboxes=boxes,
+                    scores=det.scores,
+                    labels=det.labels,
+                    embeddings=emb))
+        return results
 
-        gallery = [i for i, q in enumerate(query_boxes) if q is None]
-        if gallery:
-            xg = tuple(f[gallery] for f in x)
-            samples = [batch_data_samples[i] for i in gallery]
-            proposals = self.rpn_head.predict(xg, samples, rescale=False)
-            dets = self.roi_head.predict(xg, proposals, samples, rescale=False)
-            for i, det in zip(gallery, dets):
-                boxes[i], scores[i], labels[i] = (det.bboxes, det.scores,
-                                                  det.labels)
-        # A query's box is embedded in input coordinates and returned as
-        # given (original pixels).
-        for i, sample in enumerate(batch_data_samples):
-            if query_boxes[i] is None:
-                continue
-            query_boxes[i] = query_boxes[i].to(reid_map.device).float()
-            boxes[i] = self.to_input_pixels(query_boxes[i], sample.metainfo)
-            scores[i] = boxes[i].new_ones(1)
-            labels[i] = torch.zeros(
-                1, dtype=torch.long, device=reid_map.device)
+    def embed_boxes(self, batch_inputs: Tensor, boxes: Sequence[Tensor],
+                    batch_img_metas: Sequence[dict]) -> List[Tensor]:
+        """The ReID branch on the given boxes, embedded in network-input
+        pixels."""
+        _, reid_map, part_embeds = self.extract_all(batch_inputs)
+        rois = [
+            to_input_pixels(b.to(reid_map.device).float(), meta)
+            for b, meta in zip(boxes, batch_img_metas)
+        ]
+        embeds = self.reid_roi_head.predict(reid_map, part_embeds, rois)
+        return list(embeds.split([len(r) for r in rois]))
 
-        embeds = self.reid_roi_head.predict(reid_map, part_embeds, boxes)
-        embeds = embeds.split([len(b) for b in boxes])
-        for i, sample in enumerate(batch_data_samples):
-            if query_boxes[i] is not None:
-                b = query_boxes[i]
-            elif rescale and len(boxes[i]) > 0:
-                b = self.to_original_pixels(boxes[i], sample.metainfo)
-            else:
-                b = boxes[i]
-            sample.pred_instances = InstanceData(
-                bboxes=b,
-                scores=scores[i],
-                labels=labels[i],
-                embeddings=embeds[i])
-        return batch_data_samples
+    def test_settings(self) -> Dict[str, Any]:
+        settings = super().test_settings()
+        rcnn = (self.test_cfg or {}).get('rcnn')
+        if isinstance(rcnn, dict):
+            settings['model_score_thr'] = rcnn.get('score_thr')
+        return settings
 
     def _forward(self, batch_inputs: Tensor,
                  batch_data_samples: SampleList) -> tuple:

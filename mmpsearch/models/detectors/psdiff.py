@@ -1,18 +1,19 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """PSDiff: person search as dual denoising of boxes and ReID embeddings."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mmdet.models.detectors import SingleStageDetector
-from mmdet.structures import OptSampleList
-from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
+from mmdet.structures import OptSampleList, SampleList
+from mmdet.utils import ConfigType, InstanceList, OptConfigType, OptMultiConfig
 from torch import Tensor
 
 from mmpsearch.registry import MODELS
 from ..heads.psdiff_head import PSDiffHead
+from .base import BasePersonSearcher
 
 
 @MODELS.register_module(name=['PSDiff', 'DiffusionPersonSearch'])
-class PSDiff(SingleStageDetector):
+class PSDiff(BasePersonSearcher, SingleStageDetector):
     """PSDiff (Jia et al., "PSDiff: Diffusion Model for Person Search with
     Iterative and Collaborative Refinement"): backbone + FPN (the image
     condition c of eq. 12) and :class:`PSDiffHead`, which owns the reverse
@@ -20,8 +21,10 @@ class PSDiff(SingleStageDetector):
 
     The detector routes, as mmdet's DiffusionDet does: the features are
     computed once per image and handed to the head's ``loss`` or
-    ``predict``. ``train_cfg`` and ``test_cfg`` are the head's (one object:
-    a tool that sets ``model.test_cfg.sampling_steps`` changes the head's).
+    ``predict``. A query's embedding comes from its given box, pinned as
+    proposal 0 of the same sampler (:meth:`PSDiffHead.embed_boxes`).
+    ``train_cfg`` and ``test_cfg`` are the head's (one object: a tool that
+    sets ``model.test_cfg.sampling_steps`` changes the head's).
 
     Args:
         backbone (dict): E.g. mmdet's ResNet-50 or Swin-B.
@@ -79,6 +82,43 @@ class PSDiff(SingleStageDetector):
         """Backbone + neck: the image condition c of eq. 12 (once per
         image, however many sampling steps follow)."""
         return tuple(self.neck(self.backbone(batch_inputs)))
+
+    # ------------------------------------------- the searcher's contract
+    def predict_gallery(self,
+                        batch_inputs: Tensor,
+                        batch_data_samples: SampleList,
+                        rescale: bool = True) -> InstanceList:
+        return self.bbox_head.predict(
+            self.extract_feat(batch_inputs), batch_data_samples, rescale)
+
+    def embed_boxes(self, batch_inputs: Tensor, boxes: Sequence[Tensor],
+                    batch_img_metas: Sequence[dict]) -> List[Tensor]:
+        return self.bbox_head.embed_boxes(
+            self.extract_feat(batch_inputs), boxes, list(batch_img_metas))
+
+    def test_settings(self) -> Dict[str, Any]:
+        cfg = self.test_cfg
+        sampler = cfg.get('sampler')
+        if isinstance(sampler, dict):
+            sampler = sampler.get('type')
+        if sampler is not None and not isinstance(sampler, str):
+            sampler = getattr(sampler, '__name__', str(sampler))
+        return dict(
+            sampling_steps=cfg.get('sampling_steps'),
+            # CDL passes per step as sampling resolves them (None in
+            # test_cfg: train_cfg's count): a number at 3 passes is not one
+            # at 1
+            num_passes=self.bbox_head.passes_per_step(),
+            num_proposals=cfg.get('num_proposals'),
+            sampler=sampler,
+            use_ensemble=cfg.get('use_ensemble'),
+            box_renewal=cfg.get('box_renewal'),
+            model_score_thr=cfg.get('score_thr'))
+
+    def test_seed_keys(self) -> List[str]:
+        """``test_cfg.seed`` (initial boxes / embeddings and the sampler
+        noise), and a Stable Diffusion backbone's noise seed."""
+        return ['test_cfg.seed'] + super().test_seed_keys()
 
     def denoise(self, feats: Sequence[Tensor], batch_img_metas: List[dict],
                 query_boxes: Optional[list] = None) -> List[Dict[str, Tensor]]:

@@ -19,8 +19,9 @@ from mmpsearch.diffusion import (DDIMSampler, DiffusionSampler,
 from mmpsearch.registry import MODELS, TASK_UTILS
 from mmpsearch.utils.checked_config import CheckedConfigDict
 from mmpsearch.utils.thresholds import check_cfg_thresholds
-from ..detectors.query_gallery import QueryGalleryMixin
 from ..losses import DualDenoisingCriterion
+from ..utils.query_gallery import (query_boxes, query_instance,
+                                   to_input_pixels, to_original_pixels)
 
 #: What ``test_cfg`` holds when the config says nothing
 #: (``num_proposals`` None: ``diffusion.num_proposals``, N_test = N_train).
@@ -79,7 +80,7 @@ def check_psdiff_test_cfg(cfg: ConfigDict) -> None:
 
 
 @MODELS.register_module()
-class PSDiffHead(BaseModule, QueryGalleryMixin):
+class PSDiffHead(BaseModule):
     """The head of PSDiff (Jia et al., "PSDiff: Diffusion Model for Person
     Search with Iterative and Collaborative Refinement"): the dual denoising
     of boxes and ReID embeddings (Sec. III, Alg. 1-2) around one
@@ -482,12 +483,37 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
         """Detections and embeddings of gallery images; the embedding of
         the given box for query images (see the class docstring)."""
         metas = [ds.metainfo for ds in batch_data_samples]
-        query_boxes = self.query_boxes(batch_data_samples)
+        boxes = query_boxes(batch_data_samples, type(self).__name__)
         steps = self.denoise(x, metas, [
-            None if q is None else self.to_input_pixels(q, meta)
-            for q, meta in zip(query_boxes, metas)
+            None if q is None else to_input_pixels(q, meta)
+            for q, meta in zip(boxes, metas)
         ])
-        return self.predict_by_feat(steps, metas, query_boxes, rescale)
+        return self.predict_by_feat(steps, metas, boxes, rescale)
+
+    def embed_boxes(self, x: Sequence[Tensor], boxes: Sequence[Tensor],
+                    batch_img_metas: List[dict]) -> List[Tensor]:
+        """Per image, the (1, D) embedding of its one given box (original
+        pixels): the box is pinned as proposal 0 of the k-step sampler and
+        its embedding is proposal 0's ê_0 of the last pass (see the class
+        docstring)."""
+        for b, meta in zip(boxes, batch_img_metas):
+            if b.numel() != 4:
+                raise ValueError(
+                    f'{type(self).__name__} embeds one given box per image '
+                    f'(pinned as proposal 0), got {b.numel() // 4} for '
+                    f'image {meta.get("img_id")}')
+        steps = self.denoise(x, batch_img_metas, [
+            to_input_pixels(b, meta)
+            for b, meta in zip(boxes, batch_img_metas)
+        ])
+        return [
+            self._query_embedding(steps[-1], i) for i in range(len(boxes))
+        ]
+
+    @staticmethod
+    def _query_embedding(outs: Dict[str, Tensor], i: int) -> Tensor:
+        """Proposal 0's embedding of image ``i`` (the pinned query box)."""
+        return F.normalize(outs['embeds'][i, :1], dim=-1)
 
     def predict_by_feat(self,
                         steps: List[Dict[str, Tensor]],
@@ -499,27 +525,15 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
         results = []
         for i, meta in enumerate(batch_img_metas):
             if query_boxes[i] is not None:
+                box = query_boxes[i] if rescale else to_input_pixels(
+                    query_boxes[i], meta)
                 results.append(
-                    self._predict_query_single(steps[-1], i, query_boxes[i],
-                                               meta, rescale))
+                    query_instance(box, self._query_embedding(steps[-1], i)))
             else:
                 use = steps if self.test_cfg.use_ensemble else steps[-1:]
                 results.append(
                     self._predict_by_feat_single(use, i, meta, rescale))
         return results
-
-    def _predict_query_single(self, outs: Dict[str, Tensor], i: int,
-                              box: Tensor, meta: dict,
-                              rescale: bool) -> InstanceData:
-        res = InstanceData()
-        box = box.to(outs['bboxes']).reshape(1, 4)
-        if not rescale:
-            box = self.to_input_pixels(box, meta)
-        res.bboxes = box
-        res.scores = box.new_ones(1)
-        res.labels = torch.zeros(1, dtype=torch.long, device=box.device)
-        res.embeddings = F.normalize(outs['embeds'][i, :1], dim=-1)
-        return res
 
     def _predict_by_feat_single(self, steps: List[Dict[str, Tensor]], i: int,
                                 meta: dict, rescale: bool) -> InstanceData:
@@ -554,7 +568,7 @@ class PSDiffHead(BaseModule, QueryGalleryMixin):
         res = InstanceData()
         boxes = boxes[order]
         if rescale:
-            boxes = self.to_original_pixels(boxes, meta)
+            boxes = to_original_pixels(boxes, meta)
         res.bboxes = boxes
         res.scores = scores[order]
         res.labels = labels[order]

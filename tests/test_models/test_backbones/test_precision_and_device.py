@@ -9,8 +9,8 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention
 
-from mmpsearch.models.backbones.stable_diffusion import (
-    PersonCrossAttnProcessor, StableDiffusionBackbone)
+from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
+from mmpsearch.models.layers.unet_feature_tap import PersonCrossAttnProcessor
 
 H, W = 128, 192
 HEAD, TOKEN = 1, 1

@@ -5,8 +5,9 @@ import os.path as osp
 import pytest
 import torch
 
-from mmpsearch.models.backbones.stable_diffusion import (
-    PersonCrossAttnProcessor, StableDiffusionBackbone, expand_layer_name)
+from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
+from mmpsearch.models.layers.unet_feature_tap import (PersonCrossAttnProcessor,
+                                                      expand_layer_name)
 from mmpsearch.testing.tiny_sd import TINY_UNET_CONFIG
 
 H, W = 128, 192  # non-square on purpose

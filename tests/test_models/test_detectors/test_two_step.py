@@ -242,8 +242,9 @@ def test_synthetic_config_builds_as_specified():
     cfg.model.reid.checkpoint = None
     model = MODELS.build(cfg.model)
     assert isinstance(model, TwoStepPersonSearch)
-    assert model.crop_size == (128, 64)
-    assert model.reid.head is None  # only backbone + neck are kept
+    assert model.reid.crop_size == (128, 64)
+    # only backbone + neck are kept
+    assert 'head' not in dict(model.reid.named_children())
     assert not any(p.requires_grad for p in model.reid.parameters())
     assert all(p.requires_grad for p in model.detector.parameters())
     # the detector's backbone has the teacher's shapes (the strict init)

@@ -25,8 +25,9 @@ from mmpsearch.models.heads.sfan import SFAN
 from mmpsearch.models.losses.oim import OIMLoss
 from mmpsearch.models.roi_heads import ReIDRoIHead
 from mmpsearch.registry import MODELS
+from mmpsearch.utils import safe_torch_load
 from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
-                                        check_checkpoint_fits, safe_torch_load)
+                                        check_checkpoint_fits)
 from mmpsearch.utils.setup_env import register_all_modules
 
 CONFIG = osp.join(
