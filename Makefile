@@ -9,7 +9,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 export VENV PYTHON
 
-.PHONY: install demo demo-quick baseline test lint gpu-check
+.PHONY: install demo demo-quick baseline video-demo test lint gpu-check
 
 install:
 	@bash scripts/install.sh
@@ -22,6 +22,11 @@ demo-quick: install
 
 baseline: install
 	@PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/baseline.sh
+
+# search a person in two synthetic videos with the demo's PSDiff checkpoint
+# (after make demo or make demo-quick): scripts/video_demo.sh
+video-demo: install
+	@PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/video_demo.sh
 
 # Every GPU path (train with and without --amp, DiffPS, the gpu tests,
 # speed) in a few minutes: tools/misc/gpu_check.sh, whose header says how to
