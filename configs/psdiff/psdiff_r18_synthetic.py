@@ -1,10 +1,11 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 # psdiff_r50_cuhk.py scaled down to the synthetic CUHK-SYSU-layout scenes
 # (320x240) and a 2-core CPU: the same model code, training recipe (the
-# dynamic-k matcher, IoU-aware class targets, 3 CDL passes, centred
-# teacher targets; configs/_base_/models/psdiff_r50_fpn.py), gradient clip
-# and test-time settings (8 DDIM steps, box renewal, step ensembling,
-# score threshold 0.5, NMS 0.5). Only these differ:
+# dynamic-k matcher, IoU-aware class targets, 3 CDL passes through 3 CDLs
+# of separate weights, centred teacher targets;
+# configs/_base_/models/psdiff_r50_fpn.py), gradient clip and test-time
+# settings (8 DDIM steps of 3 passes, box renewal, step ensembling, score
+# threshold 0.5, NMS 0.3). Only these differ:
 # - backbone: a slim ResNet-18 (32 channels in the first stage),
 #   initialised from the synthetic ReID teacher's backbone, the stand-in
 #   for ImageNet weights; FPN and CDL of width 64, a 256-d teacher;
@@ -12,7 +13,7 @@
 # - proposals: N_train = N_test = 128 (about 3 persons per scene);
 # - schedule: 4500 iterations of 4 images, AdamW 2e-4 (from a teacher
 #   backbone, not fine-tuning ImageNet weights), warm-up 100, lr /10 at
-#   3600 (~25 min on 2 idle cores).
+#   3600 (~45 min on one core).
 #
 #   python tools/dataset_converters/make_synthetic.py --format cuhk \
 #       --out data/synthetic_cuhk --num-images 800 --num-ids 200 --seed 0

@@ -13,9 +13,11 @@ with read_base():
     from .psdiff_r18_synthetic import *  # noqa: F401,F403
     # after the leaf, so that these names win
     from .psdiff_r50_cuhk_paper import (center_teacher, paper_criterion,
-                                        paper_test_cfg, paper_train_cfg)
+                                        paper_num_layers, paper_test_cfg,
+                                        paper_train_cfg)
 
 model['bbox_head']['criterion'] = paper_criterion  # noqa: F405
+model['bbox_head']['num_layers'] = paper_num_layers  # noqa: F405
 model['train_cfg'] = paper_train_cfg  # noqa: F405
 model['test_cfg'].update(paper_test_cfg)  # noqa: F405
 train_pipeline = [

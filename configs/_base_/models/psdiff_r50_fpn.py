@@ -1,12 +1,14 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 # PSDiff (Jia et al.): ResNet-50 + FPN + one Collaborative Denoising Layer,
-# reused at every sampling step (Sec. III, Alg. 1-2). ~37 M parameters
-# with a 2048-d teacher (ResNet-50 + FPN 26.9 M, CDL ~9.8 M).
+# reused at every sampling step (Sec. III, Alg. 1-2); shipped with three
+# CDLs of separate weights, one per pass (a Departure below): ~56 M
+# parameters with a 2048-d teacher (ResNet-50 + FPN 26.9 M, CDL ~9.8 M each;
+# ~37 M with the paper's one).
 #
 # The training recipe here is the one shown to learn on the synthetic
 # benchmark (configs/psdiff/psdiff_r18_synthetic.py, docs/en/model_zoo.md);
-# it departs from the paper in four training places and two test-time ones,
-# each marked "Departure" below.
+# it departs from the paper in five training places and three test-time
+# ones, each marked "Departure" below.
 # configs/psdiff/*_paper.py keep the paper's recipe exactly.
 from mmcv.ops import RoIAlign
 from mmdet.models.backbones import ResNet
@@ -66,6 +68,12 @@ model = dict(
     bbox_head=dict(
         type=PSDiffHead,
         diffusion=diffusion,
+        # Departure: three CDLs of separate weights, one per pass of a step
+        # (a cascade, as Sparse R-CNN / DiffusionDet stack separate heads),
+        # instead of the paper's one reused layer: 95.9 against 87.4 mAP at
+        # 1 step, same training (docs/en/model_zoo.md); 3x the CDL weights,
+        # the same cost per pass.
+        num_layers=3,
         denoiser=dict(
             type=CDLHead,
             num_classes=1,
@@ -128,12 +136,17 @@ model = dict(
         sampler=dict(type=DDIMSampler, eta=1.0),
         seed=0,
         score_thr=0.5,
-        nms=dict(type='nms', iou_threshold=0.5),
+        # Departure (with the ensembling below): NMS at IoU 0.3, not 0.5.
+        # The boxes that survive 0.5 around a person (IoU 0.3-0.5 with it)
+        # are searched too and rank above true matches: 95.4 against 89.2
+        # mAP at 8 steps with ensembling, on a validation rendering of the
+        # synthetic scenes. Chosen there; choose again on a validation split
+        # of a real dataset's training set.
+        nms=dict(type='nms', iou_threshold=0.3),
         max_per_img=100,
         box_renewal=True,
         renewal_thr=0.5,
-        # Departure: no step ensembling (DiffusionDet merges every step's
-        # boxes). With the passes matched it adds badly placed boxes that
-        # cost search mAP: 86.8 without, 79.1 with, at 8 steps on a
-        # validation rendering of the synthetic scenes (docs/en/model_zoo.md).
-        use_ensemble=False))
+        # Step ensembling (DiffusionDet's: every step's boxes go to the
+        # NMS) with the NMS above: it is what makes more steps find more
+        # persons (det AP 98.5 at 8 steps against 95.7 at 1, validation).
+        use_ensemble=True))

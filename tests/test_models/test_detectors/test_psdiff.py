@@ -320,10 +320,12 @@ def test_psdiff_r50_cuhk_config():
     cfg = Config.fromfile(osp.join(REPO, 'configs/psdiff/psdiff_r50_cuhk.py'))
     cfg.model.backbone.init_cfg = None  # no download here
     model = MODELS.build(cfg.model)
+    # three CDLs of ~9.8 M each (the paper's one: 31 M in all)
     n_params = sum(p.numel() for p in model.parameters())
-    assert 25e6 <= n_params <= 40e6, n_params
+    assert 50e6 <= n_params <= 60e6, n_params
     n_head = sum(p.numel() for p in model.bbox_head.parameters())
-    assert 8e6 <= n_head <= 12e6, n_head
+    assert 25e6 <= n_head <= 35e6, n_head
+    assert len(model.bbox_head.extra_layers) == 2
 
 
 SHIPPED = ['psdiff_r50_cuhk', 'psdiff_r50_prw', 'psdiff_swin_b_cuhk']
@@ -374,6 +376,7 @@ def _recipe(name):
         diffusion=diffusion,
         noise={k: gen.get(k) for k in ('center_teacher', 'pad_mode',
                                        'beta_schedule', 'timestep_range')},
+        num_layers=cfg.model.bbox_head.num_layers,
         clip_grad=cfg.optim_wrapper.clip_grad.to_dict(),
         optimizer=cfg.optim_wrapper.optimizer.type,
         weight_decay=cfg.optim_wrapper.optimizer.weight_decay,
@@ -394,19 +397,23 @@ def test_shipped_configs_train_the_synthetic_recipe(name):
     assert shipped['test_cfg']['score_thr'] == 0.5
     assert shipped['test_score_thr'] == 0.5
     assert shipped['clip_grad']['max_norm'] == 1.0  # DiffusionDet's
+    assert shipped['num_layers'] == 3 and paper['num_layers'] == 1
     # the paper's recipe: the criterion's defaults (Hungarian, 0/1 focal)
     assert set(paper['criterion']) == {'type'}
     assert paper['train_cfg'] == dict(num_passes=1)
     assert paper['noise']['center_teacher'] is False
-    # at test time: passes per step as in training, ensembling only in the
-    # paper's (DiffusionDet's) settings
+    # at test time: passes per step as in training, step ensembling in
+    # both, NMS 0.3 in the shipped settings, DiffusionDet's 0.5 in the paper's
     assert shipped['test_cfg']['num_passes'] is None
-    assert shipped['test_cfg']['use_ensemble'] is False
+    assert shipped['test_cfg']['use_ensemble'] is True
     assert paper['test_cfg']['use_ensemble'] is True
+    assert shipped['test_cfg']['nms']['iou_threshold'] == 0.3
+    assert paper['test_cfg']['nms']['iou_threshold'] == 0.5
     paper['criterion'] = shipped['criterion']
     paper['train_cfg'] = shipped['train_cfg']
     paper['noise'] = shipped['noise']
-    paper['test_cfg']['use_ensemble'] = False
+    paper['num_layers'] = shipped['num_layers']
+    paper['test_cfg']['nms'] = shipped['test_cfg']['nms']
     assert paper == shipped  # nothing else differs
 
 
@@ -576,11 +583,21 @@ def test_separate_layers_per_pass():
             MODELS.build(cfg)
 
 
-def test_cascade_ablation_config():
+def test_shared_layer_ablation_config():
+    """The shipped configs stack 3 CDLs; the ablation leaf differs only in
+    using the paper's one; the paper leaves keep the paper's one too."""
     cfg = Config.fromfile(
-        osp.join(REPO, 'configs/psdiff/psdiff_r18_synthetic_cascade.py'))
+        osp.join(REPO, 'configs/psdiff/psdiff_r18_synthetic_shared.py'))
     base = Config.fromfile(
         osp.join(REPO, 'configs/psdiff/psdiff_r18_synthetic.py'))
-    assert cfg.model.bbox_head.num_layers == 3
-    cfg.model.bbox_head.pop('num_layers')
+    assert base.model.bbox_head.num_layers == 3
+    assert cfg.model.bbox_head.num_layers == 1
+    cfg.model.bbox_head.num_layers = 3
     assert cfg.model.to_dict() == base.model.to_dict()
+    for name in ('psdiff_r50_cuhk_paper', 'psdiff_r18_synthetic_paper',
+                 'psdiff_r50_prw_paper', 'psdiff_swin_b_cuhk_paper'):
+        paper = Config.fromfile(
+            osp.join(REPO, 'configs', 'psdiff', name + '.py'))
+        assert paper.model.bbox_head.num_layers == 1, name
+        assert paper.model.test_cfg.nms.iou_threshold == 0.5, name
+        assert paper.model.test_cfg.use_ensemble is True, name
