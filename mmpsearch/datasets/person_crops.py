@@ -161,6 +161,16 @@ class PersonCropDataset(BaseDataset):
                         image_index=image_index,
                         box_index=box_index))
 
+        if not data_list:
+            # mmengine would fail later with "need at least one array to
+            # concatenate"; say which subset is empty and why
+            raise ValueError(
+                f'PersonCropDataset: subset={self.subset!r} of '
+                f'{self._dataset_name()} holds no crop: no identity has '
+                f'{self.holdout_every} labeled boxes (holdout_every='
+                f'{self.holdout_every} puts every {self.holdout_every}-th box '
+                "of an identity in 'val'). Lower holdout_every or use more "
+                'scenes')
         self._metainfo['classes'] = tuple(str(pid) for pid in person_ids)
         self._metainfo['person_ids'] = tuple(person_ids)
         return data_list

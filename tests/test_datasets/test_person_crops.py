@@ -145,6 +145,11 @@ def test_bad_arguments_name_the_problem(tiny_cuhk):
         PersonCropDataset(dataset=_inner_cfg(tiny_cuhk), subset='everything')
     with pytest.raises(ValueError, match='holdout_every must be >= 2'):
         PersonCropDataset(dataset=_inner_cfg(tiny_cuhk), holdout_every=1)
+    # no identity has that many boxes: an empty 'val' is named, not left to
+    # mmengine's "need at least one array to concatenate"
+    with pytest.raises(ValueError, match="subset='val' .* holds no crop"):
+        PersonCropDataset(
+            dataset=_inner_cfg(tiny_cuhk), subset='val', holdout_every=1000)
     with pytest.raises(TypeError, match='config dict or an mmengine'):
         PersonCropDataset(dataset=[1, 2])
 
