@@ -13,7 +13,7 @@
 # - proposals: N_train = N_test = 128 (about 3 persons per scene);
 # - schedule: 4500 iterations of 4 images, AdamW 2e-4 (from a teacher
 #   backbone, not fine-tuning ImageNet weights), warm-up 100, lr /10 at
-#   3600 (~50 min on one core, ~30 min on 2 idle cores).
+#   3600 (~50 min on one core, ~38 min on 2 idle cores).
 #
 #   python tools/dataset_converters/make_synthetic.py --format cuhk \
 #       --out data/synthetic_cuhk --num-images 800 --num-ids 200 --seed 0
