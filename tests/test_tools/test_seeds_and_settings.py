@@ -236,7 +236,7 @@ def _expected_settings(seeds) -> dict:
         num_passes=1,  # tool_options' test_cfg.num_passes
         num_proposals=PROPOSALS,
         sampler='DDIMSampler',
-        use_ensemble=False,  # the shipped test settings
+        use_ensemble=True,  # the shipped test settings
         box_renewal=True,
         model_score_thr=0.5,
         seeds=list(seeds),
