@@ -17,9 +17,6 @@
 #   python tools/train.py configs/psdiff/psdiff_r18_synthetic_quick.py
 # (`make demo-quick` runs these, then tools/test.py at 1 and 8 steps.)
 from mmengine.config import read_base
-from mmengine.hooks import CheckpointHook
-from mmengine.optim.scheduler import LinearLR, MultiStepLR
-from mmengine.runner.loops import IterBasedTrainLoop
 
 with read_base():
     from .psdiff_r18_synthetic import *  # noqa: F401,F403
@@ -46,19 +43,8 @@ test_dataloader = val_dataloader  # noqa: F405
 val_evaluator = dict(val_evaluator, data_root=data_root)  # noqa: F405
 test_evaluator = val_evaluator
 
-# the short schedule
+# the short schedule: the parent's blocks, shortened
 max_iters = 500
-train_cfg = dict(
-    type=IterBasedTrainLoop, max_iters=max_iters, val_interval=max_iters)
-param_scheduler = [
-    dict(type=LinearLR, start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(
-        type=MultiStepLR,
-        begin=0,
-        end=max_iters,
-        by_epoch=False,
-        milestones=[400],
-        gamma=0.1)
-]
-default_hooks['checkpoint'] = dict(  # noqa: F405
-    type=CheckpointHook, by_epoch=False, interval=max_iters, max_keep_ckpts=1)
+train_cfg.update(max_iters=max_iters, val_interval=max_iters)  # noqa: F405
+param_scheduler[1].update(end=max_iters, milestones=[400])  # noqa: F405
+default_hooks['checkpoint'].update(interval=max_iters)  # noqa: F405
