@@ -135,6 +135,8 @@ def _load(rel: str):
     ('tools/analysis_tools/benchmark.py', ['no_such_config.py']),
     ('tools/analysis_tools/score_calibration.py',
      ['no_such_results.pkl', '--dataset', 'cuhk', '--data-root', 'nowhere']),
+    ('tools/analysis_tools/search_errors.py',
+     ['no_such_results.pkl', '--dataset', 'cuhk', '--data-root', 'nowhere']),
 ])
 def test_existing_json_refused_before_any_work(tmp_path, rel, argv):
     existing = tmp_path / 'earlier.json'
