@@ -1,6 +1,6 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """DiffusionDet's dynamic-k (SimOTA-like) matcher as an mmdet assigner."""
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -8,6 +8,7 @@ from mmdet.models.task_modules.assigners import (AssignResult, BaseAssigner,
                                                  SimOTAAssigner)
 from mmdet.structures.bbox import bbox_overlaps
 from mmengine.structures import InstanceData
+from torch import Tensor
 
 from mmpsearch.registry import TASK_UTILS
 
@@ -23,11 +24,16 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
     IoUs with the predictions), min=1)`` predictions of lowest cost are
     positives; the cost is the weighted sum of ``match_costs`` (as for
     mmdet's ``HungarianAssigner``) plus ``in_box_center_penalty`` where the
-    prediction's centre is not both inside the box and within
-    ``center_radius * stride`` of its centre, plus ``outside_penalty``
-    where it is in neither for any ground truth (SimOTA's centre prior,
-    reused from mmdet's ``SimOTAAssigner`` with the predicted box centres as
-    points of stride ``stride``). A prediction chosen by several ground
+    prediction's centre is not both inside the box and inside its centre
+    region, plus ``outside_penalty`` where it is in neither for any ground
+    truth. The centre region (``center_prior``) is, around the box centre,
+    ``center_radius`` times the box's own width and height
+    (``'gt_size'``: DiffusionDet's public matcher, ``get_in_boxes_info``,
+    so it holds the whole box) or ``center_radius * stride`` pixels
+    (``'stride'``: SimOTA's prior, reused from mmdet's ``SimOTAAssigner``
+    with the predicted box centres as points of stride ``stride``; smaller
+    than the box for persons taller than ``2 * center_radius * stride``).
+    A prediction chosen by several ground
     truths keeps the cheapest; a ground truth left without any prediction
     then takes its cheapest unassigned one, so every person trains at least
     one proposal.
@@ -46,9 +52,13 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
 
     Args:
         match_costs (dict | list[dict]): As ``HungarianAssigner``'s.
-        center_radius (float): SimOTA's radius in strides. Defaults to 2.5.
-        stride (float): Stride of the centre prior in pixels. Defaults to
-            32 (DiffusionDet).
+        center_radius (float): The centre region's half-size, in box sizes
+            (``'gt_size'``) or strides (``'stride'``). Defaults to 2.5.
+        center_prior (str): ``'gt_size'`` (DiffusionDet's) or ``'stride'``.
+            Defaults to ``'gt_size'``. On the synthetic scenes (persons at
+            most 122 px tall) both assign every training proposal alike.
+        stride (float): Stride of the ``'stride'`` centre prior in pixels.
+            Defaults to 32.
         candidate_topk (int): IoUs summed for k. Defaults to 5.
         in_box_center_penalty (float): Defaults to 100.
         outside_penalty (float): Defaults to 10000.
@@ -57,6 +67,7 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
     def __init__(self,
                  match_costs: Union[List[dict], dict],
                  center_radius: float = 2.5,
+                 center_prior: str = 'gt_size',
                  stride: float = 32.0,
                  candidate_topk: int = 5,
                  in_box_center_penalty: float = 100.0,
@@ -64,6 +75,12 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
         if isinstance(match_costs, dict):
             match_costs = [match_costs]
         self.match_costs = [TASK_UTILS.build(c) for c in match_costs]
+        if center_prior not in ('stride', 'gt_size'):
+            raise ValueError(f'{type(self).__name__}: center_prior '
+                             f'{center_prior!r}, expected \'stride\' or '
+                             '\'gt_size\'')
+        self.center_prior = center_prior
+        self.center_radius = float(center_radius)
         self.stride = float(stride)
         self.candidate_topk = int(candidate_topk)
         self.in_box_center_penalty = float(in_box_center_penalty)
@@ -96,14 +113,7 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
         ]).sum(0)
         pred_boxes = pred_instances.bboxes
         gt_boxes = gt_instances.bboxes
-        centres = (pred_boxes[:, :2] + pred_boxes[:, 2:]) / 2
-        priors = torch.cat(
-            [centres, centres.new_full((num_preds, 2), self.stride)], dim=1)
-        in_any, in_both = self._center_prior.get_in_gt_and_in_center_info(
-            priors, gt_boxes)
-        # in_both has a row per prediction of in_any only: spread it out
-        in_both = torch.zeros_like(cost, dtype=torch.bool).masked_scatter_(
-            in_any[:, None].expand(num_preds, num_gts), in_both)
+        in_any, in_both = self._in_box_and_centre(pred_boxes, gt_boxes)
         penalty = torch.where(
             in_any[:, None],
             self.in_box_center_penalty * (~in_both).to(cost.dtype),
@@ -137,3 +147,30 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
         gt_inds = torch.where(pos, inds + 1, gt_inds)
         labels = torch.where(pos, gt_labels[inds], labels)
         return AssignResult(num_gts, gt_inds, None, labels=labels)
+
+    def _in_box_and_centre(self, pred_boxes: Tensor,
+                           gt_boxes: Tensor) -> Tuple[Tensor, Tensor]:
+        """(n,) whether a prediction's centre is in any box or centre
+        region, and (n, g) whether it is in both of a ground truth's."""
+        centres = (pred_boxes[:, :2] + pred_boxes[:, 2:]) / 2
+        if self.center_prior == 'stride':
+            priors = torch.cat([
+                centres,
+                centres.new_full((len(centres), 2), self.stride)
+            ], dim=1)
+            in_any, in_both = \
+                self._center_prior.get_in_gt_and_in_center_info(
+                    priors, gt_boxes)
+            # in_both has a row per prediction of in_any only: spread it
+            in_both = in_both.new_zeros(
+                (len(centres), len(gt_boxes))).masked_scatter_(
+                    in_any[:, None].expand(-1, len(gt_boxes)), in_both)
+            return in_any, in_both
+        # hand-written: mmdet's SimOTA helper has only the stride radius
+        c = centres[:, None]  # (n, 1, 2)
+        in_box = ((c > gt_boxes[None, :, :2]) &
+                  (c < gt_boxes[None, :, 2:])).all(-1)
+        gt_c = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
+        radius = self.center_radius * (gt_boxes[:, 2:] - gt_boxes[:, :2])
+        in_centre = ((c - gt_c[None]).abs() < radius[None]).all(-1)
+        return (in_box | in_centre).any(1), in_box & in_centre

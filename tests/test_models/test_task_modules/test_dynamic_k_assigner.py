@@ -164,7 +164,8 @@ CASES = [(s, g, n) for s, (g, n) in enumerate(
 
 @pytest.mark.parametrize('seed,num_gts,num_preds', CASES)
 def test_equals_the_per_ground_truth_loop(seed, num_gts, num_preds):
-    assigner = _assigner()
+    # the reference has the stride prior (mmdet's SimOTA helper)
+    assigner = _assigner(center_prior='stride')
     pred, gt = _random_case(seed, num_gts, num_preds)
     res = assigner.assign(pred, gt, img_meta=META)
     gt_inds, labels, _ = _reference_assign(assigner, pred, gt, META)
@@ -183,7 +184,8 @@ def test_the_cases_reach_every_branch():
     seen = dict(shared=0, second_pass=0, no_free=0)
     for seed, num_gts, num_preds in CASES:
         pred, gt = _random_case(seed, num_gts, num_preds)
-        *_, branches = _reference_assign(_assigner(), pred, gt, META)
+        *_, branches = _reference_assign(_assigner(center_prior='stride'),
+                                         pred, gt, META)
         for key in seen:
             seen[key] += bool(branches[key])
     assert all(seen.values()), seen
@@ -202,3 +204,50 @@ def test_host_reads_do_not_grow_with_the_people(host_reads):
         return len(reads)
 
     assert count(2) == count(20)
+
+
+def test_gt_size_centre_prior_holds_a_tall_person():
+    """DiffusionDet's centre region is 2.5 box sizes around the centre; the
+    stride prior's is 2.5 x 32 = 80 px, smaller than a 400-px person. A
+    proposal centred 120 px below the person's centre, inside the box, is
+    "in box and centre" for the first only."""
+    person = [[100, 0, 200, 400]]  # centre (150, 200)
+    near, low = [120, 150, 180, 250], [120, 270, 180, 370]
+    pred = _pred([near, low])
+    by_size = _assigner(center_prior='gt_size')
+    by_stride = _assigner(center_prior='stride')
+    in_any, in_both = by_size._in_box_and_centre(pred.bboxes,
+                                                 _gt(person).bboxes)
+    assert in_any.tolist() == [True, True]
+    assert in_both.tolist() == [[True], [True]]
+    in_any, in_both = by_stride._in_box_and_centre(pred.bboxes,
+                                                   _gt(person).bboxes)
+    assert in_any.tolist() == [True, True]
+    assert in_both.tolist() == [[True], [False]]
+    # outside the box, within 2.5 widths: in the region, not in both
+    side = [[300, 150, 340, 250]]  # centre x 320: 170 px < 2.5 * 100
+    in_any, in_both = by_size._in_box_and_centre(
+        _pred(side).bboxes, _gt(person).bboxes)
+    assert in_any.tolist() == [True] and in_both.tolist() == [[False]]
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_centre_priors_agree_on_small_persons(seed):
+    """Persons at most 95 px tall (the random cases) lie inside both centre
+    regions, so "in box and centre" is "in box" for both priors; only which
+    far proposals count as near anyone differs, and the assignment is the
+    same on these cases."""
+    pred, gt = _random_case(seed, 4, 60)
+    by_size = _assigner(center_prior='gt_size')
+    by_stride = _assigner(center_prior='stride')
+    _, both_size = by_size._in_box_and_centre(pred.bboxes, gt.bboxes)
+    _, both_stride = by_stride._in_box_and_centre(pred.bboxes, gt.bboxes)
+    assert torch.equal(both_size, both_stride)
+    assert torch.equal(
+        by_size.assign(pred, gt, img_meta=META).gt_inds,
+        by_stride.assign(pred, gt, img_meta=META).gt_inds)
+
+
+def test_unknown_centre_prior_is_refused():
+    with pytest.raises(ValueError, match="center_prior 'box'"):
+        _assigner(center_prior='box')
