@@ -63,6 +63,7 @@ from mmpsearch.evaluation.functional.box_ops import paired_iou  # noqa: E402
 from mmpsearch.evaluation.functional.box_ops import \
     search_iou_threshold  # noqa: E402
 from mmpsearch.utils import safe_checkpoint_loading  # noqa: E402
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_same_outputs  # noqa: E402
 from mmpsearch.visualization import draw_denoising_steps  # noqa: E402
@@ -83,11 +84,15 @@ def main(argv=None) -> int:
         if not out.lower().endswith('.png'):
             sys.exit(f'{out}: output files must be .png')
     # --out X --show-steps X: the steps picture replaced the search one
-    refuse_same_outputs({'--out': args.out, '--show-steps': args.show_steps})
-    refuse_existing_file(args.out, '--out', args.overwrite, '--overwrite')
-    if args.show_steps is not None:
-        refuse_existing_file(args.show_steps, '--show-steps', args.overwrite,
-                             '--overwrite')
+    with exit_on_refusal():
+        refuse_same_outputs({
+            '--out': args.out,
+            '--show-steps': args.show_steps
+        })
+        refuse_existing_file(args.out, '--out', args.overwrite, '--overwrite')
+        if args.show_steps is not None:
+            refuse_existing_file(args.show_steps, '--show-steps',
+                                 args.overwrite, '--overwrite')
     truth = None
     if args.dataset_query:
         from mmpsearch.datasets import load_cuhk_protocol

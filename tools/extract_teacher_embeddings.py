@@ -67,11 +67,13 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
 
     from mmpsearch.apis import write_teacher_embeddings
     from mmpsearch.utils import safe_checkpoint_loading
+    from mmpsearch.utils.cli import exit_on_refusal
     from mmpsearch.utils.overwrite import refuse_existing_file
     if not args.out.endswith('.npz'):
         raise SystemExit(f'--out {args.out}: the file name must end with '
                          '.npz (numpy would add the suffix otherwise)')
-    refuse_existing_file(args.out, '--out', args.force)
+    with exit_on_refusal():
+        refuse_existing_file(args.out, '--out', args.force)
     if args.batch_size < 1:
         raise SystemExit(f'--batch-size must be >= 1, got {args.batch_size}')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')

@@ -91,12 +91,14 @@ def check_outputs(args) -> None:
     to), or --force; the inputs exist."""
     from mmpsearch.apis.media_indexing import check_inputs
     from mmpsearch.apis.sharded_index import MANIFEST
+    from mmpsearch.utils.cli import exit_on_refusal
     from mmpsearch.utils.overwrite import refuse_nonempty_dir
 
     # rank 0 only: the others could see rank 0's first files
     if os.environ.get('RANK', '0') == '0' and \
             not osp.isfile(osp.join(args.out, MANIFEST)):
-        refuse_nonempty_dir(args.out, '--out', args.force)
+        with exit_on_refusal():
+            refuse_nonempty_dir(args.out, '--out', args.force)
     for path, what in ((args.config, 'config'),
                        (args.checkpoint, 'checkpoint')):
         if not osp.isfile(path):

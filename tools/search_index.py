@@ -61,8 +61,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     # after parsing: --help answers without the slow imports (torch)
+    from mmpsearch.utils.cli import exit_on_refusal
     from mmpsearch.utils.overwrite import refuse_nonempty_dir
-    refuse_nonempty_dir(args.out, '--out', args.force)
+    with exit_on_refusal():
+        refuse_nonempty_dir(args.out, '--out', args.force)
     for path, what in ((args.config, 'config'),
                        (args.checkpoint, 'checkpoint'),
                        (args.query_img, '--query-img')):

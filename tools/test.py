@@ -7,9 +7,6 @@ protocol; ``--out`` saves the results file (docs/en/results_format.md),
 for ``test_cfg=dict(type='MultiSeedTestLoop', seeds=[0, 1, 2])``.
 """
 import argparse
-import json
-import os
-import os.path as osp
 
 from mmengine.config import DictAction
 
@@ -66,10 +63,7 @@ def parse_args() -> argparse.Namespace:
         '(their locks are taken over), and overwrite an existing --json '
         'file; refused otherwise')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parser.parse_args()
 
 
 # --help and a usage error answer before the slow imports below (torch,
@@ -79,39 +73,31 @@ if __name__ == '__main__':
 
 from mmdet.engine.hooks.utils import trigger_visualization_hook  # noqa: E402
 from mmengine.dist import is_main_process  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 from mmpsearch.engine.runner import results_files  # noqa: E402
 from mmpsearch.engine.runner import use_multi_seed_test_loop  # noqa: E402
 from mmpsearch.engine.runner import SeedsError, check_seeds  # noqa: E402
-from mmpsearch.utils import register_all_modules  # noqa: E402
 from mmpsearch.utils import safe_checkpoint_loading  # noqa: E402
 from mmpsearch.utils import setup_cpu_distributed  # noqa: E402
-from mmpsearch.utils.cfg_signature import ConfigKeyError  # noqa: E402
 from mmpsearch.utils.checkpoint import CheckpointMismatchError  # noqa: E402
 from mmpsearch.utils.checkpoint import NonFiniteCheckpointError  # noqa: E402
-from mmpsearch.utils.config import check_config, load_config  # noqa: E402
+from mmpsearch.utils.cli import checkpoint_file_problem  # noqa: E402
+from mmpsearch.utils.cli import (build_runner, exit_on_refusal,  # noqa: E402
+                                 load_runner_config, write_json)
+from mmpsearch.utils.config import check_config  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 from mmpsearch.utils.run_lock import hold_run_locks  # noqa: E402
 
 
+@exit_on_refusal(SeedsError)  # refusals: the message
 def main() -> None:
     args = parse_args()
-    register_all_modules(init_default_scope=False)
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-    except ConfigKeyError as e:  # a typo: the message, not a traceback
-        raise SystemExit(f'{args.config}: {e.args[0]}') from None
-    cfg.launcher = args.launcher
+    cfg = load_runner_config(args)
     check_config(cfg, ('model', 'test_dataloader', 'test_cfg',
                        'test_evaluator'))
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint {args.checkpoint} ' + (
-            'is a folder, not a checkpoint file' if osp.isdir(
-                args.checkpoint) else 'does not exist'))
+    problem = checkpoint_file_problem(args.checkpoint)
+    if problem:
+        raise SystemExit(f'checkpoint {args.checkpoint} {problem}')
     cfg.load_from = args.checkpoint
     # a checkpoint of another model is an error, not a partly random model
     cfg.default_hooks = cfg.get('default_hooks') or dict()
@@ -140,8 +126,7 @@ def main() -> None:
                         [(f, '--out', False) for f in out_files],
                         'tools/test.py', args.force, args.launcher), \
             safe_checkpoint_loading():
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
-            else RUNNERS.build(cfg)
+        runner = build_runner(cfg)
         try:
             summary = runner.test()
         except CheckpointMismatchError as e:
@@ -149,14 +134,9 @@ def main() -> None:
         except NonFiniteCheckpointError as e:
             raise SystemExit(f'{type(e).__name__}: {e}') from None
         if args.json is not None and is_main_process():
-            os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
-            with open(args.json, 'w' if args.force else 'x') as f:
-                json.dump(summary, f, indent=2)
-            print(f'metrics and settings written to {args.json}')
+            write_json(summary, args.json, args.force,
+                       'metrics and settings written to', makedirs=True)
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileExistsError, SeedsError) as e:  # refusals: the message
-        raise SystemExit(str(e)) from None
+    main()

@@ -2,7 +2,6 @@
 """Train a person-search model: ``python tools/train.py CONFIG``."""
 import argparse
 import logging
-import os
 import os.path as osp
 
 from mmengine.config import DictAction
@@ -54,10 +53,7 @@ def parse_args() -> argparse.Namespace:
     # will pass the `--local-rank` parameter to `tools/train.py` instead
     # of `--local_rank`.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parser.parse_args()
 
 
 # --help and a usage error answer before the slow imports below (torch,
@@ -66,38 +62,26 @@ if __name__ == '__main__':
     parse_args()
 
 from mmengine.logging import print_log  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 from mmpsearch.engine.hooks import NonFiniteLossError  # noqa: E402
-from mmpsearch.utils import register_all_modules  # noqa: E402
 from mmpsearch.utils import safe_checkpoint_loading  # noqa: E402
 from mmpsearch.utils import setup_cpu_distributed  # noqa: E402
-from mmpsearch.utils.cfg_signature import ConfigKeyError  # noqa: E402
 from mmpsearch.utils.checkpoint import CheckpointMismatchError  # noqa: E402
 from mmpsearch.utils.checkpoint import NonFiniteCheckpointError  # noqa: E402
-from mmpsearch.utils.config import check_config, load_config  # noqa: E402
+from mmpsearch.utils.cli import checkpoint_file_problem  # noqa: E402
+from mmpsearch.utils.cli import load_runner_config  # noqa: E402
+from mmpsearch.utils.cli import build_runner, exit_on_refusal  # noqa: E402
+from mmpsearch.utils.config import check_config  # noqa: E402
 from mmpsearch.utils.overwrite import check_train_work_dir  # noqa: E402
 from mmpsearch.utils.overwrite import resume_is_complete  # noqa: E402
 from mmpsearch.utils.run_lock import hold_run_locks  # noqa: E402
 
 
+@exit_on_refusal()  # a refused output, a bad --resume: the message
 def main() -> None:
     args = parse_args()
-    register_all_modules(init_default_scope=False)
-
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-    except ConfigKeyError as e:  # a typo: the message, not a traceback
-        raise SystemExit(f'{args.config}: {e.args[0]}') from None
-    cfg.launcher = args.launcher
-
     # work_dir is determined in this priority: CLI > config > config name
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_runner_config(args)
 
     if args.amp:
         import torch
@@ -135,17 +119,16 @@ def main() -> None:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise SystemExit(f'--resume {args.resume}: ' + (
-                'is a folder, not a checkpoint file' if osp.isdir(
-                    args.resume) else 'no such checkpoint'))
+        problem = checkpoint_file_problem(args.resume, 'no such checkpoint',
+                                          remote=False)
+        if problem:
+            raise SystemExit(f'--resume {args.resume}: {problem}')
         cfg.resume = True
         cfg.load_from = args.resume
-    if cfg.get('load_from') and not cfg.get('resume') and '://' not in str(
-            cfg.load_from) and not osp.isfile(cfg.load_from):
-        raise SystemExit(f'load_from={cfg.load_from}: ' + (
-            'is a folder, not a checkpoint file' if osp.isdir(
-                cfg.load_from) else 'no such checkpoint'))
+    problem = cfg.get('load_from') and not cfg.get('resume') and \
+        checkpoint_file_problem(cfg.load_from, 'no such checkpoint')
+    if problem:
+        raise SystemExit(f'load_from={cfg.load_from}: {problem}')
     # One run at a time in a work dir: a lock for the life of this run,
     # refused while another run holds it. Nothing of an earlier run is
     # overwritten unless asked (--resume, --force), and a bad
@@ -183,10 +166,7 @@ def _train(cfg, args) -> None:
     # Without CUDA, distributed runs go through gloo (see mmpsearch.utils).
     setup_cpu_distributed(cfg, args.launcher)
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     try:
         runner.train()
     except (NonFiniteLossError, NonFiniteCheckpointError,
@@ -197,7 +177,4 @@ def _train(cfg, args) -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except FileExistsError as e:  # a refused output: the message
-        raise SystemExit(str(e)) from None
+    main()

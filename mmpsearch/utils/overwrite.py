@@ -4,6 +4,11 @@
 Every tool that writes into a folder or file the user names checks first,
 before any work, and stops with a message that names the path and the ways
 on; ``--force`` writes over it anyway.
+
+These are library functions: they raise :class:`FileExistsError` (a path
+in the way) or :class:`ResumeError` (nothing sound to resume from); the
+tools turn them into an exit with the message
+(:func:`mmpsearch.utils.cli.exit_on_refusal`).
 """
 import glob
 import os
@@ -11,6 +16,11 @@ import os.path as osp
 from typing import Dict, List, Optional
 
 DOCS = 'docs/en/refusals.md'
+
+
+class ResumeError(ValueError):
+    """``--resume`` cannot go on as asked: ``last_checkpoint`` is missing,
+    empty or stale, or the checkpoint is past ``max_iters``."""
 
 
 def _is_remote(path: str) -> bool:
@@ -27,19 +37,20 @@ def refuse_nonempty_dir(path: str,
                         what: str,
                         force: bool = False,
                         flag: str = '--force') -> None:
-    """Stop unless ``path`` is absent, an empty folder, or ``force``.
+    """Refuse (:class:`FileExistsError`) unless ``path`` is absent, an
+    empty folder, or ``force``.
 
     ``what`` names the argument in the message (``--out``, ``OUT``). A file
     at ``path`` is always refused: nothing can be written into it.
     """
     if osp.lexists(path) and not osp.isdir(path):
-        raise SystemExit(f'{what} {path} is a file, not a folder; give a '
-                         'new or empty folder')
+        raise FileExistsError(f'{what} {path} is a file, not a folder; '
+                              'give a new or empty folder')
     if force or not osp.isdir(path):
         return
     entries = sorted(os.listdir(path))
     if entries:
-        raise SystemExit(
+        raise FileExistsError(
             f'{what} {path} is not empty ({len(entries)} entries: '
             f'{_names(entries)}); refusing to write into it, files of the '
             f'same names would be overwritten. Give a new or empty folder, '
@@ -50,20 +61,21 @@ def refuse_existing_file(path: str,
                          what: str,
                          force: bool = False,
                          flag: Optional[str] = '--force') -> None:
-    """Stop unless nothing is at ``path`` or ``force``; a folder at
-    ``path`` is always refused.
+    """Refuse (:class:`FileExistsError`) unless nothing is at ``path`` or
+    ``force``; a folder at ``path`` is always refused.
 
     ``flag`` names the option that sets ``force`` in the message; None for
     an output that is never overwritten (the message offers no flag).
     """
     if osp.isdir(path):
-        raise SystemExit(f'{what} {path} is a folder, not a file')
+        raise FileExistsError(f'{what} {path} is a folder, not a file')
     if force or not osp.lexists(path):
         return
     if not flag:
-        raise SystemExit(f'{what} {path} already exists, and it is never '
-                         f'overwritten: name another file (see {DOCS}).')
-    raise SystemExit(
+        raise FileExistsError(
+            f'{what} {path} already exists, and it is never overwritten: '
+            f'name another file (see {DOCS}).')
+    raise FileExistsError(
         f'{what} {path} already exists; refusing to overwrite it. Name '
         f'another file, or add {flag} to overwrite it (see {DOCS}).')
 
@@ -85,9 +97,10 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
 
     The checkpoint named in ``WORK_DIR/last_checkpoint``, or None when there
     is no ``last_checkpoint`` and no checkpoint (nothing to resume: a first
-    run). Stops with a message naming the file when ``last_checkpoint`` is
-    empty or names a file that does not exist, or when it is missing
-    beside ``*.pth`` files (training from scratch would overwrite them).
+    run). Raises :class:`ResumeError` naming the file when
+    ``last_checkpoint`` is empty or names a file that does not exist, or
+    when it is missing beside ``*.pth`` files (training from scratch would
+    overwrite them).
     """
     if _is_remote(work_dir):
         return None  # mmengine reads it through its file backend
@@ -99,7 +112,7 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
     if not osp.lexists(last):
         if not pths:
             return None
-        raise SystemExit(
+        raise ResumeError(
             f'--resume: {last} does not exist, but {work_dir} holds '
             f'{_names(pths)}: expected last_checkpoint to name the latest '
             'of them (training writes it at every save). Resuming '
@@ -109,11 +122,11 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
         with open(last) as f:
             content = f.read().strip()
     except OSError as e:
-        raise SystemExit(f'--resume: cannot read {last}: {e}')
+        raise ResumeError(f'--resume: cannot read {last}: {e}') from None
     hint = (f' (the newest in the work dir: --resume {latest})'
             if pths else '')
     if not content:
-        raise SystemExit(
+        raise ResumeError(
             f'--resume: {last} is empty; expected one line, the path of '
             'the latest checkpoint (training writes it at every save). '
             f'Pass the checkpoint to resume from: --resume CHECKPOINT{hint}')
@@ -127,7 +140,7 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
         way = '. Pass the checkpoint to resume from: --resume CHECKPOINT' + \
             hint
     state = 'a folder' if osp.isdir(content) else 'which does not exist'
-    raise SystemExit(
+    raise ResumeError(
         f'--resume: {last} names {content}, {state}; expected '
         f'the path of a checkpoint file{way}')
 
@@ -147,9 +160,14 @@ def check_train_work_dir(work_dir: str,
     Returns:
         str or None: With ``resume='auto'``, the checkpoint to resume from
         (None: nothing to resume yet); else None.
+
+    Raises:
+        FileExistsError: ``work_dir`` is a file, or holds checkpoints of
+            an earlier run (a fresh run without ``force``).
+        ResumeError: See :func:`find_resume_checkpoint`.
     """
     if osp.lexists(work_dir) and not osp.isdir(work_dir):
-        raise SystemExit(
+        raise FileExistsError(
             f'work dir {work_dir} is a file, not a folder; the work dir '
             'is where logs, checkpoints and the config are written')
     if resume == 'auto':
@@ -158,7 +176,7 @@ def check_train_work_dir(work_dir: str,
         return None
     found = work_dir_checkpoints(work_dir)
     if found:
-        raise SystemExit(
+        raise FileExistsError(
             f'work dir {work_dir} already holds checkpoints of an earlier '
             f'run ({_names(found)}); training again would overwrite them, '
             'last_checkpoint and the saved config. Either\n'
@@ -185,7 +203,7 @@ def resume_is_complete(checkpoint: str, train_cfg: Optional[dict]) -> bool:
         ``meta['iter']``).
 
     Raises:
-        SystemExit: The checkpoint is past ``max_iters``.
+        ResumeError: The checkpoint is past ``max_iters``.
     """
     max_iters = (train_cfg or {}).get('max_iters')
     if max_iters is None or _is_remote(checkpoint) or \
@@ -197,7 +215,7 @@ def resume_is_complete(checkpoint: str, train_cfg: Optional[dict]) -> bool:
         return False
     if done == max_iters:
         return True
-    raise SystemExit(
+    raise ResumeError(
         f'--resume {checkpoint}: the checkpoint is of iteration {done}, '
         f'past train_cfg.max_iters = {max_iters}; resuming would train '
         'nothing (and rewrite the config in the work dir). To train on, '
@@ -207,8 +225,9 @@ def resume_is_complete(checkpoint: str, train_cfg: Optional[dict]) -> bool:
 
 
 def refuse_same_outputs(outputs: Dict[str, Optional[str]]) -> None:
-    """Stop when two output options name the same file (the second write
-    would replace the first, with no refusal: neither existed yet).
+    """Refuse (:class:`FileExistsError`) two output options that name the
+    same file (the second write would replace the first, with no refusal:
+    neither existed yet).
 
     Args:
         outputs (dict): Option name -> path (None: not given).
@@ -219,7 +238,7 @@ def refuse_same_outputs(outputs: Dict[str, Optional[str]]) -> None:
             continue
         key = osp.realpath(path)
         if key in seen:
-            raise SystemExit(
+            raise FileExistsError(
                 f'{seen[key]} and {what} name the same file {path}; the '
                 'second would overwrite the first. Give each its own file.')
         seen[key] = what

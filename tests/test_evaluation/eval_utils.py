@@ -1,10 +1,12 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
-"""Helpers shared by the evaluation tests: the eval_search.py module and
-model outputs made from a results dict."""
+"""Helpers shared by the evaluation tests: the eval_search.py module,
+results files of exact detections and model outputs made from a results
+dict."""
 import importlib.util
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
@@ -48,3 +50,32 @@ def results_to_samples(results: dict,
             embeddings=torch.from_numpy(q['embedding'][None]))
         out.append(s)
     return out
+
+
+def search_results(protocol, rng=None) -> dict:
+    """Every person detected exactly; with ``rng`` the embeddings are
+    random, else one-hot by identity (a perfect searcher)."""
+    dim = 64
+    gallery = {}
+    for img_id, g in protocol.gallery.items():
+        n = len(g.person_ids)
+        if rng is None:
+            emb = np.zeros((n, dim), np.float32)
+            emb[np.arange(n), (g.person_ids % (dim - 1)) + 1] = 1
+        else:
+            emb = rng.standard_normal((n, dim)).astype(np.float32)
+        gallery[img_id] = dict(
+            bboxes=g.boxes.astype(np.float32),
+            scores=np.full(n, 0.9, np.float32),
+            embeddings=emb)
+    query = []
+    for q in protocol.queries:
+        emb = np.zeros(dim, np.float32)
+        if rng is None:
+            emb[q.person_id % (dim - 1) + 1] = 1
+        else:
+            emb = rng.standard_normal(dim).astype(np.float32)
+        query.append(
+            dict(
+                img_id=q.img_id, bbox=q.box.astype(np.float32), embedding=emb))
+    return dict(gallery=gallery, query=query)

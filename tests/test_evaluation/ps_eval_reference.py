@@ -77,8 +77,7 @@ def ref_search(results,
     for qi, query in enumerate(protocol.queries):
         q_feat = _normalize(results['query'][qi]['embedding'])
         entries = ref_gallery_entries(protocol, query, cross_camera)
-        y_true, y_score = [], []
-        count_gt, count_tp = 0, 0
+        images, count_gt = [], 0
         seen = set()
         for img_id, gt in entries:
             if gt is not None:
@@ -87,29 +86,49 @@ def ref_search(results,
                 continue
             seen.add(img_id)
             boxes, feats = kept[img_id]
-            sims = [float(np.dot(f, q_feat)) for f in feats]
-            labels = [0] * len(sims)
-            if gt is not None:
-                w, h = float(gt[2]) - float(gt[0]), float(gt[3]) - float(gt[1])
-                thr = min(0.5, w * h / ((w + 10) * (h + 10)))
-                order = sorted(range(len(sims)), key=lambda j: -sims[j])
-                for j in order:
-                    if ref_iou(boxes[j], gt) >= thr:
-                        labels[j] = 1
-                        count_tp += 1
-                        break
-            y_true += labels
-            y_score += sims
+            images.append(([float(np.dot(f, q_feat)) for f in feats], boxes,
+                           gt))
         num_gts.append(count_gt)
-        if count_gt == 0 or count_tp == 0:
-            aps.append(0.0)
-        else:
-            aps.append(ref_ap(y_true, y_score) * count_tp / count_gt)
-        # Top-k: descending similarity; on a tie the non-matching detection
-        # comes first (ties are broken against the query).
-        ranked = sorted(zip(y_score, y_true), key=lambda t: (-t[0], t[1]))
-        hits.append([any(t for _, t in ranked[:k]) for k in topk])
+        ap, hit = ref_query_scores(images, count_gt, topk)
+        aps.append(ap)
+        hits.append(hit)
     return np.array(aps), np.array(hits, bool), np.array(num_gts)
+
+
+def ref_labels(sims, boxes, gt):
+    """1 for the detection of one gallery image that matches ``gt`` (None:
+    the query person is not in the image): the most similar one with IoU
+    >= min(0.5, wh / ((w + 10)(h + 10))); 0 for the others."""
+    labels = [0] * len(sims)
+    if gt is not None:
+        w, h = float(gt[2]) - float(gt[0]), float(gt[3]) - float(gt[1])
+        thr = min(0.5, w * h / ((w + 10) * (h + 10)))
+        order = sorted(range(len(sims)), key=lambda j: -sims[j])
+        for j in order:
+            if ref_iou(boxes[j], gt) >= thr:
+                labels[j] = 1
+                break
+    return labels
+
+
+def ref_query_scores(images, count_gt, topk):
+    """AP (times recall) and top-k hits of one query, from ``(sims, boxes,
+    gt)`` of each gallery image searched (see :func:`ref_labels`) and the
+    number of them that hold the query person."""
+    y_true, y_score, count_tp = [], [], 0
+    for sims, boxes, gt in images:
+        labels = ref_labels(sims, boxes, gt)
+        count_tp += sum(labels)
+        y_true += labels
+        y_score += sims
+    if count_gt == 0 or count_tp == 0:
+        ap = 0.0
+    else:
+        ap = ref_ap(y_true, y_score) * count_tp / count_gt
+    # Top-k: descending similarity; on a tie the non-matching detection
+    # comes first (ties are broken against the query).
+    ranked = sorted(zip(y_score, y_true), key=lambda t: (-t[0], t[1]))
+    return ap, [any(t for _, t in ranked[:k]) for k in topk]
 
 
 def ref_detection(results,

@@ -23,7 +23,7 @@ from mmpsearch.evaluation.functional import (CBGM, CBGM_DEFAULTS,
                                              resolve_cbgm_k)
 from mmpsearch.evaluation.results_io import save_search_results
 from .eval_utils import load_eval_search, results_to_samples
-from .ps_eval_reference import ref_ap, ref_gallery_entries, ref_iou
+from .ps_eval_reference import ref_gallery_entries, ref_iou, ref_query_scores
 
 SEARCH = ('mAP', 'top1', 'top5', 'top10')
 
@@ -100,28 +100,12 @@ def ref_cbgm_search(results,
                     if i == 0:
                         sims[j] = best
         # 3. labels, AP and top-k as without CBGM
-        y_true, y_score, count_tp = [], [], 0
-        for img_id, sims in name2sim.items():
-            gt = name2gt[img_id]
-            labels = [0] * len(sims)
-            if gt is not None:
-                w, h = float(gt[2]) - float(gt[0]), float(gt[3]) - float(gt[1])
-                iou_gt = min(0.5, w * h / ((w + 10) * (h + 10)))
-                order = sorted(range(len(sims)), key=lambda j: -sims[j])
-                for j in order:
-                    if ref_iou(kept[img_id][j][0], gt) >= iou_gt:
-                        labels[j] = 1
-                        count_tp += 1
-                        break
-            y_true += labels
-            y_score += sims
+        images = [(sims, [box for box, _, _ in kept[img_id]], name2gt[img_id])
+                  for img_id, sims in name2sim.items()]
         num_gts.append(count_gt)
-        if count_gt == 0 or count_tp == 0:
-            aps.append(0.0)
-        else:
-            aps.append(ref_ap(y_true, y_score) * count_tp / count_gt)
-        ranked = sorted(zip(y_score, y_true), key=lambda t: (-t[0], t[1]))
-        hits.append([any(t for _, t in ranked[:k]) for k in topk])
+        ap, hit = ref_query_scores(images, count_gt, topk)
+        aps.append(ap)
+        hits.append(hit)
     return np.array(aps), np.array(hits, bool), np.array(num_gts)
 
 

@@ -11,41 +11,13 @@ from mmpsearch.datasets import load_cuhk_protocol, load_prw_protocol
 from mmpsearch.evaluation.functional import evaluate_person_search
 from mmpsearch.evaluation.results_io import save_search_results
 from .eval_utils import load_eval_search
+from .eval_utils import search_results as _results
 from .ps_eval_reference import ref_search
 
 KEYS = [
     'mAP', 'top1', 'top5', 'top10', 'det_ap', 'det_recall', 'labeled_det_ap',
     'labeled_det_recall'
 ]
-
-
-def _results(protocol, rng=None):
-    """Every person detected exactly; with ``rng`` the embeddings are
-    random, else one-hot by identity (a perfect searcher)."""
-    dim = 64
-    gallery = {}
-    for img_id, g in protocol.gallery.items():
-        n = len(g.person_ids)
-        if rng is None:
-            emb = np.zeros((n, dim), np.float32)
-            emb[np.arange(n), (g.person_ids % (dim - 1)) + 1] = 1
-        else:
-            emb = rng.standard_normal((n, dim)).astype(np.float32)
-        gallery[img_id] = dict(
-            bboxes=g.boxes.astype(np.float32),
-            scores=np.full(n, 0.9, np.float32),
-            embeddings=emb)
-    query = []
-    for q in protocol.queries:
-        emb = np.zeros(dim, np.float32)
-        if rng is None:
-            emb[q.person_id % (dim - 1) + 1] = 1
-        else:
-            emb = rng.standard_normal(dim).astype(np.float32)
-        query.append(
-            dict(
-                img_id=q.img_id, bbox=q.box.astype(np.float32), embedding=emb))
-    return dict(gallery=gallery, query=query)
 
 
 def test_cuhk_perfect_results(trees, tmp_path, capsys):

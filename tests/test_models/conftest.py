@@ -3,16 +3,19 @@
 Stable Diffusion per session, one small CUHK-layout tree, every test on one
 torch thread, and the checks every training test on Stable Diffusion
 makes."""
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
 from mmengine.runner import Runner
+from mmengine.structures import InstanceData
 
 from mmpsearch.datasets.synthetic import make_synthetic
 from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
+from mmpsearch.registry import DATASETS
 
 
 @pytest.fixture(scope='session')
@@ -74,6 +77,37 @@ def assert_stable_diffusion_frozen(runner: Runner) -> None:
     assert not model.backbone.unet.training
     assert not any(k.startswith('backbone.') for k in model.state_dict())
     assert np.isfinite(loss_history(runner)).all()
+
+
+def gallery_and_query_outputs(runner: Runner) -> Tuple:
+    """The model's outputs for the first (gallery) and the last (query)
+    image of the config's test set, and the query's given box."""
+    dataset = DATASETS.build(runner.cfg.test_dataloader.dataset)
+    gallery, query = dataset[0], dataset[len(dataset) - 1]
+    assert gallery['data_samples'].metainfo['split'] == 'gallery'
+    assert query['data_samples'].metainfo['split'] == 'query'
+    with torch.no_grad():
+        g_out, q_out = runner.model.test_step(
+            pseudo_collate([gallery, query]))
+    info = dataset.get_data_info(len(dataset) - 1)
+    return g_out, q_out, torch.tensor(info['instances'][0]['bbox'])
+
+
+def assert_gallery_results_format(pred: InstanceData, ori_shape: tuple,
+                                  dim: int, tol: float) -> int:
+    """``pred`` holds n > 0 boxes (n, 4) in the original image's pixels
+    (``tol`` past its right / bottom edge at most), scores (n, ) and unit
+    embeddings (n, dim); returns n."""
+    n = len(pred)
+    assert n > 0
+    assert pred.bboxes.shape == (n, 4) and pred.scores.shape == (n, )
+    assert pred.embeddings.shape == (n, dim)
+    torch.testing.assert_close(pred.embeddings.norm(dim=1), torch.ones(n))
+    h, w = ori_shape  # boxes in original pixels
+    assert float(pred.bboxes[:, 2].max()) <= w + tol
+    assert float(pred.bboxes[:, 3].max()) <= h + tol
+    assert float(pred.bboxes.min()) >= 0
+    return n
 
 
 @pytest.fixture

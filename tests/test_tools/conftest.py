@@ -1,4 +1,5 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,32 @@ def tool_env(cuda: bool = False) -> dict:
         [str(Path(sys.executable).parent), env.get('PATH', '')])
     env['OMP_NUM_THREADS'] = '1'
     return env
+
+
+def make_oracle_scenes(tmp: Path):
+    """A synthetic CUHK-SYSU tree under ``tmp`` and the boxes file of the
+    oracle searcher (mmpsearch/testing/oracle_searcher.py)."""
+    from mmpsearch.datasets import load_cuhk_protocol, make_synthetic
+    root = tmp / 'synthetic_cuhk'
+    make_synthetic('cuhk', str(root), num_images=202, num_ids=10, seed=5)
+    protocol = load_cuhk_protocol(str(root), 50)
+    boxes_file = tmp / 'boxes.json'
+    boxes_file.write_text(
+        json.dumps({n: g.boxes.tolist()
+                    for n, g in protocol.gallery.items()}))
+    return root, boxes_file
+
+
+def oracle_test_args(root, boxes_file, work_dir) -> list:
+    """``tools/test.py`` options testing the oracle searcher on the tree of
+    :func:`make_oracle_scenes` (TestG50)."""
+    return [
+        '--work-dir',
+        str(work_dir), '--cfg-options', f'model.boxes_file={boxes_file}',
+        f'test_dataloader.dataset.datasets.0.data_root={root}',
+        f'test_dataloader.dataset.datasets.1.data_root={root}',
+        f'test_evaluator.data_root={root}', 'test_evaluator.gallery_size=50'
+    ]
 
 
 def run_tool(args, cwd=None, check=True, timeout=300, cuda=False):

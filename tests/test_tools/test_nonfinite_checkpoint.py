@@ -4,19 +4,17 @@ fitted (``docs/en/refusals.md``), naming the first bad tensor: by
 ``init_searcher``, ``tools/test.py`` (before the test set runs) and
 training's ``load_from`` / ``--resume``, instead of a searcher that
 silently finds nothing."""
-import json
 
 import pytest
 import torch
 from mmengine.config import Config
 
 from mmpsearch.apis import init_searcher
-from mmpsearch.datasets import load_cuhk_protocol, make_synthetic
 from mmpsearch.testing import ToyRegressor
 from mmpsearch.utils.checkpoint import (NonFiniteCheckpointError,
                                         check_checkpoint_fits,
                                         check_state_dict_finite)
-from .conftest import REPO, run_tool
+from .conftest import REPO, make_oracle_scenes, oracle_test_args, run_tool
 
 ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
 
@@ -66,26 +64,15 @@ def test_init_searcher_refuses_nonfinite_weights(tmp_path, value):
 
 
 def test_test_py_refuses_nonfinite_weights_before_the_test(tmp_path):
-    root = tmp_path / 'synthetic_cuhk'
-    make_synthetic('cuhk', str(root), num_images=202, num_ids=10, seed=5)
-    protocol = load_cuhk_protocol(str(root), 50)
-    boxes_file = tmp_path / 'boxes.json'
-    boxes_file.write_text(
-        json.dumps({n: g.boxes.tolist()
-                    for n, g in protocol.gallery.items()}))
+    root, boxes_file = make_oracle_scenes(tmp_path)
     ckpt = tmp_path / 'nan.pth'
     torch.save({'state_dict': {'dummy': torch.full((1, ), float('nan'))}},
                ckpt)
     out = tmp_path / 'results.pkl'
-    proc = run_tool([
-        'tools/test.py', ORACLE,
-        str(ckpt), '--work-dir',
-        str(tmp_path / 'work'), '--out',
-        str(out), '--cfg-options', f'model.boxes_file={boxes_file}',
-        f'test_dataloader.dataset.datasets.0.data_root={root}',
-        f'test_dataloader.dataset.datasets.1.data_root={root}',
-        f'test_evaluator.data_root={root}', 'test_evaluator.gallery_size=50'
-    ], check=False)
+    proc = run_tool(['tools/test.py', ORACLE, str(ckpt), '--out',
+                     str(out)] +
+                    oracle_test_args(root, boxes_file, tmp_path / 'work'),
+                    check=False)
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr
     err = proc.stderr.strip().splitlines()[-1]

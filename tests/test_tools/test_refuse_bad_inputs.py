@@ -10,7 +10,6 @@
 - score / IoU thresholds that are not numbers in [0, 1] are refused where
   they are read.
 """
-import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,7 +18,6 @@ import torch
 from mmengine.config import Config
 
 from mmpsearch.apis import index_gallery, init_searcher
-from mmpsearch.datasets import load_cuhk_protocol, make_synthetic
 from mmpsearch.datasets.teacher_cache import (TeacherEmbeddings,
                                               save_teacher_embeddings)
 from mmpsearch.datasets.transforms import DualNoiseGenerator
@@ -33,7 +31,7 @@ from mmpsearch.utils import register_all_modules
 from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
                                         check_checkpoint_fits)
 from tests.test_evaluation.hand_cases import cuhk_case
-from .conftest import REPO, run_tool
+from .conftest import REPO, make_oracle_scenes, oracle_test_args, run_tool
 
 NAN = float('nan')
 ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
@@ -57,34 +55,14 @@ def _other_checkpoint(path):
 # ---------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def oracle_scenes(tmp_path_factory):
-    """A synthetic CUHK-SYSU tree and the boxes file of the oracle
-    searcher (mmpsearch/testing/oracle_searcher.py)."""
-    tmp = tmp_path_factory.mktemp('oracle')
-    root = tmp / 'synthetic_cuhk'
-    make_synthetic('cuhk', str(root), num_images=202, num_ids=10, seed=5)
-    protocol = load_cuhk_protocol(str(root), 50)
-    boxes_file = tmp / 'boxes.json'
-    boxes_file.write_text(
-        json.dumps({n: g.boxes.tolist()
-                    for n, g in protocol.gallery.items()}))
-    return root, boxes_file
-
-
-def _oracle_test_args(root, boxes_file, work_dir):
-    return [
-        '--work-dir',
-        str(work_dir), '--cfg-options', f'model.boxes_file={boxes_file}',
-        f'test_dataloader.dataset.datasets.0.data_root={root}',
-        f'test_dataloader.dataset.datasets.1.data_root={root}',
-        f'test_evaluator.data_root={root}', 'test_evaluator.gallery_size=50'
-    ]
+    return make_oracle_scenes(tmp_path_factory.mktemp('oracle'))
 
 
 def test_test_py_refuses_another_models_checkpoint(tmp_path, oracle_scenes):
     root, boxes_file = oracle_scenes
     ckpt = _other_checkpoint(tmp_path / 'toy.pth')
     proc = run_tool(['tools/test.py', ORACLE, ckpt] +
-                    _oracle_test_args(root, boxes_file, tmp_path / 'w1'),
+                    oracle_test_args(root, boxes_file, tmp_path / 'w1'),
                     check=False)
     assert proc.returncode != 0
     err = proc.stderr.strip().splitlines()[-1]
@@ -95,7 +73,7 @@ def test_test_py_refuses_another_models_checkpoint(tmp_path, oracle_scenes):
     assert 'search/mAP' not in proc.stdout + proc.stderr
     # opted in: it runs, with a loud warning
     proc = run_tool(['tools/test.py', ORACLE, ckpt, '--allow-partial'] +
-                    _oracle_test_args(root, boxes_file, tmp_path / 'w2'))
+                    oracle_test_args(root, boxes_file, tmp_path / 'w2'))
     log = proc.stdout + proc.stderr
     assert 'PARTIAL CHECKPOINT LOAD' in log
     assert '0 of the 1 weights of the model (OracleColourSearcher)' in log

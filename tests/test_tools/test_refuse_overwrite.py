@@ -4,7 +4,6 @@
 make_synthetic.py / make_tiny_sd.py into a non-empty folder,
 eval_search.py --json onto a file; and the dist/slurm scripts find their
 Python without an activated environment."""
-import importlib.util
 import json
 import os
 import runpy
@@ -14,13 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mmpsearch.datasets import load_cuhk_protocol, make_synthetic
 from mmpsearch.evaluation.results_io import save_search_results
-from mmpsearch.utils.overwrite import (check_train_work_dir,
-                                       find_resume_checkpoint)
+from mmpsearch.utils.overwrite import (ResumeError, check_train_work_dir,
+                                       find_resume_checkpoint,
+                                       refuse_existing_file,
+                                       refuse_nonempty_dir)
+from tests.test_evaluation.eval_utils import load_eval_search, search_results
 from .conftest import REPO, run_tool
 
 
@@ -81,7 +82,7 @@ def test_work_dir_decision(tmp_path):
         work = tmp_path / f'run_{i}'
         work.mkdir()
         (work / name).write_text('x')
-        with pytest.raises(SystemExit, match=f'{work} already holds '
+        with pytest.raises(FileExistsError, match=f'{work} already holds '
                            f'checkpoints of an earlier run .{name}.'):
             check_train_work_dir(str(work), None)
         assert check_train_work_dir(str(work), None, force=True) is None
@@ -92,7 +93,8 @@ def test_work_dir_decision(tmp_path):
     # a file is no work dir, whatever the flags
     (tmp_path / 'afile').write_text('x')
     for resume, force in ((None, False), (None, True), ('auto', False)):
-        with pytest.raises(SystemExit, match='afile is a file, not a folder'):
+        with pytest.raises(FileExistsError,
+                           match='afile is a file, not a folder'):
             check_train_work_dir(str(tmp_path / 'afile'), resume, force)
 
 
@@ -106,19 +108,19 @@ def test_resume_last_checkpoint_messages(tmp_path):
     ckpt.write_bytes(b'w')
     last = work / 'last_checkpoint'
     # missing beside checkpoints: resuming would start over them
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ResumeError) as e:
         find_resume_checkpoint(str(work))
     assert f'{last} does not exist, but {work} holds iter_4.pth' in str(
         e.value) and f'--resume {ckpt}' in str(e.value)
     # empty
     last.write_text('\n')
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ResumeError) as e:
         find_resume_checkpoint(str(work))
     assert f'{last} is empty; expected one line, the path of the latest ' \
         'checkpoint' in str(e.value) and f'--resume {ckpt}' in str(e.value)
     # stale: the work dir was moved
     last.write_text('/old/place/work/iter_4.pth\n')
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ResumeError) as e:
         find_resume_checkpoint(str(work))
     assert f'{last} names /old/place/work/iter_4.pth, which does not ' \
         'exist; expected the path of a checkpoint file' in str(e.value)
@@ -126,13 +128,47 @@ def test_resume_last_checkpoint_messages(tmp_path):
         e.value)
     # stale: the checkpoint is gone
     last.write_text(str(work / 'iter_6.pth'))
-    with pytest.raises(SystemExit, match='iter_6.pth, which does not exist'):
+    with pytest.raises(ResumeError, match='iter_6.pth, which does not exist'):
         find_resume_checkpoint(str(work))
     last.write_text(str(tmp_path))
-    with pytest.raises(SystemExit, match='a folder; expected the path of a'):
+    with pytest.raises(ResumeError, match='a folder; expected the path of a'):
         find_resume_checkpoint(str(work))
     last.write_text(str(ckpt))
     assert find_resume_checkpoint(str(work)) == str(ckpt)
+
+
+def test_the_library_refuses_with_file_exists_error(tmp_path):
+    """The shared checks are library code: they raise FileExistsError with
+    the message (the option, the path, the flag), not SystemExit."""
+    existing = tmp_path / 'metrics.json'
+    existing.write_text('{}')
+    with pytest.raises(FileExistsError) as e:
+        refuse_existing_file(str(existing), '--json')
+    assert not isinstance(e.value, SystemExit)
+    assert str(e.value).startswith(f'--json {existing} already exists; '
+                                   'refusing to overwrite it')
+    assert 'add --force to overwrite it' in str(e.value)
+    with pytest.raises(FileExistsError,
+                       match=f'--out {tmp_path} is not empty .1 entries: '
+                       'metrics.json.*add --overwrite'):
+        refuse_nonempty_dir(str(tmp_path), '--out', flag='--overwrite')
+    refuse_existing_file(str(existing), '--json', force=True)
+    refuse_nonempty_dir(str(tmp_path), '--out', force=True)
+
+
+def test_a_tool_exits_with_the_refusal_message(tmp_path):
+    """A tool turns the library's FileExistsError into an exit: status 1,
+    the message, no traceback, nothing written."""
+    out = tmp_path / 'data'
+    out.mkdir()
+    (out / 'mine.txt').write_text('kept')
+    proc = run_tool(['tools/dataset_converters/make_synthetic.py',
+                     '--format', 'cuhk', '--out', str(out)], check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr
+    assert f'--out {out} is not empty (1 entries: mine.txt)' in proc.stderr
+    assert 'add --force to write into this one anyway' in proc.stderr
+    assert [p.name for p in out.iterdir()] == ['mine.txt']
 
 
 def test_train_resume_names_stale_last_checkpoint(tmp_path, toy_config):
@@ -210,36 +246,8 @@ def test_make_tiny_sd_refuses_nonempty_out(tmp_path, monkeypatch):
     assert written == [str(tmp_path / 'new'), str(sd)]
 
 
-def _eval_search():
-    spec = importlib.util.spec_from_file_location(
-        'eval_search_cli', REPO / 'tools' / 'analysis_tools' /
-        'eval_search.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _perfect_results(protocol):
-    gallery = {}
-    for img_id, g in protocol.gallery.items():
-        n = len(g.person_ids)
-        emb = np.zeros((n, 16), np.float32)
-        emb[np.arange(n), g.person_ids % 15 + 1] = 1
-        gallery[img_id] = dict(
-            bboxes=g.boxes.astype(np.float32),
-            scores=np.full(n, 0.9, np.float32),
-            embeddings=emb)
-    query = []
-    for q in protocol.queries:
-        emb = np.zeros(16, np.float32)
-        emb[q.person_id % 15 + 1] = 1
-        query.append(dict(img_id=q.img_id, bbox=q.box.astype(np.float32),
-                          embedding=emb))
-    return dict(gallery=gallery, query=query)
-
-
 def test_eval_search_refuses_existing_json(tmp_path):
-    cli = _eval_search()
+    cli = load_eval_search()
     metrics = tmp_path / 'metrics.json'
     metrics.write_text('{"mAP": 0.9}')
     results = tmp_path / 'unread.pkl'
@@ -257,7 +265,7 @@ def test_eval_search_refuses_existing_json(tmp_path):
     make_synthetic('cuhk', str(root), num_images=202, num_ids=8,
                    image_size=(64, 64))
     save_search_results(
-        _perfect_results(load_cuhk_protocol(str(root), 100)), str(results))
+        search_results(load_cuhk_protocol(str(root), 100)), str(results))
     summary = cli.main([str(results), '--dataset', 'cuhk', '--data-root',
                         str(root), '--json', str(metrics), '--force'])
     assert summary['mAP'] == pytest.approx(1.0)

@@ -268,7 +268,8 @@ def test_settings_in_both_jsons(runs):
 
 def test_existing_seed_file_is_refused_first(runs, tmp_path):
     out = str(runs['base'] / 'seeds.pkl')  # its _seed{S} files exist
-    with pytest.raises(SystemExit, match='seeds_seed1.pkl already exist'):
+    with pytest.raises(FileExistsError,
+                       match='seeds_seed1.pkl already exist'):
         results_files(out, [3, 1])
     fresh = str(tmp_path / 'r.pkl')
     assert results_files(fresh, [3, 1]) == [

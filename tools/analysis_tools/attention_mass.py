@@ -87,6 +87,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_nonempty_dir  # noqa: E402
 
 SIZE_DIVISOR = 64  # DiffPS's pad_size_divisor
@@ -291,8 +292,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if len(labels) != len(args.sd_paths):
         raise SystemExit('--labels needs one name per --sd-paths folder')
     if args.out_dir:
-        refuse_nonempty_dir(
-            args.out_dir, '--out-dir', args.overwrite, flag='--overwrite')
+        with exit_on_refusal():
+            refuse_nonempty_dir(
+                args.out_dir, '--out-dir', args.overwrite, flag='--overwrite')
     scenes = load_scenes(args.data_root, args.split, args.num_images)
     cfg = dict(
         timestep=args.timestep,

@@ -28,7 +28,6 @@ every PSDiff row gets its speed relative to the baseline::
         --baseline configs/baseline/faster_rcnn_r50_teacher_cuhk.py
 """
 import argparse
-import json
 import logging
 import platform
 import time
@@ -102,6 +101,7 @@ from mmengine.runner import load_checkpoint  # noqa: E402
 from mmpsearch.registry import MODELS  # noqa: E402
 from mmpsearch.utils import register_all_modules  # noqa: E402
 from mmpsearch.utils import safe_checkpoint_loading  # noqa: E402
+from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
 from mmpsearch.utils.config import load_config  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
@@ -270,7 +270,8 @@ def build_baseline(config: str, checkpoint: Optional[str],
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
     if args.json:  # before any work: an earlier file is not overwritten
-        refuse_existing_file(args.json, '--json', args.force)
+        with exit_on_refusal():
+            refuse_existing_file(args.json, '--json', args.force)
     register_all_modules()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -348,9 +349,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
               f'{baseline["detections_found"]}). "x baseline": PSDiff '
               'images/s over the baseline\'s.')
     if args.json:
-        with open(args.json, 'w' if args.force else 'x') as f:
-            json.dump(res, f, indent=2)
-        print(f'wrote {args.json}')
+        write_json(res, args.json, args.force, 'wrote')
     return res
 
 

@@ -57,6 +57,7 @@ from mmengine.registry import build_from_cfg  # noqa: E402
 from mmengine.visualization import Visualizer  # noqa: E402
 
 from mmpsearch.registry import DATASETS  # noqa: E402
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_nonempty_dir  # noqa: E402
 from mmpsearch.utils.setup_env import register_all_modules  # noqa: E402
 
@@ -106,7 +107,8 @@ def c_to_hex(color) -> str:
 def main() -> None:
     args = parse_args()
     # before any work: PNGs of the same names would be overwritten
-    refuse_nonempty_dir(args.output_dir, '--output-dir', args.force)
+    with exit_on_refusal():
+        refuse_nonempty_dir(args.output_dir, '--output-dir', args.force)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -33,9 +33,6 @@ cbgm.py``), the "+CBGM" numbers of the tables; ``--cbgm-k1`` / ``--cbgm-k2``
 default to SeqNet's 10 / 3 (CUHK-SYSU) and 30 / 4 (PRW).
 """
 import argparse
-import json
-import os
-import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -140,6 +137,7 @@ from mmpsearch.evaluation.run_settings import RESULTS_META_KEY  # noqa: E402
 from mmpsearch.evaluation.run_settings import SETTINGS_KEY  # noqa: E402
 from mmpsearch.evaluation.run_settings import evaluation_settings  # noqa
 from mmpsearch.evaluation.run_settings import settings_from_meta  # noqa
+from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 JSON_KEYS = SEARCH_KEYS + DETECTION_KEYS
@@ -245,12 +243,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
             raise SystemExit('--' + str(e).replace('_', '-')) from None
     elif args.cbgm_k1 is not None or args.cbgm_k2 is not None:
         raise SystemExit('--cbgm-k1 / --cbgm-k2 need --cbgm')
-    try:  # a folder is named as one, not as missing
-        require_results_file(args.results)
-    except FileNotFoundError as e:
-        raise SystemExit(str(e)) from None
-    if args.json:
-        refuse_existing_file(args.json, '--json', args.force)
+    with exit_on_refusal(FileNotFoundError):
+        require_results_file(args.results)  # a folder is named as one
+        if args.json:
+            refuse_existing_file(args.json, '--json', args.force)
 
     if args.dataset == 'cuhk':
         protocols = [
@@ -295,12 +291,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     summary = json_summary(metrics, sizes, args.cross_camera, args.subset,
                            bool(args.gallery_size))
     summary[SETTINGS_KEY] = json_settings(args, settings_sizes, results)
-    if args.json:
-        dirname = osp.dirname(osp.abspath(args.json))
-        os.makedirs(dirname, exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(summary, f, indent=2)
-        print(f'metrics written to {args.json}')
+    if args.json:  # refused above unless new or --force
+        write_json(summary, args.json, True, 'metrics written to',
+                   makedirs=True)
     return summary
 
 

@@ -45,6 +45,7 @@ from mmpsearch.evaluation.functional import gallery_size_suffix  # noqa
 from mmpsearch.evaluation.metrics.person_search_metric import \
     load_protocol  # noqa: E402
 from mmpsearch.evaluation.results_io import load_search_results  # noqa
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa
 
 
@@ -58,10 +59,12 @@ def available_sizes(data_root: str) -> List[int]:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    refuse_existing_file(args.out, '--out', args.overwrite, '--overwrite')
-    if args.json:
-        refuse_existing_file(args.json, '--json', args.overwrite,
+    with exit_on_refusal():
+        refuse_existing_file(args.out, '--out', args.overwrite,
                              '--overwrite')
+        if args.json:
+            refuse_existing_file(args.json, '--json', args.overwrite,
+                                 '--overwrite')
     sizes = args.gallery_sizes or available_sizes(args.data_root)
     if not sizes:
         sys.exit(f'{args.data_root} has no annotation/test/train_test/'

@@ -41,6 +41,7 @@ import matplotlib  # noqa: E402
 matplotlib.use('Agg')  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 
@@ -77,7 +78,9 @@ def read_times(path: str) -> Dict[int, float]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    refuse_existing_file(args.out, '--out', args.overwrite, '--overwrite')
+    with exit_on_refusal():
+        refuse_existing_file(args.out, '--out', args.overwrite,
+                             '--overwrite')
     metrics = read_metrics(args.metrics)
     steps = list(metrics)
     times = read_times(args.benchmark) if args.benchmark else {}

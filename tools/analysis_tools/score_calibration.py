@@ -20,7 +20,6 @@ No threshold is chosen here; the protocol's stays 0.5::
         --dataset cuhk --data-root data/synthetic_cuhk --json calib.json
 """
 import argparse
-import json
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -55,6 +54,7 @@ from mmpsearch.evaluation.functional.box_ops import paired_iou  # noqa: E402
 from mmpsearch.evaluation.metrics import person_search_metric  # noqa: E402
 from mmpsearch.evaluation.results_io import load_search_results  # noqa: E402
 from mmpsearch.evaluation.results_io import require_results_file  # noqa
+from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 
@@ -144,14 +144,12 @@ def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    if args.json:  # before any work: an earlier file is not overwritten
-        refuse_existing_file(args.json, '--json', args.force)
-    if not 0.0 <= args.thr <= 1.0:
-        raise SystemExit(f'--thr {args.thr}: expected a number in [0, 1]')
-    try:  # a folder is named as one, not as missing
-        require_results_file(args.results)
-    except FileNotFoundError as e:
-        raise SystemExit(str(e)) from None
+    with exit_on_refusal(FileNotFoundError):
+        if args.json:  # before any work: an earlier file is not overwritten
+            refuse_existing_file(args.json, '--json', args.force)
+        if not 0.0 <= args.thr <= 1.0:
+            raise SystemExit(f'--thr {args.thr}: expected a number in [0, 1]')
+        require_results_file(args.results)  # a folder is named as one
     # the gallery's ground truth is the same at every CUHK-SYSU size
     protocol = person_search_metric.load_protocol(
         args.dataset, args.data_root,
@@ -177,9 +175,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
           f'{out["duplicates_passing_per_person"]:.2f}; false detections '
           f'passing per image: {out["false_passing_per_image"]:.2f}')
     if args.json:
-        with open(args.json, 'w' if args.force else 'x') as f:
-            json.dump(out, f, indent=2)
-        print(f'written to {args.json}')
+        write_json(out, args.json, args.force)
     return out
 
 

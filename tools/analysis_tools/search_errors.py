@@ -27,7 +27,6 @@ AP times the found fraction); their mean equals ``eval_search.py``'s mAP::
         --dataset cuhk --data-root data/synthetic_cuhk
 """
 import argparse
-import json
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -73,6 +72,7 @@ from mmpsearch.evaluation.functional.ranking import \
 from mmpsearch.evaluation.metrics import person_search_metric  # noqa: E402
 from mmpsearch.evaluation.results_io import load_search_results  # noqa: E402
 from mmpsearch.evaluation.results_io import require_results_file  # noqa
+from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 
@@ -205,15 +205,13 @@ def search_errors(results: dict, protocol, dataset: str = 'cuhk',
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    if args.json:  # before any work: an earlier file is not overwritten
-        refuse_existing_file(args.json, '--json', args.force)
-    if not 0.0 <= args.score_thr <= 1.0:
-        raise SystemExit(f'--score-thr {args.score_thr}: expected a number '
-                         'in [0, 1]')
-    try:  # a folder is named as one, not as missing
-        require_results_file(args.results)
-    except FileNotFoundError as e:
-        raise SystemExit(str(e)) from None
+    with exit_on_refusal(FileNotFoundError):
+        if args.json:  # before any work: an earlier file is not overwritten
+            refuse_existing_file(args.json, '--json', args.force)
+        if not 0.0 <= args.score_thr <= 1.0:
+            raise SystemExit(f'--score-thr {args.score_thr}: expected a '
+                             'number in [0, 1]')
+        require_results_file(args.results)  # a folder is named as one
     protocol = person_search_metric.load_protocol(
         args.dataset, args.data_root,
         args.gallery_size if args.dataset == 'cuhk' else None)
@@ -230,9 +228,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     print(f'{"missed (found at rank 1)":<58}'
           f'{100 * (out["mAP"] + out["gain_if_removed"]["missed"]):>16.1f}')
     if args.json:
-        with open(args.json, 'w' if args.force else 'x') as f:
-            json.dump(out, f, indent=2)
-        print(f'written to {args.json}')
+        write_json(out, args.json, args.force)
     return out
 
 

@@ -54,8 +54,10 @@ def main() -> None:
     args = parse_args()
     # after parsing: --help answers without the slow imports (torch)
     from mmpsearch.datasets.synthetic import make_synthetic
+    from mmpsearch.utils.cli import exit_on_refusal
     from mmpsearch.utils.overwrite import refuse_nonempty_dir
-    refuse_nonempty_dir(args.out, '--out', args.force)
+    with exit_on_refusal():
+        refuse_nonempty_dir(args.out, '--out', args.force)
     start = time.time()
     summary = make_synthetic(
         args.format,

@@ -41,8 +41,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # after parsing: --help answers without the slow imports (torch)
     from mmpsearch.datasets.synthetic.video import make_synthetic_videos
+    from mmpsearch.utils.cli import exit_on_refusal
     from mmpsearch.utils.overwrite import refuse_nonempty_dir
-    refuse_nonempty_dir(args.out, '--out', args.force)
+    with exit_on_refusal():
+        refuse_nonempty_dir(args.out, '--out', args.force)
     start = time.time()
     ann = make_synthetic_videos(args.out, args.num_videos, args.frames,
                                 args.fps, tuple(args.image_size),

@@ -22,8 +22,10 @@ def main() -> None:
     args = parser.parse_args()
     # after parsing: --help answers without the slow imports (torch)
     from mmpsearch.testing.tiny_sd import make_tiny_sd
+    from mmpsearch.utils.cli import exit_on_refusal
     from mmpsearch.utils.overwrite import refuse_nonempty_dir
-    refuse_nonempty_dir(args.out, 'OUT', args.force)
+    with exit_on_refusal():
+        refuse_nonempty_dir(args.out, 'OUT', args.force)
     out = make_tiny_sd(args.out, seed=args.seed)
     print(f'tiny Stable Diffusion written to {osp.abspath(out)}')
 

@@ -156,6 +156,7 @@ from mmpsearch.datasets.synthetic.captions import CAPTION_WORDS  # noqa: E402
 from mmpsearch.datasets.synthetic.captions import SCENES_FILE  # noqa: E402
 from mmpsearch.datasets.synthetic.captions import scene_caption  # noqa: E402
 from mmpsearch.testing.tiny_sd import TINY_SD_WORDS, make_tiny_sd  # noqa: E402
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_nonempty_dir  # noqa: E402
 
 #: The tokenizer's single-token words: the tiny SD's and the captions'.
@@ -430,7 +431,8 @@ def _publish(tmp: str, out: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> str:
     args = parse_args(argv)
     out = osp.abspath(args.out)
-    refuse_nonempty_dir(out, 'OUT', args.overwrite, flag='--overwrite')
+    with exit_on_refusal():
+        refuse_nonempty_dir(out, 'OUT', args.overwrite, flag='--overwrite')
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

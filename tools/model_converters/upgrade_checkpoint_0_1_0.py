@@ -80,11 +80,13 @@ def main(argv=None) -> int:
     import torch
 
     from mmpsearch.utils import safe_torch_load
+    from mmpsearch.utils.cli import exit_on_refusal
     from mmpsearch.utils.overwrite import refuse_existing_file
     if args.src == args.dst:
         raise SystemExit('upgrade_checkpoint_0_1_0: write to another file '
                          f'than {args.src}')
-    refuse_existing_file(args.dst, 'dst', args.force)
+    with exit_on_refusal():
+        refuse_existing_file(args.dst, 'dst', args.force)
     checkpoint = safe_torch_load(args.src, map_location='cpu')
     upgraded = upgrade_checkpoint(checkpoint)
     moved = sum(1 for k in checkpoint.get('state_dict', checkpoint)

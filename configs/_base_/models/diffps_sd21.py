@@ -15,16 +15,15 @@
 # Samplers, heads and RoIAlign follow the official code (github
 # PerceptualAI-Lab/DiffPS, models/diffps.py); the remaining differences and
 # their reasons are listed in docs/en/model_zoo.md ("DiffPS: differences
-# from the official code").
+# from the official code"). The RPN and R-CNN settings are written as what
+# they change in mmdet's Faster R-CNN (faster_rcnn_r50_fpn.py).
 from mmcv.ops import RoIAlign
 from mmdet.models.data_preprocessors import DetDataPreprocessor
-from mmdet.models.dense_heads import RPNHead
-from mmdet.models.losses import CrossEntropyLoss, SmoothL1Loss
+from mmdet.models.losses import SmoothL1Loss
 from mmdet.models.roi_heads.shared_heads import ResLayer
-from mmdet.models.task_modules.assigners import MaxIoUAssigner
-from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
 from mmdet.models.task_modules.prior_generators import AnchorGenerator
 from mmdet.models.task_modules.samplers import RandomSampler
+from mmengine.config import read_base
 
 from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
 from mmpsearch.models.detectors.diffps import DiffPS
@@ -38,11 +37,38 @@ from mmpsearch.models.roi_heads import (BNRegBBoxHead, DiffPSRoIHead,
 # roi_align, used by the official code, pools in fp32 under autocast)
 from mmpsearch.models.roi_extractors import FP32SingleRoIExtractor
 
+with read_base():
+    from .faster_rcnn_r50_fpn import model as __faster_rcnn
+
 # A local copy of stabilityai/stable-diffusion-2-1-base in the diffusers
 # layout; it is never downloaded at run time.
 sd_path = 'checkpoints/stable-diffusion-2-1-base'
 # ImageNet ResNet-50 for the two stage-4 heads (torchvision's weights).
 res5_init = dict(type='Pretrained', checkpoint='torchvision://resnet50')
+# ResNet-50 stage 4 of the box head and of the ReID head
+__res5 = dict(
+    type=ResLayer,
+    depth=50,
+    stage=3,
+    stride=2,
+    norm_eval=False,
+    init_cfg=res5_init)
+# RoIs of the stride-8 map; torchvision's RoIAlign in the official code:
+# aligned=False
+__roi_extractor = dict(
+    type=FP32SingleRoIExtractor,
+    roi_layer=dict(
+        type=RoIAlign, output_size=14, sampling_ratio=2, aligned=False),
+    out_channels=1024,
+    featmap_strides=[8])
+# 128 RoIs at 50 %, no more negatives than positives when positives are
+# few (the official keep_positive_fraction)
+__sampler = dict(
+    type=RandomSampler,
+    num=128,
+    pos_fraction=0.5,
+    neg_pos_ub=1,
+    add_gt_as_proposals=True)
 
 model = dict(
     type=DiffPS,
@@ -89,7 +115,7 @@ model = dict(
         beta_init=1.0,
         gamma_init=0.0),
     rpn_head=dict(
-        type=RPNHead,
+        __faster_rcnn.rpn_head,
         in_channels=1024,
         feat_channels=1024,
         anchor_generator=dict(
@@ -98,32 +124,11 @@ model = dict(
             # base 8 x (4 .. 64) = 32 .. 512 pixels
             scales=[4, 8, 16, 32, 64],
             ratios=[0.5, 1.0, 2.0]),
-        bbox_coder=dict(
-            type=DeltaXYWHBBoxCoder,
-            target_means=[0.0, 0.0, 0.0, 0.0],
-            target_stds=[1.0, 1.0, 1.0, 1.0]),
-        loss_cls=dict(
-            type=CrossEntropyLoss, use_sigmoid=True, loss_weight=1.0),
         loss_bbox=dict(type=SmoothL1Loss, beta=1.0 / 9.0, loss_weight=1.0)),
     roi_head=dict(
         type=DiffPSRoIHead,
-        shared_head=dict(
-            type=ResLayer,
-            depth=50,
-            stage=3,
-            stride=2,
-            norm_eval=False,
-            init_cfg=res5_init),
-        bbox_roi_extractor=dict(
-            type=FP32SingleRoIExtractor,
-            # torchvision's RoIAlign in the official code: aligned=False
-            roi_layer=dict(
-                type=RoIAlign,
-                output_size=14,
-                sampling_ratio=2,
-                aligned=False),
-            out_channels=1024,
-            featmap_strides=[8]),
+        shared_head=__res5,
+        bbox_roi_extractor=__roi_extractor,
         # Linear(2048, 4, bias=False) + BatchNorm1d(4) regressor; classifier
         # and regressor Xavier-initialised (the official CUHK-SYSU init)
         bbox_head=dict(
@@ -132,13 +137,9 @@ model = dict(
             roi_feat_size=7,
             in_channels=2048,
             num_classes=1,
-            bbox_coder=dict(
-                type=DeltaXYWHBBoxCoder,
-                target_means=[0.0, 0.0, 0.0, 0.0],
-                target_stds=[0.1, 0.1, 0.2, 0.2]),
+            bbox_coder=__faster_rcnn.roi_head.bbox_head.bbox_coder,
             reg_class_agnostic=True,
-            loss_cls=dict(
-                type=CrossEntropyLoss, use_sigmoid=False, loss_weight=1.0),
+            loss_cls=__faster_rcnn.roi_head.bbox_head.loss_cls,
             loss_bbox=dict(type=SmoothL1Loss, beta=1.0, loss_weight=10.0),
             init_cfg=dict(
                 type='Xavier',
@@ -155,26 +156,15 @@ model = dict(
     reid_roi_head=dict(
         type=ReIDRoIHead,
         roi_extractor=dict(
-            type=FP32SingleRoIExtractor,
-            roi_layer=dict(
-                type=RoIAlign,
-                output_size=(24, 12),
-                sampling_ratio=2,
-                aligned=False),
-            out_channels=1024,
-            featmap_strides=[8]),
+            __roi_extractor,
+            roi_layer=dict(__roi_extractor['roi_layer'],
+                           output_size=(24, 12))),
         embed_head=dict(
             type=SFAN,
             in_channels=1024,
             text_channels=1024,
             num_parts=4,
-            res_layer=dict(
-                type=ResLayer,
-                depth=50,
-                stage=3,
-                stride=2,
-                norm_eval=False,
-                init_cfg=res5_init),
+            res_layer=__res5,
             embed_dim=1024,
             granularities=(1, 2, 3),
             embed_from=('sfan', 'stage4'),
@@ -196,65 +186,19 @@ model = dict(
             proposals=('regressed', 'rpn'),
             embed_negatives=True,
             assigner=dict(
-                type=MaxIoUAssigner,
-                pos_iou_thr=0.7,
-                neg_iou_thr=0.3,
+                __faster_rcnn.train_cfg.rpn.assigner,
                 min_pos_iou=0.7,
-                match_low_quality=False,
-                ignore_iof_thr=-1),
-            sampler=dict(
-                type=RandomSampler,
-                num=128,
-                pos_fraction=0.5,
-                neg_pos_ub=1,
-                add_gt_as_proposals=True))),
+                match_low_quality=False),
+            sampler=__sampler)),
     train_cfg=dict(
-        rpn=dict(
-            assigner=dict(
-                type=MaxIoUAssigner,
-                pos_iou_thr=0.7,
-                neg_iou_thr=0.3,
-                min_pos_iou=0.3,
-                match_low_quality=True,
-                ignore_iof_thr=-1),
-            sampler=dict(
-                type=RandomSampler,
-                num=256,
-                pos_fraction=0.5,
-                neg_pos_ub=-1,
-                add_gt_as_proposals=False),
-            allowed_border=-1,
-            pos_weight=-1,
-            debug=False),
+        __faster_rcnn.train_cfg,
         rpn_proposal=dict(
+            __faster_rcnn.train_cfg.rpn_proposal,
             nms_pre=12000,
-            max_per_img=2000,
-            nms=dict(type='nms', iou_threshold=0.7),
-            min_bbox_size=0),
-        rcnn=dict(
-            assigner=dict(
-                type=MaxIoUAssigner,
-                pos_iou_thr=0.5,
-                neg_iou_thr=0.5,
-                min_pos_iou=0.5,
-                match_low_quality=False,
-                ignore_iof_thr=-1),
-            # 128 RoIs at 50 %, no more negatives than positives when
-            # positives are few (the official keep_positive_fraction)
-            sampler=dict(
-                type=RandomSampler,
-                num=128,
-                pos_fraction=0.5,
-                neg_pos_ub=1,
-                add_gt_as_proposals=True),
-            pos_weight=-1,
-            debug=False)),
+            max_per_img=2000),
+        rcnn=dict(__faster_rcnn.train_cfg.rcnn, sampler=__sampler)),
     test_cfg=dict(
-        rpn=dict(
-            nms_pre=6000,
-            max_per_img=300,
-            nms=dict(type='nms', iou_threshold=0.7),
-            min_bbox_size=0),
+        rpn=dict(__faster_rcnn.test_cfg.rpn, nms_pre=6000, max_per_img=300),
         rcnn=dict(
             score_thr=0.5,
             nms=dict(type='nms', iou_threshold=0.4),

@@ -11,12 +11,10 @@
 # ones, each marked "Departure" below.
 # configs/psdiff/*_paper.py keep the paper's recipe exactly.
 from mmcv.ops import RoIAlign
-from mmdet.models.backbones import ResNet
-from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmdet.models.losses import QualityFocalLoss
-from mmdet.models.necks import FPN
 from mmdet.models.task_modules.assigners import (BBoxL1Cost, FocalLossCost,
                                                  IoUCost)
+from mmengine.config import read_base
 
 from mmpsearch.models.detectors import PSDiff
 from mmpsearch.diffusion import DDIMSampler
@@ -24,6 +22,9 @@ from mmpsearch.models.heads import CDLHead, PSDiffHead
 from mmpsearch.models.losses import DualDenoisingCriterion
 from mmpsearch.models.roi_extractors import GatherRoIExtractor
 from mmpsearch.models.task_modules import DiffusionDetDynamicKAssigner
+
+with read_base():
+    from .faster_rcnn_r50_fpn import model as __faster_rcnn
 
 # The diffusion settings, written once: the model's head and the training
 # pipeline's DualNoiseGenerator (in the leaves) both get this dict. A leaf
@@ -43,28 +44,13 @@ center_teacher = True
 
 model = dict(
     type=PSDiff,
-    data_preprocessor=dict(
-        type=DetDataPreprocessor,
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_size_divisor=32),
+    # mmdet's ResNet-50 + FPN (faster_rcnn_r50_fpn.py): frozen BN, four
+    # FPN levels
+    data_preprocessor=__faster_rcnn.data_preprocessor,
     backbone=dict(
-        type=ResNet,
-        depth=50,
-        num_stages=4,
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,
-        norm_cfg=dict(type='BN', requires_grad=False),
-        norm_eval=True,
-        style='pytorch',
-        init_cfg=dict(type='Pretrained',
-                      checkpoint='torchvision://resnet50')),
-    neck=dict(
-        type=FPN,
-        in_channels=[256, 512, 1024, 2048],
-        out_channels=256,
-        num_outs=4),
+        __faster_rcnn.backbone,
+        norm_cfg=dict(type='BN', requires_grad=False)),
+    neck=dict(__faster_rcnn.neck, num_outs=4),
     bbox_head=dict(
         type=PSDiffHead,
         diffusion=diffusion,

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
 from mmengine.runner import Runner
 
-from mmpsearch.registry import DATASETS
 from mmpsearch.utils.setup_env import register_all_modules
-from ..conftest import (assert_stable_diffusion_frozen, loss_history,
-                        train_runner)
+from ..conftest import (assert_gallery_results_format,
+                        assert_stable_diffusion_frozen,
+                        gallery_and_query_outputs, loss_history, train_runner)
 
 CONFIG = osp.join(
     osp.dirname(__file__), '..', '..', 'data', 'configs',
@@ -22,26 +21,37 @@ CONFIG = osp.join(
 NUM_ITERS = 12
 
 
-@pytest.fixture(scope='module')
-def runner(tiny_sd_dir, synthetic_root, tmp_path_factory):
+def _fixed_batch_cfg(tiny_sd_dir: str, synthetic_root: str, max_iters: int,
+                     work_dir: str) -> Config:
+    """The synthetic config on the tiny SD, trained ``max_iters``
+    iterations on one fixed batch (the first two images, not shuffled:
+    a falling loss is not sampling noise) at a constant lr of 1e-3 (the
+    config's), logged every iteration, with no validation and no
+    checkpoints."""
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(CONFIG)
     cfg.model.backbone.sd_path = tiny_sd_dir
     cfg.train_dataloader.dataset.data_root = synthetic_root
-    # one fixed batch, so that the falling loss is not sampling noise
     cfg.train_dataloader.dataset.indices = 2
     cfg.train_dataloader.sampler.shuffle = False
-    for ds in cfg.test_dataloader.dataset.datasets:
-        ds.data_root = synthetic_root
     cfg.val_dataloader = None
     cfg.val_cfg = None
     cfg.val_evaluator = None
-    cfg.train_cfg.update(max_iters=NUM_ITERS, val_interval=10 * NUM_ITERS)
-    cfg.param_scheduler = []  # constant lr 1e-3
+    cfg.train_cfg.update(max_iters=max_iters, val_interval=10 * max_iters)
+    cfg.param_scheduler = []
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint = None
     cfg.randomness = dict(seed=0)
-    cfg.work_dir = str(tmp_path_factory.mktemp('work_dir'))
+    cfg.work_dir = work_dir
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def runner(tiny_sd_dir, synthetic_root, tmp_path_factory):
+    cfg = _fixed_batch_cfg(tiny_sd_dir, synthetic_root, NUM_ITERS,
+                           str(tmp_path_factory.mktemp('work_dir')))
+    for ds in cfg.test_dataloader.dataset.datasets:
+        ds.data_root = synthetic_root
     return train_runner(cfg)
 
 
@@ -74,28 +84,16 @@ def fixed_feature_runner(tiny_sd_dir, synthetic_root, tmp_path_factory):
     SFAN, OIM) trains as usual. The tiny random SD's own output changes
     from pass to pass (a posterior sample and fresh noise on a random VAE),
     which is why the heads cannot fit even one batch on it."""
-    register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(CONFIG)
-    cfg.model.backbone.sd_path = tiny_sd_dir
-    cfg.train_dataloader.dataset.data_root = synthetic_root
-    cfg.train_dataloader.dataset.indices = 2
-    cfg.train_dataloader.sampler.shuffle = False
+    cfg = _fixed_batch_cfg(
+        tiny_sd_dir, synthetic_root, FIXED_ITERS,
+        str(tmp_path_factory.mktemp('fixed_feature_work_dir')))
     cfg.train_dataloader.dataset.pipeline = [
         t for t in cfg.train_dataloader.dataset.pipeline
         if 'Flip' not in str(t['type'])
     ]
-    cfg.val_dataloader = None
-    cfg.val_cfg = None
-    cfg.val_evaluator = None
     cfg.test_dataloader = None
     cfg.test_cfg = None
     cfg.test_evaluator = None
-    cfg.train_cfg.update(max_iters=FIXED_ITERS, val_interval=10 * FIXED_ITERS)
-    cfg.param_scheduler = []  # constant lr 1e-3, as the config's
-    cfg.default_hooks.logger.interval = 1
-    cfg.default_hooks.checkpoint = None
-    cfg.randomness = dict(seed=0)
-    cfg.work_dir = str(tmp_path_factory.mktemp('fixed_feature_work_dir'))
     runner = Runner.from_cfg(cfg)
     backbone = runner.model.backbone
     sd_forward = backbone.forward
@@ -149,30 +147,15 @@ def test_test_mode_outputs_the_results_format(runner, synthetic_root):
     model = runner.model
     model.eval()
     model.roi_head.test_cfg.score_thr = 0.0  # untrained: keep detections
-    dataset = DATASETS.build(runner.cfg.test_dataloader.dataset)
-    gallery, query = dataset[0], dataset[len(dataset) - 1]
-    assert gallery['data_samples'].metainfo['split'] == 'gallery'
-    assert query['data_samples'].metainfo['split'] == 'query'
-    with torch.no_grad():
-        g_out, q_out = model.test_step(pseudo_collate([gallery, query]))
+    g_out, q_out, query_box = gallery_and_query_outputs(runner)
     dim = model.reid_roi_head.embed_dim
 
     pred = g_out.pred_instances
-    n = len(pred)
-    assert n > 0
-    assert pred.bboxes.shape == (n, 4) and pred.scores.shape == (n, )
-    assert pred.embeddings.shape == (n, dim)
-    torch.testing.assert_close(pred.embeddings.norm(dim=1), torch.ones(n))
-    h, w = g_out.metainfo['ori_shape']  # boxes in original pixels
-    assert float(pred.bboxes[:, 2].max()) <= w + 1
-    assert float(pred.bboxes[:, 3].max()) <= h + 1
-    assert float(pred.bboxes.min()) >= 0
+    assert_gallery_results_format(pred, g_out.metainfo['ori_shape'], dim, 1)
 
     pred = q_out.pred_instances
-    info = dataset.get_data_info(len(dataset) - 1)
     assert len(pred) == 1
-    torch.testing.assert_close(pred.bboxes[0],
-                               torch.tensor(info['instances'][0]['bbox']))
+    torch.testing.assert_close(pred.bboxes[0], query_box)
     assert float(pred.scores[0]) == 1.0
     assert pred.embeddings.shape == (1, dim)
 

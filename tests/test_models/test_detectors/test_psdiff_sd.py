@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
 
 from mmpsearch.datasets.teacher_cache import save_teacher_embeddings
 from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
 from mmpsearch.models.necks import DGRPN, SDFeaturePyramid
 from mmpsearch.registry import DATASETS, MODELS
 from mmpsearch.utils.setup_env import register_all_modules
-from ..conftest import (assert_stable_diffusion_frozen, loss_history,
-                        train_runner)
+from ..conftest import (assert_gallery_results_format,
+                        assert_stable_diffusion_frozen,
+                        gallery_and_query_outputs, loss_history, train_runner)
 
 CONFIGS = osp.join(
     osp.dirname(__file__), '..', '..', '..', 'configs', 'psdiff')
@@ -219,31 +219,18 @@ def test_predict_gives_the_results_format(runner):
     model = runner.model
     model.eval()
     model.test_cfg.score_thr = 0.0  # a 12-iteration model: keep them all
-    dataset = DATASETS.build(runner.cfg.test_dataloader.dataset)
-    gallery, query = dataset[0], dataset[len(dataset) - 1]
-    assert gallery['data_samples'].metainfo['split'] == 'gallery'
-    assert query['data_samples'].metainfo['split'] == 'query'
-    with torch.no_grad():
-        g_out, q_out = model.test_step(pseudo_collate([gallery, query]))
+    g_out, q_out, query_box = gallery_and_query_outputs(runner)
     dim = model.bbox_head.embed_dims
 
     pred = g_out.pred_instances
-    n = len(pred)
-    assert 0 < n <= model.test_cfg.max_per_img
-    assert pred.bboxes.shape == (n, 4) and pred.scores.shape == (n, )
-    assert pred.embeddings.shape == (n, dim)
-    torch.testing.assert_close(pred.embeddings.norm(dim=1), torch.ones(n))
-    h, w = g_out.metainfo['ori_shape']  # boxes in original pixels
-    assert float(pred.bboxes[:, 2].max()) <= w + 1e-3
-    assert float(pred.bboxes[:, 3].max()) <= h + 1e-3
-    assert float(pred.bboxes.min()) >= 0
+    n = assert_gallery_results_format(pred, g_out.metainfo['ori_shape'], dim,
+                                      1e-3)
+    assert n <= model.test_cfg.max_per_img
     assert torch.all(pred.scores[:-1] >= pred.scores[1:])
 
     pred = q_out.pred_instances
-    info = dataset.get_data_info(len(dataset) - 1)
     assert len(pred) == 1
-    torch.testing.assert_close(pred.bboxes[0],
-                               torch.tensor(info['instances'][0]['bbox']))
+    torch.testing.assert_close(pred.bboxes[0], query_box)
     assert pred.embeddings.shape == (1, dim)
 
 
