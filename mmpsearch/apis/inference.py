@@ -33,7 +33,7 @@ from mmengine.runner.checkpoint import (_load_checkpoint,
 from mmpsearch.datasets.file_checks import check_image_complete
 from mmpsearch.registry import MODELS
 from mmpsearch.utils import register_all_modules, safe_checkpoint_loading
-from mmpsearch.utils.cfg_signature import check_option_keys
+from mmpsearch.utils.cfg_signature import check_config_keys
 from mmpsearch.utils.checkpoint import check_checkpoint_fits
 from mmpsearch.utils.config import check_cfg_options
 from mmpsearch.utils.detections import check_query_embedding
@@ -116,7 +116,7 @@ def init_searcher(config: Union[str, Path, Config],
                 "e.g. {'model.test_cfg.sampling_steps': 4}, got "
                 f'{type(cfg_options).__name__} {cfg_options!r}')
         check_cfg_options(config, cfg_options, 'init_searcher: cfg_options')
-        check_option_keys(config, cfg_options)
+        check_config_keys(config, cfg_options)
         config.merge_from_dict(cfg_options)
     init_default_scope(config.get('default_scope', 'mmpsearch'))
     if checkpoint is not None:

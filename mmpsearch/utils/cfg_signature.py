@@ -2,6 +2,12 @@
 """Check the keys of ``type=...`` dicts of a config against the signature
 of the class they build, before anything is built.
 
+One entry point, :func:`check_config_keys`, for the tools
+(``mmpsearch.utils.config.load_config``) and the API (``init_searcher``);
+the rest of this module is its inside, which reads mmengine 0.10.7's
+Runner (the keys it pops or reads itself) and the ``CFG_KEYS`` attribute of
+the classes whose plain sub-dicts (``model.test_cfg``) have fixed keys.
+
 A misspelled argument (``model.backbone.depht=18``,
 ``default_hooks.checkpoint.intervl=1``) otherwise reaches the constructor as
 a raw ``TypeError: __init__() got an unexpected keyword argument`` once the
@@ -46,7 +52,7 @@ class ConfigKeyError(KeyError):
         return str(self.args[0]) if self.args else ''
 
 
-def _registry_for(top: str, cfg_type: Any) -> List[Any]:
+def _registry_for(top: str) -> List[Any]:
     """Registries to look a string ``type`` up in, most likely first."""
     from mmpsearch import registry as R
     first = {
@@ -68,14 +74,14 @@ def _registry_for(top: str, cfg_type: Any) -> List[Any]:
         [r for r in rest if r is not first]
 
 
-def resolve_type(cfg_type: Any, top: str = '') -> Optional[Callable]:
+def _resolve_type(cfg_type: Any, top: str = '') -> Optional[Callable]:
     """The class (or function) a ``type`` value names, or None when it
     cannot be resolved (then nothing is checked)."""
     if callable(cfg_type):
         return cfg_type
     if not isinstance(cfg_type, str):
         return None
-    for registry in _registry_for(top, cfg_type):
+    for registry in _registry_for(top):
         try:
             found = registry.get(cfg_type)
         except Exception:  # noqa: BLE001 - unknown scope etc.: not ours
@@ -112,7 +118,7 @@ def _params(obj: Callable) -> Tuple[List[str], bool]:
     return names, var_kw
 
 
-def accepted_keys(obj: Callable) -> Optional[List[str]]:
+def _accepted_keys(obj: Callable) -> Optional[List[str]]:
     """The keys a ``type=obj`` dict may hold, or None for any."""
     try:
         names, var_kw = _params(obj)
@@ -130,16 +136,16 @@ def _name(obj: Any) -> str:
     return getattr(obj, '__name__', str(obj))
 
 
-def check_typed_key(path: str, node: Any, key: str, top: str) -> None:
+def _check_typed_key(path: str, node: Any, key: str, top: str) -> None:
     """Refuse ``key`` (the last part of the dotted ``path``) of the dict
     ``node`` when ``node`` has a ``type`` whose constructor does not take
     it."""
     if key in META_KEYS or key in RUNNER_POPPED.get(top, ()):
         return
-    obj = resolve_type(node.get('type'), top)
+    obj = _resolve_type(node.get('type'), top)
     if obj is None:
         return
-    names = accepted_keys(obj)
+    names = _accepted_keys(obj)
     if names is None or key in names:
         return
     close = difflib.get_close_matches(key, names, n=1)
@@ -149,11 +155,11 @@ def check_typed_key(path: str, node: Any, key: str, top: str) -> None:
                          f'{hint}')
 
 
-def check_sub_cfg_key(path: str, owner: Any, sub: str, key: str,
-                      top: str) -> None:
+def _check_sub_cfg_key(path: str, owner: Any, sub: str, key: str,
+                       top: str) -> None:
     """``model.test_cfg.KEY``: a class that lists the keys of a plain
     (untyped) sub-dict in ``CFG_KEYS`` refuses others."""
-    obj = resolve_type(owner.get('type'), top) if hasattr(owner, 'get') \
+    obj = _resolve_type(owner.get('type'), top) if hasattr(owner, 'get') \
         else None
     known = getattr(obj, 'CFG_KEYS', {}).get(sub) if obj is not None \
         else None
@@ -174,35 +180,34 @@ def _children(node: Any) -> Iterable[Tuple[str, Any]]:
     return []
 
 
-def check_tree(node: Any, prefix: str, top: str) -> None:
+def _check_tree(node: Any, prefix: str, top: str) -> None:
     """Check every key of every ``type=`` dict under ``node``."""
     if hasattr(node, 'items'):
         if 'type' in node:
             for key in node:
-                check_typed_key(f'{prefix}.{key}', node, str(key), top)
+                _check_typed_key(f'{prefix}.{key}', node, str(key), top)
         for key, child in _children(node):
             if hasattr(child, 'items') and 'type' not in child and \
                     'type' in node:
                 for sub_key in child:
-                    check_sub_cfg_key(f'{prefix}.{key}.{sub_key}', node, key,
-                                      str(sub_key), top)
+                    _check_sub_cfg_key(f'{prefix}.{key}.{sub_key}', node,
+                                       key, str(sub_key), top)
     for key, child in _children(node):
         if key in SKIP_DICTS:
             continue
         if hasattr(child, 'items') or isinstance(child, (list, tuple)):
-            check_tree(child, f'{prefix}.{key}', top)
+            _check_tree(child, f'{prefix}.{key}', top)
 
 
-def check_config_types(cfg: Any, tops: Optional[Iterable[str]] = None
-                       ) -> None:
+def _check_config_types(cfg: Any, tops: Optional[Iterable[str]]) -> None:
     """Check the ``type=`` dicts of the top-level keys ``tops`` of ``cfg``
-    (all of them by default)."""
+    (None: all of them)."""
     for top in (tops if tops is not None else list(cfg.keys())):
         if top in cfg:
-            check_tree(cfg[top], top, top)
+            _check_tree(cfg[top], top, top)
 
 
-def check_env_cfg(cfg: Any) -> None:
+def _check_env_cfg(cfg: Any) -> None:
     """Refuse keys of ``env_cfg`` mmengine's Runner does not read (a typo
     there is otherwise ignored without a word)."""
     env_cfg = cfg.get('env_cfg') or {}
@@ -216,7 +221,7 @@ def check_env_cfg(cfg: Any) -> None:
             f'ignored); known: {list(ENV_CFG_KEYS)}{hint}')
 
 
-def check_option_keys(cfg: Any, options: Optional[Dict[str, Any]]) -> None:
+def _check_option_keys(cfg: Any, options: Optional[Dict[str, Any]]) -> None:
     """``--cfg-options``: the last key of each option against the class of
     the dict it goes into (also for a plain sub-dict such as
     ``model.test_cfg`` of a class that lists its keys)."""
@@ -239,9 +244,9 @@ def check_option_keys(cfg: Any, options: Optional[Dict[str, Any]]) -> None:
             if not hasattr(parent, 'keys') or key in parent:
                 continue
             if 'type' in parent:
-                check_typed_key(full_key, parent, key, top)
+                _check_typed_key(full_key, parent, key, top)
             elif len(chain) >= 3:
-                check_sub_cfg_key(full_key, chain[-2], parts[-2], key, top)
+                _check_sub_cfg_key(full_key, chain[-2], parts[-2], key, top)
 
 
 #: Config keys that mmengine's ``Runner.build_dataloader`` builds a torch
@@ -252,7 +257,7 @@ DATALOADER_TOPS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 RUNNER_DATALOADER_KEYS = ('num_batch_per_epoch', 'disable_subprocess_warning')
 
 
-def check_dataloader_cfgs(cfg: Any) -> None:
+def _check_dataloader_cfgs(cfg: Any) -> None:
     """Refuse a key of ``train/val/test_dataloader`` that neither mmengine
     nor torch's ``DataLoader`` takes (``batch_sise`` was a raw
     ``DataLoader.__init__() got an unexpected keyword argument`` once the
@@ -273,3 +278,47 @@ def check_dataloader_cfgs(cfg: Any) -> None:
             raise ConfigKeyError(
                 f'{top}.{key}: not an argument of the dataloader (mmengine '
                 f'builds a torch DataLoader from {top}){hint}')
+
+
+#: The top-level keys whose ``type=`` dicts a whole config's check reads
+#: (hooks: a typo there would otherwise surface only at the first save).
+#: The other dicts are checked through ``--cfg-options`` and by their
+#: constructors when the Runner builds them.
+WHOLE_TYPED_TOPS = ('default_hooks', 'custom_hooks')
+
+
+def check_config_keys(cfg: Any,
+                      options: Optional[Dict[str, Any]] = None,
+                      *,
+                      whole: bool = False,
+                      typed_tops: Optional[Iterable[str]] = WHOLE_TYPED_TOPS
+                      ) -> None:
+    """The config-key check: refuse keys that the class (or mmengine's
+    Runner, or torch's ``DataLoader``) they are for does not take, with a
+    :class:`ConfigKeyError` naming the key and the closest right one.
+
+    The one entry point of this module: ``load_config`` calls it with the
+    ``--cfg-options`` before merging them and with ``whole=True`` after;
+    ``init_searcher`` with its ``cfg_options``.
+
+    Args:
+        cfg: The config (a ``Config`` or nested dicts). With ``options``, as
+            it is before they are merged into it.
+        options (dict, optional): Dotted keys (``--cfg-options``) about to
+            be merged into ``cfg``: the last key of each option that is new
+            is checked against the class of the dict it goes into, or, for a
+            plain sub-dict such as ``model.test_cfg``, against the
+            ``CFG_KEYS`` of the class that owns it.
+        whole (bool): Also check ``cfg`` itself as mmengine's Runner will
+            read it: the keys of ``env_cfg`` (a typo there is ignored without
+            a word), of the ``type=`` dicts under ``typed_tops`` and of the
+            dataloader dicts.
+        typed_tops (Iterable[str], optional): For ``whole``: the top-level
+            keys whose ``type=`` dicts are checked; None: every one (a test
+            of the shipped configs).
+    """
+    _check_option_keys(cfg, options)
+    if whole:
+        _check_env_cfg(cfg)
+        _check_config_types(cfg, typed_tops)
+        _check_dataloader_cfgs(cfg)

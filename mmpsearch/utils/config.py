@@ -6,8 +6,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from mmengine.config import Config
 
-from .cfg_signature import (check_config_types, check_dataloader_cfgs,
-                            check_env_cfg, check_option_keys)
+from .cfg_signature import check_config_keys
 
 # Keys mmengine's Runner reads that a config may legitimately leave out, so
 # that ``--cfg-options`` may add them.
@@ -128,14 +127,12 @@ def load_config(path: str,
     if cfg_options:
         check_cfg_options(cfg, cfg_options)
         # a misspelled last key (model.backbone.depht) against the class
-        check_option_keys(cfg, cfg_options)
+        check_config_keys(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     # typos mmengine would ignore (env_cfg) or meet only at the first
-    # checkpoint save / hook build
-    check_env_cfg(cfg)
-    check_config_types(cfg, ('default_hooks', 'custom_hooks'))
-    # train_dataloader.batch_sise: a raw TypeError once the loader is built
-    check_dataloader_cfgs(cfg)
+    # checkpoint save / hook build / dataloader build
+    # (train_dataloader.batch_sise: a raw TypeError)
+    check_config_keys(cfg, whole=True)
     return cfg
 
 

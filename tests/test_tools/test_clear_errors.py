@@ -17,7 +17,7 @@ import torch
 from mmpsearch.datasets.teacher_cache import (TeacherEmbeddings,
                                               save_teacher_embeddings)
 from mmpsearch.testing import ToyRegressor
-from mmpsearch.utils.cfg_signature import ConfigKeyError, check_dataloader_cfgs
+from mmpsearch.utils.cfg_signature import ConfigKeyError, check_config_keys
 from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
                                         check_checkpoint_fits)
 from mmpsearch.utils.config import load_config
@@ -159,7 +159,7 @@ def test_every_shipped_config_has_dataloader_keys_that_exist():
              if '_base_' not in f.parts]
     assert len(files) > 10
     for f in files:
-        check_dataloader_cfgs(Config.fromfile(str(f)))
+        check_config_keys(Config.fromfile(str(f)), whole=True)
 
 
 # ---------------------------------------------------------------------------

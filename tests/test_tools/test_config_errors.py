@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmpsearch.datasets.teacher_cache import (TeacherEmbeddings,
                                               save_teacher_embeddings)
 from mmpsearch.utils import register_all_modules
-from mmpsearch.utils.cfg_signature import check_config_types, check_env_cfg
+from mmpsearch.utils.cfg_signature import check_config_keys
 from mmpsearch.utils.config import load_config
 from mmpsearch.utils.safe_load import (CorruptCheckpointError,
                                        WeightsDownloadError, load_from_local,
@@ -62,8 +62,8 @@ def test_every_shipped_config_passes_the_checks():
     assert len(files) > 10
     for f in files:
         cfg = Config.fromfile(f)
-        check_config_types(cfg)  # every type= dict, not only hooks
-        check_env_cfg(cfg)
+        # every type= dict, not only hooks; env_cfg; dataloaders
+        check_config_keys(cfg, whole=True, typed_tops=None)
 
 
 # 2. env_cfg -------------------------------------------------------------

@@ -113,15 +113,20 @@ model = dict(
     # shared, every pass scored): the layer also trains on the refined
     # boxes it meets at later sampling steps.
     train_cfg=dict(num_passes=3),
+    # Every key is written out, so that a dumped config shows the whole
+    # setting; "default" marks a value that only repeats the default of
+    # PSDiffTestSettings (mmpsearch/models/heads/psdiff_settings.py, where
+    # each key is documented).
     test_cfg=dict(
-        sampling_steps=8,
+        sampling_steps=8,  # default
         # Departure (with the one above): each sampling step chains the same
         # number of passes as training (None = train_cfg.num_passes), so a
         # step returns what training scored last, not its first pass.
+        # None is also the default.
         num_passes=None,
-        sampler=dict(type=DDIMSampler, eta=1.0),
-        seed=0,
-        score_thr=0.5,
+        sampler=dict(type=DDIMSampler, eta=1.0),  # default
+        seed=0,  # default
+        score_thr=0.5,  # default
         # Departure (with the ensembling below): NMS at IoU 0.3, not 0.5.
         # The boxes that survive 0.5 around a person (IoU 0.3-0.5 with it)
         # are searched too and rank above true matches: 95.4 against 89.2
@@ -129,9 +134,10 @@ model = dict(
         # synthetic scenes. Chosen there; choose again on a validation split
         # of a real dataset's training set.
         nms=dict(type='nms', iou_threshold=0.3),
-        max_per_img=100,
+        max_per_img=100,  # default
+        # DiffusionDet's box renewal (off in PSDiffTestSettings).
         box_renewal=True,
-        renewal_thr=0.5,
+        renewal_thr=0.5,  # default
         # Step ensembling (DiffusionDet's: every step's boxes go to the
         # NMS) with the NMS above: it is what makes more steps find more
         # persons (det AP 98.5 at 8 steps against 95.7 at 1, validation).

@@ -14,69 +14,14 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from mmpsearch.diffusion import (DDIMSampler, DiffusionSampler,
-                                 DiffusionSettings)
+from mmpsearch.diffusion import DiffusionSampler, DiffusionSettings
 from mmpsearch.registry import MODELS, TASK_UTILS
 from mmpsearch.utils.checked_config import CheckedConfigDict
-from mmpsearch.utils.thresholds import check_cfg_thresholds
 from ..losses import DualDenoisingCriterion
 from ..utils.query_gallery import (query_boxes, query_instance,
                                    to_input_pixels, to_original_pixels)
-
-#: What ``test_cfg`` holds when the config says nothing
-#: (``num_proposals`` None: ``diffusion.num_proposals``, N_test = N_train).
-DEFAULT_TEST_CFG = dict(
-    num_proposals=None,
-    sampling_steps=8,
-    num_passes=None,
-    sampler=dict(type=DDIMSampler, eta=1.0),
-    seed=0,
-    score_thr=0.5,
-    nms=dict(type='nms', iou_threshold=0.5),
-    max_per_img=100,
-    box_renewal=False,
-    renewal_thr=0.5,
-    use_ensemble=False)
-DEFAULT_TRAIN_CFG = dict(num_passes=1)
-
-
-def check_psdiff_test_cfg(cfg: ConfigDict) -> None:
-    """Refuse ``test_cfg`` values that would silently run something
-    else: a proposal or step count that is not a positive whole number
-    (``int(2.5)`` would quietly run 2 steps) or a sampler name that is not
-    registered. ``PSDiffHead.test_cfg`` runs it when it is set and after
-    every change (:class:`~mmpsearch.utils.checked_config.
-    CheckedConfigDict`), so that sampling need not."""
-    for key in ('num_proposals', 'sampling_steps', 'num_passes'):
-        value = cfg[key]
-        if key == 'num_passes' and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(
-                value, (int, float)) or value != int(value) or value < 1:
-            raise ValueError(f'model.test_cfg.{key} must be a whole '
-                             f'number >= 1, got {value!r}')
-    sampler = cfg.sampler
-    kind = sampler if isinstance(sampler, str) else (
-        sampler.get('type') if isinstance(sampler, dict) else None)
-    cls = TASK_UTILS.get(kind) if isinstance(kind, str) else kind
-    if not (isinstance(cls, type) and issubclass(cls, DiffusionSampler)):
-        known = sorted(
-            k for k, v in TASK_UTILS.module_dict.items()
-            if isinstance(v, type) and issubclass(v, DiffusionSampler))
-        raise KeyError(f'model.test_cfg.sampler {sampler!r} is not a '
-                       f'diffusion sampler; known: {known}')
-    # score_thr, nms.iou_threshold, renewal_thr: NaN or 5 would drop
-    # (or keep) every box and print zeros
-    check_cfg_thresholds(cfg, 'model.test_cfg')
-    nms = cfg.nms
-    if nms is not None and (not isinstance(nms, dict)
-                            or nms.get('type', 'nms') != 'nms'
-                            or 'iou_threshold' not in nms
-                            or set(nms) - {'type', 'iou_threshold'}):
-        raise ValueError(
-            f'model.test_cfg.nms must be None or dict(type="nms", '
-            f'iou_threshold=...) (torchvision\'s batched NMS), got '
-            f'{nms!r}')
+from .psdiff_settings import (PSDiffTestSettings, PSDiffTrainSettings,
+                              check_resolved_test_cfg)
 
 
 @MODELS.register_module()
@@ -134,8 +79,10 @@ class PSDiffHead(BaseModule):
             embeddings at the same t, every pass scored by the criterion
             (DiffusionDet's cascade, with the weights shared). More passes
             train the layer on the refined boxes it meets in the later
-            sampling steps.
-        test_cfg (dict, optional): See ``DEFAULT_TEST_CFG``.
+            sampling steps. The keys, defaults and checks:
+            :class:`~.psdiff_settings.PSDiffTrainSettings`.
+        test_cfg (dict, optional): The keys, defaults and checks:
+            :class:`~.psdiff_settings.PSDiffTestSettings`.
         num_layers (int): 1 (the paper: one CDL reused by every pass and
             step), or K distinct layers of the same config, pass k using
             layer min(k, K - 1) (an ablation: Sparse R-CNN / DiffusionDet
@@ -144,10 +91,11 @@ class PSDiffHead(BaseModule):
 
     #: The keys of the plain sub-dicts of the config, checked against
     #: ``--cfg-options`` before anything is built
-    #: (``mmpsearch.utils.cfg_signature``).
+    #: (``mmpsearch.utils.cfg_signature``): the fields of the settings
+    #: classes.
     CFG_KEYS = dict(
-        test_cfg=tuple(DEFAULT_TEST_CFG),
-        train_cfg=tuple(DEFAULT_TRAIN_CFG),
+        test_cfg=PSDiffTestSettings.keys(),
+        train_cfg=PSDiffTrainSettings.keys(),
         diffusion=DiffusionSettings.keys())
 
     def __init__(self,
@@ -202,37 +150,33 @@ class PSDiffHead(BaseModule):
         return self.diffusion.num_timesteps
 
     @staticmethod
-    def _with_defaults(defaults: dict, cfg: OptConfigType,
-                       name: str) -> ConfigDict:
-        """``cfg`` over ``defaults``; a key the defaults lack is an
-        error (it would be ignored)."""
-        merged = ConfigDict(defaults)
+    def _with_defaults(settings: type, cfg: OptConfigType) -> ConfigDict:
+        """``cfg`` merged (as mmengine merges) over the defaults of
+        ``settings`` (:class:`PSDiffTestSettings` or
+        :class:`PSDiffTrainSettings`), in the order of its fields."""
+        merged = ConfigDict(settings.defaults())
         merged.update(cfg or {})
-        unknown = set(merged) - set(defaults)
-        if unknown:
-            raise KeyError(f'model.{name} has unknown keys '
-                           f'{sorted(unknown)}; known: {sorted(defaults)}')
         return merged
 
     def set_train_cfg(self, train_cfg: OptConfigType) -> None:
-        cfg = self._with_defaults(DEFAULT_TRAIN_CFG, train_cfg, 'train_cfg')
-        if int(cfg.num_passes) < 1:
-            raise ValueError('model.train_cfg.num_passes must be >= 1, got '
-                             f'{cfg.num_passes}')
+        cfg = self._with_defaults(PSDiffTrainSettings, train_cfg)
+        PSDiffTrainSettings.from_cfg(cfg)  # unknown keys, bad values
         self.train_cfg = cfg
 
     def set_test_cfg(self, test_cfg: OptConfigType) -> None:
-        cfg = self._with_defaults(DEFAULT_TEST_CFG, test_cfg, 'test_cfg')
+        cfg = self._with_defaults(PSDiffTestSettings, test_cfg)
         if cfg.num_proposals is None:
             cfg.num_proposals = self.diffusion.num_proposals
-        # checked now and whenever a tool changes one of its values
-        self.test_cfg = CheckedConfigDict(cfg, check=check_psdiff_test_cfg)
+        # checked now (unknown keys, bad values) and whenever a tool
+        # changes one of its values
+        self.test_cfg = CheckedConfigDict(cfg, check=check_resolved_test_cfg)
 
     def check_test_cfg(self) -> None:
-        """Check ``test_cfg`` as it is now (:func:`check_psdiff_test_cfg`).
-        It need not be called before a run: ``test_cfg`` checks itself when
-        it is set and whenever a tool changes one of its values."""
-        check_psdiff_test_cfg(self.test_cfg)
+        """Check ``test_cfg`` as it is now (:func:`~.psdiff_settings.
+        check_resolved_test_cfg`). It need not be called before a run:
+        ``test_cfg`` checks itself when it is set and whenever a tool
+        changes one of its values."""
+        check_resolved_test_cfg(self.test_cfg)
 
     # ------------------------------------------- the x_t <-> boxes maps
     @staticmethod
