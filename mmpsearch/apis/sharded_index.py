@@ -33,7 +33,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from .vector_search import KINDS, VectorIndex, l2_normalise
+from .vector_search import (CALIB_QUERIES, KINDS, TARGET_RECALL, VectorIndex,
+                            l2_normalise)
 
 FORMAT = 'mmpsearch-sharded-index'
 VERSION = 1
@@ -386,14 +387,21 @@ class ShardedIndex:
         """The faiss index over the shards, persisted in ``search/``.
 
         Reused when it covers the same shards (names and digests) and is of
-        the ``kind`` asked (``'auto'`` accepts what it chose before);
-        rebuilt when the shards changed or ``rebuild``.
+        the ``kind`` (``'auto'`` accepts what it chose before), ``factory``
+        and ``nlist`` asked; rebuilt when the shards changed or
+        ``rebuild``. A reused IVF-PQ index of format 1 (before ``nprobe``
+        was chosen for recall) keeps its lists and codes and is calibrated
+        (:meth:`VectorIndex.calibrate`, one pass over the shards), as is one
+        calibrated for another ``target_recall``; its ``vectors.json`` is
+        rewritten.
 
         Args:
             kind (str): ``'auto'``, ``'flat'`` or ``'ivfpq'`` (see
                 :mod:`mmpsearch.apis.vector_search`).
-            **kwargs: ``nprobe``, ``rerank``, ``train_size``, ``factory``
-                of :meth:`VectorIndex.build`.
+            **kwargs: ``nprobe``, ``rerank``, ``nlist``, ``target_recall``,
+                ``train_size``, ``factory``, ``calib_queries`` of
+                :meth:`VectorIndex.build`. ``nprobe`` and ``rerank`` apply
+                to a reused index too (not saved).
         """
         if kind not in KINDS:
             raise ValueError(f'kind must be one of {KINDS}, got {kind!r}')
@@ -409,10 +417,26 @@ class ShardedIndex:
                 vi, info = None, {}
             if vi is not None and info.get('shards_key') == key and \
                     kind in ('auto', info.get('kind')) and \
-                    info.get('factory') == kwargs.get('factory'):
-                vi.nprobe = kwargs.get('nprobe', vi.nprobe)
-                vi.rerank = kwargs.get('rerank', vi.rerank)
-                vi._set_nprobe()
+                    info.get('factory') == kwargs.get('factory') and \
+                    kwargs.get('nlist') in (None, vi.nlist):
+                target = kwargs.get('target_recall')
+                if kwargs.get('nprobe') is None and (
+                        vi.needs_calibration or target not in (
+                            None, vi.target_recall)):
+                    ids = np.unique(np.linspace(
+                        0, len(self) - 1,
+                        min(kwargs.get('calib_queries', CALIB_QUERIES),
+                            len(self))).round().astype(np.int64))
+                    vi.calibrate(self.fetch(ids), ids,
+                                 self.embedding_chunks,
+                                 target or TARGET_RECALL)
+                    vi.save(folder, {k: v for k, v in info.items()
+                                     if k in ('shards_key', 'rows',
+                                              'factory')})
+                if 'rerank' in kwargs:
+                    vi.rerank = int(kwargs['rerank'])
+                if kwargs.get('nprobe') is not None:
+                    vi.set_nprobe(kwargs['nprobe'])
                 vi.reused = True
                 return vi
         vi = VectorIndex.build(self.embedding_chunks, len(self),
