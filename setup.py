@@ -51,8 +51,10 @@ def add_mim_extension() -> None:
     repo = osp.dirname(osp.abspath(__file__))
     mim_path = osp.join(repo, 'mmpsearch', '.mim')
     os.makedirs(mim_path, exist_ok=True)
-    for name in ['tools', 'configs', 'demo', 'requirements', 'setup.py',
-                 'model-index.yml']:
+    for name in [
+            'tools', 'configs', 'demo', 'requirements', 'setup.py',
+            'model-index.yml'
+    ]:
         src = osp.join(repo, name)
         tar = osp.join(mim_path, name)
         if not osp.exists(src):
@@ -80,9 +82,9 @@ if __name__ == '__main__':
         long_description=readme(),
         long_description_content_type='text/markdown',
         keywords='person search, re-identification, detection, diffusion',
-        packages=find_packages(exclude=('configs', 'configs.*', 'tools',
-                                        'tools.*', 'demo', 'demo.*', 'tests',
-                                        'tests.*')),
+        packages=find_packages(
+            exclude=('configs', 'configs.*', 'tools', 'tools.*', 'demo',
+                     'demo.*', 'tests', 'tests.*')),
         include_package_data=True,
         python_requires='>=3.10',
         license='Apache License 2.0',

@@ -56,8 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 if __name__ == '__main__':
     parse_args()
 
-from mmpsearch.apis import (denoising_steps, index_gallery,  # noqa: E402
-                            init_searcher, search)
+from mmpsearch.apis import denoising_steps  # noqa: E402
+from mmpsearch.apis import index_gallery  # noqa: E402
+from mmpsearch.apis import init_searcher  # noqa: E402
+from mmpsearch.apis import search  # noqa: E402
 from mmpsearch.apis.inference import _check_box, _read_image  # noqa: E402
 from mmpsearch.evaluation.functional.box_ops import paired_iou  # noqa: E402
 from mmpsearch.evaluation.functional.box_ops import \
@@ -111,9 +113,11 @@ def main(argv=None) -> int:
         }
     else:
         missing = [
-            name for name, val in (('--query-img', args.query_img),
-                                   ('--query-box', args.query_box),
-                                   ('--gallery', args.gallery)) if val is None
+            name
+            for name, val in (('--query-img', args.query_img),
+                              ('--query-box', args.query_box), ('--gallery',
+                                                                args.gallery))
+            if val is None
         ]
         if missing:
             sys.exit(f'missing {", ".join(missing)} (or use --dataset-query)')
@@ -142,9 +146,9 @@ def main(argv=None) -> int:
                       hit.score, correct))
         print(f'#{hit.rank} {hit.img_path} box '
               f'{np.round(hit.bbox, 1).tolist()} similarity '
-              f'{hit.similarity:.3f} detection {hit.score:.2f}'
-              + ('' if correct is None else
-                 f' {"correct" if correct else "wrong"}'))
+              f'{hit.similarity:.3f} detection {hit.score:.2f}' +
+              ('' if correct is
+               None else f' {"correct" if correct else "wrong"}'))
     picture = draw_search_result(_read_image(query_img), query_box, tiles)
     steps_picture = None
     if args.show_steps:

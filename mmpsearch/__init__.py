@@ -18,10 +18,9 @@ mmdet_maximum_version = '3.4.0'
 
 def _check(name: str, found: str, low: str, high: str) -> None:
     if not (digit_version(low) <= digit_version(found) < digit_version(high)):
-        raise ImportError(
-            f'{name}=={found} is installed, but mmpsearch needs '
-            f'{name}>={low}, <{high}. Run `make install` (or '
-            f'`pip install "{name}>={low},<{high}"`).')
+        raise ImportError(f'{name}=={found} is installed, but mmpsearch needs '
+                          f'{name}>={low}, <{high}. Run `make install` (or '
+                          f'`pip install "{name}>={low},<{high}"`).')
 
 
 _check('mmcv', mmcv.__version__, mmcv_minimum_version, mmcv_maximum_version)

@@ -42,8 +42,7 @@ MODEL_WRAPPERS = Registry('model_wrapper', parent=MMDET_MODEL_WRAPPERS)
 OPTIMIZERS = Registry('optimizer', parent=MMDET_OPTIMIZERS)
 OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMDET_OPTIM_WRAPPERS)
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
-    'optimizer wrapper constructor',
-    parent=MMDET_OPTIM_WRAPPER_CONSTRUCTORS)
+    'optimizer wrapper constructor', parent=MMDET_OPTIM_WRAPPER_CONSTRUCTORS)
 PARAM_SCHEDULERS = Registry(
     'parameter scheduler', parent=MMDET_PARAM_SCHEDULERS)
 METRICS = Registry(

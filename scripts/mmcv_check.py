@@ -62,8 +62,7 @@ def old_cache_key(torch_version: str, python: Tuple[int, int]) -> str:
     return f'torch{torch_version}-py{python[0]}{python[1]}'
 
 
-def cache_key(torch_version: str, python: Tuple[int, int],
-              target: str) -> str:
+def cache_key(torch_version: str, python: Tuple[int, int], target: str) -> str:
     """``torch<version>-py<XY>-cpu`` or ``...-cuda<XY>``: torch's full
     version (its ABI) and what the ops were compiled for."""
     ops = CPU if target == CPU else 'cuda' + target.replace('.', '')

@@ -69,8 +69,7 @@ def extract_tool():
     """tools/extract_teacher_embeddings.py as a module (tools/ is not a
     package), so its main() runs in this process."""
     path = REPO / 'tools' / 'extract_teacher_embeddings.py'
-    spec = importlib.util.spec_from_file_location('extract_teacher_tool',
-                                                  path)
+    spec = importlib.util.spec_from_file_location('extract_teacher_tool', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -49,9 +49,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=None,
         help='default: cuda when available, else cpu')
     parser.add_argument(
-        '--force',
-        action='store_true',
-        help='overwrite --out when it exists')
+        '--force', action='store_true', help='overwrite --out when it exists')
     parser.add_argument(
         '--cfg-options',
         nargs='+',

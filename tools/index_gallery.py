@@ -22,42 +22,73 @@ def parse_args(argv=None) -> argparse.Namespace:
         'on-disk, resumable, incremental index folder.')
     parser.add_argument('config', help='model config')
     parser.add_argument('checkpoint', help='model checkpoint (.pth)')
-    parser.add_argument('--images', nargs='+', default=[], metavar='DIR',
-                        help='folders of images')
-    parser.add_argument('--videos', nargs='+', default=[], metavar='FILE',
-                        help='video files (anything OpenCV decodes)')
-    parser.add_argument('--fps', type=float, default=2.0,
-                        help='frames sampled per second of video')
-    parser.add_argument('--out', required=True, metavar='INDEX_DIR',
-                        help='the index folder: new, empty, or an index of '
-                        'the same model (resumed / extended)')
-    parser.add_argument('--batch-size', type=int, default=4,
-                        help='frames per model call')
-    parser.add_argument('--shard-items', type=int, default=64,
-                        help='frames (or images) per shard')
-    parser.add_argument('--float16', action='store_true',
-                        help='store embeddings as float16 (half the disk)')
-    parser.add_argument('--score-thr', type=float, default=None,
-                        help='drop detections below this score (default: '
-                        "keep what the model outputs, its own "
-                        'test_cfg.score_thr)')
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        metavar='KEY=VALUE',
-                        help='config overrides, e.g. '
-                        'model.test_cfg.sampling_steps=1')
+    parser.add_argument(
+        '--images',
+        nargs='+',
+        default=[],
+        metavar='DIR',
+        help='folders of images')
+    parser.add_argument(
+        '--videos',
+        nargs='+',
+        default=[],
+        metavar='FILE',
+        help='video files (anything OpenCV decodes)')
+    parser.add_argument(
+        '--fps',
+        type=float,
+        default=2.0,
+        help='frames sampled per second of video')
+    parser.add_argument(
+        '--out',
+        required=True,
+        metavar='INDEX_DIR',
+        help='the index folder: new, empty, or an index of '
+        'the same model (resumed / extended)')
+    parser.add_argument(
+        '--batch-size', type=int, default=4, help='frames per model call')
+    parser.add_argument(
+        '--shard-items',
+        type=int,
+        default=64,
+        help='frames (or images) per shard')
+    parser.add_argument(
+        '--float16',
+        action='store_true',
+        help='store embeddings as float16 (half the disk)')
+    parser.add_argument(
+        '--score-thr',
+        type=float,
+        default=None,
+        help='drop detections below this score (default: '
+        "keep what the model outputs, its own "
+        'test_cfg.score_thr)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=[],
+        metavar='KEY=VALUE',
+        help='config overrides, e.g. '
+        'model.test_cfg.sampling_steps=1')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--repair', action='store_true',
-                        help='drop corrupt shards of INDEX_DIR and redo '
-                        'them, instead of refusing the index')
-    parser.add_argument('--force', action='store_true',
-                        help='write into a non-empty --out that is not an '
-                        'index')
-    parser.add_argument('--no-progress', action='store_true',
-                        help='no progress bar')
-    parser.add_argument('--launcher', choices=['none', 'pytorch'],
-                        default='none',
-                        help='pytorch: one of several torchrun processes '
-                        '(tools/dist_index.sh)')
+    parser.add_argument(
+        '--repair',
+        action='store_true',
+        help='drop corrupt shards of INDEX_DIR and redo '
+        'them, instead of refusing the index')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='write into a non-empty --out that is not an '
+        'index')
+    parser.add_argument(
+        '--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch'],
+        default='none',
+        help='pytorch: one of several torchrun processes '
+        '(tools/dist_index.sh)')
     args = parser.parse_args(argv)
     if args.fps <= 0:
         parser.error(f'--fps must be > 0, got {args.fps}')
@@ -99,8 +130,8 @@ def check_outputs(args) -> None:
             not osp.isfile(osp.join(args.out, MANIFEST)):
         with exit_on_refusal():
             refuse_nonempty_dir(args.out, '--out', args.force)
-    for path, what in ((args.config, 'config'),
-                       (args.checkpoint, 'checkpoint')):
+    for path, what in ((args.config, 'config'), (args.checkpoint,
+                                                 'checkpoint')):
         if not osp.isfile(path):
             raise SystemExit(f'{what} {path} does not exist')
     try:
@@ -130,17 +161,25 @@ def main(argv=None) -> int:
             device = f'cuda:{os.environ.get("LOCAL_RANK", 0)}'
     cfg_options = parse_cfg_options(args.cfg_options)
     start = time.time()
-    searcher = init_searcher(args.config, args.checkpoint, device=device,
-                             cfg_options=cfg_options or None)
-    model = model_identity(searcher, args.config, args.checkpoint,
-                           cfg_options)
+    searcher = init_searcher(
+        args.config,
+        args.checkpoint,
+        device=device,
+        cfg_options=cfg_options or None)
+    model = model_identity(searcher, args.config, args.checkpoint, cfg_options)
     try:
         index = index_sources(
-            searcher, args.out, images=args.images, videos=args.videos,
-            fps=args.fps, batch_size=args.batch_size,
+            searcher,
+            args.out,
+            images=args.images,
+            videos=args.videos,
+            fps=args.fps,
+            batch_size=args.batch_size,
             shard_items=args.shard_items,
             dtype='float16' if args.float16 else 'float32',
-            score_thr=args.score_thr, model=model, repair=args.repair,
+            score_thr=args.score_thr,
+            model=model,
+            repair=args.repair,
             progress=not args.no_progress)
     except ValueError as e:  # another model, corrupt shard, settings
         raise SystemExit(str(e))
@@ -149,8 +188,9 @@ def main(argv=None) -> int:
         bad = bad_inputs(index)
         for line in bad:
             print(f'bad input, skipped: {line}')
-        pending = [s['path'] for s in index.sources
-                   if s['status'] == 'pending']
+        pending = [
+            s['path'] for s in index.sources if s['status'] == 'pending'
+        ]
         print(f'{args.out}: {len(index)} detections of '
               f'{sum(s["status"] == "done" for s in index.sources)} '
               f'sources in {len(index.shards)} shards; {len(bad)} bad '

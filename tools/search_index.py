@@ -19,37 +19,57 @@ import time
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Search an on-disk person index for a query person.')
-    parser.add_argument('index', metavar='INDEX_DIR',
-                        help='index folder of tools/index_gallery.py')
+    parser.add_argument(
+        'index',
+        metavar='INDEX_DIR',
+        help='index folder of tools/index_gallery.py')
     parser.add_argument('config', help='model config (the index\'s)')
     parser.add_argument('checkpoint', help='model checkpoint (the index\'s)')
-    parser.add_argument('--query-img', required=True,
-                        help='image holding the query person')
-    parser.add_argument('--query-box', type=float, nargs=4, required=True,
-                        metavar=('X1', 'Y1', 'X2', 'Y2'),
-                        help='the query person, in pixels')
-    parser.add_argument('--topk', type=int, default=20,
-                        help='appearances to report')
-    parser.add_argument('--out', required=True, metavar='DIR',
-                        help='folder for hits.json, hits.csv and '
-                        'contact_sheet.png: new or empty, unless --force')
-    parser.add_argument('--kind', default='auto',
-                        choices=['auto', 'flat', 'ivfpq'],
-                        help='vector index (built once, kept in '
-                        'INDEX_DIR/search/)')
-    parser.add_argument('--candidates', type=int, default=1000,
-                        help='detections retrieved before grouping them '
-                        'into appearances')
-    parser.add_argument('--iou-thr', type=float, default=0.3,
-                        help='IoU linking a hit to the previous sampled '
-                        'frame\'s')
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        metavar='KEY=VALUE',
-                        help='config overrides: those the index was made '
-                        'with (its manifest lists them)')
+    parser.add_argument(
+        '--query-img', required=True, help='image holding the query person')
+    parser.add_argument(
+        '--query-box',
+        type=float,
+        nargs=4,
+        required=True,
+        metavar=('X1', 'Y1', 'X2', 'Y2'),
+        help='the query person, in pixels')
+    parser.add_argument(
+        '--topk', type=int, default=20, help='appearances to report')
+    parser.add_argument(
+        '--out',
+        required=True,
+        metavar='DIR',
+        help='folder for hits.json, hits.csv and '
+        'contact_sheet.png: new or empty, unless --force')
+    parser.add_argument(
+        '--kind',
+        default='auto',
+        choices=['auto', 'flat', 'ivfpq'],
+        help='vector index (built once, kept in '
+        'INDEX_DIR/search/)')
+    parser.add_argument(
+        '--candidates',
+        type=int,
+        default=1000,
+        help='detections retrieved before grouping them '
+        'into appearances')
+    parser.add_argument(
+        '--iou-thr',
+        type=float,
+        default=0.3,
+        help='IoU linking a hit to the previous sampled '
+        'frame\'s')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=[],
+        metavar='KEY=VALUE',
+        help='config overrides: those the index was made '
+        'with (its manifest lists them)')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--force', action='store_true',
-                        help='write into a non-empty --out')
+    parser.add_argument(
+        '--force', action='store_true', help='write into a non-empty --out')
     args = parser.parse_args(argv)
     if args.topk < 1 or args.candidates < 1:
         parser.error('--topk and --candidates must be >= 1')
@@ -66,8 +86,8 @@ def main(argv=None) -> int:
     with exit_on_refusal():
         refuse_nonempty_dir(args.out, '--out', args.force)
     for path, what in ((args.config, 'config'),
-                       (args.checkpoint, 'checkpoint'),
-                       (args.query_img, '--query-img')):
+                       (args.checkpoint, 'checkpoint'), (args.query_img,
+                                                         '--query-img')):
         if not osp.isfile(path):
             raise SystemExit(f'{what} {path} does not exist')
     import cv2
@@ -83,17 +103,24 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(str(e))
     cfg_options = parse_cfg_options(args.cfg_options)
-    searcher = init_searcher(args.config, args.checkpoint,
-                             device=args.device,
-                             cfg_options=cfg_options or None)
-    model = model_identity(searcher, args.config, args.checkpoint,
-                           cfg_options)
+    searcher = init_searcher(
+        args.config,
+        args.checkpoint,
+        device=args.device,
+        cfg_options=cfg_options or None)
+    model = model_identity(searcher, args.config, args.checkpoint, cfg_options)
     start = time.time()
     try:
-        apps = search_index(searcher, index, args.query_img, args.query_box,
-                            topk=args.topk, candidates=args.candidates,
-                            kind=args.kind, iou_thr=args.iou_thr,
-                            model=model)
+        apps = search_index(
+            searcher,
+            index,
+            args.query_img,
+            args.query_box,
+            topk=args.topk,
+            candidates=args.candidates,
+            kind=args.kind,
+            iou_thr=args.iou_thr,
+            model=model)
     except ValueError as e:  # another model, a box outside the image
         raise SystemExit(str(e))
     seconds = time.time() - start
@@ -108,9 +135,11 @@ def main(argv=None) -> int:
             print(f'#{a.rank} {a.source} box '
                   f'{np.round(h.bbox, 1).tolist()} similarity '
                   f'{h.similarity:.3f} detection {h.score:.2f}')
-    query = dict(image=osp.abspath(args.query_img),
-                 box=[float(v) for v in args.query_box], index=args.index,
-                 seconds=round(seconds, 3))
+    query = dict(
+        image=osp.abspath(args.query_img),
+        box=[float(v) for v in args.query_box],
+        index=args.index,
+        seconds=round(seconds, 3))
     paths = write_hits(apps, args.out, query)
     sheet = contact_sheet(cv2.imread(args.query_img), args.query_box, apps)
     png = osp.join(args.out, 'contact_sheet.png')

@@ -25,7 +25,9 @@ def parse_args() -> argparse.Namespace:
         'query embeddings to this pickle file (results format, see '
         'docs/en/results_format.md); an existing file is not overwritten')
     parser.add_argument(
-        '--seeds', type=int, nargs='+',
+        '--seeds',
+        type=int,
+        nargs='+',
         help='run the test set once per seed of the model\'s test-time '
         'randomness (PSDiff: model.test_cfg.seed) and report the mean and '
         'std of every metric (test_cfg: MultiSeedTestLoop); --out FILE.pkl '
@@ -45,20 +47,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override some settings in the used config, the key-value pair '
         'in xxx=yyy format will be merged into config file, e.g. '
         'model.test_cfg.sampling_steps=4')
     parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
     parser.add_argument(
-        '--allow-partial', action='store_true',
+        '--allow-partial',
+        action='store_true',
         help='evaluate even when the checkpoint leaves weights of the model '
         'unloaded (they stay random) or holds keys the model does not have; '
         'refused otherwise')
     parser.add_argument(
-        '--force', action='store_true',
+        '--force',
+        action='store_true',
         help='run although another run holds the work dir, --out or --json '
         '(their locks are taken over), and overwrite an existing --json '
         'file; refused otherwise')
@@ -81,9 +89,11 @@ from mmpsearch.utils import safe_checkpoint_loading  # noqa: E402
 from mmpsearch.utils import setup_cpu_distributed  # noqa: E402
 from mmpsearch.utils.checkpoint import CheckpointMismatchError  # noqa: E402
 from mmpsearch.utils.checkpoint import NonFiniteCheckpointError  # noqa: E402
+from mmpsearch.utils.cli import build_runner  # noqa: E402
 from mmpsearch.utils.cli import checkpoint_file_problem  # noqa: E402
-from mmpsearch.utils.cli import (build_runner, exit_on_refusal,  # noqa: E402
-                                 load_runner_config, write_json)
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
+from mmpsearch.utils.cli import load_runner_config  # noqa: E402
+from mmpsearch.utils.cli import write_json  # noqa: E402
 from mmpsearch.utils.config import check_config  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 from mmpsearch.utils.run_lock import hold_run_locks  # noqa: E402
@@ -93,8 +103,8 @@ from mmpsearch.utils.run_lock import hold_run_locks  # noqa: E402
 def main() -> None:
     args = parse_args()
     cfg = load_runner_config(args)
-    check_config(cfg, ('model', 'test_dataloader', 'test_cfg',
-                       'test_evaluator'))
+    check_config(cfg,
+                 ('model', 'test_dataloader', 'test_cfg', 'test_evaluator'))
     problem = checkpoint_file_problem(args.checkpoint)
     if problem:
         raise SystemExit(f'checkpoint {args.checkpoint} {problem}')
@@ -134,8 +144,12 @@ def main() -> None:
         except NonFiniteCheckpointError as e:
             raise SystemExit(f'{type(e).__name__}: {e}') from None
         if args.json is not None and is_main_process():
-            write_json(summary, args.json, args.force,
-                       'metrics and settings written to', makedirs=True)
+            write_json(
+                summary,
+                args.json,
+                args.force,
+                'metrics and settings written to',
+                makedirs=True)
 
 
 if __name__ == '__main__':

@@ -119,8 +119,8 @@ def main() -> None:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        problem = checkpoint_file_problem(args.resume, 'no such checkpoint',
-                                          remote=False)
+        problem = checkpoint_file_problem(
+            args.resume, 'no such checkpoint', remote=False)
         if problem:
             raise SystemExit(f'--resume {args.resume}: {problem}')
         cfg.resume = True
@@ -159,7 +159,8 @@ def _train(cfg, args) -> None:
         print_log(
             f'--resume: {cfg.load_from} is of iteration train_cfg.max_iters'
             f' = {cfg.train_cfg.max_iters}: the run is complete, nothing '
-            'to train', logger='current')
+            'to train',
+            logger='current')
         return
 
     check_config(cfg)

@@ -61,7 +61,9 @@ model['detector']['roi_head']['bbox_roi_extractor'].update(  # noqa: F405
 model['detector']['roi_head']['bbox_head'].update(  # noqa: F405
     in_channels=channels)
 model['reid'] = dict(  # noqa: F405
-    model=reid_model, checkpoint=teacher_ckpt, crop_size=reid_crop_size)
+    model=reid_model,
+    checkpoint=teacher_ckpt,
+    crop_size=reid_crop_size)
 
 train_dataloader.update(dict(batch_size=4))  # noqa: F405
 
@@ -87,7 +89,9 @@ auto_scale_lr = dict(enable=False, base_batch_size=4)
 default_hooks.update(  # noqa: F405
     dict(
         checkpoint=dict(
-            type=CheckpointHook, by_epoch=False, interval=max_iters,
+            type=CheckpointHook,
+            by_epoch=False,
+            interval=max_iters,
             max_keep_ckpts=1),
         logger=dict(type=LoggerHook, interval=50)))
 

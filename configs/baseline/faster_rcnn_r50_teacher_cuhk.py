@@ -28,7 +28,9 @@ with read_base():
 # The teacher's last checkpoint (60 epochs, configs/teacher/teacher_r50_cuhk)
 reid_checkpoint = 'work_dirs/teacher_r50_cuhk/epoch_60.pth'
 model['reid'] = dict(  # noqa: F405
-    model=reid_model, checkpoint=reid_checkpoint, crop_size=reid_crop_size)
+    model=reid_model,
+    checkpoint=reid_checkpoint,
+    crop_size=reid_crop_size)
 
 # mmdet's 1x schedule, validated once, at the end
 train_cfg.update(val_interval=max_epochs)  # noqa: F405

@@ -24,7 +24,9 @@ with read_base():
 # The teacher's last checkpoint (60 epochs, configs/teacher/teacher_r50_prw)
 reid_checkpoint = 'work_dirs/teacher_r50_prw/epoch_60.pth'
 model['reid'] = dict(  # noqa: F405
-    model=reid_model, checkpoint=reid_checkpoint, crop_size=reid_crop_size)
+    model=reid_model,
+    checkpoint=reid_checkpoint,
+    crop_size=reid_crop_size)
 
 # The protocol's threshold (the detector keeps >= 0.05, mmdet's default).
 val_evaluator.update(dict(score_thr=0.5))  # noqa: F405

@@ -15,7 +15,9 @@ with read_base():
 
 model.reid_roi_head.loss_reid.update(num_pids=483, num_cq_size=500)
 train_dataloader.update(  # noqa: F405
-    batch_size=5, batch_sampler=None, dataset=dict(pipeline=train_pipeline))
+    batch_size=5,
+    batch_sampler=None,
+    dataset=dict(pipeline=train_pipeline))
 val_dataloader.dataset.datasets = [  # noqa: F405
     dict(d, pipeline=test_pipeline)
     for d in val_dataloader.dataset.datasets  # noqa: F405
@@ -29,7 +31,9 @@ test_dataloader = val_dataloader  # noqa: F405
 # (an override initialises every layer of the named module that has a weight)
 prw_init = dict(type='Normal', std=0.01, bias=0.0)
 model.roi_head.bbox_head.init_cfg = dict(
-    prw_init, override=[dict(name='fc_cls'), dict(name='fc_reg'),
-                        dict(name='reg_norm')])
+    prw_init,
+    override=[dict(name='fc_cls'),
+              dict(name='fc_reg'),
+              dict(name='reg_norm')])
 model.reid_roi_head.embed_head.init_cfg = dict(
     prw_init, override=dict(name='embeddings'))

@@ -57,8 +57,9 @@ model['backbone'] = dict(  # noqa: F405
     norm_eval=False,
     style='pytorch',
     # strict: a teacher of another width is an error, not a random start
-    init_cfg=dict(type=StrictPretrainedInit, checkpoint=teacher_ckpt,
-                  prefix='backbone.'))
+    init_cfg=dict(
+        type=StrictPretrainedInit, checkpoint=teacher_ckpt,
+        prefix='backbone.'))
 model['neck'].update(  # noqa: F405
     in_channels=[width, width * 2, width * 4, width * 8],
     out_channels=channels)
@@ -70,7 +71,9 @@ model['bbox_head']['denoiser'].update(  # noqa: F405
     dynamic_conv=dict(feat_channels=16, param_rank=16, with_proj=True))
 
 noise_generator = dict(  # noqa: F405
-    noise_generator, teacher_embeds=teacher_embeds, diffusion=diffusion)
+    noise_generator,
+    teacher_embeds=teacher_embeds,
+    diffusion=diffusion)
 # the noise generator right before the packing
 train_pipeline = [*train_transforms, noise_generator, pack_inputs]  # noqa
 train_dataloader.update(  # noqa: F405
@@ -93,6 +96,8 @@ optim_wrapper['optimizer'].update(lr=2e-4)  # noqa: F405
 default_hooks.update(  # noqa: F405
     dict(
         checkpoint=dict(
-            type=CheckpointHook, by_epoch=False, interval=max_iters,
+            type=CheckpointHook,
+            by_epoch=False,
+            interval=max_iters,
             max_keep_ckpts=1),
         logger=dict(type=LoggerHook, interval=50)))

@@ -15,6 +15,10 @@ with read_base():
     from .psdiff_r18_synthetic import *  # noqa: F401,F403
 
 model['bbox_head']['criterion']['loss_cls'] = dict(  # noqa: F405
-    type=FocalLoss, use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=2.0)
+    type=FocalLoss,
+    use_sigmoid=True,
+    gamma=2.0,
+    alpha=0.25,
+    loss_weight=2.0)
 model['bbox_head']['criterion']['cls_pos_iou_thr'] = None  # noqa: F405
 model['bbox_head']['criterion']['cls_iou_target'] = False  # noqa: F405

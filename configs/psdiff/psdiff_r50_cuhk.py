@@ -47,6 +47,8 @@ train_dataloader.update(  # noqa: F405
 default_hooks.update(  # noqa: F405
     dict(
         checkpoint=dict(
-            type=CheckpointHook, by_epoch=False, interval=10000,
+            type=CheckpointHook,
+            by_epoch=False,
+            interval=10000,
             max_keep_ckpts=3)))
 auto_scale_lr = dict(enable=False, base_batch_size=32)

@@ -114,8 +114,7 @@ train_cfg = dict(type=EpochBasedTrainLoop, max_epochs=60, val_interval=10)
 val_cfg = dict(type=ValLoop)
 test_cfg = dict(type=TestLoop)
 optim_wrapper = dict(
-    type=OptimWrapper,
-    optimizer=dict(type=Adam, lr=3.5e-4, weight_decay=5e-4))
+    type=OptimWrapper, optimizer=dict(type=Adam, lr=3.5e-4, weight_decay=5e-4))
 param_scheduler = [
     dict(
         type=LinearLR,

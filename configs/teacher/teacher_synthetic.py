@@ -30,8 +30,9 @@ width = 32  # channels of the first stage (ResNet-18 has 64)
 embed_dim = width * 8
 max_iters = 150
 data_root = 'data/synthetic_cuhk/'
-person_search_train = dict(person_search_train,  # noqa: F405
-                           data_root=data_root)
+person_search_train = dict(
+    person_search_train,  # noqa: F405
+    data_root=data_root)
 
 model['backbone'] = dict(  # noqa: F405
     type=model['backbone']['type'],  # noqa: F405
@@ -41,7 +42,10 @@ model['backbone'] = dict(  # noqa: F405
     strides=(1, 2, 2, 2),
     out_indices=(3, ))
 model['head'].update(  # noqa: F405
-    num_classes=num_classes, in_channels=embed_dim, scale=16.0, margins=0.2)
+    num_classes=num_classes,
+    in_channels=embed_dim,
+    scale=16.0,
+    margins=0.2)
 
 # the crop size changes, and no random crop of the small crops
 train_pipeline = [
@@ -56,11 +60,13 @@ test_pipeline = [
 train_dataloader.update(  # noqa: F405
     batch_size=32, num_workers=2)
 train_dataloader['dataset'].update(  # noqa: F405
-    dataset=person_search_train, num_classes=num_classes,
+    dataset=person_search_train,
+    num_classes=num_classes,
     pipeline=train_pipeline)
 val_dataloader.update(batch_size=64, num_workers=2)  # noqa: F405
 val_dataloader['dataset'].update(  # noqa: F405
-    dataset=person_search_train, num_classes=num_classes,
+    dataset=person_search_train,
+    num_classes=num_classes,
     pipeline=test_pipeline)
 test_dataloader = val_dataloader
 
@@ -82,7 +88,9 @@ auto_scale_lr = dict(enable=False, base_batch_size=32)
 default_hooks['logger'] = dict(type=LoggerHook, interval=20)  # noqa: F405
 # replaced, not merged: no best-accuracy checkpoint of a 150-iteration run
 default_hooks['checkpoint'] = dict(  # noqa: F405
-    type=CheckpointHook, by_epoch=False, interval=max_iters,
+    type=CheckpointHook,
+    by_epoch=False,
+    interval=max_iters,
     max_keep_ckpts=1)
 log_processor.update(by_epoch=False)  # noqa: F405
 randomness = dict(seed=0)

@@ -16,8 +16,9 @@ with read_base():
     from .teacher_synthetic import *  # noqa: F401,F403
 
 data_root = 'data/synthetic_cuhk_quick/'
-person_search_train = dict(person_search_train,  # noqa: F405
-                           data_root=data_root)
+person_search_train = dict(
+    person_search_train,  # noqa: F405
+    data_root=data_root)
 # 150 training scenes give an identity 2-4 boxes: hold out every third
 # (every fifth would leave the validation subset empty)
 train_dataloader['dataset'].update(  # noqa: F405

@@ -15,11 +15,10 @@ from .video_search import (Appearance, IndexHit, contact_sheet,
 
 __all__ = [
     'init_searcher', 'index_gallery', 'search', 'embed_query', 'GalleryIndex',
-    'denoising_steps',
-    'SearchMatch', 'list_gallery_images', 'build_crop_dataset',
-    'extract_teacher_embeddings', 'write_teacher_embeddings',
-    'ShardedIndex', 'index_sources', 'search_index', 'model_identity',
-    'bad_inputs', 'VectorIndex', 'Appearance', 'IndexHit',
-    'group_appearances', 'contact_sheet', 'write_hits', 'CorruptShardError',
-    'IndexModelMismatchError'
+    'denoising_steps', 'SearchMatch', 'list_gallery_images',
+    'build_crop_dataset', 'extract_teacher_embeddings',
+    'write_teacher_embeddings', 'ShardedIndex', 'index_sources',
+    'search_index', 'model_identity', 'bad_inputs', 'VectorIndex',
+    'Appearance', 'IndexHit', 'group_appearances', 'contact_sheet',
+    'write_hits', 'CorruptShardError', 'IndexModelMismatchError'
 ]

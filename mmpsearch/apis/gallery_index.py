@@ -47,14 +47,16 @@ def check_index_arrays(img_paths, bboxes, scores, embeddings, image_inds,
     if paths.ndim != 1 or len(paths) == 0 or \
             (paths.dtype.kind != 'U' and not all(
                 isinstance(p, str) for p in paths.reshape(-1))):
-        fail('img_paths', f'is {paths.dtype} of shape {paths.shape}; '
-             'expected a non-empty list of image paths')
+        fail(
+            'img_paths', f'is {paths.dtype} of shape {paths.shape}; '
+            'expected a non-empty list of image paths')
     paths = [str(p) for p in paths]
     boxes = numeric('bboxes', bboxes, 'iuf', 'real numbers')
     n = len(boxes) if boxes.ndim else -1
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        fail('bboxes', f'has shape {boxes.shape}; expected (N, 4) '
-             '[x1, y1, x2, y2], one row per detection')
+        fail(
+            'bboxes', f'has shape {boxes.shape}; expected (N, 4) '
+            '[x1, y1, x2, y2], one row per detection')
     rows = dict(
         scores=numeric('scores', scores, 'iuf', 'real numbers'),
         embeddings=numeric('embeddings', embeddings, 'iuf', 'real numbers'),
@@ -63,8 +65,9 @@ def check_index_arrays(img_paths, bboxes, scores, embeddings, image_inds,
         ndim = 2 if field == 'embeddings' else 1
         if arr.ndim != ndim or len(arr) != n:
             shape = '(N, D)' if ndim == 2 else '(N,)'
-            fail(field, f'has shape {arr.shape}; expected {shape} with N = '
-                 f'{n}, the rows of bboxes (one per detection)')
+            fail(
+                field, f'has shape {arr.shape}; expected {shape} with N = '
+                f'{n}, the rows of bboxes (one per detection)')
     embeds, sc = rows['embeddings'], rows['scores']
     # the checks of a results file's detections (one place for both)
     check_detection_rows(boxes, sc, embeds, source)
@@ -72,8 +75,9 @@ def check_index_arrays(img_paths, bboxes, scores, embeddings, image_inds,
     bad = (inds < 0) | (inds >= len(paths))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        fail('image_inds', f'row {i} = {int(inds[i])} is not an index of '
-             f'img_paths; expected 0 <= image_inds < {len(paths)}')
+        fail(
+            'image_inds', f'row {i} = {int(inds[i])} is not an index of '
+            f'img_paths; expected 0 <= image_inds < {len(paths)}')
     return paths, boxes, sc, embeds, inds
 
 
@@ -133,7 +137,8 @@ class GalleryIndex:
             raise
 
     @classmethod
-    def load(cls, path: str,
+    def load(cls,
+             path: str,
              embed_dim: Optional[int] = None) -> 'GalleryIndex':
         """Read an index written by :meth:`save`, after checking every
         array's shape, dtype, range and finiteness.

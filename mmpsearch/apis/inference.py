@@ -127,8 +127,8 @@ def init_searcher(config: Union[str, Path, Config],
         # a two-step model's checkpoint holds its ReID and detector too
         if 'reid' in config.model:
             config.model.reid['checkpoint'] = None
-        detector_backbone = config.model.get('detector', {}).get(
-            'backbone', {})
+        detector_backbone = config.model.get('detector',
+                                             {}).get('backbone', {})
         if 'init_cfg' in detector_backbone:
             detector_backbone['init_cfg'] = None
     model = MODELS.build(config.model)
@@ -224,7 +224,10 @@ def _check_box(box: Sequence[float], img: np.ndarray, name: str) -> np.ndarray:
     return box
 
 
-def _prepare(searcher: nn.Module, img: np.ndarray, img_id: str, split: str,
+def _prepare(searcher: nn.Module,
+             img: np.ndarray,
+             img_id: str,
+             split: str,
              box: Optional[np.ndarray] = None) -> dict:
     """One image through the searcher's test pipeline."""
     instances = [] if box is None else [
@@ -242,7 +245,10 @@ def _prepare(searcher: nn.Module, img: np.ndarray, img_id: str, split: str,
 
 
 @torch.no_grad()
-def _run(searcher: nn.Module, img: np.ndarray, img_id: str, split: str,
+def _run(searcher: nn.Module,
+         img: np.ndarray,
+         img_id: str,
+         split: str,
          box: Optional[np.ndarray] = None):
     data = _prepare(searcher, img, img_id, split, box)
     return searcher.test_step(pseudo_collate([data]))[0].pred_instances
@@ -279,8 +285,9 @@ def list_gallery_images(gallery: Union[str, Path, Sequence]) -> List[str]:
                              f'({", ".join(IMG_EXTENSIONS)})')
         return paths
     # bytes, a dict or an int used to be iterated as image names (or not)
-    if isinstance(gallery, (bytes, dict)) or not isinstance(
-            gallery, (list, tuple, np.ndarray)):
+    if isinstance(gallery,
+                  (bytes, dict)) or not isinstance(gallery,
+                                                   (list, tuple, np.ndarray)):
         raise TypeError(f'gallery: {expected}, got '
                         f'{type(gallery).__name__} {gallery!r}'[:300])
     for i, p in enumerate(gallery):
@@ -314,18 +321,19 @@ def index_gallery(searcher: nn.Module,
         _require_image_file(path)
     bboxes, scores, embeds, inds = [], [], [], []
     for i, path in enumerate(paths):
-        pred = _run(searcher, _read_image(path), osp.basename(path),
-                    'gallery')
-        keep = pred.scores >= (score_thr if score_thr is not None else
-                               -float('inf'))
+        pred = _run(searcher, _read_image(path), osp.basename(path), 'gallery')
+        keep = pred.scores >= (
+            score_thr if score_thr is not None else -float('inf'))
         bboxes.append(pred.bboxes[keep].cpu().numpy())
         scores.append(pred.scores[keep].cpu().numpy())
         embeds.append(pred.embeddings[keep].cpu().numpy())
         inds.append(np.full(int(keep.sum()), i, dtype=np.int64))
     dim = embeds[0].shape[1] if embeds else 0
-    return GalleryIndex(
-        paths, np.concatenate(bboxes).reshape(-1, 4), np.concatenate(scores),
-        np.concatenate(embeds).reshape(-1, dim), np.concatenate(inds))
+    return GalleryIndex(paths,
+                        np.concatenate(bboxes).reshape(-1, 4),
+                        np.concatenate(scores),
+                        np.concatenate(embeds).reshape(-1, dim),
+                        np.concatenate(inds))
 
 
 def embed_query(searcher: nn.Module, query_image: ImageType,
@@ -393,8 +401,7 @@ def search(searcher: nn.Module,
             img_path=gallery.img_paths[gallery.image_inds[j]],
             bbox=gallery.bboxes[j],
             similarity=float(sims[j]),
-            score=float(gallery.scores[j]))
-        for r, j in enumerate(order[:topk])
+            score=float(gallery.scores[j])) for r, j in enumerate(order[:topk])
     ]
 
 

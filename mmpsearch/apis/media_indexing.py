@@ -44,7 +44,8 @@ from .sharded_index import (MANIFEST, CorruptShardError, ShardedIndex,
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
-def model_identity(searcher, config: Optional[str],
+def model_identity(searcher,
+                   config: Optional[str],
                    checkpoint: Optional[str],
                    cfg_options: Optional[dict] = None) -> dict:
     """What the manifest records of the model: the config file, a digest
@@ -57,7 +58,8 @@ def model_identity(searcher, config: Optional[str],
         pipeline = None
     text = json.dumps(
         dict(model=cfg.to_dict().get('model'), pipeline=pipeline),
-        sort_keys=True, default=str)
+        sort_keys=True,
+        default=str)
     return dict(
         config=None if config is None else osp.abspath(str(config)),
         config_digest=hashlib.sha256(text.encode()).hexdigest(),
@@ -106,23 +108,28 @@ def probe_video(path: str, fps: float) -> Tuple[Optional[dict], str]:
     finally:
         cap.release()
     frames = sampled_frames(count, vfps, fps)
-    return dict(kind='video', path=osp.abspath(path), video_fps=vfps,
-                frame_count=count, width=width, height=height, fps=fps,
-                items=int(len(frames))), ''
+    return dict(
+        kind='video',
+        path=osp.abspath(path),
+        video_fps=vfps,
+        frame_count=count,
+        width=width,
+        height=height,
+        fps=fps,
+        items=int(len(frames))), ''
 
 
 def list_images(folder: str) -> List[str]:
-    return sorted(f for f in os.listdir(folder)
-                  if f.lower().endswith(IMG_EXTENSIONS)
-                  and osp.isfile(osp.join(folder, f)))
+    return sorted(
+        f for f in os.listdir(folder) if f.lower().endswith(IMG_EXTENSIONS)
+        and osp.isfile(osp.join(folder, f)))
 
 
 def source_items(src: dict) -> np.ndarray:
     """The item numbers of a source: sampled frame indices of a video,
     positions 0..n-1 in an image source's files."""
     if src['kind'] == 'video':
-        return sampled_frames(src['frame_count'], src['video_fps'],
-                              src['fps'])
+        return sampled_frames(src['frame_count'], src['video_fps'], src['fps'])
     return np.arange(len(src['files']), dtype=np.int64)
 
 
@@ -131,22 +138,24 @@ def check_inputs(images: Sequence[str], videos: Sequence[str]) -> None:
     wrong kind, naming them."""
     for d in images:
         if not osp.isdir(d):
-            raise FileNotFoundError(
-                f'--images {d}: ' + ('is a file, expected a folder of '
-                                     'images' if osp.exists(d) else
-                                     'no such folder'))
+            raise FileNotFoundError(f'--images {d}: ' + (
+                'is a file, expected a folder of '
+                'images' if osp.exists(d) else 'no such folder'))
     for v in videos:
         if not osp.isfile(v):
-            raise FileNotFoundError(
-                f'--videos {v}: ' + ('is a folder, expected a video file'
+            raise FileNotFoundError(f'--videos {v}: ' +
+                                    ('is a folder, expected a video file'
                                      if osp.isdir(v) else 'no such file'))
     if not images and not videos:
         raise ValueError('nothing to index: give --images DIR and/or '
                          '--videos FILE')
 
 
-def plan_sources(manifest: dict, images: Sequence[str],
-                 videos: Sequence[str], fps: float, shard_items: int,
+def plan_sources(manifest: dict,
+                 images: Sequence[str],
+                 videos: Sequence[str],
+                 fps: float,
+                 shard_items: int,
                  log: Callable = print) -> List[dict]:
     """Add the new sources to ``manifest`` (in place) and return those that
     were skipped as bad input. A video already indexed is not added again;
@@ -173,20 +182,28 @@ def plan_sources(manifest: dict, images: Sequence[str],
     for d in images:
         path = osp.abspath(d)
         old = by_path.get(path, [])
-        retry = next((s['id'] for s in old if s['status'] == 'skipped'),
-                     None)
-        done = {f for s in old if s['status'] != 'skipped'
-                for f in s['files']}
+        retry = next((s['id'] for s in old if s['status'] == 'skipped'), None)
+        done = {f for s in old if s['status'] != 'skipped' for f in s['files']}
         files = [f for f in list_images(path) if f not in done]
         if not files:
             if not old or retry is not None:
-                add(dict(kind='images', path=path, files=[], items=0,
-                         status='skipped',
-                         reason='the folder holds no image ('
-                         f'{", ".join(IMG_EXTENSIONS)})'), retry)
+                add(
+                    dict(
+                        kind='images',
+                        path=path,
+                        files=[],
+                        items=0,
+                        status='skipped',
+                        reason='the folder holds no image ('
+                        f'{", ".join(IMG_EXTENSIONS)})'), retry)
             continue
-        add(dict(kind='images', path=path, files=files, items=len(files),
-                 status='pending'), retry)
+        add(
+            dict(
+                kind='images',
+                path=path,
+                files=files,
+                items=len(files),
+                status='pending'), retry)
     for v in videos:
         path = osp.abspath(v)
         old = by_path.get(path, [])
@@ -198,8 +215,14 @@ def plan_sources(manifest: dict, images: Sequence[str],
         info, why = probe_video(path, fps)
         retry = old[0]['id'] if old else None
         if info is None:
-            add(dict(kind='video', path=path, fps=fps, items=0,
-                     status='skipped', reason=why), retry)
+            add(
+                dict(
+                    kind='video',
+                    path=path,
+                    fps=fps,
+                    items=0,
+                    status='skipped',
+                    reason=why), retry)
         else:
             add(dict(info, status='pending'), retry)
     return skipped
@@ -223,8 +246,9 @@ def split_contiguous(chunks: Sequence, world_size: int) -> List[list]:
     sizes = np.array([c[3] - c[2] for c in chunks], np.float64)
     total = sizes.sum()
     bounds = np.cumsum(sizes) - sizes / 2  # chunk centres
-    owner = np.minimum((bounds / max(total, 1) * world_size).astype(int),
-                       world_size - 1) if len(chunks) else []
+    owner = np.minimum(
+        (bounds / max(total, 1) *
+         world_size).astype(int), world_size - 1) if len(chunks) else []
     return [[c for c, o in zip(chunks, owner) if o == r]
             for r in range(world_size)]
 
@@ -459,14 +483,15 @@ def index_sources(searcher,
         dist.barrier()
         manifest = read_json(mpath, 'the index manifest')
     done = {r['name'] for r in manifest['shards']}
-    pending = [c for c in all_chunks(manifest)
-               if shard_name(c[0], c[1]) not in done]
+    pending = [
+        c for c in all_chunks(manifest) if shard_name(c[0], c[1]) not in done
+    ]
     mine = split_contiguous(pending, world)[rank]
     total = sum(c[3] - c[2] for c in mine)
     say(f'index {out}: {len(manifest["sources"])} sources, '
         f'{len(done)} shards done, {len(pending)} to do '
-        f'({sum(c[3] - c[2] for c in pending)} frames/images'
-        + (f', {world} ranks' if world > 1 else '') + ')')
+        f'({sum(c[3] - c[2] for c in pending)} frames/images' +
+        (f', {world} ranks' if world > 1 else '') + ')')
     journal = dict(embed_dim=manifest['embed_dim'], shards=[])
     bar = ProgressBar(total, file=sys.stdout) \
         if progress and rank == 0 and total else None
@@ -484,10 +509,14 @@ def index_sources(searcher,
                 break
             datas = [
                 searcher.test_pipeline(
-                    dict(img=img, img_id=name, img_path=name,
-                         split='gallery', height=img.shape[0],
-                         width=img.shape[1], instances=[]))
-                for _, img, name in batch
+                    dict(
+                        img=img,
+                        img_id=name,
+                        img_path=name,
+                        split='gallery',
+                        height=img.shape[0],
+                        width=img.shape[1],
+                        instances=[])) for _, img, name in batch
             ]
             with torch.no_grad():
                 preds = searcher.test_step(pseudo_collate(datas))
@@ -505,8 +534,9 @@ def index_sources(searcher,
             if bar:
                 bar.update(len(batch))
         for item, why in bad:
-            name = (src['files'][item] if src['kind'] == 'images' else
-                    f'frame {item}')
+            name = (
+                src['files'][item]
+                if src['kind'] == 'images' else f'frame {item}')
             log(f'\nskipped {src["path"]}: {name}: {why}')
         if bar and bad:
             bar.update(len(bad))
@@ -517,14 +547,13 @@ def index_sources(searcher,
                 f'{manifest["embed_dim"]}')
         record = write_shard(
             out, shard_name(source_id, chunk),
-            np.concatenate(got_items) if got_items else np.zeros(0,
-                                                                 np.int64),
+            np.concatenate(got_items) if got_items else np.zeros(0, np.int64),
             np.concatenate(boxes) if boxes else np.zeros((0, 4)),
             np.concatenate(scores) if scores else np.zeros(0),
             np.concatenate(embeds) if embeds else np.zeros((0, d)),
             manifest['dtype'])
-        record.update(source=source_id, chunk=chunk, start=lo, stop=hi,
-                      bad=bad)
+        record.update(
+            source=source_id, chunk=chunk, start=lo, stop=hi, bad=bad)
         journal['shards'].append(record)
         write_json_atomic(_journal_path(out, rank), journal)
     seconds = time.time() - start
@@ -552,7 +581,7 @@ def bad_inputs(index: ShardedIndex) -> List[str]:
         if s['status'] == 'skipped':
             lines.append(f'{s["path"]}: {s["reason"]}')
         for item, why in s.get('bad', []):
-            name = (s['files'][item] if s['kind'] == 'images' else
-                    f'frame {item}')
+            name = (
+                s['files'][item] if s['kind'] == 'images' else f'frame {item}')
             lines.append(f'{s["path"]}: {name}: {why}')
     return lines

@@ -95,9 +95,9 @@ def _npz_bytes(**arrays) -> bytes:
     return buf.getvalue()
 
 
-def write_shard(folder: str, name: str, items: np.ndarray,
-                bboxes: np.ndarray, scores: np.ndarray,
-                embeddings: np.ndarray, dtype: str) -> dict:
+def write_shard(folder: str, name: str, items: np.ndarray, bboxes: np.ndarray,
+                scores: np.ndarray, embeddings: np.ndarray,
+                dtype: str) -> dict:
     """Write one shard atomically (a temporary folder renamed into place;
     an orphan of a killed run of the same name is replaced). Returns its
     record for the manifest: name, rows, bytes, sha256."""
@@ -124,11 +124,14 @@ def write_shard(folder: str, name: str, items: np.ndarray,
     h = hashlib.sha256(emb)
     h.update(rows)
     return dict(
-        name=name, rows=int(len(scores)), bytes=len(emb) + len(rows),
+        name=name,
+        rows=int(len(scores)),
+        bytes=len(emb) + len(rows),
         sha256=h.hexdigest())
 
 
-def check_shard_files(folder: str, record: dict,
+def check_shard_files(folder: str,
+                      record: dict,
                       verify: bool = True) -> Optional[str]:
     """Why the shard of ``record`` is not what was written (None if it is):
     missing files, another size, or (``verify``) another sha256."""
@@ -181,9 +184,15 @@ class ShardedIndex:
                      score_thr: Optional[float]) -> dict:
         if dtype not in DTYPES:
             raise ValueError(f'dtype must be one of {DTYPES}, got {dtype!r}')
-        return dict(format=FORMAT, version=VERSION, model=model,
-                    embed_dim=None, dtype=dtype, score_thr=score_thr,
-                    sources=[], shards=[])
+        return dict(
+            format=FORMAT,
+            version=VERSION,
+            model=model,
+            embed_dim=None,
+            dtype=dtype,
+            score_thr=score_thr,
+            sources=[],
+            shards=[])
 
     @classmethod
     def open(cls, folder: str, verify: bool = True) -> 'ShardedIndex':
@@ -208,10 +217,10 @@ class ShardedIndex:
         manifest = read_json(path, 'the index manifest')
         if not isinstance(manifest, dict) or \
                 manifest.get('format') != FORMAT:
-            raise ValueError(f'{path} is not a manifest of {FORMAT} '
-                             f'(format {manifest.get("format")!r})'
-                             if isinstance(manifest, dict) else
-                             f'{path} is not a manifest')
+            raise ValueError(
+                f'{path} is not a manifest of {FORMAT} '
+                f'(format {manifest.get("format")!r})' if isinstance(
+                    manifest, dict) else f'{path} is not a manifest')
         if manifest.get('version') != VERSION:
             raise ValueError(f'{path}: version {manifest.get("version")}, '
                              f'this mmpsearch reads version {VERSION}')
@@ -230,7 +239,8 @@ class ShardedIndex:
                     f'{why}. Refusing to use the index; run the indexer '
                     'again with --repair to drop and redo it')
 
-    def check_model(self, model: dict,
+    def check_model(self,
+                    model: dict,
                     embed_dim: Optional[int] = None) -> None:
         """Refuse another model than the index's: another checkpoint
         digest, config digest (model and test pipeline, after the
@@ -287,11 +297,13 @@ class ShardedIndex:
             path = osp.join(self.folder, SHARDS, r['name'])
             where = f'index {self.folder}: shard {r["name"]}'
             try:
-                with np.load(osp.join(path, 'rows.npz'),
-                             allow_pickle=False) as z:
+                with np.load(
+                        osp.join(path, 'rows.npz'), allow_pickle=False) as z:
                     arrays = {k: z[k] for k in ('item', 'bboxes', 'scores')}
-                emb = np.load(osp.join(path, 'embeddings.npy'),
-                              mmap_mode='r', allow_pickle=False)
+                emb = np.load(
+                    osp.join(path, 'embeddings.npy'),
+                    mmap_mode='r',
+                    allow_pickle=False)
             except Exception as e:  # zip CRC, cut header, missing keys
                 raise CorruptShardError(
                     f'{where} could not be read ({type(e).__name__}: {e}); '
@@ -314,8 +326,8 @@ class ShardedIndex:
         self._meta = dict(
             source=np.concatenate(src) if src else np.zeros(0, np.int32),
             item=np.concatenate(item) if item else np.zeros(0, np.int64),
-            bboxes=np.concatenate(boxes) if boxes else np.zeros((0, 4),
-                                                                np.float32),
+            bboxes=np.concatenate(boxes) if boxes else np.zeros(
+                (0, 4), np.float32),
             scores=np.concatenate(scores) if scores else np.zeros(
                 0, np.float32))
         self._embeds = embeds
@@ -372,18 +384,26 @@ class ShardedIndex:
         keys = rows['source'].astype(np.int64) * (1 << 40) + rows['item']
         uniq, inds = np.unique(keys, return_inverse=True)
         # in shard order (the unique keys sorted: sources, then items)
-        names = [self.item_name(int(k >> 40), int(k & ((1 << 40) - 1)))
-                 for k in uniq]
+        names = [
+            self.item_name(int(k >> 40), int(k & ((1 << 40) - 1)))
+            for k in uniq
+        ]
         embeds = np.concatenate(list(self.embedding_chunks()))
-        return GalleryIndex(names, rows['bboxes'], rows['scores'], embeds,
-                            inds.astype(np.int64),
-                            source=f'index {self.folder}')
+        return GalleryIndex(
+            names,
+            rows['bboxes'],
+            rows['scores'],
+            embeds,
+            inds.astype(np.int64),
+            source=f'index {self.folder}')
 
     # ------------------------------------------------------------------
     # vector search
     # ------------------------------------------------------------------
-    def build_search_index(self, kind: str = 'auto',
-                           rebuild: bool = False, **kwargs) -> VectorIndex:
+    def build_search_index(self,
+                           kind: str = 'auto',
+                           rebuild: bool = False,
+                           **kwargs) -> VectorIndex:
         """The faiss index over the shards, persisted in ``search/``.
 
         Reused when it covers the same shards (names and digests) and is of
@@ -421,33 +441,48 @@ class ShardedIndex:
                     kwargs.get('nlist') in (None, vi.nlist):
                 target = kwargs.get('target_recall')
                 if kwargs.get('nprobe') is None and (
-                        vi.needs_calibration or target not in (
-                            None, vi.target_recall)):
-                    ids = np.unique(np.linspace(
-                        0, len(self) - 1,
-                        min(kwargs.get('calib_queries', CALIB_QUERIES),
-                            len(self))).round().astype(np.int64))
-                    vi.calibrate(self.fetch(ids), ids,
-                                 self.embedding_chunks,
-                                 target or TARGET_RECALL)
-                    vi.save(folder, {k: v for k, v in info.items()
-                                     if k in ('shards_key', 'rows',
-                                              'factory')})
+                        vi.needs_calibration
+                        or target not in (None, vi.target_recall)):
+                    ids = np.unique(
+                        np.linspace(
+                            0,
+                            len(self) - 1,
+                            min(
+                                kwargs.get('calib_queries', CALIB_QUERIES),
+                                len(self))).round().astype(np.int64))
+                    vi.calibrate(
+                        self.fetch(ids), ids, self.embedding_chunks, target
+                        or TARGET_RECALL)
+                    vi.save(
+                        folder, {
+                            k: v
+                            for k, v in info.items()
+                            if k in ('shards_key', 'rows', 'factory')
+                        })
                 if 'rerank' in kwargs:
                     vi.rerank = int(kwargs['rerank'])
                 if kwargs.get('nprobe') is not None:
                     vi.set_nprobe(kwargs['nprobe'])
                 vi.reused = True
                 return vi
-        vi = VectorIndex.build(self.embedding_chunks, len(self),
-                               self.embed_dim, kind=kind, **kwargs)
-        vi.save(folder, dict(shards_key=key, rows=len(self),
-                             factory=kwargs.get('factory')))
+        vi = VectorIndex.build(
+            self.embedding_chunks,
+            len(self),
+            self.embed_dim,
+            kind=kind,
+            **kwargs)
+        vi.save(
+            folder,
+            dict(
+                shards_key=key, rows=len(self), factory=kwargs.get('factory')))
         vi.reused = False
         return vi
 
-    def search_embedding(self, query: np.ndarray, topk: int,
-                         kind: str = 'auto', **kwargs):
+    def search_embedding(self,
+                         query: np.ndarray,
+                         topk: int,
+                         kind: str = 'auto',
+                         **kwargs):
         """Row ids and cosine similarities of the ``topk`` nearest
         detections to one unit ``query`` (D,), exactly re-ranked."""
         vi = self.build_search_index(kind, **kwargs)

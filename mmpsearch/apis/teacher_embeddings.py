@@ -55,8 +55,7 @@ def build_crop_dataset(cfg: Config, split: str) -> PersonCropDataset:
                        'no `dataset` (the person-search dataset to crop)')
     ds_cfg['dataset']['split'] = split
     ds_cfg.update(
-        include_unlabeled=True, subset='all', num_classes=None,
-        test_mode=True)
+        include_unlabeled=True, subset='all', num_classes=None, test_mode=True)
     return DATASETS.build(ds_cfg)
 
 
@@ -65,8 +64,7 @@ def extract_teacher_embeddings(model: torch.nn.Module,
                                dataset: PersonCropDataset,
                                batch_size: int = 64,
                                num_workers: int = 0,
-                               show_progress: bool = True
-                               ) -> List[np.ndarray]:
+                               show_progress: bool = True) -> List[np.ndarray]:
     """L2-normalised neck features of every crop, grouped per scene.
 
     Args:

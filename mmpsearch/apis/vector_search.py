@@ -134,8 +134,8 @@ def ivf_nlist(n: int) -> int:
     ``NLIST_PER_SQRT_N * sqrt(n)`` (1024 at 50 k rows, 2048 at 200 k, 4096
     at 1 M, 16384 at 10 M), at most ``n // 39`` (k-means wants 39 training
     points a centroid) and 65536."""
-    nlist = 2**int(round(math.log2(max(
-        NLIST_PER_SQRT_N * math.sqrt(max(n, 1)), 1))))
+    nlist = 2**int(
+        round(math.log2(max(NLIST_PER_SQRT_N * math.sqrt(max(n, 1)), 1))))
     return int(max(1, min(nlist, 65536, n // 39)))
 
 
@@ -151,8 +151,12 @@ def k_factor(k: int) -> float:
     return float(min(MAX_K_FACTOR, max(1.0, math.sqrt(max(k, 1) / 10))))
 
 
-def search_params(nprobe: int, nlist: int, k: int, rerank: int,
-                  ntotal: int, scale: bool = True) -> Tuple[int, int]:
+def search_params(nprobe: int,
+                  nlist: int,
+                  k: int,
+                  rerank: int,
+                  ntotal: int,
+                  scale: bool = True) -> Tuple[int, int]:
     """``(nprobe, candidates)`` of an IVF search for the top ``k``:
     ``max(100, rerank * k)`` candidates (at most ``ntotal``); ``nprobe``
     (the top-10 one) times :func:`k_factor`, and at least the lists that
@@ -161,24 +165,32 @@ def search_params(nprobe: int, nlist: int, k: int, rerank: int,
     cand = int(max(1, min(ntotal, max(MIN_CANDIDATES, rerank * k))))
     probe = nprobe
     if scale:
-        probe = max(math.ceil(nprobe * k_factor(k)),
-                    math.ceil(2 * cand * nlist / max(ntotal, 1)))
+        probe = max(
+            math.ceil(nprobe * k_factor(k)),
+            math.ceil(2 * cand * nlist / max(ntotal, 1)))
     probe = int(max(1, min(nlist, probe)))
     return probe, cand
 
 
-def ivf_params(n: int, d: int, k: int = 10, nlist: Optional[int] = None,
-               nprobe: Optional[int] = None, rerank: int = 10) -> dict:
+def ivf_params(n: int,
+               d: int,
+               k: int = 10,
+               nlist: Optional[int] = None,
+               nprobe: Optional[int] = None,
+               rerank: int = 10) -> dict:
     """The rule, before calibration: ``nlist`` (:func:`ivf_nlist`), the
     faiss ``factory`` string, and the ``nprobe`` and ``candidates`` of a
     top ``k`` (:func:`default_nprobe`, :func:`search_params`). A given
     ``nlist`` or ``nprobe`` (used for every ``k``) overrides the rule."""
     nlist = ivf_nlist(n) if nlist is None else int(nlist)
     base = default_nprobe(nlist) if nprobe is None else int(nprobe)
-    probe, cand = search_params(base, nlist, k, rerank, n,
-                                scale=nprobe is None)
-    return dict(nlist=nlist, factory=ivfpq_factory(n, d, nlist),
-                nprobe=probe, candidates=cand)
+    probe, cand = search_params(
+        base, nlist, k, rerank, n, scale=nprobe is None)
+    return dict(
+        nlist=nlist,
+        factory=ivfpq_factory(n, d, nlist),
+        nprobe=probe,
+        candidates=cand)
 
 
 def ivfpq_factory(n: int, d: int, nlist: Optional[int] = None) -> str:
@@ -225,8 +237,12 @@ class VectorIndex:
         target_recall (float, optional): What it calibrated for.
     """
 
-    def __init__(self, kind: str, index, nprobe: Optional[int] = None,
-                 rerank: int = 10, scale_nprobe: bool = True,
+    def __init__(self,
+                 kind: str,
+                 index,
+                 nprobe: Optional[int] = None,
+                 rerank: int = 10,
+                 scale_nprobe: bool = True,
                  calibration: Optional[list] = None,
                  target_recall: Optional[float] = None) -> None:
         self.kind = kind
@@ -338,10 +354,10 @@ class VectorIndex:
             # the calibration's queries: rows half-way between training
             # rows (training rows only where every row trains)
             grid = np.arange(0, n, step)[:train_size]
-            pick = np.linspace(0, len(grid) - 1, min(calib_queries,
-                                                     len(grid)))
-            calib_ids = np.unique(np.minimum(
-                grid[pick.round().astype(np.int64)] + step // 2, n - 1))
+            pick = np.linspace(0, len(grid) - 1, min(calib_queries, len(grid)))
+            calib_ids = np.unique(
+                np.minimum(grid[pick.round().astype(np.int64)] + step // 2,
+                           n - 1))
             sample, calib, pos = [], [], 0
             for chunk in chunks():
                 take = np.arange((-pos) % step, len(chunk), step)
@@ -365,8 +381,12 @@ class VectorIndex:
             raise ValueError(f'the index got {index.ntotal} rows, '
                              f'expected {n}')
         times['add_s'] = time.perf_counter() - t0
-        vi = cls(kind, index, nprobe=nprobe, rerank=rerank,
-                 scale_nprobe=nprobe is None)
+        vi = cls(
+            kind,
+            index,
+            nprobe=nprobe,
+            rerank=rerank,
+            scale_nprobe=nprobe is None)
         if vi.nlist is not None and nprobe is None:
             t0 = time.perf_counter()
             vi.calibrate(calib, calib_ids, chunks, target_recall)
@@ -374,7 +394,9 @@ class VectorIndex:
         vi.build_times = times
         return vi
 
-    def calibrate(self, queries: np.ndarray, query_ids: np.ndarray,
+    def calibrate(self,
+                  queries: np.ndarray,
+                  query_ids: np.ndarray,
                   chunks: Callable[[], Iterable[np.ndarray]],
                   target_recall: float = TARGET_RECALL,
                   k: int = 10) -> None:
@@ -443,9 +465,10 @@ class VectorIndex:
             short = short[(ids[short] >= 0).sum(1) < need]
         return ids
 
-    def search(self, queries: np.ndarray, k: int,
-               fetch: Callable[[np.ndarray], np.ndarray]
-               ) -> Tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, fetch: Callable[[np.ndarray],
+                                                           np.ndarray]
+    ) -> Tuple[np.ndarray, np.ndarray]:
         """Top ``k`` per query, re-ranked exactly.
 
         Args:
@@ -484,14 +507,22 @@ class VectorIndex:
         path = osp.join(folder, 'vectors.faiss')
         faiss.write_index(self.index, path + '.tmp')
         os.replace(path + '.tmp', path)
-        info = dict(meta, format=FORMAT, kind=self.kind, nlist=self.nlist,
-                    nprobe=self.nprobe, scale_nprobe=self.scale_nprobe,
-                    rerank=self.rerank, target_recall=self.target_recall,
-                    calibration=self.calibration, ntotal=self.ntotal)
+        info = dict(
+            meta,
+            format=FORMAT,
+            kind=self.kind,
+            nlist=self.nlist,
+            nprobe=self.nprobe,
+            scale_nprobe=self.scale_nprobe,
+            rerank=self.rerank,
+            target_recall=self.target_recall,
+            calibration=self.calibration,
+            ntotal=self.ntotal)
         with open(osp.join(folder, 'vectors.json.tmp'), 'w') as f:
             json.dump(info, f, indent=1)
-        os.replace(osp.join(folder, 'vectors.json.tmp'),
-                   osp.join(folder, 'vectors.json'))
+        os.replace(
+            osp.join(folder, 'vectors.json.tmp'),
+            osp.join(folder, 'vectors.json'))
 
     @classmethod
     def load(cls, folder: str) -> Tuple['VectorIndex', dict]:
@@ -508,10 +539,14 @@ class VectorIndex:
                 f'index (ShardedIndex.build_search_index(rebuild=True)), or '
                 f'delete {folder}')
         index = _faiss().read_index(osp.join(folder, 'vectors.faiss'))
-        vi = cls(info['kind'], index, info.get('nprobe'), info['rerank'],
-                 scale_nprobe=info.get('scale_nprobe', True),
-                 calibration=info.get('calibration'),
-                 target_recall=info.get('target_recall'))
+        vi = cls(
+            info['kind'],
+            index,
+            info.get('nprobe'),
+            info['rerank'],
+            scale_nprobe=info.get('scale_nprobe', True),
+            calibration=info.get('calibration'),
+            target_recall=info.get('target_recall'))
         if info.get('nlist') not in (None, vi.nlist):
             raise ValueError(
                 f'{folder}: vectors.json says {info["nlist"]} inverted '

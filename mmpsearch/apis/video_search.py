@@ -95,8 +95,10 @@ def group_appearances(hits: Sequence[IndexHit],
     apps = list(best_still.values())
     for video, vh in videos.items():
         order = (frame_order or {}).get(video)
-        pos = ({int(f): i for i, f in enumerate(order)}
-               if order is not None else None)
+        pos = ({
+            int(f): i
+            for i, f in enumerate(order)
+        } if order is not None else None)
         step = (lambda f: pos[f]) if pos is not None else (lambda f: f)
         by_frame = {}
         for h in vh:
@@ -105,8 +107,9 @@ def group_appearances(hits: Sequence[IndexHit],
         open_tracks: List[List[IndexHit]] = []
         for f in sorted(by_frame):
             cands = sorted(by_frame[f], key=lambda h: -h.similarity)
-            alive = [t for t in open_tracks
-                     if step(f) - step(t[-1].frame) == 1]
+            alive = [
+                t for t in open_tracks if step(f) - step(t[-1].frame) == 1
+            ]
             taken = set()
             nxt = []
             for h in cands:
@@ -128,8 +131,8 @@ def group_appearances(hits: Sequence[IndexHit],
             open_tracks = nxt
         for t in tracks:
             best = max(t, key=lambda h: (h.similarity, -h.frame))
-            apps.append(Appearance(0, video, 'video', t[0].time, t[-1].time,
-                                   best, t))
+            apps.append(
+                Appearance(0, video, 'video', t[0].time, t[-1].time, best, t))
     apps.sort(key=lambda a: (-a.best.similarity, a.best.row))
     for r, a in enumerate(apps, 1):
         a.rank = r
@@ -181,14 +184,17 @@ def search_index(searcher,
     if not len(index):
         return []
     sims, ids = index.search_embedding(query, max(candidates, topk), kind)
-    return group_appearances(hits_of_rows(index, ids, sims),
-                             frame_orders(index), iou_thr)[:topk]
+    return group_appearances(
+        hits_of_rows(index, ids, sims), frame_orders(index), iou_thr)[:topk]
 
 
 def frame_orders(index: ShardedIndex) -> dict:
     from .media_indexing import source_items
-    return {s['path']: source_items(s) for s in index.sources
-            if s['kind'] == 'video' and s['status'] != 'skipped'}
+    return {
+        s['path']: source_items(s)
+        for s in index.sources
+        if s['kind'] == 'video' and s['status'] != 'skipped'
+    }
 
 
 def hits_of_rows(index: ShardedIndex, ids: np.ndarray,
@@ -199,16 +205,17 @@ def hits_of_rows(index: ShardedIndex, ids: np.ndarray,
         src_id, item = int(rows['source'][i]), int(rows['item'][i])
         src = index.sources[src_id]
         video = src['kind'] == 'video'
-        out.append(IndexHit(
-            rank=r,
-            source=src['path'] if video else index.item_name(src_id, item),
-            kind='video' if video else 'image',
-            frame=item if video else None,
-            time=index.item_time(src_id, item),
-            bbox=[float(v) for v in rows['bboxes'][i]],
-            similarity=float(s),
-            score=float(rows['scores'][i]),
-            row=int(i)))
+        out.append(
+            IndexHit(
+                rank=r,
+                source=src['path'] if video else index.item_name(src_id, item),
+                kind='video' if video else 'image',
+                frame=item if video else None,
+                time=index.item_time(src_id, item),
+                bbox=[float(v) for v in rows['bboxes'][i]],
+                similarity=float(s),
+                score=float(rows['scores'][i]),
+                row=int(i)))
     return out
 
 
@@ -226,11 +233,18 @@ def _fmt_time(t: Optional[float]) -> str:
 def appearances_to_rows(apps: Sequence[Appearance]) -> List[dict]:
     """One flat dict per appearance (the CSV's and JSON's rows)."""
     return [
-        dict(rank=a.rank, source=a.source, kind=a.kind, start=a.start,
-             end=a.end, frames=len(a.hits), best_frame=a.best.frame,
-             time=a.best.time, box=[round(v, 2) for v in a.best.bbox],
-             similarity=round(a.best.similarity, 6),
-             score=round(a.best.score, 6)) for a in apps
+        dict(
+            rank=a.rank,
+            source=a.source,
+            kind=a.kind,
+            start=a.start,
+            end=a.end,
+            frames=len(a.hits),
+            best_frame=a.best.frame,
+            time=a.best.time,
+            box=[round(v, 2) for v in a.best.bbox],
+            similarity=round(a.best.similarity, 6),
+            score=round(a.best.score, 6)) for a in apps
     ]
 
 
@@ -240,28 +254,33 @@ def write_hits(apps: Sequence[Appearance], out: str, query: dict) -> dict:
     start, end, best frame time, box, similarity, detection score)."""
     os.makedirs(out, exist_ok=True)
     rows = appearances_to_rows(apps)
-    doc = dict(query=query, appearances=[
-        dict(row, hits=[asdict(h) for h in a.hits])
-        for row, a in zip(rows, apps)
-    ])
-    paths = dict(json=osp.join(out, 'hits.json'),
-                 csv=osp.join(out, 'hits.csv'))
+    doc = dict(
+        query=query,
+        appearances=[
+            dict(row, hits=[asdict(h) for h in a.hits])
+            for row, a in zip(rows, apps)
+        ])
+    paths = dict(
+        json=osp.join(out, 'hits.json'), csv=osp.join(out, 'hits.csv'))
     with open(paths['json'] + '.tmp', 'w') as f:
         json.dump(doc, f, indent=1)
     os.replace(paths['json'] + '.tmp', paths['json'])
     with open(paths['csv'] + '.tmp', 'w', newline='') as f:
         w = csv.writer(f)
-        w.writerow(['rank', 'source', 'kind', 'start_s', 'end_s', 'frames',
-                    'best_frame', 'time_s', 'x1', 'y1', 'x2', 'y2',
-                    'similarity', 'score'])
+        w.writerow([
+            'rank', 'source', 'kind', 'start_s', 'end_s', 'frames',
+            'best_frame', 'time_s', 'x1', 'y1', 'x2', 'y2', 'similarity',
+            'score'
+        ])
         for r in rows:
-            w.writerow([r['rank'], r['source'], r['kind'],
-                        '' if r['start'] is None else f'{r["start"]:.3f}',
-                        '' if r['end'] is None else f'{r["end"]:.3f}',
-                        r['frames'],
-                        '' if r['best_frame'] is None else r['best_frame'],
-                        '' if r['time'] is None else f'{r["time"]:.3f}',
-                        *r['box'], r['similarity'], r['score']])
+            w.writerow([
+                r['rank'], r['source'], r['kind'],
+                '' if r['start'] is None else f'{r["start"]:.3f}',
+                '' if r['end'] is None else f'{r["end"]:.3f}', r['frames'],
+                '' if r['best_frame'] is None else r['best_frame'],
+                '' if r['time'] is None else f'{r["time"]:.3f}', *r['box'],
+                r['similarity'], r['score']
+            ])
     os.replace(paths['csv'] + '.tmp', paths['csv'])
     return paths
 
@@ -291,20 +310,22 @@ def _tile(img: Optional[np.ndarray], box: Sequence[float], label: str,
         x2, y2 = max(x1 + 1, min(x2, W)), max(y1 + 1, min(y2, H))
         crop = img[y1:y2, x1:x2]
         s = min(w / crop.shape[1], h / crop.shape[0])
-        crop = cv2.resize(crop, (max(1, int(crop.shape[1] * s)),
-                                 max(1, int(crop.shape[0] * s))))
+        crop = cv2.resize(
+            crop,
+            (max(1, int(crop.shape[1] * s)), max(1, int(crop.shape[0] * s))))
         ox, oy = (w - crop.shape[1]) // 2, (h - crop.shape[0]) // 2
         tile[oy:oy + crop.shape[0], ox:ox + crop.shape[1]] = crop
     cv2.rectangle(tile, (0, 0), (w - 1, h - 1), colour, 2)
     for k, line in enumerate(label.split('\n')[:2]):
         cv2.putText(tile, line[:24], (3, h + 12 + 13 * k),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1, cv2.LINE_AA)
     return tile
 
 
-def contact_sheet(query_img: np.ndarray, query_box: Sequence[float],
-                  apps: Sequence[Appearance], per_row: int = 8,
+def contact_sheet(query_img: np.ndarray,
+                  query_box: Sequence[float],
+                  apps: Sequence[Appearance],
+                  per_row: int = 8,
                   size: tuple = (96, 192)) -> np.ndarray:
     """The query crop, then each appearance's best crop with its source
     name and time (BGR image)."""
@@ -314,8 +335,10 @@ def contact_sheet(query_img: np.ndarray, query_box: Sequence[float],
         where = (f'{osp.basename(h.source)}\n{_fmt_time(h.time)} '
                  f's={h.similarity:.2f}' if h.kind == 'video' else
                  f'{osp.basename(h.source)}\ns={h.similarity:.2f}')
-        tiles.append(_tile(read_frame(h), h.bbox, f'#{a.rank} {where}',
-                           size, (60, 160, 60)))
+        tiles.append(
+            _tile(
+                read_frame(h), h.bbox, f'#{a.rank} {where}', size,
+                (60, 160, 60)))
     rows = []
     for i in range(0, len(tiles), per_row):
         row = tiles[i:i + per_row]

@@ -12,10 +12,10 @@ from .transforms import (CropPersonBox, DualNoiseGenerator,
                          LoadPersonSearchAnnotations, PackPersonSearchInputs)
 
 __all__ = [
-    'CUHKSYSUDataset', 'PRWDataset', 'PersonCropDataset',
-    'load_cuhk_protocol', 'load_prw_protocol', 'CUHK_GALLERY_SIZES',
-    'prw_cam_id', 'make_synthetic', 'clear_cache', 'GalleryImage', 'Query',
-    'SearchProtocol', 'TeacherEmbeddings', 'save_teacher_embeddings',
+    'CUHKSYSUDataset', 'PRWDataset', 'PersonCropDataset', 'load_cuhk_protocol',
+    'load_prw_protocol', 'CUHK_GALLERY_SIZES', 'prw_cam_id', 'make_synthetic',
+    'clear_cache', 'GalleryImage', 'Query', 'SearchProtocol',
+    'TeacherEmbeddings', 'save_teacher_embeddings',
     'LoadPersonSearchAnnotations', 'PackPersonSearchInputs',
     'DualNoiseGenerator', 'CropPersonBox', 'CUHK_SUBSETS', 'QuerySubset',
     'available_subsets', 'load_cuhk_subset', 'load_cuhk_subsets',

@@ -143,8 +143,9 @@ def load_cuhk_subset(data_root: str,
     if gallery_size is None:
         p = _paths(data_root)
         pool = _parse_pool(p['pool'])
-        labeller = _Labeller(_parse_images(p['images']), pool, p['images'],
-                             'test (pool.mat) gallery')
+        labeller = _Labeller(
+            _parse_images(p['images']), pool, p['images'],
+            'test (pool.mat) gallery')
     elif gallery_size == protocol.gallery_size:
         other = protocol
     else:
@@ -169,18 +170,16 @@ def load_cuhk_subset(data_root: str,
         else:
             gallery = [(n, None if b is None else b.copy())
                        for n, b in other.queries[i].gallery]
-        queries.append(
-            Query(e.imname, _xyxy(e.xywh), i, -1, gallery))
+        queries.append(Query(e.imname, _xyxy(e.xywh), i, -1, gallery))
     sub = SearchProtocol('cuhk', protocol.gallery, queries, gallery_size)
-    return QuerySubset(name, sub,
-                       np.fromiter(found, np.int64, len(found)), path)
+    return QuerySubset(name, sub, np.fromiter(found, np.int64, len(found)),
+                       path)
 
 
 def load_cuhk_subsets(data_root: str,
                       names: Sequence[str],
                       protocol: Optional[SearchProtocol] = None,
-                      gallery_size: Optional[int] = None
-                      ) -> List[QuerySubset]:
+                      gallery_size: Optional[int] = None) -> List[QuerySubset]:
     """:func:`load_cuhk_subset` for each name (``resolve_subsets`` first for
     ``'auto'``)."""
     return [
@@ -190,6 +189,6 @@ def load_cuhk_subsets(data_root: str,
 
 __all__ = [
     'CUHK_SUBSETS', 'SUBSET_DIR', 'SUBSET_FILES', 'check_subset_name',
-    'subset_path', 'available_subsets', 'resolve_subsets',
-    'load_cuhk_subset', 'load_cuhk_subsets'
+    'subset_path', 'available_subsets', 'resolve_subsets', 'load_cuhk_subset',
+    'load_cuhk_subsets'
 ]

@@ -83,8 +83,9 @@ def _parse_images(path: str) -> Dict[str, np.ndarray]:
     """
 
     def parse() -> Dict[str, np.ndarray]:
-        mat = load_mat(path, f"the variable '{IMAGES_VAR}' (1xN struct of "
-                       'images)')
+        mat = load_mat(
+            path, f"the variable '{IMAGES_VAR}' (1xN struct of "
+            'images)')
         imgs = struct_array(
             get_var(mat, IMAGES_VAR, path), ('imname', 'box'), path,
             IMAGES_VAR)
@@ -111,8 +112,9 @@ def _parse_images(path: str) -> Dict[str, np.ndarray]:
 
     # path = data_root/annotation/Images.mat
     image_dir = osp.join(osp.dirname(osp.dirname(path)), IMAGE_DIR)
-    require_file(path, 'the CUHK-SYSU annotation Images.mat (is data_root '
-                 'the dataset folder holding Image/ and annotation/?)')
+    require_file(
+        path, 'the CUHK-SYSU annotation Images.mat (is data_root '
+        'the dataset folder holding Image/ and annotation/?)')
     return cached('cuhk_images', path, parse)
 
 
@@ -120,8 +122,9 @@ def _parse_pool(path: str) -> List[str]:
     """pool.mat -> the test (gallery) image names, in file order."""
 
     def parse() -> List[str]:
-        mat = load_mat(path, f"the variable '{POOL_VAR}' (cell of test "
-                       'image names)')
+        mat = load_mat(
+            path, f"the variable '{POOL_VAR}' (cell of test "
+            'image names)')
         items = cell_items(get_var(mat, POOL_VAR, path), path, POOL_VAR)
         names = [
             to_str(v, path, f'pool{{{i + 1}}}') for i, v in enumerate(items)
@@ -130,8 +133,9 @@ def _parse_pool(path: str) -> List[str]:
             raise ValueError(f'{path}: pool lists some images twice')
         return names
 
-    require_file(path, "the CUHK-SYSU test image list pool.mat (variable "
-                 "'pool', a cell of image names), as released")
+    require_file(
+        path, "the CUHK-SYSU test image list pool.mat (variable "
+        "'pool', a cell of image names), as released")
     return cached('cuhk_pool', path, parse)
 
 
@@ -140,8 +144,9 @@ def _parse_train(path: str) -> List[Tuple[str, List[Tuple[str, np.ndarray]]]]:
     order."""
 
     def parse():
-        mat = load_mat(path, f"the variable '{TRAIN_VAR}' (cell of 1x1 "
-                       'structs idname, nAppear, scene)')
+        mat = load_mat(
+            path, f"the variable '{TRAIN_VAR}' (cell of 1x1 "
+            'structs idname, nAppear, scene)')
         cells = cell_items(get_var(mat, TRAIN_VAR, path), path, TRAIN_VAR)
         out = []
         for k, cell in enumerate(cells):
@@ -150,16 +155,16 @@ def _parse_train(path: str) -> List[Tuple[str, List[Tuple[str, np.ndarray]]]]:
             idname = to_str(person['idname'], path, f'{what}.idname')
             scenes = struct_array(person['scene'], ('imname', 'idlocate'),
                                   path, f'{what}.scene ({idname})')
-            out.append((idname, [
-                (to_str(s['imname'], path, f'{what}.scene({j + 1}).imname'),
-                 to_xywh(s['idlocate'], path,
-                         f'{what}.scene({j + 1}).idlocate'))
-                for j, s in enumerate(scenes)
-            ]))
+            out.append((idname, [(to_str(s['imname'], path,
+                                         f'{what}.scene({j + 1}).imname'),
+                                  to_xywh(s['idlocate'], path,
+                                          f'{what}.scene({j + 1}).idlocate'))
+                                 for j, s in enumerate(scenes)]))
         return out
 
-    require_file(path, "the CUHK-SYSU training persons Train.mat (variable "
-                 "'Train'), as released")
+    require_file(
+        path, "the CUHK-SYSU training persons Train.mat (variable "
+        "'Train'), as released")
     return cached('cuhk_train', path, parse)
 
 
@@ -184,8 +189,9 @@ def _parse_testg(path: str,
     var = var or testg_var(size)
 
     def parse() -> List[_TestEntry]:
-        mat = load_mat(path, f"the variable '{var}' (1xQ struct of Query, "
-                       'Gallery)')
+        mat = load_mat(
+            path, f"the variable '{var}' (1xQ struct of Query, "
+            'Gallery)')
         entries = struct_array(
             get_var(mat, var, path), ('Query', 'Gallery'), path, var)
         out = []
@@ -219,8 +225,9 @@ def _parse_testg(path: str,
             out.append(_TestEntry(imname, qbox, idname, gallery))
         return out
 
-    require_file(path, f"the CUHK-SYSU test protocol (variable '{var}', a "
-                 'struct of Query, Gallery), as released')
+    require_file(
+        path, f"the CUHK-SYSU test protocol (variable '{var}', a "
+        'struct of Query, Gallery), as released')
     return cached('cuhk_testg', path, parse)
 
 
@@ -242,8 +249,8 @@ def testg_path(data_root: str, gallery_size: int) -> str:
     path = osp.join(data_root, PROTOCOL_DIR, testg_file(gallery_size))
     if not osp.isfile(path):
         present = [
-            n for n in CUHK_GALLERY_SIZES if osp.isfile(
-                osp.join(data_root, PROTOCOL_DIR, testg_file(n)))
+            n for n in CUHK_GALLERY_SIZES
+            if osp.isfile(osp.join(data_root, PROTOCOL_DIR, testg_file(n)))
         ]
         raise FileNotFoundError(
             f'{path} does not exist: gallery size {gallery_size} is not '
@@ -261,9 +268,8 @@ def _xyxy(xywh: np.ndarray) -> np.ndarray:
 class _Labeller:
     """Marks the boxes of Images.mat with person ids, by exact box match."""
 
-    def __init__(self, images: Dict[str, np.ndarray],
-                 names: Sequence[str], images_path: str,
-                 split_desc: str) -> None:
+    def __init__(self, images: Dict[str, np.ndarray], names: Sequence[str],
+                 images_path: str, split_desc: str) -> None:
         self.images = images
         self.images_path = images_path
         self.split_desc = split_desc
@@ -336,10 +342,14 @@ class _QueryAnn:
 def check_cuhk_root(data_root: str) -> None:
     """Refuse a missing data root, or one that holds PRW."""
     check_data_root(
-        data_root, 'CUHK-SYSU', 'Image/SSM/ and annotation/',
+        data_root,
+        'CUHK-SYSU',
+        'Image/SSM/ and annotation/',
         own=(ANNO_DIR, 'Image'),
-        others={'PRW': ('prw', ('frame_test.mat', 'frame_train.mat',
-                                'annotations', 'frames'))})
+        others={
+            'PRW': ('prw', ('frame_test.mat', 'frame_train.mat', 'annotations',
+                            'frames'))
+        })
 
 
 def _paths(data_root: str) -> Dict[str, str]:
@@ -367,9 +377,7 @@ def cuhk_train_annotations(data_root: str) -> List[_ImageAnn]:
         for imname, xywh in scenes:
             labeller.mark(imname, xywh, k, p['train'],
                           f'Train{{{k + 1}}} ({idname})')
-    return [
-        _ImageAnn(n, _xyxy_all(images[n]), labeller.ids[n]) for n in names
-    ]
+    return [_ImageAnn(n, _xyxy_all(images[n]), labeller.ids[n]) for n in names]
 
 
 def _xyxy_all(xywh: np.ndarray) -> np.ndarray:
@@ -395,14 +403,12 @@ def cuhk_test_annotations(
     if missing:
         raise ValueError(f'{p["pool"]} lists images that {p["images"]} does '
                          f'not have, e.g. {missing[:3]}')
-    labeller = _Labeller(images, pool, p['images'],
-                         'test (pool.mat) gallery')
+    labeller = _Labeller(images, pool, p['images'], 'test (pool.mat) gallery')
     queries = []
     for i, entry in enumerate(_parse_testg(tpath, gallery_size)):
         who = f'TestG{gallery_size}({i + 1}) ({entry.idname})'
         gallery = labeller.mark_query(entry, i, tpath, who, p['pool'])
-        queries.append(
-            _QueryAnn(entry.imname, _xyxy(entry.xywh), i, gallery))
+        queries.append(_QueryAnn(entry.imname, _xyxy(entry.xywh), i, gallery))
     gallery_anns = [
         _ImageAnn(n, _xyxy_all(images[n]), labeller.ids[n]) for n in pool
     ]
@@ -426,8 +432,7 @@ def load_cuhk_protocol(data_root: str,
     """
     gallery_anns, query_anns = cuhk_test_annotations(data_root, gallery_size)
     gallery = {
-        a.img_id: GalleryImage(a.img_id, a.boxes.copy(),
-                               a.person_ids.copy())
+        a.img_id: GalleryImage(a.img_id, a.boxes.copy(), a.person_ids.copy())
         for a in gallery_anns
     }
     queries = [
@@ -506,8 +511,7 @@ class CUHKSYSUDataset(BaseDetDataset):
                         osp.join(root, IMAGE_DIR, a.img_id), a.img_id,
                         self.split, a.boxes, a.person_ids, src))
         else:
-            src = osp.join(root, PROTOCOL_DIR,
-                           testg_file(self.gallery_size))
+            src = osp.join(root, PROTOCOL_DIR, testg_file(self.gallery_size))
             for i, q in enumerate(queries):
                 data_list.append(
                     image_data_info(

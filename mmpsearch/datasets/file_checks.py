@@ -53,8 +53,7 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-def check_data_root(root: str, dataset: str, layout: str,
-                    own: Sequence[str],
+def check_data_root(root: str, dataset: str, layout: str, own: Sequence[str],
                     others: Dict[str, Tuple[str, Sequence[str]]]) -> None:
     """Refuse a ``data_root`` that is missing or holds another dataset.
 
@@ -233,9 +232,8 @@ def make_instances(boxes: np.ndarray, person_ids: np.ndarray, width: int,
     return instances
 
 
-def image_data_info(img_path: str, img_id: str, split: str,
-                    boxes: np.ndarray, person_ids, source: str,
-                    **extra) -> dict:
+def image_data_info(img_path: str, img_id: str, split: str, boxes: np.ndarray,
+                    person_ids, source: str, **extra) -> dict:
     """One image's data info (the project's convention): size read from the
     image header, boxes checked against it; ``extra`` adds ``cam_id`` /
     ``query_index``."""

@@ -110,7 +110,9 @@ def to_str(value: Any, path: str, what: str) -> str:
     raise ValueError(f'{path}: {what} should be a string, got {value!r}')
 
 
-def to_xywh(value: Any, path: str, what: str,
+def to_xywh(value: Any,
+            path: str,
+            what: str,
             allow_empty: bool = False) -> Optional[np.ndarray]:
     """A box ``[x, y, w, h]`` as float64 (4,); ``None`` for an empty value
     when ``allow_empty``."""

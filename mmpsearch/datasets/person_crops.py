@@ -99,8 +99,8 @@ class PersonCropDataset(BaseDataset):
         root = getattr(ds, 'data_root', '')
         split = getattr(ds, 'split', None)
         name = type(ds).__name__
-        return f'{name}(data_root={root!r}' + (
-            f', split={split!r})' if split is not None else ')')
+        return f'{name}(data_root={root!r}' + (f', split={split!r})'
+                                               if split is not None else ')')
 
     def load_data_list(self) -> List[dict]:
         """One data info per box of the wrapped dataset (see class doc)."""
@@ -136,9 +136,8 @@ class PersonCropDataset(BaseDataset):
         self.scenes = []
         for image_index, info in enumerate(infos):
             img_id = info.get('img_id', info['img_path'])
-            boxes = np.asarray(
-                [inst['bbox'] for inst in info['instances']],
-                dtype=np.float32).reshape(-1, 4)
+            boxes = np.asarray([inst['bbox'] for inst in info['instances']],
+                               dtype=np.float32).reshape(-1, 4)
             self.scenes.append(dict(img_id=img_id, bboxes=boxes))
             for box_index, inst in enumerate(info['instances']):
                 pid = int(inst['person_id'])
@@ -178,7 +177,6 @@ class PersonCropDataset(BaseDataset):
     def extra_repr(self) -> List[str]:
         return [
             f'Person-search dataset: \t{self._dataset_name()}',
-            f'Subset: \t{self.subset}',
-            f'Unlabeled boxes: \t'
+            f'Subset: \t{self.subset}', f'Unlabeled boxes: \t'
             f'{"included" if self.include_unlabeled else "excluded"}'
         ]

@@ -83,8 +83,9 @@ def _parse_frame_list(path: str, var: str) -> List[str]:
             raise ValueError(f'{path}: {var} lists some frames twice')
         return names
 
-    require_file(path, f"the PRW frame list (variable '{var}', a cell of "
-                 'frame names), as released')
+    require_file(
+        path, f"the PRW frame list (variable '{var}', a cell of "
+        'frame names), as released')
     return cached('prw_frames', path, parse)
 
 
@@ -93,8 +94,9 @@ def _parse_annotation(path: str) -> Tuple[np.ndarray, np.ndarray]:
     (n, 4)) exactly as stored."""
 
     def parse() -> Tuple[np.ndarray, np.ndarray]:
-        mat = load_mat(path, 'an N x 5 array [id, x, y, w, h] under one of '
-                       f'{BOX_KEYS}')
+        mat = load_mat(
+            path, 'an N x 5 array [id, x, y, w, h] under one of '
+            f'{BOX_KEYS}')
         key = next((k for k in BOX_KEYS if k in mat), None)
         if key is None:
             found = sorted(k for k in mat if not k.startswith('__'))
@@ -125,9 +127,10 @@ def _parse_annotation(path: str) -> Tuple[np.ndarray, np.ndarray]:
                              f'{UNLABELED_ID} (unlabeled)')
         return ids, arr[:, 1:].copy()
 
-    require_file(path, 'the annotation of a frame listed in frame_train.mat '
-                 '/ frame_test.mat (an N x 5 array [id, x, y, w, h] under '
-                 f'one of {BOX_KEYS})')
+    require_file(
+        path, 'the annotation of a frame listed in frame_train.mat '
+        '/ frame_test.mat (an N x 5 array [id, x, y, w, h] under '
+        f'one of {BOX_KEYS})')
     return cached('prw_annotation', path, parse)
 
 
@@ -198,10 +201,11 @@ class _FrameAnn:
 def check_prw_root(data_root: str) -> None:
     """Refuse a missing data root, or one that holds CUHK-SYSU."""
     check_data_root(
-        data_root, 'PRW', 'frames/, annotations/, frame_train.mat, '
+        data_root,
+        'PRW', 'frames/, annotations/, frame_train.mat, '
         'frame_test.mat and query_info.txt',
-        own=(FRAME_LISTS['test'][0], FRAME_LISTS['train'][0],
-             ANNOTATIONS_DIR, FRAMES_DIR, QUERY_FILE),
+        own=(FRAME_LISTS['test'][0], FRAME_LISTS['train'][0], ANNOTATIONS_DIR,
+             FRAMES_DIR, QUERY_FILE),
         others={'CUHK-SYSU': ('cuhk', ('annotation', 'Image'))})
 
 
@@ -255,10 +259,7 @@ def prw_train_annotations(data_root: str) -> List[_FrameAnn]:
     """Training frames with ids 0..K-1 (the sorted original ids of the
     train split), -1 for unlabeled persons."""
     anns = _frame_annotations(data_root, 'train')
-    labeled = sorted({
-        int(i)
-        for a in anns for i in a.person_ids if i >= 0
-    })
+    labeled = sorted({int(i) for a in anns for i in a.person_ids if i >= 0})
     mapping = {pid: k for k, pid in enumerate(labeled)}
     return [
         _FrameAnn(
@@ -288,8 +289,8 @@ def prw_queries(data_root: str) -> List[_PRWQuery]:
             raise ValueError(f'{path} line {n}: frame {frame!r} is not a '
                              'test frame of frame_test.mat')
         out.append(
-            _PRWQuery(f'{name}.jpg', _clip_xyxy(xywh)[0], pid,
-                      prw_cam_id(name)))
+            _PRWQuery(f'{name}.jpg',
+                      _clip_xyxy(xywh)[0], pid, prw_cam_id(name)))
     return out
 
 
@@ -308,8 +309,8 @@ def load_prw_protocol(data_root: str) -> SearchProtocol:
         query's own, or only other cameras' frames).
     """
     gallery = {
-        a.img_id: GalleryImage(a.img_id, a.boxes.copy(), a.person_ids.copy(),
-                               a.cam_id)
+        a.img_id:
+        GalleryImage(a.img_id, a.boxes.copy(), a.person_ids.copy(), a.cam_id)
         for a in _frame_annotations(data_root, 'gallery')
     }
     queries = [
@@ -346,8 +347,7 @@ class PRWDataset(BaseDetDataset):
     """
     METAINFO = {'classes': ('person', ), 'palette': [(220, 20, 60)]}
 
-    def __init__(self, data_root: str, split: str = 'train',
-                 **kwargs) -> None:
+    def __init__(self, data_root: str, split: str = 'train', **kwargs) -> None:
         if split not in SPLITS:
             raise ValueError(f'split={split!r} is not a PRW split; expected '
                              f'one of {SPLITS}')
@@ -359,8 +359,9 @@ class PRWDataset(BaseDetDataset):
         frames_dir = osp.join(root, FRAMES_DIR)
         data_list = []
         if self.split in ('train', 'gallery'):
-            anns = (prw_train_annotations(root) if self.split == 'train'
-                    else _frame_annotations(root, 'gallery'))
+            anns = (
+                prw_train_annotations(root) if self.split == 'train' else
+                _frame_annotations(root, 'gallery'))
             for a in anns:
                 data_list.append(
                     image_data_info(

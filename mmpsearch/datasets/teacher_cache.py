@@ -42,11 +42,11 @@ def save_teacher_embeddings(path: str, img_ids: List[str],
                              'embeddings')
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     all_boxes = np.concatenate(
-        [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes] or
-        [np.zeros((0, 4), np.float32)])
+        [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
+        or [np.zeros((0, 4), np.float32)])
     all_embeds = np.concatenate(
-        [np.asarray(e, np.float32).reshape(-1, dim) for e in embeddings] or
-        [np.zeros((0, dim), np.float32)])
+        [np.asarray(e, np.float32).reshape(-1, dim) for e in embeddings]
+        or [np.zeros((0, dim), np.float32)])
     np.savez(
         path,
         img_ids=np.asarray(img_ids, dtype=str),
@@ -134,8 +134,8 @@ class TeacherEmbeddings:
     def _check_finite(self, img_ids: np.ndarray, offsets: np.ndarray) -> None:
         """Refuse NaN / inf rows: one of them makes every loss of the batch
         NaN from the first iteration on."""
-        for name, rows in (('embedding', self.embeddings),
-                           ('box', self.boxes)):
+        for name, rows in (('embedding', self.embeddings), ('box',
+                                                            self.boxes)):
             bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
             if len(bad):
                 row = int(bad[0])
@@ -180,16 +180,14 @@ class TeacherEmbeddings:
         file (computed once)."""
         if getattr(self, '_mean', None) is None:
             e = self.embeddings.astype(np.float64)
-            e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True),
-                               1e-12)
+            e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
             self._mean = e.mean(axis=0) if len(e) else np.zeros(self.dim)
         return self._mean
 
     def __contains__(self, img_id: str) -> bool:
         return img_id in self._index
 
-    def get(self, img_id: str,
-            boxes: np.ndarray = None) -> np.ndarray:
+    def get(self, img_id: str, boxes: np.ndarray = None) -> np.ndarray:
         """Embeddings (n, D) of the boxes of ``img_id``.
 
         Args:

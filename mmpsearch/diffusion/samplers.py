@@ -158,8 +158,7 @@ class DDIMSampler(DiffusionSampler):
         # No clipping of x_0: boxes are clamped to [-s1, s1] by the
         # detector and embeddings live in [-s2, s2], not in diffusers' [-1, 1].
         return _DDIMScheduler(
-            clip_sample=False, set_alpha_to_one=True,
-            **self._common_kwargs())
+            clip_sample=False, set_alpha_to_one=True, **self._common_kwargs())
 
     def step_kwargs(self) -> dict:
         return dict(eta=self.eta)

@@ -59,7 +59,8 @@ class DiffusionSettings:
         return tuple(f.name for f in fields(cls))
 
     @classmethod
-    def from_cfg(cls, cfg: Optional[Mapping[str, Any]],
+    def from_cfg(cls,
+                 cfg: Optional[Mapping[str, Any]],
                  owner: str = 'diffusion') -> 'DiffusionSettings':
         """From a config dict; unknown keys are an error that names
         ``owner`` (where the dict was given)."""

@@ -36,11 +36,11 @@ import numpy as np
 SETTINGS_KEY = 'settings'
 #: Where ``tools/test.py --out`` keeps the model settings in a results file.
 RESULTS_META_KEY = 'meta'
-EVAL_SETTING_KEYS = ('dataset', 'score_thr', 'gallery_sizes', 'camera',
-                     'cbgm', 'cbgm_k1', 'cbgm_k2', 'subset')
-MODEL_SETTING_KEYS = ('model', 'sampling_steps', 'num_passes',
-                      'num_proposals', 'sampler', 'use_ensemble',
-                      'box_renewal', 'model_score_thr', 'seeds', 'seed_keys')
+EVAL_SETTING_KEYS = ('dataset', 'score_thr', 'gallery_sizes', 'camera', 'cbgm',
+                     'cbgm_k1', 'cbgm_k2', 'subset')
+MODEL_SETTING_KEYS = ('model', 'sampling_steps', 'num_passes', 'num_proposals',
+                      'sampler', 'use_ensemble', 'box_renewal',
+                      'model_score_thr', 'seeds', 'seed_keys')
 ALL_FRAMES = 'all frames'
 CROSS_CAMERA = 'cross-camera'
 
@@ -185,9 +185,9 @@ def mean_std(runs: Sequence[Dict[str, Any]]) -> tuple:
     """Per numeric key of ``runs`` (dicts with the same keys): the mean and
     the sample standard deviation (ddof=1; None for a single run)."""
     keys = [
-        k for k in runs[0]
-        if all(isinstance(r.get(k), (int, float, np.number))
-               and not isinstance(r.get(k), bool) for r in runs)
+        k for k in runs[0] if all(
+            isinstance(r.get(k), (int, float, np.number))
+            and not isinstance(r.get(k), bool) for r in runs)
     ]
     mean, std = {}, {}
     for k in keys:

@@ -30,8 +30,9 @@ class StrictPretrainedInit(PretrainedInit):
         from mmengine.runner.checkpoint import (_load_checkpoint,
                                                 _load_checkpoint_with_prefix)
         where = f' {self.prefix} in' if self.prefix else ''
-        print_log(f'load{where} model from: {self.checkpoint} (strict)',
-                  logger='current')
+        print_log(
+            f'load{where} model from: {self.checkpoint} (strict)',
+            logger='current')
         if self.prefix is None:
             ckpt = _load_checkpoint(
                 self.checkpoint, map_location=self.map_location)

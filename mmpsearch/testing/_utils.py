@@ -65,8 +65,9 @@ def demo_ps_inputs(batch_size: int = 2,
         # boxes of at least a sixth of the image, inside it
         wh = (torch.rand(num_persons, 2, generator=g) * 0.3 + 0.17) * \
             torch.tensor([W, H])
-        xy = torch.rand(num_persons, 2, generator=g) * (
-            torch.tensor([W, H]) - wh)
+        xy = torch.rand(
+            num_persons, 2, generator=g) * (
+                torch.tensor([W, H]) - wh)
         boxes = torch.cat([xy, xy + wh], dim=1)
         ids = torch.arange(num_persons)
         if num_persons > 1:
@@ -88,8 +89,9 @@ def demo_ps_inputs(batch_size: int = 2,
             labels=torch.zeros(len(boxes), dtype=torch.long),
             person_ids=ids)
         if split == 'train' and settings is not None:
-            t = (timesteps[i] if timesteps is not None else
-                 min(400 + 200 * i, settings.num_timesteps - 1))
+            t = (
+                timesteps[i] if timesteps is not None else min(
+                    400 + 200 * i, settings.num_timesteps - 1))
             _add_noisy_instances(sample, settings, int(t), g)
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
@@ -105,9 +107,9 @@ def _add_noisy_instances(sample: DetDataSample, settings: DiffusionSettings,
     n, N, D = len(boxes), settings.num_proposals, settings.embed_dims
     e0 = F.normalize(torch.randn(n, D, generator=g), dim=-1)
     gt.teacher_embeds = e0
-    cxcywh = torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2,
-                        boxes[:, 2:] - boxes[:, :2]], 1) / torch.tensor(
-                            [W, H, W, H])
+    cxcywh = torch.cat([
+        (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
+    ], 1) / torch.tensor([W, H, W, H])
     inds = torch.arange(N) % n
     schedule = NoiseSchedule(settings.num_timesteps, settings.beta_schedule)
     x_b = (2 * cxcywh - 1)[inds] * settings.box_snr_scale

@@ -20,7 +20,8 @@ from scipy.io import savemat
 Box = Sequence[float]
 
 
-def struct(fields: Sequence[str], rows: Sequence[Sequence],
+def struct(fields: Sequence[str],
+           rows: Sequence[Sequence],
            shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
     """A MATLAB struct array, (1, N) unless ``shape`` is given."""
     shape = shape or (1, len(rows))
@@ -56,27 +57,25 @@ def write_image(path: str, width: int, height: int) -> None:
 # --------------------------------------------------------------------------
 # image -> (width, height, boxes [x, y, w, h])
 CUHK_IMAGES: Dict[str, Tuple[int, int, List[Box]]] = {
-    's1.jpg': (120, 90, [[10, 10, 20, 50], [40, 12, 0, 40],
-                         [60, 20, 25, 60]]),
+    's1.jpg': (120, 90, [[10, 10, 20, 50], [40, 12, 0, 40], [60, 20, 25, 60]]),
     's2.jpg': (120, 90, [[5, 5, 30, 70], [50, 10, 20, -3]]),
     's3.jpg': (100, 80, [[10, 10, 20, 50], [50, 15, 22, 55]]),
-    's4.jpg': (100, 80, [[3, 4, 30, 70], [60, 5, 25, 60], [35, 20, 15,
-                                                           40]]),
+    's4.jpg': (100, 80, [[3, 4, 30, 70], [60, 5, 25, 60], [35, 20, 15, 40]]),
     's5.jpg': (100, 80, [[12, 8, 26, 66]]),
     's6.jpg': (110, 85, [[30, 10, 30, 70]]),
 }
 CUHK_POOL = ['s4.jpg', 's3.jpg', 's5.jpg', 's6.jpg']
 # Train.mat: identity cell order p88, p5 -> ids 0, 1
-CUHK_TRAIN = [('p88', [('s2.jpg', [5, 5, 30, 70]),
-                       ('s1.jpg', [60, 20, 25, 60])]),
+CUHK_TRAIN = [('p88', [('s2.jpg', [5, 5, 30, 70]), ('s1.jpg', [60, 20, 25,
+                                                               60])]),
               ('p5', [('s1.jpg', [10, 10, 20, 50])])]
 # TestG: (query image, query box, idname, gallery [(image, box or None)])
 CUHK_TESTG = [
-    ('s3.jpg', [50, 15, 22, 55], 'p300',
-     [('s4.jpg', [60, 5, 25, 60]), ('s5.jpg', None), ('s6.jpg', None)]),
-    ('s4.jpg', [3, 4, 30, 70], 'p301',
-     [('s5.jpg', [12, 8, 26, 66]), ('s6.jpg', [30, 10, 30, 70]),
-      ('s3.jpg', None)]),
+    ('s3.jpg', [50, 15, 22, 55], 'p300', [('s4.jpg', [60, 5, 25, 60]),
+                                          ('s5.jpg', None), ('s6.jpg', None)]),
+    ('s4.jpg', [3, 4, 30, 70], 'p301', [('s5.jpg', [12, 8, 26, 66]),
+                                        ('s6.jpg', [30, 10, 30, 70]),
+                                        ('s3.jpg', None)]),
 ]
 
 
@@ -112,8 +111,7 @@ def write_cuhk(root: str,
 
     def rows(file: str, names: Sequence[str], values: Sequence) -> list:
         keep = fields(file, names)
-        return [[v for f, v in zip(names, row) if f in keep]
-                for row in values]
+        return [[v for f, v in zip(names, row) if f in keep] for row in values]
 
     if 'Images.mat' not in skip:
         box_fields = ('idlocate', 'ishard')
@@ -132,8 +130,7 @@ def write_cuhk(root: str,
                     rows('Images.mat', img_fields, img_rows))
             })
     if 'pool.mat' not in skip:
-        savemat(
-            osp.join(anno, 'pool.mat'), {'pool': cell(pool, pool_column)})
+        savemat(osp.join(anno, 'pool.mat'), {'pool': cell(pool, pool_column)})
     if 'Train.mat' not in skip:
         p_fields = ('idname', 'nAppear', 'scene')
         cells = []
@@ -146,8 +143,7 @@ def write_cuhk(root: str,
                     rows('Train.mat', p_fields,
                          [(idname, num(len(scenes)), scene)])))
         savemat(
-            osp.join(proto, 'Train.mat'),
-            {'Train': cell(cells, train_column)})
+            osp.join(proto, 'Train.mat'), {'Train': cell(cells, train_column)})
     for size in sizes:
         fname = f'TestG{size}.mat'
         if fname in skip:
@@ -158,10 +154,10 @@ def write_cuhk(root: str,
             query = struct(
                 fields(fname, q_fields),
                 rows(fname, q_fields, [(qim, num(qbox), num(0), idname)]))
-            gal = struct(('imname', 'idlocate', 'ishard'), [
-                (im, EMPTY if b is None else num(b),
-                 EMPTY if b is None else num(1)) for im, b in gallery
-            ])
+            gal = struct(('imname', 'idlocate', 'ishard'),
+                         [(im, EMPTY if b is None else num(b),
+                           EMPTY if b is None else num(1))
+                          for im, b in gallery])
             entries.append((query, gal))
         savemat(
             osp.join(proto, fname),
@@ -173,8 +169,8 @@ def write_cuhk(root: str,
 # name -> (file, variable, struct fields); the third field of Occlusion1 is
 # not read by the loaders (its content here is made up).
 CUHK_SUBSET_FILES = {
-    'occlusion': ('Occlusion.mat', 'Occlusion1',
-                  ('Query', 'Gallery', 'occlusion')),
+    'occlusion':
+    ('Occlusion.mat', 'Occlusion1', ('Query', 'Gallery', 'occlusion')),
     'resolution': ('Resolution.mat', 'Test_Size', ('Query', 'Gallery')),
 }
 # the second TestG query, with another gallery list than its TestG one
@@ -187,8 +183,7 @@ CUHK_RESOLUTION = [
     ('s4.jpg', [3, 4, 30, 70], 'p301', [('s5.jpg', [12, 8, 26, 66]),
                                         ('s3.jpg', None)]),
     ('s3.jpg', [50, 15, 22, 55], 'p300', [('s4.jpg', [60, 5, 25, 60]),
-                                          ('s6.jpg', None),
-                                          ('s5.jpg', None)]),
+                                          ('s6.jpg', None), ('s5.jpg', None)]),
 ]
 
 
@@ -207,10 +202,9 @@ def write_cuhk_subset(root: str,
     for k, (qim, qbox, idname, gallery) in enumerate(entries):
         query = struct(('imname', 'idlocate', 'ishard', 'idname'),
                        [(qim, num(qbox), num(0), idname)])
-        gal = struct(('imname', 'idlocate', 'ishard'), [
-            (im, EMPTY if b is None else num(b),
-             EMPTY if b is None else num(0)) for im, b in gallery
-        ])
+        gal = struct(('imname', 'idlocate', 'ishard'),
+                     [(im, EMPTY if b is None else num(b),
+                       EMPTY if b is None else num(0)) for im, b in gallery])
         rows.append((query, gal, num(k % 2))[:len(fields)])
     keep = [f for f in fields if f != drop_field]
     rows = [[v for f, v in zip(fields, row) if f in keep] for row in rows]
@@ -235,16 +229,22 @@ PRW_FRAMES: Dict[str, Tuple[int, int, Dict[str, List[Box]]]] = {
     'c3s2_000030': (160, 120, {
         'anno_previous': [[40, 20, 10, 30, 90], [-2, 80, 30, 20, 50]]
     }),
-    'c4s1_000040': (160, 120, {
-        # box_new wins over the older rounds
-        'box_new': [[40, 5, 5, 40, 100], [41, 70, 20, 30, 90]],
-        'anno_file': [[40, 0, 0, 10, 10]],
-    }),
-    'c6s3_000050': (160, 120, {
-        # anno_file wins over anno_previous
-        'anno_file': [[41, -3, 10, 35, 95], [-2, 100, 40, 20, 40]],
-        'anno_previous': [[41, 50, 50, 5, 5]],
-    }),
+    'c4s1_000040': (
+        160,
+        120,
+        {
+            # box_new wins over the older rounds
+            'box_new': [[40, 5, 5, 40, 100], [41, 70, 20, 30, 90]],
+            'anno_file': [[40, 0, 0, 10, 10]],
+        }),
+    'c6s3_000050': (
+        160,
+        120,
+        {
+            # anno_file wins over anno_previous
+            'anno_file': [[41, -3, 10, 35, 95], [-2, 100, 40, 20, 40]],
+            'anno_previous': [[41, 50, 50, 5, 5]],
+        }),
 }
 PRW_TRAIN = ['c1s1_000010', 'c2s1_000020']
 PRW_TEST = ['c3s2_000030', 'c4s1_000040', 'c6s3_000050']
@@ -272,9 +272,10 @@ def write_prw(root: str,
         if f'{name}.jpg.mat' in skip:
             continue
         savemat(
-            osp.join(root, 'annotations', f'{name}.jpg.mat'),
-            {k: np.asarray(v, np.float64)
-             for k, v in keys.items()})
+            osp.join(root, 'annotations', f'{name}.jpg.mat'), {
+                k: np.asarray(v, np.float64)
+                for k, v in keys.items()
+            })
     if 'frame_train.mat' not in skip:
         savemat(
             osp.join(root, 'frame_train.mat'),

@@ -105,8 +105,7 @@ def write_tiny_clip_tokenizer(out_dir: str,
         # then merge those pieces left to right: p+e, pe+r, ... ,
         # perso+n</w>. New merges rank after all earlier ones, so earlier
         # words still end as one token.
-        symbols = _apply_merges(
-            list(word[:-1]) + [word[-1] + '</w>'], ranks)
+        symbols = _apply_merges(list(word[:-1]) + [word[-1] + '</w>'], ranks)
         cur = symbols[0]
         for sym in symbols[1:]:
             pair = (cur, sym)

@@ -6,6 +6,5 @@ from .setup_env import register_all_modules
 
 __all__ = [
     'register_all_modules', 'safe_torch_load', 'SAFE_GLOBALS',
-    'UnsafeCheckpointError', 'safe_checkpoint_loading',
-    'setup_cpu_distributed'
+    'UnsafeCheckpointError', 'safe_checkpoint_loading', 'setup_cpu_distributed'
 ]

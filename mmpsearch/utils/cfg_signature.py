@@ -56,20 +56,28 @@ def _registry_for(top: str) -> List[Any]:
     """Registries to look a string ``type`` up in, most likely first."""
     from mmpsearch import registry as R
     first = {
-        'model': R.MODELS, 'default_hooks': R.HOOKS, 'custom_hooks': R.HOOKS,
-        'train_dataloader': R.DATASETS, 'val_dataloader': R.DATASETS,
-        'test_dataloader': R.DATASETS, 'train_cfg': R.LOOPS,
-        'val_cfg': R.LOOPS, 'test_cfg': R.LOOPS,
+        'model': R.MODELS,
+        'default_hooks': R.HOOKS,
+        'custom_hooks': R.HOOKS,
+        'train_dataloader': R.DATASETS,
+        'val_dataloader': R.DATASETS,
+        'test_dataloader': R.DATASETS,
+        'train_cfg': R.LOOPS,
+        'val_cfg': R.LOOPS,
+        'test_cfg': R.LOOPS,
         'optim_wrapper': R.OPTIM_WRAPPERS,
-        'param_scheduler': R.PARAM_SCHEDULERS, 'val_evaluator': R.METRICS,
-        'test_evaluator': R.METRICS, 'visualizer': R.VISUALIZERS,
+        'param_scheduler': R.PARAM_SCHEDULERS,
+        'val_evaluator': R.METRICS,
+        'test_evaluator': R.METRICS,
+        'visualizer': R.VISUALIZERS,
         'log_processor': R.LOG_PROCESSORS,
         'model_wrapper_cfg': R.MODEL_WRAPPERS,
     }.get(top)
-    rest = [R.MODELS, R.TASK_UTILS, R.TRANSFORMS, R.DATASETS,
-            R.DATA_SAMPLERS, R.HOOKS, R.METRICS, R.OPTIMIZERS,
-            R.OPTIM_WRAPPERS, R.PARAM_SCHEDULERS, R.LOOPS, R.VISUALIZERS,
-            R.VISBACKENDS, R.LOG_PROCESSORS, R.EVALUATOR]
+    rest = [
+        R.MODELS, R.TASK_UTILS, R.TRANSFORMS, R.DATASETS, R.DATA_SAMPLERS,
+        R.HOOKS, R.METRICS, R.OPTIMIZERS, R.OPTIM_WRAPPERS, R.PARAM_SCHEDULERS,
+        R.LOOPS, R.VISUALIZERS, R.VISBACKENDS, R.LOG_PROCESSORS, R.EVALUATOR
+    ]
     return ([first] if first is not None else []) + \
         [r for r in rest if r is not first]
 
@@ -190,8 +198,8 @@ def _check_tree(node: Any, prefix: str, top: str) -> None:
             if hasattr(child, 'items') and 'type' not in child and \
                     'type' in node:
                 for sub_key in child:
-                    _check_sub_cfg_key(f'{prefix}.{key}.{sub_key}', node,
-                                       key, str(sub_key), top)
+                    _check_sub_cfg_key(f'{prefix}.{key}.{sub_key}', node, key,
+                                       str(sub_key), top)
     for key, child in _children(node):
         if key in SKIP_DICTS:
             continue
@@ -287,12 +295,12 @@ def _check_dataloader_cfgs(cfg: Any) -> None:
 WHOLE_TYPED_TOPS = ('default_hooks', 'custom_hooks')
 
 
-def check_config_keys(cfg: Any,
-                      options: Optional[Dict[str, Any]] = None,
-                      *,
-                      whole: bool = False,
-                      typed_tops: Optional[Iterable[str]] = WHOLE_TYPED_TOPS
-                      ) -> None:
+def check_config_keys(
+        cfg: Any,
+        options: Optional[Dict[str, Any]] = None,
+        *,
+        whole: bool = False,
+        typed_tops: Optional[Iterable[str]] = WHOLE_TYPED_TOPS) -> None:
     """The config-key check: refuse keys that the class (or mmengine's
     Runner, or torch's ``DataLoader``) they are for does not take, with a
     :class:`ConfigKeyError` naming the key and the closest right one.

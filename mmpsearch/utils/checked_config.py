@@ -97,8 +97,9 @@ class CheckedConfigDict(ConfigDict):
             else:
                 dict.__delitem__(self, name)
 
-        self._checked(lambda: super(CheckedConfigDict, self).__setitem__(
-            name, value), undo)
+        self._checked(
+            lambda: super(CheckedConfigDict, self).__setitem__(name, value),
+            undo)
 
     def __delitem__(self, name):
         old = dict.__getitem__(self, name)
@@ -124,8 +125,7 @@ class CheckedConfigDict(ConfigDict):
             check=self.__dict__.get('_check'))
 
     def __reduce_ex__(self, proto):
-        return (_rebuild, (self._plain_items(),
-                           self.__dict__.get('_check')))
+        return (_rebuild, (self._plain_items(), self.__dict__.get('_check')))
 
 
 def check_thresholds_when_changed(detector: Any, prefix: str) -> None:
@@ -152,8 +152,8 @@ def check_thresholds_when_changed(detector: Any, prefix: str) -> None:
         new = CheckedConfigDict(
             old, check=partial(check_cfg_thresholds, prefix=prefix))
         detector.test_cfg = new
-    for name, key in (('rpn_head', 'rpn'), ('roi_head', 'rcnn'),
-                      ('bbox_head', None)):
+    for name, key in (('rpn_head', 'rpn'), ('roi_head', 'rcnn'), ('bbox_head',
+                                                                  None)):
         head = getattr(detector, name, None)
         cfg = getattr(head, 'test_cfg', None)
         if not isinstance(cfg, dict):

@@ -57,8 +57,12 @@ def compare_state_dict(model: torch.nn.Module, state: dict) -> dict:
         k for k in own if k in state and hasattr(state[k], 'shape')
         and tuple(state[k].shape) != tuple(own[k].shape))
     loaded = sum(1 for k in own if k in state) - len(shape)
-    return dict(total=len(own), loaded=loaded, missing=missing,
-                unexpected=unexpected, shape=shape)
+    return dict(
+        total=len(own),
+        loaded=loaded,
+        missing=missing,
+        unexpected=unexpected,
+        shape=shape)
 
 
 class NonFiniteCheckpointError(ValueError):
@@ -115,12 +119,16 @@ def _first(keys: List[str]) -> str:
     return f'{keys[:NUM_KEYS_SHOWN]}{more}'
 
 
-def describe_fit(filename: str, model: torch.nn.Module, fit: dict,
+def describe_fit(filename: str,
+                 model: torch.nn.Module,
+                 fit: dict,
                  state: Optional[dict] = None) -> str:
     """One message naming the checkpoint, the counts and the first keys of
     each kind of mismatch."""
-    parts = [f'{fit["loaded"]} of the {fit["total"]} weights of the model '
-             f'({type(model).__name__}) load']
+    parts = [
+        f'{fit["loaded"]} of the {fit["total"]} weights of the model '
+        f'({type(model).__name__}) load'
+    ]
     if fit['missing']:
         parts.append(f'{len(fit["missing"])} are missing from the '
                      f'checkpoint (they would keep their initial, random '

@@ -78,22 +78,22 @@ def check_cfg_options(cfg: Config,
                 node = node[int(part)]
                 continue
             if not hasattr(node, 'keys'):
-                raise KeyError(
-                    f'{what} {full_key}: {".".join(parts[:depth])} '
-                    f'is a {type(node).__name__}, not a dict')
+                raise KeyError(f'{what} {full_key}: {".".join(parts[:depth])} '
+                               f'is a {type(node).__name__}, not a dict')
             if part not in node:
                 if depth == 0 and part in RUNNER_KEYS:
                     break
                 if is_last and depth > 0:
                     break
-                raise KeyError(
-                    f'{what} {full_key}: the config has no key '
-                    f'{".".join(parts[:depth + 1])!r}'
-                    f'{_suggest(part, node.keys())}')
+                raise KeyError(f'{what} {full_key}: the config has no key '
+                               f'{".".join(parts[:depth + 1])!r}'
+                               f'{_suggest(part, node.keys())}')
             node = node[part]
 
 
-def _paths_with_value(node: Any, value: Any, skip: str = '',
+def _paths_with_value(node: Any,
+                      value: Any,
+                      skip: str = '',
                       prefix: str = '') -> List[str]:
     """Dotted paths (as ``--cfg-options`` spells them) of the fields of
     ``node`` equal to ``value``."""

@@ -50,8 +50,8 @@ def check_detection_rows(bboxes: np.ndarray, scores: np.ndarray,
     if n and (embeddings.ndim != 2 or embeddings.shape[1] == 0):
         raise ValueError(f'{source}: embeddings has shape '
                          f'{embeddings.shape}; expected D >= 1')
-    for field, arr in (('bboxes', bboxes), ('scores', scores),
-                       ('embeddings', embeddings)):
+    for field, arr in (('bboxes', bboxes), ('scores', scores), ('embeddings',
+                                                                embeddings)):
         bad = ~np.isfinite(arr.reshape(n, -1)).all(axis=1) if n \
             else np.zeros(0, bool)
         if bad.any():

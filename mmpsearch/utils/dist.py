@@ -47,8 +47,8 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
     if torch_dist.is_available() and torch_dist.is_initialized():
         return False
     if launcher == 'slurm':
-        _slurm_env_to_torch_env(cfg.get('env_cfg', {}).get(
-            'dist_cfg', {}).get('port'))
+        _slurm_env_to_torch_env(
+            cfg.get('env_cfg', {}).get('dist_cfg', {}).get('port'))
     elif launcher != 'pytorch':
         raise ValueError(
             f'--launcher {launcher} needs CUDA; without a GPU use '

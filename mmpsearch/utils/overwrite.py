@@ -140,9 +140,8 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
         way = '. Pass the checkpoint to resume from: --resume CHECKPOINT' + \
             hint
     state = 'a folder' if osp.isdir(content) else 'which does not exist'
-    raise ResumeError(
-        f'--resume: {last} names {content}, {state}; expected '
-        f'the path of a checkpoint file{way}')
+    raise ResumeError(f'--resume: {last} names {content}, {state}; expected '
+                      f'the path of a checkpoint file{way}')
 
 
 def check_train_work_dir(work_dir: str,

@@ -214,8 +214,10 @@ class RunLock:
             return
         os.remove(taken)
         why = reason or f'{self.flag} was given'
-        print(f'{self.what} {self.target}: taking over the lock of '
-              f'{describe_holder(other)}: {why}', file=sys.stderr)
+        print(
+            f'{self.what} {self.target}: taking over the lock of '
+            f'{describe_holder(other)}: {why}',
+            file=sys.stderr)
 
     def release(self) -> None:
         """Remove the lock file, if it is still this run's."""

@@ -181,8 +181,7 @@ def safe_load_url(url: str,
     from torch.hub import download_url_to_file, get_dir
     model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
     os.makedirs(model_dir, exist_ok=True)
-    cached = osp.join(model_dir,
-                      file_name or osp.basename(urlparse(url).path))
+    cached = osp.join(model_dir, file_name or osp.basename(urlparse(url).path))
     if not osp.exists(cached):
         try:
             download_url_to_file(url, cached, progress=progress)

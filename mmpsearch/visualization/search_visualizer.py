@@ -47,8 +47,9 @@ def _grid(tiles: List[np.ndarray], per_row: int, gap: int = 6) -> np.ndarray:
         rows.append(np.concatenate(parts, axis=1))
     width = max(r.shape[1] for r in rows)
     rows = [
-        np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)),
-               constant_values=255) for r in rows
+        np.pad(
+            r, ((0, gap), (0, width - r.shape[1]), (0, 0)),
+            constant_values=255) for r in rows
     ]
     return np.concatenate(rows, axis=0)[:-gap]
 
@@ -109,8 +110,8 @@ def draw_denoising_steps(img: np.ndarray,
             if scores[j] >= score_thr:
                 _box(canvas, boxes[j], GREEN, 2)
                 x1, y1 = int(boxes[j][0]), int(boxes[j][1])
-                cv2.putText(canvas, f'{scores[j]:.2f}', (x1 + 2, max(y1 - 3,
-                                                                     10)),
+                cv2.putText(canvas, f'{scores[j]:.2f}',
+                            (x1 + 2, max(y1 - 3, 10)),
                             cv2.FONT_HERSHEY_SIMPLEX, 0.4, GREEN, 1,
                             cv2.LINE_AA)
             elif scores[j] >= 0.05:

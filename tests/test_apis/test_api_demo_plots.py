@@ -32,10 +32,7 @@ def scenes(tmp_path_factory):
     root = tmp_path_factory.mktemp('api') / 'synthetic_cuhk'
     make_synthetic('cuhk', str(root), num_images=202, num_ids=20, seed=3)
     protocol = load_cuhk_protocol(str(root), 50)
-    boxes = {
-        name: g.boxes.tolist()
-        for name, g in protocol.gallery.items()
-    }
+    boxes = {name: g.boxes.tolist() for name, g in protocol.gallery.items()}
     boxes_file = root.parent / 'boxes.json'
     boxes_file.write_text(json.dumps(boxes))
     cfg = Config.fromfile(
@@ -55,8 +52,8 @@ def test_search_ranks_own_identity_first(scenes):
     for query in protocol.queries[:6]:
         gallery = [_img(root, name) for name, _ in query.gallery]
         truth = {_img(root, n): b for n, b in query.gallery if b is not None}
-        hits = search(searcher, _img(root, query.img_id), query.box, gallery,
-                      topk=5)
+        hits = search(
+            searcher, _img(root, query.img_id), query.box, gallery, topk=5)
         assert len(hits) == 5
         assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
         sims = [h.similarity for h in hits]
@@ -81,10 +78,20 @@ def test_index_save_and_load_give_the_same_results(scenes, tmp_path):
     with pytest.raises(FileExistsError, match='exists'):
         index.save(path)
     loaded = GalleryIndex.load(path)
-    hits = search(searcher, _img(root, query.img_id), query.box, index,
-                  topk=8, one_per_image=False)
-    again = search(searcher, _img(root, query.img_id), query.box, loaded,
-                   topk=8, one_per_image=False)
+    hits = search(
+        searcher,
+        _img(root, query.img_id),
+        query.box,
+        index,
+        topk=8,
+        one_per_image=False)
+    again = search(
+        searcher,
+        _img(root, query.img_id),
+        query.box,
+        loaded,
+        topk=8,
+        one_per_image=False)
     assert [(h.img_path, h.similarity) for h in hits] == \
         [(h.img_path, h.similarity) for h in again]
     for a, b in zip(hits, again):
@@ -122,9 +129,10 @@ def test_bad_input_errors(scenes, tmp_path, monkeypatch):
     out = tmp_path / 'out.png'
     with pytest.raises(ValueError, match='holds no image'):
         demo.main([
-            'cfg', 'ckpt',
-            '--query-img', qimg, '--query-box', *map(str, query.box),
-            '--gallery', str(empty), '--out', str(out)
+            'cfg', 'ckpt', '--query-img', qimg, '--query-box',
+            *map(str, query.box), '--gallery',
+            str(empty), '--out',
+            str(out)
         ])
     assert not out.exists()
 
@@ -134,8 +142,11 @@ def test_search_demo_writes_picture(scenes, tmp_path, monkeypatch):
     import demo.search_demo as demo
     monkeypatch.setattr(demo, 'init_searcher', lambda *a, **k: searcher)
     out = tmp_path / 'search.png'
-    assert demo.main(['cfg', 'ckpt', '--dataset-query', str(root),
-                      '--topk', '4', '--out', str(out)]) == 0
+    assert demo.main([
+        'cfg', 'ckpt', '--dataset-query',
+        str(root), '--topk', '4', '--out',
+        str(out)
+    ]) == 0
     img = cv2.imread(str(out))
     assert img is not None
     # query tile + 4 hits in one row, each 240 px scenes + a 22 px label band
@@ -147,8 +158,10 @@ def test_search_demo_writes_picture(scenes, tmp_path, monkeypatch):
     assert img.std() > 20  # real content, not a blank canvas
     # an existing picture is never overwritten
     with pytest.raises(SystemExit, match='exists'):
-        demo.main(['cfg', 'ckpt', '--dataset-query', str(root), '--out',
-                   str(out)])
+        demo.main(
+            ['cfg', 'ckpt', '--dataset-query',
+             str(root), '--out',
+             str(out)])
 
 
 def test_denoising_steps_picture():
@@ -172,8 +185,8 @@ def test_denoising_steps_picture():
 def _results(root, protocol, searcher):
     from mmpsearch.apis.inference import embed_query
     names = list(protocol.gallery)
-    index = index_gallery(searcher, [_img(root, n) for n in names],
-                          score_thr=0.0)
+    index = index_gallery(
+        searcher, [_img(root, n) for n in names], score_thr=0.0)
     gallery = {}
     for i, name in enumerate(names):
         keep = index.image_inds == i
@@ -203,7 +216,8 @@ def test_plot_gallery_size_and_steps(scenes, tmp_path):
     import plot_steps
     png = tmp_path / 'gallery.png'
     curve = plot_gallery_size.main(
-        [pkl, '--data-root', str(root), '--out', str(png)])
+        [pkl, '--data-root', str(root), '--out',
+         str(png)])
     assert sorted(curve) == [50, 100]
     assert curve[50]['mAP'] == pytest.approx(expected['mAP'], abs=1e-9)
     assert curve[50]['mAP'] > 0.8  # the oracle's colours find the person
@@ -217,17 +231,23 @@ def test_plot_gallery_size_and_steps(scenes, tmp_path):
         path.write_text(json.dumps(dict(mAP=m, top1=m, det_ap=m)))
         metrics.append(f'{k}={path}')
     bench = tmp_path / 'bench.json'
-    bench.write_text(json.dumps(dict(rows=[
-        dict(steps=k, total_ms=100.0 + 10 * k) for k in (1, 2, 4)
-    ])))
+    bench.write_text(
+        json.dumps(
+            dict(rows=[
+                dict(steps=k, total_ms=100.0 + 10 * k) for k in (1, 2, 4)
+            ])))
     steps_png = tmp_path / 'steps.png'
-    plot_steps.main(['--metrics', *metrics, '--benchmark', str(bench),
-                     '--out', str(steps_png)])
+    plot_steps.main([
+        '--metrics', *metrics, '--benchmark',
+        str(bench), '--out',
+        str(steps_png)
+    ])
     img = cv2.imread(str(steps_png))
     assert img.shape == (480, 660, 3)
     assert (img < 128).any(axis=-1).mean() > 0.01
     with pytest.raises(SystemExit, match='exists'):
         plot_steps.main(['--metrics', *metrics, '--out', str(steps_png)])
     with pytest.raises(SystemExit, match='STEPS=JSON'):
-        plot_steps.main(['--metrics', 'oops', '--out',
-                         str(tmp_path / 'x.png')])
+        plot_steps.main(
+            ['--metrics', 'oops', '--out',
+             str(tmp_path / 'x.png')])

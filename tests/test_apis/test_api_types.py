@@ -66,21 +66,27 @@ def test_search_refuses_what_is_not_a_searcher(scene, bad, text):
 @pytest.mark.parametrize('image', [5, None, b'q.jpg'])
 def test_an_image_that_is_no_path_or_array(scene, image):
     root, searcher, _ = scene
-    with pytest.raises(TypeError, match='the query image must be an image '
-                       'path \\(str or Path\\) or an H x W x 3 uint8 BGR '
-                       'array, got '):
+    with pytest.raises(
+            TypeError,
+            match='the query image must be an image '
+            'path \\(str or Path\\) or an H x W x 3 uint8 BGR '
+            'array, got '):
         search(searcher, image, BOX, str(root / 'gallery'))
     with pytest.raises(TypeError, match='the query image must be'):
         embed_query(searcher, image, BOX)
 
 
-@pytest.mark.parametrize('gallery, error, text', [
-    (5, TypeError, 'gallery: expected a folder of images, a list of image '
-     'paths or a GalleryIndex, got int 5'),
-    ({'a.jpg': 1}, TypeError, "got dict {'a.jpg': 1}"),
-    (b'gallery', TypeError, "got bytes b'gallery'"),  # was 'image 103'
-    ([1, 2], TypeError, 'gallery[0] is int 1; expected an image path'),
-])
+@pytest.mark.parametrize(
+    'gallery, error, text',
+    [
+        (5, TypeError, 'gallery: expected a folder of images, a list of image '
+         'paths or a GalleryIndex, got int 5'),
+        ({
+            'a.jpg': 1
+        }, TypeError, "got dict {'a.jpg': 1}"),
+        (b'gallery', TypeError, "got bytes b'gallery'"),  # was 'image 103'
+        ([1, 2], TypeError, 'gallery[0] is int 1; expected an image path'),
+    ])
 def test_a_gallery_of_the_wrong_type(scene, gallery, error, text):
     root, searcher, _ = scene
     with pytest.raises(error) as e:
@@ -94,8 +100,10 @@ def test_a_gallery_that_is_a_single_file(scene, tmp_path):
     root, searcher, _ = scene
     one = str(root / 'gallery' / 'a.jpg')
     # was "gallery folder .../a.jpg does not exist"
-    with pytest.raises(ValueError, match=f'gallery {one} is a single file; '
-                       r'expected a folder .* \(e\.g\. \[.*a\.jpg.\]\)'):
+    with pytest.raises(
+            ValueError,
+            match=f'gallery {one} is a single file; '
+            r'expected a folder .* \(e\.g\. \[.*a\.jpg.\]\)'):
         search(searcher, str(root / 'q.jpg'), BOX, one)
     index = tmp_path / 'index.npz'
     index_gallery(searcher, [one]).save(str(index))
@@ -105,14 +113,17 @@ def test_a_gallery_that_is_a_single_file(scene, tmp_path):
     assert len(search(searcher, root / 'q.jpg', BOX, [Path(one)])) == 1
 
 
-@pytest.mark.parametrize('box', [['5', '5', '30', 'x'],
-                                 ['5', '5', '30', '50'], '5 5 30 50',
-                                 [5, 5, 30, True], {'x1': 5}])
+@pytest.mark.parametrize('box', [['5', '5', '30', 'x'], ['5', '5', '30', '50'],
+                                 '5 5 30 50', [5, 5, 30, True], {
+                                     'x1': 5
+                                 }])
 def test_a_query_box_that_is_not_numbers(scene, box):
     root, searcher, _ = scene
     # strings were parsed ('5' -> 5.0) or failed raw in numpy
-    with pytest.raises(TypeError, match='query box must be a list, tuple or '
-                       r'array of 4 numbers \[x1, y1, x2, y2\] in pixels'):
+    with pytest.raises(
+            TypeError,
+            match='query box must be a list, tuple or '
+            r'array of 4 numbers \[x1, y1, x2, y2\] in pixels'):
         search(searcher, str(root / 'q.jpg'), box, str(root / 'gallery'))
 
 
@@ -128,20 +139,24 @@ def test_numeric_boxes_of_every_kind_are_fine(scene):
 def test_init_searcher_cfg_options(scene):
     _, _, boxes = scene
     # a list was an AttributeError ('list' object has no attribute 'items')
-    with pytest.raises(TypeError, match=r'init_searcher: cfg_options must '
-                       r"be a dict of dotted keys, .* got list \["):
+    with pytest.raises(
+            TypeError,
+            match=r'init_searcher: cfg_options must '
+            r"be a dict of dotted keys, .* got list \["):
         init_searcher(_cfg(boxes), cfg_options=[f'model.boxes_file={boxes}'])
     # a misspelled top-level key was ignored without a word
-    with pytest.raises(KeyError, match=r"init_searcher: cfg_options "
-                       r"modle\.boxes_file: the config has no key 'modle' "
-                       r"\(did you mean 'model'\?\)"):
+    with pytest.raises(
+            KeyError,
+            match=r"init_searcher: cfg_options "
+            r"modle\.boxes_file: the config has no key 'modle' "
+            r"\(did you mean 'model'\?\)"):
         init_searcher(_cfg(boxes), cfg_options={'modle.boxes_file': 'x'})
     # a misspelled argument of a class, as --cfg-options
     with pytest.raises(KeyError, match="did you mean 'boxes_file'"):
         init_searcher(_cfg(boxes), cfg_options={'model.boxes_fil': 'x'})
     # right keys still apply
-    searcher = init_searcher(_cfg('nowhere.json'),
-                             cfg_options={'model.boxes_file': str(boxes)})
+    searcher = init_searcher(
+        _cfg('nowhere.json'), cfg_options={'model.boxes_file': str(boxes)})
     assert searcher.cfg.model.boxes_file == str(boxes)
 
 
@@ -149,8 +164,10 @@ def test_init_searcher_checkpoint_folder(scene, tmp_path):
     _, _, boxes = scene
     folder = tmp_path / 'ckpt.pth'
     folder.mkdir()
-    with pytest.raises(FileNotFoundError, match=f'{folder} is a folder, not '
-                       'a file; expected a checkpoint'):
+    with pytest.raises(
+            FileNotFoundError,
+            match=f'{folder} is a folder, not '
+            'a file; expected a checkpoint'):
         init_searcher(_cfg(boxes), str(folder))
 
 

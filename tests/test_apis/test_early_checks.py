@@ -17,8 +17,7 @@ from mmpsearch.utils import register_all_modules
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 spec = importlib.util.spec_from_file_location(
     'psdiff_detector_tests',
-    osp.join(REPO, 'tests', 'test_models', 'test_detectors',
-             'test_psdiff.py'))
+    osp.join(REPO, 'tests', 'test_models', 'test_detectors', 'test_psdiff.py'))
 psdiff_tests = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(psdiff_tests)
 
@@ -28,8 +27,7 @@ spec.loader.exec_module(psdiff_tests)
                                        ('num_proposals', 0),
                                        ('num_proposals', -3),
                                        ('num_proposals', '8')])
-def test_psdiff_refuses_counts_that_are_not_positive_whole_numbers(
-        key, value):
+def test_psdiff_refuses_counts_that_are_not_positive_whole_numbers(key, value):
     register_all_modules()
     with pytest.raises(ValueError, match=rf'test_cfg\.{key} must be a whole'):
         MODELS.build(psdiff_tests._cfg(**{key: value}))
@@ -50,8 +48,9 @@ def test_psdiff_refuses_counts_that_are_not_positive_whole_numbers(
 @pytest.mark.parametrize('sampler', ['ddmi', dict(type='RandomSampler')])
 def test_psdiff_refuses_an_unknown_sampler_at_build_time(sampler):
     register_all_modules()
-    with pytest.raises(KeyError, match=r"not a diffusion sampler; known: "
-                       r".*'DDIMSampler'"):
+    with pytest.raises(
+            KeyError, match=r"not a diffusion sampler; known: "
+            r".*'DDIMSampler'"):
         MODELS.build(psdiff_tests._cfg(sampler=sampler))
     for ok in ('ddim', 'dpm-solver++', dict(type='DPMSolverSampler')):
         MODELS.build(psdiff_tests._cfg(sampler=ok))
@@ -64,8 +63,10 @@ def test_api_refuses_float_images_and_fractional_topk(tmp_path):
     for topk in (2.5, 0, True):
         # refused before the searcher is touched
         with pytest.raises(ValueError, match='topk must be a whole number'):
-            search(None, np.zeros((8, 8, 3), np.uint8), [0, 0, 4, 4], [],
-                   topk=topk)
+            search(
+                None,
+                np.zeros((8, 8, 3), np.uint8), [0, 0, 4, 4], [],
+                topk=topk)
 
 
 def test_demo_checks_box_and_topk_before_building_anything(
@@ -80,8 +81,11 @@ def test_demo_checks_box_and_topk_before_building_anything(
         raise AssertionError('the model was built before the checks')
 
     monkeypatch.setattr(demo, 'init_searcher', must_not_run)
-    base = ['cfg', 'ckpt', '--query-img', img, '--gallery', str(tmp_path),
-            '--out', str(tmp_path / 'o.png')]
+    base = [
+        'cfg', 'ckpt', '--query-img', img, '--gallery',
+        str(tmp_path), '--out',
+        str(tmp_path / 'o.png')
+    ]
     with pytest.raises(SystemExit, match='not inside'):
         demo.main(base + ['--query-box', '0', '0', '50', '20'])
     with pytest.raises(SystemExit, match='--topk must be >= 1'):
@@ -102,7 +106,6 @@ def test_psdiff_sampling_does_not_check_test_cfg_again(monkeypatch):
     object.__setattr__(head.test_cfg, '_check', boom)
     torch = psdiff_tests.torch
     steps = model.denoise(
-        model.extract_feat(torch.zeros(1, 3, psdiff_tests.H,
-                                       psdiff_tests.W)),
+        model.extract_feat(torch.zeros(1, 3, psdiff_tests.H, psdiff_tests.W)),
         [dict(img_shape=(psdiff_tests.H, psdiff_tests.W), img_id='a')])
     assert len(steps) == head.test_cfg.sampling_steps

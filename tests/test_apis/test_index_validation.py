@@ -78,9 +78,8 @@ NAN_ROW[2, 3] = np.nan
      'has dtype float64; expected integers'),
     (dict(embeddings=NAN_ROW), 'embeddings',
      'has NaN or infinite values in rows [2] (of 3)'),
-    (dict(bboxes=np.array([[0, 0, 10, 20], [5, 5, np.inf, 30],
-                           [1, 2, 3, 4]])), 'bboxes',
-     'has NaN or infinite values in rows [1]'),
+    (dict(bboxes=np.array([[0, 0, 10, 20], [5, 5, np.inf, 30], [1, 2, 3, 4]])),
+     'bboxes', 'has NaN or infinite values in rows [1]'),
     (dict(scores=np.array([0.9, np.nan, 0.5])), 'scores',
      'has NaN or infinite values in rows [1]'),
     (dict(scores=np.array([0.9, 1.5, 0.5])), 'scores',
@@ -98,8 +97,7 @@ NAN_ROW[2, 3] = np.nan
      'has dtype bool; expected real numbers'),
     (dict(img_paths=np.array([], str)), 'img_paths',
      'expected a non-empty list of image paths'),
-    (dict(img_paths=np.array([1, 2])), 'img_paths',
-     'is int64 of shape (2,)'),
+    (dict(img_paths=np.array([1, 2])), 'img_paths', 'is int64 of shape (2,)'),
 ])
 def test_bad_array_names_file_and_field(tmp_path, over, field, text):
     path = _write(tmp_path, **over)
@@ -156,14 +154,17 @@ def test_cut_archive_single_array_and_folder(tmp_path):
     cut = str(tmp_path / 'cut.npz')
     with open(cut, 'wb') as f:
         f.write(data[:len(data) // 2])
-    with pytest.raises(ValueError, match=f'gallery index {cut} could not be '
-                       'read'):
+    with pytest.raises(
+            ValueError, match=f'gallery index {cut} could not be '
+            'read'):
         GalleryIndex.load(cut)
     single = str(tmp_path / 'single.npz')
     with open(single, 'wb') as f:
         np.save(f, np.zeros((3, 4)))
-    with pytest.raises(ValueError, match=f'gallery index {single} holds a '
-                       r'single array of shape \(3, 4\), not an .npz'):
+    with pytest.raises(
+            ValueError,
+            match=f'gallery index {single} holds a '
+            r'single array of shape \(3, 4\), not an .npz'):
         GalleryIndex.load(single)
     with pytest.raises(FileNotFoundError, match='is a folder'):
         GalleryIndex.load(str(tmp_path))

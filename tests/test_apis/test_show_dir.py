@@ -32,8 +32,7 @@ def test_test_py_show_dir_and_out(tmp_path):
         str(out), '--cfg-options', f'model.boxes_file={boxes_file}',
         f'test_dataloader.dataset.datasets.0.data_root={root}',
         f'test_dataloader.dataset.datasets.1.data_root={root}',
-        f'test_evaluator.data_root={root}',
-        'test_evaluator.gallery_size=50'
+        f'test_evaluator.data_root={root}', 'test_evaluator.gallery_size=50'
     ])
     pngs = sorted(show.rglob('*.jpg')) + sorted(show.rglob('*.png'))
     assert len(pngs) >= len(protocol.gallery)

@@ -31,9 +31,11 @@ from tests.test_tools.conftest import tool_env
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py')
 # every proposal above 0 is kept (a random model scores low), at most 20
-OPTIONS = {'model.test_cfg.sampling_steps': 1,
-           'model.test_cfg.score_thr': 0.0,
-           'model.test_cfg.max_per_img': 20}
+OPTIONS = {
+    'model.test_cfg.sampling_steps': 1,
+    'model.test_cfg.score_thr': 0.0,
+    'model.test_cfg.max_per_img': 20
+}
 CLI_OPTIONS = ['--cfg-options'] + [f'{k}={v}' for k, v in OPTIONS.items()]
 SHARD = 3
 
@@ -41,8 +43,8 @@ SHARD = 3
 @pytest.fixture(scope='module')
 def media(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp('media')
-    ann = make_synthetic_videos(str(root / 'videos'), num_videos=2,
-                                num_frames=8, fps=8.0)
+    ann = make_synthetic_videos(
+        str(root / 'videos'), num_videos=2, num_frames=8, fps=8.0)
     images = root / 'images'
     images.mkdir()
     shutil.copy(root / 'videos' / 'query.jpg', images / 'a.jpg')
@@ -60,27 +62,42 @@ def media(tmp_path_factory, one_torch_thread):
     searcher = init_searcher(CONFIG, ckpt, cfg_options=dict(OPTIONS))
     model = model_identity(searcher, CONFIG, ckpt, dict(OPTIONS))
     videos = [str(root / 'videos' / f'video_{v}.mp4') for v in (0, 1)]
-    return dict(root=root, ann=ann, images=str(images), videos=videos,
-                bad_videos=[str(root / 'empty.mp4'), str(root / 'text.mp4')],
-                searcher=searcher, ckpt=ckpt, model=model)
+    return dict(
+        root=root,
+        ann=ann,
+        images=str(images),
+        videos=videos,
+        bad_videos=[str(root / 'empty.mp4'),
+                    str(root / 'text.mp4')],
+        searcher=searcher,
+        ckpt=ckpt,
+        model=model)
 
 
 def _index(media, out, videos=None, images=None, **kw):
     kw.setdefault('model', media['model'])
     return index_sources(
-        media['searcher'], str(out),
+        media['searcher'],
+        str(out),
         images=[media['images']] if images is None else images,
-        videos=(media['videos'] + media['bad_videos']) if videos is None
-        else videos,
-        fps=4.0, batch_size=2, shard_items=SHARD,
-        progress=False, log=lambda *a, **k: None, **kw)
+        videos=(media['videos'] +
+                media['bad_videos']) if videos is None else videos,
+        fps=4.0,
+        batch_size=2,
+        shard_items=SHARD,
+        progress=False,
+        log=lambda *a, **k: None,
+        **kw)
 
 
 def _cli_args(media, out):
-    return [CONFIG, media['ckpt'], '--images', media['images'], '--videos',
-            *media['videos'], *media['bad_videos'], '--fps', '4',
-            '--batch-size', '2', '--shard-items', str(SHARD), '--out',
-            str(out), '--no-progress', *CLI_OPTIONS]
+    return [
+        CONFIG, media['ckpt'], '--images', media['images'], '--videos',
+        *media['videos'], *media['bad_videos'], '--fps', '4', '--batch-size',
+        '2', '--shard-items',
+        str(SHARD), '--out',
+        str(out), '--no-progress', *CLI_OPTIONS
+    ]
 
 
 def _manifest(folder) -> dict:
@@ -97,9 +114,8 @@ def reference(media, tmp_path_factory):
 def test_images_and_videos_in_one_index(media, reference):
     index = ShardedIndex.open(str(reference))
     kinds = [(s['kind'], s['status']) for s in index.sources]
-    assert kinds == [('images', 'done'), ('video', 'done'),
-                     ('video', 'done'), ('video', 'skipped'),
-                     ('video', 'skipped')]
+    assert kinds == [('images', 'done'), ('video', 'done'), ('video', 'done'),
+                     ('video', 'skipped'), ('video', 'skipped')]
     # 8 frames at 8 fps sampled at 4 fps: frames 0, 2, 4, 6
     assert [s.get('items') for s in index.sources[1:3]] == [4, 4]
     assert index.manifest['embed_dim'] == 256
@@ -122,11 +138,17 @@ def test_images_and_videos_in_one_index(media, reference):
 
 def test_kill_and_resume_gives_the_same_index(media, reference, tmp_path):
     out = tmp_path / 'killed'
-    cmd = [sys.executable, str(REPO / 'tools' / 'index_gallery.py'),
-           *_cli_args(media, out)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=tool_env(),
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        str(REPO / 'tools' / 'index_gallery.py'), *_cli_args(media, out)
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True)
     shards = out / 'shards'
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -151,13 +173,13 @@ def test_incremental_add_indexes_only_the_new_video(media, reference,
                                                     tmp_path):
     out = tmp_path / 'grow'
     _index(media, out, videos=media['videos'][:1], images=[])
-    first = {p.name: p.stat().st_mtime_ns
-             for p in (out / 'shards').iterdir()}
+    first = {p.name: p.stat().st_mtime_ns for p in (out / 'shards').iterdir()}
     index = _index(media, out, videos=media['videos'], images=[])
     assert [s['path'] for s in index.sources] == media['videos']
-    assert {p.name: p.stat().st_mtime_ns
-            for p in (out / 'shards').iterdir()
-            if p.name in first} == first  # untouched
+    assert {
+        p.name: p.stat().st_mtime_ns
+        for p in (out / 'shards').iterdir() if p.name in first
+    } == first  # untouched
     ref = ShardedIndex.open(str(reference))
     new = ShardedIndex.open(str(out))
     for mine, theirs in ((0, 1), (1, 2)):
@@ -165,13 +187,13 @@ def test_incremental_add_indexes_only_the_new_video(media, reference,
         b = ref.rows['source'] == theirs
         np.testing.assert_array_equal(new.rows['bboxes'][a],
                                       ref.rows['bboxes'][b])
-        np.testing.assert_array_equal(new.fetch(np.flatnonzero(a)),
-                                      ref.fetch(np.flatnonzero(b)))
+        np.testing.assert_array_equal(
+            new.fetch(np.flatnonzero(a)), ref.fetch(np.flatnonzero(b)))
 
 
 def test_another_models_index_is_refused(media, reference):
-    other = dict(media['model'], checkpoint='/x/other.pth',
-                 checkpoint_digest='f' * 64)
+    other = dict(
+        media['model'], checkpoint='/x/other.pth', checkpoint_digest='f' * 64)
     with pytest.raises(IndexModelMismatchError) as e:
         _index(media, reference, model=other)
     msg = str(e.value)
@@ -207,17 +229,21 @@ def test_two_gloo_processes_make_the_same_index(media, reference, tmp_path):
     args = _cli_args(media, out)
     env = tool_env()
     env['PORT'] = str(29500 + os.getpid() % 1000)
-    proc = subprocess.run(
-        ['bash', str(REPO / 'tools' / 'dist_index.sh'), args[0], args[1],
-         '2', *args[2:]], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=300)
+    proc = subprocess.run([
+        'bash',
+        str(REPO / 'tools' / 'dist_index.sh'), args[0], args[1], '2', *args[2:]
+    ],
+                          cwd=REPO,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '2 ranks' in proc.stdout
     assert _manifest(out) == _manifest(reference)
 
 
-def test_search_tool_writes_hits_and_contact_sheet(media, reference,
-                                                   tmp_path):
+def test_search_tool_writes_hits_and_contact_sheet(media, reference, tmp_path):
     import importlib.util
     spec = importlib.util.spec_from_file_location(
         'search_index_tool', REPO / 'tools' / 'search_index.py')
@@ -226,9 +252,11 @@ def test_search_tool_writes_hits_and_contact_sheet(media, reference,
     q = media['ann']['query']
     qimg = str(Path(media['videos'][0]).parent / q['image'])
     out = tmp_path / 'hits'
-    argv = [str(reference), CONFIG, media['ckpt'], '--query-img', qimg,
-            '--query-box', *map(str, q['box']), '--topk', '5', '--out',
-            str(out), *CLI_OPTIONS]
+    argv = [
+        str(reference), CONFIG, media['ckpt'], '--query-img', qimg,
+        '--query-box', *map(str, q['box']), '--topk', '5', '--out',
+        str(out), *CLI_OPTIONS
+    ]
     assert tool.main(argv) == 0
     doc = json.loads((out / 'hits.json').read_text())
     apps = doc['appearances']
@@ -243,8 +271,13 @@ def test_search_tool_writes_hits_and_contact_sheet(media, reference,
     with pytest.raises(SystemExit, match='not empty'):
         tool.main(argv)
     # the same from Python; the vector index is kept and reused
-    found = search_index(media['searcher'], str(reference), qimg, q['box'],
-                         topk=5, model=media['model'])
+    found = search_index(
+        media['searcher'],
+        str(reference),
+        qimg,
+        q['box'],
+        topk=5,
+        model=media['model'])
     assert [round(a.similarity, 6) for a in found] == sims
     assert [a.source for a in found] == [a['source'] for a in apps]
     index = ShardedIndex.open(str(reference))
@@ -253,19 +286,25 @@ def test_search_tool_writes_hits_and_contact_sheet(media, reference,
 
 def test_float16_embeddings(media, tmp_path):
     out = tmp_path / 'half'
-    index = _index(media, out, videos=media['videos'][:1], images=[],
-                   dtype='float16')
-    emb = np.load(out / 'shards' / index.shards[0]['name'] /
-                  'embeddings.npy')
+    index = _index(
+        media, out, videos=media['videos'][:1], images=[], dtype='float16')
+    emb = np.load(out / 'shards' / index.shards[0]['name'] / 'embeddings.npy')
     assert emb.dtype == np.float16
-    assert np.allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1,
-                       atol=2e-3)
+    assert np.allclose(
+        np.linalg.norm(emb.astype(np.float32), axis=1), 1, atol=2e-3)
 
 
 def _hit(frame, box, sim, source='v.mp4', row=0):
-    return IndexHit(rank=0, source=source, kind='video', frame=frame,
-                    time=frame / 10, bbox=list(box), similarity=sim,
-                    score=0.9, row=row)
+    return IndexHit(
+        rank=0,
+        source=source,
+        kind='video',
+        frame=frame,
+        time=frame / 10,
+        bbox=list(box),
+        similarity=sim,
+        score=0.9,
+        row=row)
 
 
 def test_appearance_grouping_on_a_hand_made_track():
@@ -273,22 +312,28 @@ def test_appearance_grouping_on_a_hand_made_track():
     # person A walks right 5 px per sampled frame through frames 0..3, is
     # missed in frame 4 (the track ends) and seen again in 5..6
     for f in (0, 1, 2, 3, 5, 6):
-        hits.append(_hit(f, (10 + 5 * f, 20, 50 + 5 * f, 120),
-                         0.8 + 0.01 * f, row=f))
+        hits.append(
+            _hit(f, (10 + 5 * f, 20, 50 + 5 * f, 120), 0.8 + 0.01 * f, row=f))
     # person B, far away, in frames 1..2; a lone false hit in frame 3
-    hits += [_hit(1, (200, 20, 240, 120), 0.95, row=10),
-             _hit(2, (204, 20, 244, 120), 0.7, row=11),
-             _hit(3, (100, 150, 110, 160), 0.5, row=12)]
+    hits += [
+        _hit(1, (200, 20, 240, 120), 0.95, row=10),
+        _hit(2, (204, 20, 244, 120), 0.7, row=11),
+        _hit(3, (100, 150, 110, 160), 0.5, row=12)
+    ]
     # another video with A's boxes: never linked across videos
     hits.append(_hit(1, (15, 20, 55, 120), 0.6, source='w.mp4', row=13))
     # a still with two detections: one appearance, its best
-    hits += [IndexHit(0, 'img.jpg', 'image', None, None, [0, 0, 9, 9], s,
-                      0.9, row=r) for s, r in ((0.9, 20), (0.85, 21))]
+    hits += [
+        IndexHit(
+            0, 'img.jpg', 'image', None, None, [0, 0, 9, 9], s, 0.9, row=r)
+        for s, r in ((0.9, 20), (0.85, 21))
+    ]
     order = {'v.mp4': list(range(8))}
     apps = group_appearances(hits, order, iou_thr=0.3)
     assert all(isinstance(a, Appearance) for a in apps)
-    summary = [(a.source, a.start, a.end, a.best.frame,
-                round(a.similarity, 3), len(a.hits)) for a in apps]
+    summary = [(a.source, a.start, a.end, a.best.frame, round(a.similarity,
+                                                              3), len(a.hits))
+               for a in apps]
     assert summary == [
         ('v.mp4', 0.1, 0.2, 1, 0.95, 2),  # B
         ('img.jpg', None, None, None, 0.9, 1),
@@ -308,8 +353,7 @@ def test_appearance_grouping_on_a_hand_made_track():
 
 def _clustered(n, d, per_id=25, noise=0.75, seed=0):
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((max(1, n // per_id), d)).astype(
-        np.float32)
+    centres = rng.standard_normal((max(1, n // per_id), d)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
 
     def draw(m):
@@ -323,8 +367,11 @@ def _clustered(n, d, per_id=25, noise=0.75, seed=0):
 
 def test_faiss_flat_ranks_as_numpy_exact():
     gallery, queries = _clustered(3000, 32, seed=1)
-    vi = VectorIndex.build(lambda: [gallery[:1000], gallery[1000:]],
-                           len(gallery), 32, kind='flat')
+    vi = VectorIndex.build(
+        lambda: [gallery[:1000], gallery[1000:]],
+        len(gallery),
+        32,
+        kind='flat')
     sims, ids = vi.search(queries, 20, lambda i: gallery[i])
     ref_sims, ref_ids = exact_topk(gallery, queries, 20)
     np.testing.assert_array_equal(ids, ref_ids)
@@ -332,8 +379,8 @@ def test_faiss_flat_ranks_as_numpy_exact():
 
 
 def _recall(found, truth, k):
-    return np.mean([len(np.intersect1d(a[:k], b[:k])) / k
-                    for a, b in zip(found, truth)])
+    return np.mean(
+        [len(np.intersect1d(a[:k], b[:k])) / k for a, b in zip(found, truth)])
 
 
 def test_ivfpq_recall_on_a_clustered_gallery():
@@ -343,8 +390,11 @@ def test_ivfpq_recall_on_a_clustered_gallery():
     candidates re-ranked). One list a query (a fixed nprobe of 1) stays
     below 0.95: the calibration is what holds the bound."""
     gallery, queries = _clustered(20000, 32, seed=2)
-    vi = VectorIndex.build(lambda: [gallery[:7000], gallery[7000:]],
-                           len(gallery), 32, kind='ivfpq')
+    vi = VectorIndex.build(
+        lambda: [gallery[:7000], gallery[7000:]],
+        len(gallery),
+        32,
+        kind='ivfpq')
     assert vi.kind == 'ivfpq' and vi.nlist == 512
     assert vi.memory_bytes() < gallery.nbytes / 4
     # the calibration stopped at the first nprobe reaching its target
@@ -389,13 +439,18 @@ def test_ivf_parameters_follow_the_index_size_and_k():
     assert ivf_params(5_000, 32)['factory'] == 'IVF128,PQ4x7np'
     # a built index: its calibrated nprobe, scaled with k
     gallery, _ = _clustered(20000, 32, seed=4)
-    vi = VectorIndex.build(lambda: [gallery], len(gallery), 32,
-                           kind='ivfpq', nlist=64, calib_queries=100)
+    vi = VectorIndex.build(
+        lambda: [gallery],
+        len(gallery),
+        32,
+        kind='ivfpq',
+        nlist=64,
+        calib_queries=100)
     assert vi.nlist == 64 and vi.calibration
     assert vi.search_params(10) == (max(vi.nprobe, 1), 100)
     assert vi.search_params(40) == (min(64, max(2 * vi.nprobe, 3)), 400)
-    fixed = VectorIndex.build(lambda: [gallery], len(gallery), 32,
-                              kind='ivfpq', nlist=64, nprobe=5)
+    fixed = VectorIndex.build(
+        lambda: [gallery], len(gallery), 32, kind='ivfpq', nlist=64, nprobe=5)
     assert not fixed.calibration
     assert fixed.search_params(10)[0] == fixed.search_params(1000)[0] == 5
 
@@ -405,8 +460,8 @@ def test_a_search_index_of_format_1_still_loads(tmp_path):
     a fixed nprobe) loads and searches; a newer format is refused, naming
     what to rebuild."""
     gallery, queries = _clustered(20000, 32, seed=3)
-    vi = VectorIndex.build(lambda: [gallery], len(gallery), 32,
-                           kind='ivfpq', calib_queries=50)
+    vi = VectorIndex.build(
+        lambda: [gallery], len(gallery), 32, kind='ivfpq', calib_queries=50)
     vi.save(str(tmp_path), dict(rows=len(gallery)))
     path = tmp_path / 'vectors.json'
     info = json.loads(path.read_text())
@@ -434,9 +489,15 @@ def test_a_format_1_search_index_is_calibrated(reference, tmp_path):
     assert not vi.reused and vi.calibration
     path = folder / 'search' / 'vectors.json'
     info = json.loads(path.read_text())
-    path.write_text(json.dumps(dict(
-        {k: info[k] for k in ('shards_key', 'rows', 'factory', 'kind',
-                              'rerank', 'ntotal')}, nprobe=32)))
+    path.write_text(
+        json.dumps(
+            dict(
+                {
+                    k: info[k]
+                    for k in ('shards_key', 'rows', 'factory', 'kind',
+                              'rerank', 'ntotal')
+                },
+                nprobe=32)))
     index = ShardedIndex.open(str(folder))
     vi = index.build_search_index()
     assert vi.reused and vi.kind == 'ivfpq' and vi.calibration

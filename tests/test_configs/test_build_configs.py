@@ -39,14 +39,16 @@ def _offline(node, sd_path: str) -> None:
 
 def test_the_walk_finds_every_method():
     names = {osp.basename(p) for p in CONFIGS}
-    assert {'psdiff_r50_cuhk.py', 'psdiff_r50_prw.py', 'diffps_sd21_cuhk.py',
-            'teacher_r50_cuhk.py', 'faster_rcnn_r50_teacher_cuhk.py',
-            'diffps_sd21_synthetic.py'} <= names
+    assert {
+        'psdiff_r50_cuhk.py', 'psdiff_r50_prw.py', 'diffps_sd21_cuhk.py',
+        'teacher_r50_cuhk.py', 'faster_rcnn_r50_teacher_cuhk.py',
+        'diffps_sd21_synthetic.py'
+    } <= names
     assert len(CONFIGS) >= 20
 
 
-@pytest.mark.parametrize('path', CONFIGS,
-                         ids=[osp.relpath(p, REPO) for p in CONFIGS])
+@pytest.mark.parametrize(
+    'path', CONFIGS, ids=[osp.relpath(p, REPO) for p in CONFIGS])
 def test_config_builds(path, tiny_sd_dir, one_torch_thread):
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(path)

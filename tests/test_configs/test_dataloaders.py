@@ -20,13 +20,14 @@ def _person_search_configs():
     synthetic versions) itself, by its data root: the dataset bases and
     the method configs built on them."""
     paths = sorted(glob(osp.join(BASES, '*.py'))) + sorted(
-        p for p in glob(osp.join(REPO, 'configs', '**', '*.py'),
-                        recursive=True) if '_base_' not in p)
+        p
+        for p in glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
+        if '_base_' not in p)
     found = []
     for path in paths:
         cfg = Config.fromfile(path)
-        root = cfg.get('train_dataloader', {}).get('dataset', {}).get(
-            'data_root')
+        root = cfg.get('train_dataloader', {}).get('dataset',
+                                                   {}).get('data_root')
         if root in REAL_ROOTS + SYNTHETIC_ROOTS:
             found.append((osp.relpath(path, REPO), root in REAL_ROOTS, cfg))
     return found
@@ -43,8 +44,8 @@ def test_the_walk_finds_the_dataset_configs():
             ('psdiff_r18_synthetic.py', False)} <= names
 
 
-@pytest.mark.parametrize('path,real,cfg', CONFIGS,
-                         ids=[p for p, _, _ in CONFIGS])
+@pytest.mark.parametrize(
+    'path,real,cfg', CONFIGS, ids=[p for p, _, _ in CONFIGS])
 def test_loaders(path, real, cfg):
     for key in LOADERS:
         loader = cfg[key]

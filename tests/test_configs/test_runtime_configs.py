@@ -25,14 +25,16 @@ DIFFPS = [p for p in TRAIN_CONFIGS if osp.basename(p).startswith('diffps')]
 
 def test_the_walk_finds_the_diffps_and_psdiff_configs():
     names = {osp.basename(p) for p in TRAIN_CONFIGS}
-    assert {'diffps_sd21_cuhk.py', 'diffps_sd21_prw.py',
-            'diffps_sd21_synthetic.py', 'psdiff_r50_cuhk.py',
-            'psdiff_r18_synthetic.py'} <= names
+    assert {
+        'diffps_sd21_cuhk.py', 'diffps_sd21_prw.py',
+        'diffps_sd21_synthetic.py', 'psdiff_r50_cuhk.py',
+        'psdiff_r18_synthetic.py'
+    } <= names
     assert len(DIFFPS) == 3
 
 
-@pytest.mark.parametrize('path', TRAIN_CONFIGS,
-                         ids=[osp.relpath(p, REPO) for p in TRAIN_CONFIGS])
+@pytest.mark.parametrize(
+    'path', TRAIN_CONFIGS, ids=[osp.relpath(p, REPO) for p in TRAIN_CONFIGS])
 def test_ranks_draw_different_training_noise(path):
     """``diff_rank_seed``: mmengine seeds each rank with seed + rank, so
     DiffPS's training noise (posterior sample, forward noise) and PSDiff's
@@ -43,8 +45,8 @@ def test_ranks_draw_different_training_noise(path):
     inspect.signature(Runner.set_randomness).bind(None, **cfg.randomness)
 
 
-@pytest.mark.parametrize('path', TRAIN_CONFIGS,
-                         ids=[osp.relpath(p, REPO) for p in TRAIN_CONFIGS])
+@pytest.mark.parametrize(
+    'path', TRAIN_CONFIGS, ids=[osp.relpath(p, REPO) for p in TRAIN_CONFIGS])
 def test_process_group_has_a_timeout(path):
     cfg = Config.fromfile(path)
     timeout = cfg.env_cfg.dist_cfg.timeout
@@ -71,11 +73,14 @@ def test_timeout_reaches_init_process_group(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     # init_dist would otherwise set the start method of this test process
-    monkeypatch.setattr(mmengine_dist.mp, 'get_start_method',
-                        lambda allow_none=False: 'fork')
+    monkeypatch.setattr(
+        mmengine_dist.mp, 'get_start_method', lambda allow_none=False: 'fork')
     for key, value in dict(
-            RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
-            MASTER_ADDR='127.0.0.1', MASTER_PORT='29500').items():
+            RANK='0',
+            LOCAL_RANK='0',
+            WORLD_SIZE='1',
+            MASTER_ADDR='127.0.0.1',
+            MASTER_PORT='29500').items():
         monkeypatch.setenv(key, value)
 
     mmengine_dist.init_dist('pytorch', **cfg.env_cfg.dist_cfg)

@@ -31,8 +31,8 @@ def tiny_prw(tmp_path_factory) -> str:
     ('teacher_r50_cuhk.py', CUHKSYSUDataset, 5532),
     ('teacher_r50_prw.py', PRWDataset, 482),
 ])
-def test_r50_teacher_config(name, scene_type, num_classes, tiny_cuhk,
-                            tiny_prw, tmp_path):
+def test_r50_teacher_config(name, scene_type, num_classes, tiny_cuhk, tiny_prw,
+                            tmp_path):
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(str(CONFIGS / name))
     assert cfg.default_scope == 'mmpsearch'

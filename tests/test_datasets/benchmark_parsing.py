@@ -38,12 +38,11 @@ def write_cuhk(root: str, gallery_size: int) -> None:
     savemat(
         osp.join(anno, 'Images.mat'), {
             'Img':
-            struct(('imname', 'nAppear', 'box'), [
-                (n, num(5),
-                 struct(('idlocate', 'ishard'), [(num(b), num(0))
-                                                 for b in boxes[n]]))
-                for n in names
-            ])
+            struct(('imname', 'nAppear', 'box'),
+                   [(n, num(5),
+                     struct(('idlocate', 'ishard'), [(num(b), num(0))
+                                                     for b in boxes[n]]))
+                    for n in names])
         })
     pool, train = names[-n_pool:], names[:-n_pool]
     savemat(osp.join(anno, 'pool.mat'), {'pool': cell(pool)})
@@ -51,14 +50,15 @@ def write_cuhk(root: str, gallery_size: int) -> None:
         osp.join(proto, 'Train.mat'), {
             'Train':
             cell([
-                struct(('idname', 'nAppear', 'scene'), [
-                    (f'p{k}', num(2),
-                     struct(('imname', 'idlocate', 'ishard'), [
-                         (train[(2 * k + j) % len(train)],
-                          num(boxes[train[(2 * k + j) % len(train)]][j]),
-                          num(0)) for j in range(2)
-                     ]))
-                ]) for k in range(5532)
+                struct(
+                    ('idname', 'nAppear', 'scene'),
+                    [(f'p{k}', num(2),
+                      struct(
+                          ('imname', 'idlocate', 'ishard'),
+                          [(train[(2 * k + j) % len(train)],
+                            num(boxes[train[(2 * k + j) % len(train)]][j]),
+                            num(0))
+                           for j in range(2)]))]) for k in range(5532)
             ])
         })
     rows = []
@@ -107,10 +107,9 @@ def main() -> None:
     parser.add_argument('--gallery-size', type=int, default=100)
     args = parser.parse_args()
     g = args.gallery_size
-    cuhk_root, prw_root = osp.join(args.out, 'cuhk'), osp.join(args.out,
-                                                               'prw')
-    timed('write CUHK-SYSU-sized annotations', lambda: write_cuhk(
-        cuhk_root, g))
+    cuhk_root, prw_root = osp.join(args.out, 'cuhk'), osp.join(args.out, 'prw')
+    timed('write CUHK-SYSU-sized annotations',
+          lambda: write_cuhk(cuhk_root, g))
     timed('write PRW-sized annotations', lambda: write_prw(prw_root))
     clear_cache()
     timed(f'CUHK load_cuhk_protocol({g}), from scratch',
@@ -122,10 +121,8 @@ def main() -> None:
     clear_cache()
     timed('PRW load_prw_protocol, from scratch',
           lambda: load_prw_protocol(prw_root))
-    timed('PRW train annotations', lambda: prw.prw_train_annotations(
-        prw_root))
-    timed('PRW load_prw_protocol, cached', lambda: load_prw_protocol(
-        prw_root))
+    timed('PRW train annotations', lambda: prw.prw_train_annotations(prw_root))
+    timed('PRW load_prw_protocol, cached', lambda: load_prw_protocol(prw_root))
 
 
 if __name__ == '__main__':

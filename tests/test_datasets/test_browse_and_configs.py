@@ -31,9 +31,9 @@ def test_browse_dataset_writes_pngs(tmp_path, monkeypatch, synthetic_cuhk,
                                     split):
     root, _ = synthetic_cuhk
     out = str(tmp_path / 'vis')
-    run_browse(monkeypatch, osp.join(CFG_DIR, 'synthetic_cuhk.py'),
-               '--output-dir', out, '--num', '3', '--split', split,
-               '--data-root', root)
+    run_browse(monkeypatch, osp.join(CFG_DIR,
+                                     'synthetic_cuhk.py'), '--output-dir', out,
+               '--num', '3', '--split', split, '--data-root', root)
     files = sorted(os.listdir(out))
     assert len(files) == 3 and all(f.endswith('.png') for f in files)
     ds = CUHKSYSUDataset(data_root=root, split=split)
@@ -70,8 +70,10 @@ def test_config_contents(name, cls, root, scale):
     assert train.type is cls and train.split == 'train'
     assert train.data_root == root
     steps = [t['type'].__name__ for t in train.pipeline]
-    assert steps == ['LoadImageFromFile', 'LoadPersonSearchAnnotations',
-                     'Resize', 'RandomFlip', 'PackPersonSearchInputs']
+    assert steps == [
+        'LoadImageFromFile', 'LoadPersonSearchAnnotations', 'Resize',
+        'RandomFlip', 'PackPersonSearchInputs'
+    ]
     assert tuple(train.pipeline[2].scale) == scale
     for loader in (cfg.val_dataloader, cfg.test_dataloader):
         assert loader.batch_size == 1 and not loader.sampler.shuffle
@@ -81,13 +83,13 @@ def test_config_contents(name, cls, root, scale):
         assert all(m.type is cls and m.test_mode and m.data_root == root
                    for m in members)
         steps = [t['type'].__name__ for t in members[0].pipeline]
-        assert steps == ['LoadImageFromFile', 'Resize',
-                         'LoadPersonSearchAnnotations',
-                         'PackPersonSearchInputs']
+        assert steps == [
+            'LoadImageFromFile', 'Resize', 'LoadPersonSearchAnnotations',
+            'PackPersonSearchInputs'
+        ]
     for ev in (cfg.val_evaluator, cfg.test_evaluator):
         assert ev.type == 'PersonSearchMetric' and ev.data_root == root
-        assert ev.dataset_type == ('cuhk' if cls is CUHKSYSUDataset else
-                                   'prw')
+        assert ev.dataset_type == ('cuhk' if cls is CUHKSYSUDataset else 'prw')
         assert ev.gallery_size == 100
 
 

@@ -50,17 +50,15 @@ def test_released_layout(tree):
     # the gallery list of the subset file, not the TestG one
     assert _plain_gallery(q.gallery) == [(n, None if b is None else _xyxy(b))
                                          for n, b in CUHK_OCCLUSION[0][3]]
-    assert _plain_gallery(q.gallery) != _plain_gallery(
-        full.queries[1].gallery)
+    assert _plain_gallery(q.gallery) != _plain_gallery(full.queries[1].gallery)
     assert occ.protocol.gallery_size is None
 
     res = load_cuhk_subset(tree, 'resolution')  # default: TestG50's order
     assert res.query_indices.tolist() == [1, 0]
     assert [q.person_id for q in res.protocol.queries] == [1, 0]
     assert [q.img_id for q in res.protocol.queries] == ['s4.jpg', 's3.jpg']
-    assert [len(q.gallery) for q in res.protocol.queries] == [
-        len(e[3]) for e in CUHK_RESOLUTION
-    ]
+    assert [len(q.gallery) for q in res.protocol.queries
+            ] == [len(e[3]) for e in CUHK_RESOLUTION]
 
     # gallery_size=N: the TestG{N} lists of the same queries
     res50 = load_cuhk_subset(tree, 'resolution', full, gallery_size=50)
@@ -81,8 +79,8 @@ def test_missing_file_is_named(tmp_path):
     write_cuhk(root, sizes=(50, 100))
     write_cuhk_subset(root, 'resolution')
     path = osp.join(root, SUBSET_REL, 'Occlusion.mat')
-    with pytest.raises(FileNotFoundError,
-                       match=re.escape(path) + '.*occlusion subset'):
+    with pytest.raises(
+            FileNotFoundError, match=re.escape(path) + '.*occlusion subset'):
         load_cuhk_subset(root, 'occlusion')
     assert available_subsets(root) == ['resolution']
     assert resolve_subsets('auto', root) == ['resolution']
@@ -126,11 +124,13 @@ def _read(path, var):
     out = []
     for rec in loadmat(path)[var][0]:
         q = rec['Query'][0, 0]
-        gallery = [(str(g['imname'][0]),
-                    None if g['idlocate'].size == 0 else
-                    g['idlocate'][0].tolist()) for g in rec['Gallery'][0]]
-        out.append((str(q['imname'][0]), q['idlocate'][0].tolist(), gallery,
-                    rec))
+        gallery = [
+            (str(g['imname'][0]),
+             None if g['idlocate'].size == 0 else g['idlocate'][0].tolist())
+            for g in rec['Gallery'][0]
+        ]
+        out.append(
+            (str(q['imname'][0]), q['idlocate'][0].tolist(), gallery, rec))
     return out
 
 
@@ -159,8 +159,7 @@ def test_synthetic_subsets_meet_the_criteria(synthetic, tmp_path):
     root, summary = synthetic
     anno = osp.join(root, 'annotation')
     boxes = {
-        str(r['imname'][0]):
-        [b['idlocate'][0].tolist() for b in r['box'][0]]
+        str(r['imname'][0]): [b['idlocate'][0].tolist() for b in r['box'][0]]
         for r in loadmat(osp.join(anno, 'Images.mat'))['Img'][0]
     }
     testg = _read(
@@ -191,13 +190,14 @@ def test_synthetic_subsets_meet_the_criteria(synthetic, tmp_path):
             assert len(gallery) == 100
             if var == 'Occlusion1':
                 assert rec['occlusion'][0, 0] == pytest.approx(shares[i])
-        sub = load_cuhk_subset(root, 'occlusion' if var == 'Occlusion1'
-                               else 'resolution')
+        sub = load_cuhk_subset(
+            root, 'occlusion' if var == 'Occlusion1' else 'resolution')
         assert sub.query_indices.tolist() == expected
     # the small ones are the smallest queries
     heights = [b[3] for _, b, _, _ in testg]
-    assert max(heights[i] for i in small) < min(
-        h for i, h in enumerate(heights) if i not in small)
+    assert max(heights[i] for i in small) < min(h
+                                                for i, h in enumerate(heights)
+                                                if i not in small)
 
     # deterministic: the same seed writes the same bytes
     again = str(tmp_path / 'again')
@@ -206,8 +206,9 @@ def test_synthetic_subsets_meet_the_criteria(synthetic, tmp_path):
     for fname in ('Occlusion.mat', 'Resolution.mat'):
         with open(osp.join(anno, 'test', 'subset', fname), 'rb') as f:
             first = f.read()
-        with open(osp.join(again, 'annotation', 'test', 'subset', fname),
-                  'rb') as f:
+        with open(
+                osp.join(again, 'annotation', 'test', 'subset', fname),
+                'rb') as f:
             assert f.read() == first, fname
 
 

@@ -57,8 +57,8 @@ def test_train_split(tmp_path, pool_column, train_column):
     # ids follow the cell order of Train.mat: p88 -> 0, p5 -> 1
     assert boxes_ids(s1) == ([[10, 10, 30, 60], [60, 20, 85, 80]], [1, 0])
     assert boxes_ids(s2) == ([[5, 5, 35, 75]], [0])
-    assert all(i['bbox_label'] == 0 and i['ignore_flag'] == 0
-               for d in data for i in d['instances'])
+    assert all(i['bbox_label'] == 0 and i['ignore_flag'] == 0 for d in data
+               for i in d['instances'])
 
 
 def test_gallery_and_query_splits_share_ids(tmp_path):
@@ -74,9 +74,9 @@ def test_gallery_and_query_splits_share_ids(tmp_path):
     assert gallery['s5.jpg']['split'] == 'gallery'
 
     queries = infos(root, 'query', gallery_size=50)
-    assert [(q['img_id'], q['query_index'], q['split']) for q in queries] == [
-        ('s3.jpg', 0, 'query'), ('s4.jpg', 1, 'query')
-    ]
+    assert [(q['img_id'], q['query_index'], q['split'])
+            for q in queries] == [('s3.jpg', 0, 'query'),
+                                  ('s4.jpg', 1, 'query')]
     # exactly the query box, with the id its gallery boxes have
     assert boxes_ids(queries[0]) == ([[50, 15, 72, 70]], [0])
     assert boxes_ids(queries[1]) == ([[3, 4, 33, 74]], [1])
@@ -91,9 +91,8 @@ def test_protocol(tmp_path):
     assert list(proto.gallery) == ['s4.jpg', 's3.jpg', 's5.jpg', 's6.jpg']
     g = proto.gallery['s4.jpg']
     assert g.img_id == 's4.jpg' and g.boxes.dtype == np.float32
-    np.testing.assert_array_equal(g.boxes,
-                                  [[3, 4, 33, 74], [60, 5, 85, 65],
-                                   [35, 20, 50, 60]])
+    np.testing.assert_array_equal(
+        g.boxes, [[3, 4, 33, 74], [60, 5, 85, 65], [35, 20, 50, 60]])
     np.testing.assert_array_equal(g.person_ids, [1, 0, -1])
     assert g.person_ids.dtype == np.int64
     q0, q1 = proto.queries

@@ -88,8 +88,7 @@ def test_unlabeled_boxes_for_extraction(tiny_cuhk):
     ds = PersonCropDataset(
         dataset=_inner_cfg(tiny_cuhk), include_unlabeled=True)
     n_boxes = sum(
-        len(scenes.get_data_info(i)['instances'])
-        for i in range(len(scenes)))
+        len(scenes.get_data_info(i)['instances']) for i in range(len(scenes)))
     assert len(ds) == n_boxes
     n_unlabeled = sum(
         ds.get_data_info(i)['gt_label'] == -1 for i in range(len(ds)))
@@ -116,10 +115,10 @@ def test_holdout_split_is_disjoint_and_per_identity(tiny_cuhk):
 
     assert keys(train).isdisjoint(keys(val))
     assert keys(train) | keys(val) == keys(full)
-    per_id = Counter(full.get_data_info(i)['person_id']
-                     for i in range(len(full)))
-    val_per_id = Counter(val.get_data_info(i)['person_id']
-                         for i in range(len(val)))
+    per_id = Counter(
+        full.get_data_info(i)['person_id'] for i in range(len(full)))
+    val_per_id = Counter(
+        val.get_data_info(i)['person_id'] for i in range(len(val)))
     for pid, n in per_id.items():
         assert val_per_id[pid] == n // 4
     # the three subsets share one label map
@@ -133,8 +132,9 @@ def test_holdout_split_is_disjoint_and_per_identity(tiny_cuhk):
 
 
 def test_bad_arguments_name_the_problem(tiny_cuhk):
-    with pytest.raises(ValueError, match=r"has \d+ labeled identities but "
-                       r'num_classes=3'):
+    with pytest.raises(
+            ValueError, match=r"has \d+ labeled identities but "
+            r'num_classes=3'):
         PersonCropDataset(dataset=_inner_cfg(tiny_cuhk), num_classes=3)
     with pytest.raises(ValueError, match="subset='all'"):
         PersonCropDataset(

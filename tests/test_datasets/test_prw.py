@@ -34,8 +34,8 @@ def test_files_have_the_released_nesting(tmp_path):
 def test_train_split_contiguous_ids(tmp_path):
     root = write_prw(str(tmp_path))
     data = infos(root, 'train')
-    assert [d['img_id'] for d in data] == ['c1s1_000010.jpg',
-                                           'c2s1_000020.jpg']
+    assert [d['img_id']
+            for d in data] == ['c1s1_000010.jpg', 'c2s1_000020.jpg']
     c1, c2 = data
     assert c1['img_path'] == osp.join(root, 'frames', 'c1s1_000010.jpg')
     assert (c1['width'], c1['height'], c1['cam_id']) == (160, 120, 1)
@@ -50,20 +50,21 @@ def test_train_split_contiguous_ids(tmp_path):
 def test_gallery_split_box_keys_and_original_ids(tmp_path):
     root = write_prw(str(tmp_path))
     data = {d['img_id']: d for d in infos(root, 'gallery')}
-    assert list(data) == ['c3s2_000030.jpg', 'c4s1_000040.jpg',
-                          'c6s3_000050.jpg']
+    assert list(data) == [
+        'c3s2_000030.jpg', 'c4s1_000040.jpg', 'c6s3_000050.jpg'
+    ]
     # anno_previous only
     assert boxes_ids(data['c3s2_000030.jpg']) == ([[20, 10, 50, 100],
-                                                   [80, 30, 100, 80]],
-                                                  [40, -1])
+                                                   [80, 30, 100,
+                                                    80]], [40, -1])
     # box_new beats anno_file
     assert boxes_ids(data['c4s1_000040.jpg']) == ([[5, 5, 45, 105],
-                                                   [70, 20, 100, 110]],
-                                                  [40, 41])
+                                                   [70, 20, 100,
+                                                    110]], [40, 41])
     # anno_file beats anno_previous; x = -3 clipped
     assert boxes_ids(data['c6s3_000050.jpg']) == ([[0, 10, 35, 105],
-                                                   [100, 40, 120, 80]],
-                                                  [41, -1])
+                                                   [100, 40, 120,
+                                                    80]], [41, -1])
     assert [d['cam_id'] for d in data.values()] == [3, 4, 6]
 
 
@@ -90,12 +91,13 @@ def test_protocol(tmp_path):
     root = write_prw(str(tmp_path))
     proto = load_prw_protocol(root)
     assert proto.name == 'prw' and proto.gallery_size is None
-    assert list(proto.gallery) == ['c3s2_000030.jpg', 'c4s1_000040.jpg',
-                                   'c6s3_000050.jpg']
+    assert list(proto.gallery) == [
+        'c3s2_000030.jpg', 'c4s1_000040.jpg', 'c6s3_000050.jpg'
+    ]
     g = proto.gallery['c4s1_000040.jpg']
     assert g.cam_id == 4 and g.boxes.dtype == np.float32
-    np.testing.assert_array_equal(g.boxes, [[5, 5, 45, 105],
-                                            [70, 20, 100, 110]])
+    np.testing.assert_array_equal(g.boxes,
+                                  [[5, 5, 45, 105], [70, 20, 100, 110]])
     np.testing.assert_array_equal(g.person_ids, [40, 41])
     q0, q1 = proto.queries
     assert (q0.img_id, q0.person_id, q0.cam_id, q0.gallery) == \

@@ -78,16 +78,18 @@ def test_missing_file_names_what_was_expected(tmp_path, dataset, missing,
         root = write_prw(str(tmp_path), skip=[missing])
         build = PRWDataset
     with pytest.raises(FileNotFoundError) as e:
-        build(data_root=root, split=split, **(
-            dict(gallery_size=50) if dataset == 'cuhk' else {}))
+        build(
+            data_root=root,
+            split=split,
+            **(dict(gallery_size=50) if dataset == 'cuhk' else {}))
     msg = str(e.value)
     assert msg.startswith(root) and missing in msg
     assert 'does not exist; expected' in msg and expected in msg
 
 
 @pytest.mark.parametrize('build,dataset', [
-    (lambda r: CUHKSYSUDataset(data_root=r, split='gallery',
-                               gallery_size=50), 'CUHK-SYSU'),
+    (lambda r: CUHKSYSUDataset(data_root=r, split='gallery', gallery_size=50),
+     'CUHK-SYSU'),
     (lambda r: CUHKSYSUDataset(data_root=r, split='train'), 'CUHK-SYSU'),
     (lambda r: load_cuhk_protocol(r, 50), 'CUHK-SYSU'),
     (lambda r: PRWDataset(data_root=r, split='gallery'), 'PRW'),
@@ -108,17 +110,19 @@ def test_missing_data_root(tmp_path, build, dataset):
 def test_data_root_that_is_a_file(tmp_path):
     path = tmp_path / 'CUHK-SYSU.zip'
     path.write_bytes(b'PK')
-    with pytest.raises(FileNotFoundError,
-                       match=f'data_root {path} is not a folder'):
+    with pytest.raises(
+            FileNotFoundError, match=f'data_root {path} is not a folder'):
         load_cuhk_protocol(str(path), 50)
 
 
-@pytest.mark.parametrize('build', [
-    lambda r: PRWDataset(data_root=r, split='train'),
-    lambda r: PRWDataset(data_root=r, split='query'),
-    load_prw_protocol,
-    lambda r: load_protocol('prw', r),  # eval_search.py --dataset prw
-])
+@pytest.mark.parametrize(
+    'build',
+    [
+        lambda r: PRWDataset(data_root=r, split='train'),
+        lambda r: PRWDataset(data_root=r, split='query'),
+        load_prw_protocol,
+        lambda r: load_protocol('prw', r),  # eval_search.py --dataset prw
+    ])
 def test_prw_on_a_cuhk_root(tmp_path, build):
     root = write_cuhk(str(tmp_path))
     with pytest.raises(ValueError) as e:
@@ -199,8 +203,8 @@ def test_query_info_bad_field_is_named(tmp_path, bad, what):
 # --------------------------------------------------------------------------
 # Image names and files
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize('name', ['../../secret.jpg', '../Image/SSM/s1.jpg',
-                                  '/etc/hosts.jpg'])
+@pytest.mark.parametrize(
+    'name', ['../../secret.jpg', '../Image/SSM/s1.jpg', '/etc/hosts.jpg'])
 def test_image_name_leaving_the_image_folder(tmp_path, name):
     root = str(tmp_path / 'cuhk')
     if osp.isabs(name):
@@ -217,8 +221,8 @@ def test_image_name_leaving_the_image_folder(tmp_path, name):
     with pytest.raises(ValueError) as e:
         CUHKSYSUDataset(data_root=root, split='train')
     msg = str(e.value)
-    assert msg.startswith(osp.join(root, 'annotation', 'Images.mat') +
-                          ': Img(')
+    assert msg.startswith(
+        osp.join(root, 'annotation', 'Images.mat') + ': Img(')
     assert f'.imname = {name!r} leads outside the image folder ' \
         f'{osp.join(root, "Image", "SSM")}' in msg
 
@@ -263,8 +267,8 @@ def test_folder_named_like_an_image(tmp_path, dataset):
 
 
 def _jpeg(width=96, height=64, quality=90, **kwargs) -> bytes:
-    pixels = np.random.RandomState(0).randint(0, 255, (height, width, 3),
-                                              dtype=np.uint8)
+    pixels = np.random.RandomState(0).randint(
+        0, 255, (height, width, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, 'JPEG', quality=quality, **kwargs)
     return buf.getvalue()
@@ -295,11 +299,15 @@ def test_complete_images_are_accepted(tmp_path):
     exif = Image.Exif()
     exif[0x010e] = 'x'
     files = {
-        'trailer.jpg': _jpeg() + b'\x00' * 10 + b'TRAILER' * 300,
-        'progressive.jpg': _jpeg(progressive=True),
-        'exif.jpg': _jpeg(exif=exif.tobytes()),
-        'thumb_header.jpg': _jpeg()[:2] + b'\xff\xe1' +
-        (len(thumb) + 2).to_bytes(2, 'big') + thumb + _jpeg()[2:] + b'junk',
+        'trailer.jpg':
+        _jpeg() + b'\x00' * 10 + b'TRAILER' * 300,
+        'progressive.jpg':
+        _jpeg(progressive=True),
+        'exif.jpg':
+        _jpeg(exif=exif.tobytes()),
+        'thumb_header.jpg':
+        _jpeg()[:2] + b'\xff\xe1' + (len(thumb) + 2).to_bytes(2, 'big') +
+        thumb + _jpeg()[2:] + b'junk',
     }
     buf = io.BytesIO()
     Image.new('RGB', (20, 10)).save(buf, 'PNG')

@@ -34,17 +34,19 @@ def digest(root):
     for path in sorted(glob.glob(osp.join(root, '**', '*'), recursive=True)):
         if osp.isfile(path):
             with open(path, 'rb') as f:
-                out[osp.relpath(path, root)] = hashlib.sha256(
-                    f.read()).hexdigest()
+                out[osp.relpath(path,
+                                root)] = hashlib.sha256(f.read()).hexdigest()
     return out
 
 
 def test_cuhk_layout_and_loaders(synthetic_cuhk):
     root, summary = synthetic_cuhk
-    for rel in ['annotation/Images.mat', 'annotation/pool.mat',
-                'annotation/Person.mat', 'annotation/test/train_test/'
-                'Train.mat', 'annotation/test/train_test/TestG50.mat',
-                'annotation/test/train_test/TestG100.mat']:
+    for rel in [
+            'annotation/Images.mat', 'annotation/pool.mat',
+            'annotation/Person.mat', 'annotation/test/train_test/'
+            'Train.mat', 'annotation/test/train_test/TestG50.mat',
+            'annotation/test/train_test/TestG100.mat'
+    ]:
         assert osp.isfile(osp.join(root, rel)), rel
     assert summary['gallery_sizes'] == [50, 100]
     assert not osp.exists(
@@ -107,13 +109,16 @@ def test_cuhk_protocol_and_ids_across_splits(synthetic_cuhk, size):
         assert has == sorted(has, reverse=True) and sum(has) >= 1
         holders = {
             n
-            for n, d in gallery.items() if n != q.img_id and any(
-                i['person_id'] == pid for i in d['instances'])
+            for n, d in gallery.items()
+            if n != q.img_id and any(i['person_id'] == pid
+                                     for i in d['instances'])
         }
         assert holders == {n for n, b in q.gallery if b is not None}
         for n, b in q.gallery:
-            ids = [i['person_id'] for i in gallery[n]['instances']
-                   if b is not None and i['bbox'] == b.tolist()]
+            ids = [
+                i['person_id'] for i in gallery[n]['instances']
+                if b is not None and i['bbox'] == b.tolist()
+            ]
             assert ids == ([pid] if b is not None else [])
 
 
@@ -127,12 +132,13 @@ def test_identities_are_distinguishable(synthetic_cuhk):
         img = cv2.imread(osp.join(root, 'Image', 'SSM', g.img_id))
         for (x1, y1, x2, y2), pid in zip(g.boxes.astype(int), g.person_ids):
             if pid >= 0:
-                f = cv2.resize(img[y1:y2, x1:x2].astype(np.float32), (2, 4),
-                               interpolation=cv2.INTER_AREA).reshape(-1)
+                f = cv2.resize(
+                    img[y1:y2, x1:x2].astype(np.float32), (2, 4),
+                    interpolation=cv2.INTER_AREA).reshape(-1)
                 feats.append(f / np.linalg.norm(f))
                 ids.append(pid)
     feats, ids = np.stack(feats), np.array(ids)
-    dist = ((feats[:, None] - feats[None]) ** 2).sum(-1)
+    dist = ((feats[:, None] - feats[None])**2).sum(-1)
     np.fill_diagonal(dist, np.inf)
     assert len(ids) >= 30
     assert (ids[dist.argmin(1)] == ids).mean() >= 0.9
@@ -202,14 +208,14 @@ def test_prw_layout_and_loaders(synthetic_prw):
 def test_deterministic(tmp_path, synthetic_prw):
     root, _ = synthetic_prw
     again = str(tmp_path / 'again')
-    make_synthetic('prw', again, num_images=48, num_ids=8, seed=3,
-                   image_size=SMALL)
+    make_synthetic(
+        'prw', again, num_images=48, num_ids=8, seed=3, image_size=SMALL)
     first, second = digest(root), digest(again)
     assert len(first) == 48 * 2 + 5
     assert first == second
     other = str(tmp_path / 'other')
-    make_synthetic('prw', other, num_images=48, num_ids=8, seed=4,
-                   image_size=SMALL)
+    make_synthetic(
+        'prw', other, num_images=48, num_ids=8, seed=4, image_size=SMALL)
     third = digest(other)
     jpgs = [k for k in first if k.endswith('.jpg')]
     assert sum(first[k] != third.get(k) for k in jpgs) > 40
@@ -221,16 +227,15 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="'cuhk' or 'prw'"):
         make_synthetic('market', str(tmp_path))
     with pytest.raises(ValueError, match='too many'):
-        make_synthetic('prw', str(tmp_path), num_images=24, num_ids=60,
-                       image_size=SMALL)
+        make_synthetic(
+            'prw', str(tmp_path), num_images=24, num_ids=60, image_size=SMALL)
 
 
 def test_cli(tmp_path, monkeypatch, capsys):
     out = str(tmp_path / 'cli')
     monkeypatch.setattr(sys, 'argv', [
-        'make_synthetic.py', '--format', 'prw', '--out', out,
-        '--num-images', '30', '--num-ids', '4', '--seed', '1',
-        '--image-size', '128', '96'
+        'make_synthetic.py', '--format', 'prw', '--out', out, '--num-images',
+        '30', '--num-ids', '4', '--seed', '1', '--image-size', '128', '96'
     ])
     runpy.run_path(
         osp.join(REPO, 'tools', 'dataset_converters', 'make_synthetic.py'),

@@ -36,8 +36,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS = sorted([REPO / 'README.md'] + list((REPO / 'docs' / 'en').glob('*.md'))
-              + list((REPO / 'configs').glob('*/README.md')))
+DOCS = sorted([REPO / 'README.md'] +
+              list((REPO / 'docs' / 'en').glob('*.md')) +
+              list((REPO / 'configs').glob('*/README.md')))
 #: Shell launchers and the Python tool they pass their options on to.
 LAUNCHERS = {
     'dist_train.sh': 'tools/train.py',
@@ -166,8 +167,7 @@ def _default_problem(where, tool, opt, stated, parser) -> Optional[str]:
         return None
     if stated == 'required':
         ok = action.required
-        actual = 'required' if action.required else _normalise(
-            action.default)
+        actual = 'required' if action.required else _normalise(action.default)
     elif stated == 'off':
         ok = action.default in (False, None)
         actual = _normalise(action.default)
@@ -285,8 +285,7 @@ def path_problems(text: str, where: str) -> List[str]:
         if '*' not in rel and rel not in written and not (REPO / rel).exists():
             problems.append(f'{where}: {rel} does not exist')
     targets = set(
-        re.findall(r'^([a-z][\w-]*):', (REPO / 'Makefile').read_text(),
-                   re.M))
+        re.findall(r'^([a-z][\w-]*):', (REPO / 'Makefile').read_text(), re.M))
     for command in _commands(text):
         for _, target in _MAKE.findall(command):
             if target not in targets:
@@ -340,7 +339,8 @@ def test_checks_can_fail():
         # a path and a make target
         'Train `configs/psdiff/psdiff_r99_cuhk.py`.':
         'configs/psdiff/psdiff_r99_cuhk.py does not exist',
-        'Run `make demo-slow`.': 'make has no target demo-slow',
+        'Run `make demo-slow`.':
+        'make has no target demo-slow',
     }
     for text, expected in cases.items():
         problems = _all_problems(text, 'planted.md')
@@ -375,10 +375,7 @@ def test_dpm_solver_recipe_runs():
     cfg = load_config(str(REPO / ns.config), ns.cfg_options)
     # what the recipe sets, on the tiny model (random weights: no score
     # threshold, or nothing would be kept)
-    recipe = {
-        k: cfg.model.test_cfg[k]
-        for k in ('sampler', 'box_renewal')
-    }
+    recipe = {k: cfg.model.test_cfg[k] for k in ('sampler', 'box_renewal')}
     assert recipe['sampler']['eta'] is None and not recipe['box_renewal']
     model = _model(**recipe, sampling_steps=3)
     sampler = model.bbox_head.build_sampler()

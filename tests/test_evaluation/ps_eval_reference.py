@@ -86,8 +86,8 @@ def ref_search(results,
                 continue
             seen.add(img_id)
             boxes, feats = kept[img_id]
-            images.append(([float(np.dot(f, q_feat)) for f in feats], boxes,
-                           gt))
+            images.append(
+                ([float(np.dot(f, q_feat)) for f in feats], boxes, gt))
         num_gts.append(count_gt)
         ap, hit = ref_query_scores(images, count_gt, topk)
         aps.append(ap)

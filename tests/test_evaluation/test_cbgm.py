@@ -27,7 +27,6 @@ from .ps_eval_reference import ref_gallery_entries, ref_iou, ref_query_scores
 
 SEARCH = ('mAP', 'top1', 'top5', 'top10')
 
-
 # ------------------------------------------------------ plain reference
 
 
@@ -75,9 +74,8 @@ def ref_cbgm_search(results,
             name2gt[img_id] = gt
         # 2. CBGM
         if cbgm:
-            all_sims = sorted(
-                [s for sims in name2sim.values() for s in sims],
-                reverse=True)
+            all_sims = sorted([s for sims in name2sim.values() for s in sims],
+                              reverse=True)
             thr = all_sims[k1 - 1] if len(all_sims) >= k1 else -np.inf
             others = [(score, j, f)
                       for j, (box, score, f) in enumerate(kept[query.img_id])
@@ -91,8 +89,8 @@ def ref_cbgm_search(results,
                 graph = np.zeros((len(context), len(feats)))
                 for i, c in enumerate(context):
                     for j, f in enumerate(feats):
-                        graph[i, j] = sims[j] if i == 0 else float(
-                            np.dot(c, f))
+                        graph[i,
+                              j] = sims[j] if i == 0 else float(np.dot(c, f))
                 rows, cols = linear_sum_assignment(graph, maximize=True)
                 matched = [(i, j) for i, j in zip(rows, cols)]
                 best = max(graph[i, j] for i, j in matched)
@@ -172,10 +170,13 @@ def look_alike_case(kind='cuhk'):
     res = {
         # The query's own detection (IoU 1 with the query box: no context),
         # its companion, and a person scoring under the threshold.
-        q: _dets((L, _e(1), 0.99), (R, _e(0, 0, 1), 0.9),
-                 (FAR, _e(0, 0, 0, 1), 0.3)),
-        a: _dets((L, _e(12, 5), 0.9), ([200, 0, 250, 100], _e(0, 1), 0.9)),
-        b: _dets((L, _e(4, 3), 0.9), (R, _e(0, 0, 24, 7), 0.9)),
+        q:
+        _dets((L, _e(1), 0.99), (R, _e(0, 0, 1), 0.9),
+              (FAR, _e(0, 0, 0, 1), 0.3)),
+        a:
+        _dets((L, _e(12, 5), 0.9), ([200, 0, 250, 100], _e(0, 1), 0.9)),
+        b:
+        _dets((L, _e(4, 3), 0.9), (R, _e(0, 0, 24, 7), 0.9)),
     }
     if kind == 'cuhk':
         queries = [Query(q, _f32(L), 0, -1, [(a, None), (b, _f32(L))])]
@@ -274,8 +275,7 @@ def unmatched_query_case():
         'y.jpg': _dets((L, _e(.7, 0, 0, np.sqrt(.51)), 0.9)),
     }
     queries = [
-        Query('q.jpg', _f32(L), 0, -1, [('x.jpg', _f32(R)),
-                                        ('y.jpg', None)])
+        Query('q.jpg', _f32(L), 0, -1, [('x.jpg', _f32(R)), ('y.jpg', None)])
     ]
     results = dict(
         gallery=res,
@@ -344,7 +344,11 @@ def test_defaults_and_bad_k():
 # --------------------------------------------------------- random results
 
 
-def make_groups_case(seed, kind='cuhk', n_img=16, n_query=10, dim=16,
+def make_groups_case(seed,
+                     kind='cuhk',
+                     n_img=16,
+                     n_query=10,
+                     dim=16,
                      alone=False):
     """Random results where persons walk in groups (so the context says
     something), every embedding distinct (Gaussian noise around the
@@ -353,8 +357,10 @@ def make_groups_case(seed, kind='cuhk', n_img=16, n_query=10, dim=16,
     rng = np.random.default_rng(seed)
     n_pid = 12
     protos = rng.standard_normal((n_pid, dim))
-    groups = [list(rng.choice(n_pid, int(rng.integers(2, 4)), replace=False))
-              for _ in range(6)]
+    groups = [
+        list(rng.choice(n_pid, int(rng.integers(2, 4)), replace=False))
+        for _ in range(6)
+    ]
     gallery, res, persons = {}, {}, []
     for i in range(n_img):
         img_id = f'c{i % 3 + 1}s1_{i:04d}.jpg'
@@ -362,8 +368,8 @@ def make_groups_case(seed, kind='cuhk', n_img=16, n_query=10, dim=16,
             pids = [int(rng.integers(n_pid))]
         else:
             pids = []
-            for g in rng.choice(len(groups), int(rng.integers(1, 3)),
-                                replace=False):
+            for g in rng.choice(
+                    len(groups), int(rng.integers(1, 3)), replace=False):
                 pids += [p for p in groups[g] if rng.random() < 0.8]
             pids = list(dict.fromkeys(pids))[:5] or [int(rng.integers(n_pid))]
             if rng.random() < 0.3:
@@ -484,8 +490,7 @@ def _tree_results(protocol, seed):
     gallery = {}
     for img_id, g in protocol.gallery.items():
         n = len(g.person_ids)
-        emb = protos[g.person_ids % 1000] + 1.2 * rng.standard_normal(
-            (n, dim))
+        emb = protos[g.person_ids % 1000] + 1.2 * rng.standard_normal((n, dim))
         boxes = g.boxes.astype(np.float32)
         if rng.random() < 0.5:
             boxes = np.concatenate([boxes, _f32([[0, 0, 9, 20]])])
@@ -529,8 +534,7 @@ def test_offline_and_in_model_agree(trees, tmp_path, kind):
             str(tmp_path / 'cbgm.json')
         ])
         plain = cli.main([res, '--dataset', kind, '--data-root', root])
-        metrics = _in_model(
-            PersonSearchMetric(kind, root, cbgm=True), results)
+        metrics = _in_model(PersonSearchMetric(kind, root, cbgm=True), results)
     with open(tmp_path / 'cbgm.json') as f:
         written = json.load(f)
     for key in SEARCH + ('det_ap', 'labeled_det_recall'):
@@ -570,8 +574,7 @@ def test_cli_k_options(trees, tmp_path, capsys):
                 '0'
             ])
         with pytest.raises(SystemExit, match='need --cbgm'):
-            cli.main(
-                [res, '--dataset', 'cuhk', '--data-root', root, opt, '3'])
+            cli.main([res, '--dataset', 'cuhk', '--data-root', root, opt, '3'])
         with pytest.raises(SystemExit):  # argparse: not an int
             cli.main([
                 res, '--dataset', 'cuhk', '--data-root', root, '--cbgm', opt,
@@ -597,15 +600,21 @@ def test_metric_missing_query_image(monkeypatch):
         'load_cuhk_protocol',
         lambda root, size=100: copy.deepcopy(protocol),
         raising=False)
-    kept = dict(results, gallery={
-        k: v for k, v in results['gallery'].items() if k != 'q.jpg'})
+    kept = dict(
+        results,
+        gallery={
+            k: v
+            for k, v in results['gallery'].items() if k != 'q.jpg'
+        })
     assert _in_model(PersonSearchMetric('cuhk', 'r'),
                      kept)['search/top1'] == 0.0
     with pytest.raises(KeyError, match=r'q\.jpg'):
         _in_model(PersonSearchMetric('cuhk', 'r', cbgm=True), kept)
     # With the image processed, CBGM puts the true person first.
-    full = dict(kept, gallery=dict(kept['gallery'],
-                                   **{'q.jpg': results['gallery']['q.jpg']}))
+    full = dict(
+        kept,
+        gallery=dict(kept['gallery'], **{'q.jpg':
+                                         results['gallery']['q.jpg']}))
     protocol.gallery['q.jpg'] = _img('q.jpg', [L, R], [0, 1])
     assert _in_model(PersonSearchMetric('cuhk', 'r', cbgm=True),
                      full)['search/top1'] == 1.0

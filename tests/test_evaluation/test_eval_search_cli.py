@@ -91,8 +91,13 @@ def test_prw_cross_camera(trees, tmp_path):
             assert summary['mAP'] == pytest.approx(ap[valid].mean(), abs=1e-9)
             assert summary['top5'] == pytest.approx(hits[valid, 1].mean())
         direct = evaluate_person_search(results, protocol)
-    assert {k: v for k, v in standard.items() if k != 'settings'} == {
-        k: direct[k] for k in KEYS}
+    assert {
+        k: v
+        for k, v in standard.items() if k != 'settings'
+    } == {
+        k: direct[k]
+        for k in KEYS
+    }
     assert standard['settings']['camera'] == 'all frames'
     assert cross['settings']['camera'] == 'cross-camera'
     assert standard['settings']['gallery_sizes'] is None

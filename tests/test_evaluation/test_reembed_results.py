@@ -97,13 +97,17 @@ def test_existing_out_refused_before_any_work(tmp_path):
     out = tmp_path / 'earlier.pkl'
     out.write_bytes(b'earlier')
     with pytest.raises(SystemExit, match='already exists'):
-        _tool().main(['no_such.pkl', '--dataset', 'cuhk', '--data-root',
-                      'nowhere', '--out', str(out)])
+        _tool().main([
+            'no_such.pkl', '--dataset', 'cuhk', '--data-root', 'nowhere',
+            '--out',
+            str(out)
+        ])
     assert out.read_bytes() == b'earlier'
     with pytest.raises(SystemExit, match='needs an embedder'):
-        _tool().main([str(out), '--dataset', 'cuhk', '--data-root',
-                      'nowhere', '--out', str(tmp_path / 'new.pkl'),
-                      '--boxes', 'gt'])
+        _tool().main([
+            str(out), '--dataset', 'cuhk', '--data-root', 'nowhere', '--out',
+            str(tmp_path / 'new.pkl'), '--boxes', 'gt'
+        ])
 
 
 def test_reid_embeds_crops(tmp_path):

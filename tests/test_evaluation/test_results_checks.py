@@ -41,8 +41,8 @@ BAD_DETECTIONS = [
     (_set('a.jpg', 'bboxes', (1, 2), 3e38), "gallery image 'a.jpg': bboxes"
      ' row 1 = [300.0, 300.0, 3.0000000054977558e+38, 500.0] is far outside'),
     # scores outside [0, 1] crossed the score threshold
-    (_set('a.jpg', 'scores', 0, 1.5),
-     "gallery image 'a.jpg': scores row 0 = 1.5 is outside [0, 1]"),
+    (_set('a.jpg', 'scores', 0,
+          1.5), "gallery image 'a.jpg': scores row 0 = 1.5 is outside [0, 1]"),
     (_set('a.jpg', 'scores', 0, -0.5),
      "gallery image 'a.jpg': scores row 0 = -0.5 is outside [0, 1]"),
     # zero-width embeddings: a raw numpy reshape error
@@ -80,8 +80,11 @@ def test_bad_detections_are_refused_naming_image_row_and_value(
      'expected D >= 1'),
 ])
 def test_gallery_index_refuses_the_same_rows_with_the_same_words(row, text):
-    arrays = dict(bboxes=[[0, 0, 5, 9]], scores=[0.9],
-                  embeddings=np.ones((1, 3)), image_inds=[0])
+    arrays = dict(
+        bboxes=[[0, 0, 5, 9]],
+        scores=[0.9],
+        embeddings=np.ones((1, 3)),
+        image_inds=[0])
     arrays.update(row)
     with pytest.raises(ValueError) as e:
         GalleryIndex(['a.jpg'], **arrays)
@@ -110,13 +113,15 @@ def test_legitimate_boxes_near_the_border_are_kept():
 def test_a_results_path_that_is_a_folder_is_named_as_one(tmp_path, trees):
     folder = tmp_path / 'res.pkl'
     folder.mkdir()
-    with pytest.raises(FileNotFoundError,
-                       match=f'results file {folder} is a folder'):
+    with pytest.raises(
+            FileNotFoundError, match=f'results file {folder} is a folder'):
         load_search_results(str(folder))
     cli = load_eval_search()
     with pytest.raises(SystemExit, match=f'{folder} is a folder'):
-        cli.main([str(folder), '--dataset', 'cuhk', '--data-root',
-                  str(trees / 'cuhk')])
+        cli.main([
+            str(folder), '--dataset', 'cuhk', '--data-root',
+            str(trees / 'cuhk')
+        ])
 
 
 # ------------------------------------------------------------- CBGM bounds
@@ -125,34 +130,38 @@ def test_cbgm_k_beyond_what_the_results_hold_is_refused(trees, tmp_path):
     protocol = load_cuhk_protocol(root, 100)
     results = perfect_results(protocol)
     n_det = sum(len(g['scores']) for g in results['gallery'].values())
-    most = max(len(results['gallery'][q['img_id']]['scores'])
-               for q in results['query'])
+    most = max(
+        len(results['gallery'][q['img_id']]['scores'])
+        for q in results['query'])
     # k2 = 100000 allocated a (Q, k2, D) context: a 7 GB MemoryError
-    with pytest.raises(ValueError,
-                       match=rf'cbgm_k2 100000: .* no query image of the '
-                       rf'results holds more than {most} detections .* '
-                       rf'expected cbgm_k2 <= {most + 1}'):
+    with pytest.raises(
+            ValueError,
+            match=rf'cbgm_k2 100000: .* no query image of the '
+            rf'results holds more than {most} detections .* '
+            rf'expected cbgm_k2 <= {most + 1}'):
         evaluate_person_search(results, protocol, cbgm=True, cbgm_k2=100000)
-    with pytest.raises(ValueError, match=rf'cbgm_k1 {n_det + 1}: .* holds '
-                       rf'{n_det} detections .* <= {n_det}'):
-        evaluate_person_search(
-            results, protocol, cbgm=True, cbgm_k1=n_det + 1)
+    with pytest.raises(
+            ValueError,
+            match=rf'cbgm_k1 {n_det + 1}: .* holds '
+            rf'{n_det} detections .* <= {n_det}'):
+        evaluate_person_search(results, protocol, cbgm=True, cbgm_k1=n_det + 1)
     # the largest values it can hold, and SeqNet's, are scored
-    evaluate_person_search(results, protocol, cbgm=True, cbgm_k1=n_det,
-                           cbgm_k2=most + 1)
-    evaluate_person_search(results, protocol, cbgm=True, cbgm_k1=10,
-                           cbgm_k2=3)
+    evaluate_person_search(
+        results, protocol, cbgm=True, cbgm_k1=n_det, cbgm_k2=most + 1)
+    evaluate_person_search(results, protocol, cbgm=True, cbgm_k1=10, cbgm_k2=3)
     # the CLI names its option and the file, before scoring
     res = str(tmp_path / 'res.pkl')
     save_search_results(results, res)
     cli = load_eval_search()
-    for opt, value in (('--cbgm-k2', '100000'),
-                       ('--cbgm-k1', str(n_det + 1))):
-        with pytest.raises(SystemExit,
-                           match=rf'{opt} {value}: .*{res}.* expected '
-                           rf'{opt} <= '):
-            cli.main([res, '--dataset', 'cuhk', '--data-root', root,
-                      '--cbgm', opt, value])
+    for opt, value in (('--cbgm-k2', '100000'), ('--cbgm-k1', str(n_det + 1))):
+        with pytest.raises(
+                SystemExit,
+                match=rf'{opt} {value}: .*{res}.* expected '
+                rf'{opt} <= '):
+            cli.main([
+                res, '--dataset', 'cuhk', '--data-root', root, '--cbgm', opt,
+                value
+            ])
 
 
 @pytest.mark.parametrize('kind', ['cuhk', 'prw'])

@@ -22,8 +22,10 @@ from mmpsearch.testing.released_trees import write_cuhk, write_cuhk_subset
 from .eval_utils import load_eval_search
 from .ps_eval_reference import ref_search
 
-FILES = {'occlusion': ('Occlusion.mat', 'Occlusion1'),
-         'resolution': ('Resolution.mat', 'Test_Size')}
+FILES = {
+    'occlusion': ('Occlusion.mat', 'Occlusion1'),
+    'resolution': ('Resolution.mat', 'Test_Size')
+}
 
 
 @pytest.fixture(scope='module')
@@ -31,7 +33,11 @@ def tree(tmp_path_factory):
     """20 queries; 2 occluded, 5 small (tests/test_datasets checks which)."""
     root = str(tmp_path_factory.mktemp('subset_numbers') / 'cuhk')
     make_synthetic(
-        'cuhk', root, num_images=202, num_ids=40, seed=3,
+        'cuhk',
+        root,
+        num_images=202,
+        num_ids=40,
+        seed=3,
         image_size=(160, 120))
     return root
 
@@ -52,13 +58,14 @@ def _results(protocol, seed):
         gallery[img_id] = dict(
             bboxes=boxes,
             scores=rng.choice([0.3, 0.6, 0.9], 2 * n).astype(np.float32),
-            embeddings=np.concatenate(
-                [emb, rng.standard_normal((n, dim))]).astype(np.float32))
+            embeddings=np.concatenate([emb, rng.standard_normal(
+                (n, dim))]).astype(np.float32))
     query = [
-        dict(img_id=q.img_id, bbox=q.box.astype(np.float32),
-             embedding=(ids[q.person_id] +
-                        rng.standard_normal(dim)).astype(np.float32))
-        for q in protocol.queries
+        dict(
+            img_id=q.img_id,
+            bbox=q.box.astype(np.float32),
+            embedding=(ids[q.person_id] + rng.standard_normal(dim)).astype(
+                np.float32)) for q in protocol.queries
     ]
     return dict(gallery=gallery, query=query)
 
@@ -76,8 +83,7 @@ def _subset_indices(root, name, testg_size=100):
     testg = entries(
         osp.join(root, 'annotation', 'test', 'train_test',
                  f'TestG{testg_size}.mat'), f'TestG{testg_size}')
-    sub = entries(osp.join(root, 'annotation', 'test', 'subset', fname),
-                  var)
+    sub = entries(osp.join(root, 'annotation', 'test', 'subset', fname), var)
     return [testg.index(e) for e in sub]
 
 
@@ -85,8 +91,11 @@ def _restricted(results, protocol, idx):
     """The reference numbers of ``protocol`` over the queries ``idx``."""
     ap, hits, num_gt = ref_search(results, protocol)
     assert (num_gt[idx] > 0).all()
-    return dict(mAP=ap[idx].mean(), top1=hits[idx, 0].mean(),
-                top5=hits[idx, 1].mean(), top10=hits[idx, 2].mean())
+    return dict(
+        mAP=ap[idx].mean(),
+        top1=hits[idx, 0].mean(),
+        top5=hits[idx, 1].mean(),
+        top10=hits[idx, 2].mean())
 
 
 def _check(metrics, suffix, expected):
@@ -131,8 +140,8 @@ def test_subset_searches_its_own_gallery_lists(tmp_path):
         # the reference on a protocol built here from the subset file
         fname, var = FILES[name]
         queries, idx = [], []
-        for r in loadmat(osp.join(root, 'annotation', 'test', 'subset',
-                                  fname))[var][0]:
+        for r in loadmat(
+                osp.join(root, 'annotation', 'test', 'subset', fname))[var][0]:
             q = r['Query'][0, 0]
             x, y, w, h = q['idlocate'][0].tolist()
             i = [(e.img_id, e.box.tolist()) for e in full.queries].index(
@@ -144,12 +153,14 @@ def test_subset_searches_its_own_gallery_lists(tmp_path):
                     gx, gy, gw, gh = g['idlocate'][0].tolist()
                     b = np.array([gx, gy, gx + gw, gy + gh], np.float32)
                 gallery.append((str(g['imname'][0]), b))
-            queries.append(Query(full.queries[i].img_id, full.queries[i].box,
-                                 i, -1, gallery))
+            queries.append(
+                Query(full.queries[i].img_id, full.queries[i].box, i, -1,
+                      gallery))
             idx.append(i)
         ref_protocol = SearchProtocol('cuhk', full.gallery, queries)
-        ref_results = dict(gallery=results['gallery'],
-                           query=[results['query'][i] for i in idx])
+        ref_results = dict(
+            gallery=results['gallery'],
+            query=[results['query'][i] for i in idx])
         ap, hits, _ = ref_search(ref_results, ref_protocol)
         assert sub.query_indices.tolist() == idx
         assert metrics[f'mAP_{name}'] == pytest.approx(ap.mean(), abs=1e-9)
@@ -161,10 +172,9 @@ def test_subsets_with_cbgm(tree):
     full = load_cuhk_protocol(tree, 100)
     results = _results(full, 2)
     subsets = [load_cuhk_subset(tree, n, full) for n in FILES]
-    metrics = evaluate_person_search(
-        results, full, cbgm=True, subsets=subsets)
-    pack = pack_gallery_detections(results['gallery'], list(full.gallery),
-                                   0.5, 16)
+    metrics = evaluate_person_search(results, full, cbgm=True, subsets=subsets)
+    pack = pack_gallery_detections(results['gallery'], list(full.gallery), 0.5,
+                                   16)
     q_emb = np.stack([q['embedding'] for q in results['query']])
     per_query = eval_search_cuhk(
         pack, q_emb, full, cbgm=CBGM.from_results(results, 10, 3, 0.5))
@@ -178,10 +188,14 @@ def test_subsets_with_cbgm(tree):
 
 def _processed(results):
     """``results`` as ``PersonSearchMetric.process`` keeps them."""
-    out = [dict(split='gallery', img_id=k, **v)
-           for k, v in results['gallery'].items()]
-    out += [dict(split='query', query_index=i, **q)
-            for i, q in enumerate(results['query'])]
+    out = [
+        dict(split='gallery', img_id=k, **v)
+        for k, v in results['gallery'].items()
+    ]
+    out += [
+        dict(split='query', query_index=i, **q)
+        for i, q in enumerate(results['query'])
+    ]
     return out
 
 
@@ -189,7 +203,8 @@ def test_metric_rows(tree, tmp_path):
     full = load_cuhk_protocol(tree, 100)
     results = _results(full, 3)
     direct = evaluate_person_search(
-        results, full,
+        results,
+        full,
         subsets=[load_cuhk_subset(tree, n, full) for n in FILES])
     metric = PersonSearchMetric(
         'cuhk', tree, subsets=('occlusion', 'resolution'))
@@ -200,8 +215,8 @@ def test_metric_rows(tree, tmp_path):
                              'subset, *_resolution keys: the resolution '
                              'subset')
     table = PersonSearchMetric.format_table(
-        got, [100], False,
-        [('occlusion (2)', '_occlusion'), ('resolution (5)', '_resolution')])
+        got, [100], False, [('occlusion (2)', '_occlusion'),
+                            ('resolution (5)', '_resolution')])
     assert 'occlusion (2)' in table and 'resolution (5)' in table
 
     # 'auto' on a tree without the files: the keys of old
@@ -222,8 +237,8 @@ def test_metric_rows(tree, tmp_path):
     with pytest.raises(ValueError, match='not a CUHK-SYSU query subset'):
         PersonSearchMetric('cuhk', tree, subsets=['occluded'])
     with pytest.raises(ValueError, match='subset_gallery_size'):
-        PersonSearchMetric('cuhk', tree, subsets='auto',
-                           subset_gallery_size=77)
+        PersonSearchMetric(
+            'cuhk', tree, subsets='auto', subset_gallery_size=77)
 
 
 def test_eval_search_subset_flag(tree, tmp_path, capsys):
@@ -235,8 +250,8 @@ def test_eval_search_subset_flag(tree, tmp_path, capsys):
     cli = load_eval_search()
     out = str(tmp_path / 'occ.json')
     summary = cli.main([
-        res, '--dataset', 'cuhk', '--data-root', tree, '--subset',
-        'occlusion', '--json', out
+        res, '--dataset', 'cuhk', '--data-root', tree, '--subset', 'occlusion',
+        '--json', out
     ])
     with open(out) as f:
         assert json.load(f) == summary
@@ -260,14 +275,17 @@ def test_eval_search_subset_flag(tree, tmp_path, capsys):
     _check(several['100'], '', _restricted(results, full, idx))
 
     with pytest.raises(SystemExit, match='CUHK-SYSU only'):
-        cli.main([res, '--dataset', 'prw', '--data-root', tree, '--subset',
-                  'occlusion'])
+        cli.main([
+            res, '--dataset', 'prw', '--data-root', tree, '--subset',
+            'occlusion'
+        ])
     bare = str(tmp_path / 'bare')
     write_cuhk(bare, sizes=(100, ))
     bare_res = str(tmp_path / 'bare.pkl')
-    save_search_results(_results(load_cuhk_protocol(bare, 100), 6),
-                        bare_res)
-    with pytest.raises(FileNotFoundError,
-                       match=r'subset.Resolution\.mat does not exist'):
-        cli.main([bare_res, '--dataset', 'cuhk', '--data-root', bare,
-                  '--subset', 'resolution'])
+    save_search_results(_results(load_cuhk_protocol(bare, 100), 6), bare_res)
+    with pytest.raises(
+            FileNotFoundError, match=r'subset.Resolution\.mat does not exist'):
+        cli.main([
+            bare_res, '--dataset', 'cuhk', '--data-root', bare, '--subset',
+            'resolution'
+        ])

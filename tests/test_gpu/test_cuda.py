@@ -57,7 +57,8 @@ def test_mmcv_ops_are_compiled_for_torch_cuda():
     boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.],
                           [20., 20., 30., 30.]]).cuda()
     scores = torch.tensor([0.9, 0.8, 0.7]).cuda()
-    _, keep = batched_nms(boxes, scores, torch.zeros(3).cuda(),
+    _, keep = batched_nms(boxes, scores,
+                          torch.zeros(3).cuda(),
                           dict(type='nms', iou_threshold=0.5))
     assert keep.tolist() == [0, 2]
 
@@ -77,9 +78,13 @@ def _inputs(model, device, h=240, w=320):
     image = (torch.rand(3, h, w, generator=gen) * 255).to(device)
     sample = DetDataSample(
         metainfo=dict(
-            img_id='gpu_check.jpg', img_shape=(h, w), ori_shape=(h, w),
-            scale_factor=(1.0, 1.0), split='gallery',
-            batch_input_shape=(h, w), pad_shape=(h, w)))
+            img_id='gpu_check.jpg',
+            img_shape=(h, w),
+            ori_shape=(h, w),
+            scale_factor=(1.0, 1.0),
+            split='gallery',
+            batch_input_shape=(h, w),
+            pad_shape=(h, w)))
     return model.data_preprocessor(
         dict(inputs=[image], data_samples=[sample]), False)
 
@@ -103,7 +108,7 @@ def test_psdiff_predicts_on_cuda_as_on_cpu():
     iou = box_iou(ref.bboxes[:k], out.bboxes)
     best = iou.argmax(dim=1)
     assert (iou.max(dim=1).values > 0.99).all(), iou.max(dim=1).values
-    torch.testing.assert_close(out.scores[best], ref.scores[:k],
-                               atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(
+        out.scores[best], ref.scores[:k], atol=1e-3, rtol=1e-3)
     cos = F.cosine_similarity(out.embeddings[best], ref.embeddings[:k])
     assert (cos > 0.999).all(), cos

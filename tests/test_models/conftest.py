@@ -87,8 +87,7 @@ def gallery_and_query_outputs(runner: Runner) -> Tuple:
     assert gallery['data_samples'].metainfo['split'] == 'gallery'
     assert query['data_samples'].metainfo['split'] == 'query'
     with torch.no_grad():
-        g_out, q_out = runner.model.test_step(
-            pseudo_collate([gallery, query]))
+        g_out, q_out = runner.model.test_step(pseudo_collate([gallery, query]))
     info = dataset.get_data_info(len(dataset) - 1)
     return g_out, q_out, torch.tensor(info['instances'][0]['bbox'])
 

@@ -183,8 +183,8 @@ def test_model_roi_features_are_those_of_contiguous_maps(tiny_diffps):
         with torch.no_grad():
             expected = extractor(tuple(m.contiguous() for m in maps), rois)
         assert float(expected.abs().max()) > 0, key
-        torch.testing.assert_close(feats, expected, rtol=1e-5, atol=1e-6,
-                                   msg=lambda m: f'{key}: {m}')
+        torch.testing.assert_close(
+            feats, expected, rtol=1e-5, atol=1e-6, msg=lambda m: f'{key}: {m}')
 
 
 def test_roi_heads_read_channels_last_maps_as_contiguous_ones(tiny_diffps):
@@ -198,9 +198,10 @@ def test_roi_heads_read_channels_last_maps_as_contiguous_ones(tiny_diffps):
         torch.tensor([[8., 16., 72., 120.], [40., 8., 120., 100.]]),
         torch.tensor([[16., 24., 96., 112.]]),
     ]
-    rois = torch.cat(
-        [torch.cat([b.new_full((len(b), 1), i), b], 1)
-         for i, b in enumerate(boxes)])
+    rois = torch.cat([
+        torch.cat([b.new_full((len(b), 1), i), b], 1)
+        for i, b in enumerate(boxes)
+    ])
     cl_det = tuple(m.to(memory_format=torch.channels_last) for m in det_maps)
     cl_reid = reid_map.to(memory_format=torch.channels_last)
     assert not cl_det[0].is_contiguous() and not cl_reid.is_contiguous()

@@ -62,19 +62,22 @@ def run_demo(tmp_path: Path, variant: str) -> tuple:
     fake.write_text(FAKE_PYTHON.format(python=sys.executable))
     fake.chmod(0o755)
     log = tmp_path / 'commands.log'
-    env = dict(os.environ, PY=str(fake), FAKE_LOG=str(log),
-               DEMO_VARIANT=variant)
-    proc = subprocess.run(['bash', str(tmp_path / 'scripts' / 'demo.sh')],
-                          env=env, capture_output=True, text=True,
-                          timeout=60)
+    env = dict(
+        os.environ, PY=str(fake), FAKE_LOG=str(log), DEMO_VARIANT=variant)
+    proc = subprocess.run(
+        ['bash', str(tmp_path / 'scripts' / 'demo.sh')],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60)
     commands = log.read_text().splitlines() if log.exists() else []
     return proc, commands
 
 
 def test_scripts_parse():
     for name in ('demo.sh', 'prepare_synthetic.sh', 'baseline.sh'):
-        subprocess.run(['bash', '-n', str(REPO / 'scripts' / name)],
-                       check=True)
+        subprocess.run(
+            ['bash', '-n', str(REPO / 'scripts' / name)], check=True)
 
 
 @pytest.mark.skipif(shutil.which('make') is None, reason='needs make')
@@ -85,8 +88,11 @@ def test_makefile_targets():
     dry = {}
     for target in ('demo', 'demo-quick'):
         dry[target] = subprocess.run(
-            ['make', '-n', '-C', str(REPO), target, 'VENV=/nonexistent'],
-            capture_output=True, text=True, check=True).stdout
+            ['make', '-n', '-C',
+             str(REPO), target, 'VENV=/nonexistent'],
+            capture_output=True,
+            text=True,
+            check=True).stdout
     assert 'DEMO_VARIANT=quick bash scripts/demo.sh' in dry['demo-quick']
     assert 'bash scripts/install.sh' in dry['demo-quick']  # after install
     assert 'DEMO_VARIANT=full bash scripts/demo.sh' in dry['demo']
@@ -126,12 +132,15 @@ def test_quick_variant_runs_its_own_chain(tmp_path):
     assert 'evaluation at 1, 8 steps' in proc.stdout
     # nothing but the quick variant's folders was written
     written = {p.name for p in tmp_path.iterdir()}
-    assert written == {'scripts', 'fake_python', 'commands.log', 'data',
-                       'work_dirs'}
-    assert {p.name for p in (tmp_path / 'data').iterdir()} == {
-        'synthetic_cuhk_quick'}
-    assert {p.name for p in (tmp_path / 'work_dirs').iterdir()} == {
-        'teacher_synthetic_quick', 'psdiff_r18_synthetic_quick'}
+    assert written == {
+        'scripts', 'fake_python', 'commands.log', 'data', 'work_dirs'
+    }
+    assert {p.name
+            for p in (tmp_path / 'data').iterdir()
+            } == {'synthetic_cuhk_quick'}
+    assert {p.name
+            for p in (tmp_path / 'work_dirs').iterdir()
+            } == {'teacher_synthetic_quick', 'psdiff_r18_synthetic_quick'}
 
 
 def test_full_variant_is_unchanged(tmp_path):
@@ -155,6 +164,7 @@ def test_unknown_variant_is_refused(tmp_path):
 def _normalised(cfg: Config):
     """The config as a dict, the quick variant's paths replaced by the full
     demo's."""
+
     def walk(node):
         if isinstance(node, dict):
             return {k: walk(v) for k, v in node.items()}
@@ -179,15 +189,16 @@ def _strings(node):
         yield node
 
 
-@pytest.mark.parametrize('quick, full, schedule', [
-    (QUICK_PSDIFF, 'configs/psdiff/psdiff_r18_synthetic.py',
-     {'train_cfg', 'param_scheduler', 'default_hooks', 'max_iters'}),
-    # the crop split: fewer boxes per identity in 150 scenes
-    (QUICK_TEACHER, 'configs/teacher/teacher_synthetic.py',
-     {'train_dataloader', 'val_dataloader', 'test_dataloader'}),
-])
-def test_quick_configs_differ_only_in_data_and_schedule(
-        quick, full, schedule):
+@pytest.mark.parametrize(
+    'quick, full, schedule',
+    [
+        (QUICK_PSDIFF, 'configs/psdiff/psdiff_r18_synthetic.py',
+         {'train_cfg', 'param_scheduler', 'default_hooks', 'max_iters'}),
+        # the crop split: fewer boxes per identity in 150 scenes
+        (QUICK_TEACHER, 'configs/teacher/teacher_synthetic.py',
+         {'train_dataloader', 'val_dataloader', 'test_dataloader'}),
+    ])
+def test_quick_configs_differ_only_in_data_and_schedule(quick, full, schedule):
     cfg = Config.fromfile(str(REPO / quick))
     # every path is the quick variant's, none the full demo's
     for text in _strings(cfg.to_dict()):
@@ -218,7 +229,9 @@ def test_quick_psdiff_schedule():
     assert cfg.default_hooks.checkpoint.interval == 500
     assert cfg.default_hooks.checkpoint.max_keep_ckpts == 1
     hooks = {k: v for k, v in cfg.default_hooks.items() if k != 'checkpoint'}
-    assert hooks == {k: v for k, v in full.default_hooks.items()
-                     if k != 'checkpoint'}
+    assert hooks == {
+        k: v
+        for k, v in full.default_hooks.items() if k != 'checkpoint'
+    }
     assert cfg.model.backbone.init_cfg.checkpoint == \
         'work_dirs/teacher_synthetic_quick/iter_150.pth'

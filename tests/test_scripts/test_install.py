@@ -135,9 +135,8 @@ def test_old_key_wheels_move_to_the_key_of_their_ops(tmp_path):
     # a CUDA wheel goes to the cuda key of this torch's CUDA
     cuda = _fake_wheel(wheels / old / name, cuda=True)
     assert mc.wheel_ops_kind(str(cuda)) == 'cuda'
-    assert mc.adopt_old_wheels(str(wheels), old, '13.0') == [
-        str(wheels / f'{old}-cuda130' / name)
-    ]
+    assert mc.adopt_old_wheels(
+        str(wheels), old, '13.0') == [str(wheels / f'{old}-cuda130' / name)]
     # nothing is overwritten: a wheel whose place is taken stays
     _fake_wheel(wheels / old / name, cuda=False)
     assert mc.adopt_old_wheels(str(wheels), old, '13.0') == []
@@ -170,7 +169,8 @@ exec {python} -P "$@"
 """
 
 FAKE_MODULES = {
-    'torch/__init__.py': """
+    'torch/__init__.py':
+    """
 import os, types
 __version__ = os.environ['FAKE_TORCH_VERSION']
 version = types.SimpleNamespace(cuda=os.environ.get('FAKE_TORCH_CUDA') or None)
@@ -181,23 +181,29 @@ class cuda:
 def zeros(*args, **kwargs):
     return None
 """,
-    'torch/utils/__init__.py': '',
-    'torch/utils/cpp_extension.py': """
+    'torch/utils/__init__.py':
+    '',
+    'torch/utils/cpp_extension.py':
+    """
 import os
 CUDA_HOME = os.environ.get('FAKE_CUDA_HOME') or None
 """,
-    'torchvision/__init__.py': '',
-    'torchvision/ops.py': 'def nms(*args):\n    return None\n',
+    'torchvision/__init__.py':
+    '',
+    'torchvision/ops.py':
+    'def nms(*args):\n    return None\n',
     # installed: FAKE_MMCV_CUDA is its compiled CUDA version; after a fake
     # `pip install` of a stand-in wheel: that wheel's
-    'mmcv/__init__.py': """
+    'mmcv/__init__.py':
+    """
 import os
 state = os.environ['FAKE_STATE']
 if not os.path.exists(state) and 'FAKE_MMCV_CUDA' not in os.environ:
     raise ImportError('no mmcv')
 __version__ = '2.1.0'
 """,
-    'mmcv/ops.py': """
+    'mmcv/ops.py':
+    """
 import os
 def get_compiling_cuda_version():
     state = os.environ['FAKE_STATE']
@@ -208,13 +214,19 @@ def get_compiling_cuda_version():
                 else 'not available')
     return os.environ['FAKE_MMCV_CUDA']
 """,
-    'mmpsearch/__init__.py': "__version__ = 'fake'\n",
-    'mmdet/__init__.py': '',
-    'mmpretrain/__init__.py': '',
-    'diffusers/__init__.py': '',
+    'mmpsearch/__init__.py':
+    "__version__ = 'fake'\n",
+    'mmdet/__init__.py':
+    '',
+    'mmpretrain/__init__.py':
+    '',
+    'diffusers/__init__.py':
+    '',
     # get_installed_path: the folder mim would look in (FAKE_MIM_ROOT)
-    'mim/__init__.py': '',
-    'mim/utils.py': """
+    'mim/__init__.py':
+    '',
+    'mim/utils.py':
+    """
 import os
 def get_installed_path(package):
     return os.environ['FAKE_MIM_ROOT']
@@ -247,7 +259,10 @@ def fake_install(tmp_path):
     # step 3's stamp: the requirements are "installed"
     stamp = subprocess.run(
         'cat requirements/*.txt setup.py | sha256sum | cut -d" " -f1',
-        shell=True, cwd=REPO, capture_output=True, text=True).stdout
+        shell=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True).stdout
     (venv / '.mmpsearch-install-stamp').write_text(stamp)
     cuda_home = tmp_path / 'cuda'
     (cuda_home / 'bin').mkdir(parents=True)

@@ -20,8 +20,9 @@ def _model():
 def test_train_batch_gives_finite_psdiff_losses():
     model = _model()
     data = model.data_preprocessor(
-        demo_ps_inputs(split='train',
-                       diffusion=dict(num_proposals=N, embed_dims=D)), True)
+        demo_ps_inputs(
+            split='train', diffusion=dict(num_proposals=N, embed_dims=D)),
+        True)
     losses = model.loss(data['inputs'], data['data_samples'])
     total = sum(v for k, v in losses.items() if 'loss' in k)
     assert torch.isfinite(total) and total > 0
@@ -30,8 +31,9 @@ def test_train_batch_gives_finite_psdiff_losses():
 def test_query_batch_gives_the_query_box_back():
     model = _model().eval()
     batch = demo_ps_inputs(batch_size=2, num_persons=3, split='query')
-    given = [s.gt_instances.bboxes.tensor.clone()
-             for s in batch['data_samples']]
+    given = [
+        s.gt_instances.bboxes.tensor.clone() for s in batch['data_samples']
+    ]
     data = model.data_preprocessor(batch, False)
     with torch.no_grad():
         out = model.predict(data['inputs'], data['data_samples'])

@@ -17,10 +17,12 @@ def tool_env(cuda: bool = False) -> dict:
     env = dict(os.environ)
     if not cuda:
         env['CUDA_VISIBLE_DEVICES'] = ''
-    env['PYTHONPATH'] = os.pathsep.join(
-        [str(REPO), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
+    env['PYTHONPATH'] = os.pathsep.join([str(REPO),
+                                         env.get('PYTHONPATH',
+                                                 '')]).rstrip(os.pathsep)
     env['PATH'] = os.pathsep.join(
-        [str(Path(sys.executable).parent), env.get('PATH', '')])
+        [str(Path(sys.executable).parent),
+         env.get('PATH', '')])
     env['OMP_NUM_THREADS'] = '1'
     return env
 
@@ -34,8 +36,10 @@ def make_oracle_scenes(tmp: Path):
     protocol = load_cuhk_protocol(str(root), 50)
     boxes_file = tmp / 'boxes.json'
     boxes_file.write_text(
-        json.dumps({n: g.boxes.tolist()
-                    for n, g in protocol.gallery.items()}))
+        json.dumps({
+            n: g.boxes.tolist()
+            for n, g in protocol.gallery.items()
+        }))
     return root, boxes_file
 
 

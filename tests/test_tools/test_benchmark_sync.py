@@ -18,8 +18,8 @@ def _benchmark_tool():
 def test_timer_synchronises_the_given_device(monkeypatch):
     bench = _benchmark_tool()
     synced = []
-    monkeypatch.setattr(torch.cuda, 'synchronize',
-                        lambda device=None: synced.append(device))
+    monkeypatch.setattr(
+        torch.cuda, 'synchronize', lambda device=None: synced.append(device))
     device = bench.parse_args(['cfg.py', '--device', 'cuda:1']).device
     out, seconds = bench._timed(lambda: 42, device)
     assert out == 42 and seconds >= 0

@@ -33,9 +33,10 @@ def test_a_checkpoint_that_loads_nothing_is_refused_also_when_partial():
     model = ToyRegressor()
     other = {'state_dict': {'backbone.conv.weight': torch.zeros(3)}}
     # training's allow_partial used to warn, then train from scratch
-    with pytest.raises(CheckpointMismatchError,
-                       match=r'0 of the 2 weights .* Not one weight of it '
-                       r'loads.* remove load_from'):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r'0 of the 2 weights .* Not one weight of it '
+            r'loads.* remove load_from'):
         check_checkpoint_fits(model, other, 'o.pth', allow_partial=True)
     # opted in (tools/test.py --allow-partial, strict=False): a warning
     fit = check_checkpoint_fits(
@@ -43,17 +44,18 @@ def test_a_checkpoint_that_loads_nothing_is_refused_also_when_partial():
     assert fit['loaded'] == 0
     # one weight of two: a partial load_from, warned about
     half = {'linear.weight': torch.zeros(1, 4)}
-    assert check_checkpoint_fits(model, half, 'h.pth',
-                                 allow_partial=True)['loaded'] == 1
+    assert check_checkpoint_fits(
+        model, half, 'h.pth', allow_partial=True)['loaded'] == 1
 
 
 def test_train_refuses_a_load_from_that_loads_nothing(tmp_path):
     ckpt = tmp_path / 'other.pth'
-    torch.save({'state_dict': {'backbone.conv.weight': torch.zeros(3)}},
-               ckpt)
+    torch.save({'state_dict': {'backbone.conv.weight': torch.zeros(3)}}, ckpt)
     work = tmp_path / 'work'
-    proc = run_tool(['tools/train.py', TOY_CONFIG, '--work-dir',
-                     str(work), '--cfg-options', f'load_from={ckpt}'],
+    proc = run_tool([
+        'tools/train.py', TOY_CONFIG, '--work-dir',
+        str(work), '--cfg-options', f'load_from={ckpt}'
+    ],
                     check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()[-1]
@@ -67,17 +69,20 @@ def test_train_refuses_a_load_from_that_loads_nothing(tmp_path):
 # ---------------------------------------------------------------------------
 # --resume past max_iters
 # ---------------------------------------------------------------------------
-def test_resume_past_max_iters_is_refused_before_anything_is_written(
-        tmp_path):
+def test_resume_past_max_iters_is_refused_before_anything_is_written(tmp_path):
     work = tmp_path / 'work'
-    run_tool(['tools/train.py', TOY_CONFIG, '--work-dir', str(work),
-              '--cfg-options', 'train_cfg.max_iters=4'])
+    run_tool([
+        'tools/train.py', TOY_CONFIG, '--work-dir',
+        str(work), '--cfg-options', 'train_cfg.max_iters=4'
+    ])
     saved = work / 'toy_train.py'
     before = (saved.read_text(), saved.stat().st_mtime_ns,
               sorted(os.listdir(work)))
     # used to train nothing, rewrite the config and exit 0
-    proc = run_tool(['tools/train.py', TOY_CONFIG, '--work-dir', str(work),
-                     '--resume', '--cfg-options', 'train_cfg.max_iters=2'],
+    proc = run_tool([
+        'tools/train.py', TOY_CONFIG, '--work-dir',
+        str(work), '--resume', '--cfg-options', 'train_cfg.max_iters=2'
+    ],
                     check=False)
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()[-1]
@@ -88,8 +93,10 @@ def test_resume_past_max_iters_is_refused_before_anything_is_written(
         '--cfg-options train_cfg.max_iters=N with N > 4; to evaluate the '
         'checkpoint, use tools/test.py (see docs/en/refusals.md).')
     # a complete run: nothing to do, said, exit 0, nothing rewritten
-    proc = run_tool(['tools/train.py', TOY_CONFIG, '--work-dir', str(work),
-                     '--resume', '--cfg-options', 'train_cfg.max_iters=4'])
+    proc = run_tool([
+        'tools/train.py', TOY_CONFIG, '--work-dir',
+        str(work), '--resume', '--cfg-options', 'train_cfg.max_iters=4'
+    ])
     assert 'the run is complete, nothing to train' in proc.stdout + \
         proc.stderr
     assert (saved.read_text(), saved.stat().st_mtime_ns,
@@ -97,8 +104,11 @@ def test_resume_past_max_iters_is_refused_before_anything_is_written(
     # a folder for --resume / load_from is named as one
     folder = tmp_path / 'ckpt.pth'
     folder.mkdir()
-    proc = run_tool(['tools/train.py', TOY_CONFIG, '--work-dir',
-                     str(tmp_path / 'w2'), '--resume', str(folder)],
+    proc = run_tool([
+        'tools/train.py', TOY_CONFIG, '--work-dir',
+        str(tmp_path / 'w2'), '--resume',
+        str(folder)
+    ],
                     check=False)
     assert proc.returncode == 1
     assert f'--resume {folder}: is a folder, not a checkpoint file' in \
@@ -114,8 +124,8 @@ def test_teacher_rows_of_zeros_are_refused_naming_row_and_image(tmp_path):
     e[3] = 0  # trained loss_reid to a constant 5.0, exit code 0
     e[4] = 0
     save_teacher_embeddings(path, ['a.jpg', 'b.jpg'],
-                            [np.zeros((2, 4)), np.zeros((3, 4))],
-                            [e[:2], e[2:]])
+                            [np.zeros(
+                                (2, 4)), np.zeros((3, 4))], [e[:2], e[2:]])
     with pytest.raises(ValueError) as info:
         TeacherEmbeddings(path)
     assert str(info.value) == (
@@ -133,9 +143,10 @@ def test_teacher_rows_of_zeros_are_refused_naming_row_and_image(tmp_path):
 # ---------------------------------------------------------------------------
 def test_dataloader_typo_is_refused_before_anything_is_built(tmp_path):
     # was a raw "DataLoader.__init__() got an unexpected keyword argument"
-    with pytest.raises(ConfigKeyError,
-                       match=r"train_dataloader\.batch_sise: not an argument "
-                       r"of the dataloader .* did you mean 'batch_size'\?"):
+    with pytest.raises(
+            ConfigKeyError,
+            match=r"train_dataloader\.batch_sise: not an argument "
+            r"of the dataloader .* did you mean 'batch_size'\?"):
         load_config(TOY_CONFIG, {'train_dataloader.batch_sise': 2})
     # in a config file, too
     cfg_file = tmp_path / 'typo.py'
@@ -144,19 +155,26 @@ def test_dataloader_typo_is_refused_before_anything_is_built(tmp_path):
     with pytest.raises(ConfigKeyError, match="did you mean 'num_workers'"):
         load_config(str(cfg_file))
     # the keys mmengine reads itself, and torch's, are fine
-    load_config(TOY_CONFIG, {'train_dataloader.persistent_workers': False,
-                             'train_dataloader.num_batch_per_epoch': 2})
-    proc = run_tool(['tools/train.py', TOY_CONFIG, '--work-dir',
-                     str(tmp_path / 'w'), '--cfg-options',
-                     'train_dataloader.batch_sise=2'], check=False)
+    load_config(
+        TOY_CONFIG, {
+            'train_dataloader.persistent_workers': False,
+            'train_dataloader.num_batch_per_epoch': 2
+        })
+    proc = run_tool([
+        'tools/train.py', TOY_CONFIG, '--work-dir',
+        str(tmp_path / 'w'), '--cfg-options', 'train_dataloader.batch_sise=2'
+    ],
+                    check=False)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
     assert "did you mean 'batch_size'" in proc.stderr
 
 
 def test_every_shipped_config_has_dataloader_keys_that_exist():
     from mmengine.config import Config
-    files = [f for f in sorted((REPO / 'configs').rglob('*.py'))
-             if '_base_' not in f.parts]
+    files = [
+        f for f in sorted((REPO / 'configs').rglob('*.py'))
+        if '_base_' not in f.parts
+    ]
     assert len(files) > 10
     for f in files:
         check_config_keys(Config.fromfile(str(f)), whole=True)
@@ -172,16 +190,21 @@ def test_subset_file_that_is_a_folder(tmp_path):
     write_cuhk(root, sizes=(50, 100))
     folder = Path(root) / 'annotation' / 'test' / 'subset' / 'Occlusion.mat'
     folder.mkdir(parents=True)
-    with pytest.raises(FileNotFoundError,
-                       match=re.escape(f'{folder} is a folder, not a file')):
+    with pytest.raises(
+            FileNotFoundError,
+            match=re.escape(f'{folder} is a folder, not a file')):
         load_cuhk_subset(root, 'occlusion')
 
 
 def test_test_py_names_a_checkpoint_folder(tmp_path):
     folder = tmp_path / 'ckpt.pth'
     folder.mkdir()
-    proc = run_tool(['tools/test.py', ORACLE, str(folder), '--work-dir',
-                     str(tmp_path / 'w')], check=False)
+    proc = run_tool([
+        'tools/test.py', ORACLE,
+        str(folder), '--work-dir',
+        str(tmp_path / 'w')
+    ],
+                    check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == \
         f'checkpoint {folder} is a folder, not a checkpoint file'
@@ -191,8 +214,8 @@ def test_test_py_names_a_checkpoint_folder(tmp_path):
 # One file for two outputs; refusals name a flag the tool has
 # ---------------------------------------------------------------------------
 def _load(rel: str):
-    spec = importlib.util.spec_from_file_location(
-        f'_tool_{Path(rel).stem}', REPO / rel)
+    spec = importlib.util.spec_from_file_location(f'_tool_{Path(rel).stem}',
+                                                  REPO / rel)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -202,11 +225,14 @@ def test_search_demo_refuses_one_file_for_two_pictures(tmp_path):
     demo = _load('demo/search_demo.py')
     out = str(tmp_path / 'x.png')
     # the steps picture used to replace the search picture
-    with pytest.raises(SystemExit, match=f'--out and --show-steps name the '
-                       f'same file {out}'):
-        demo.main(['cfg', 'ckpt', '--query-img', 'q.jpg', '--query-box',
-                   '1', '2', '3', '4', '--gallery', 'g', '--out', out,
-                   '--show-steps', out])
+    with pytest.raises(
+            SystemExit,
+            match=f'--out and --show-steps name the '
+            f'same file {out}'):
+        demo.main([
+            'cfg', 'ckpt', '--query-img', 'q.jpg', '--query-box', '1', '2',
+            '3', '4', '--gallery', 'g', '--out', out, '--show-steps', out
+        ])
     assert not os.path.exists(out)
 
 
@@ -214,8 +240,8 @@ def _flags(tree: ast.AST) -> set:
     return {
         a.value
         for node in ast.walk(tree) if isinstance(node, ast.Call)
-        and getattr(node.func, 'attr', '') == 'add_argument'
-        for a in node.args if isinstance(a, ast.Constant)
+        and getattr(node.func, 'attr', '') == 'add_argument' for a in node.args
+        if isinstance(a, ast.Constant)
     }
 
 
@@ -225,8 +251,9 @@ def _suggested_flags(tree: ast.AST) -> list:
     out = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or getattr(
-                node.func, 'id', getattr(node.func, 'attr', '')) not in (
-                    'refuse_existing_file', 'refuse_nonempty_dir'):
+                node.func, 'id', getattr(node.func, 'attr',
+                                         '')) not in ('refuse_existing_file',
+                                                      'refuse_nonempty_dir'):
             continue
         flag = node.args[3] if len(node.args) > 3 else next(
             (k.value for k in node.keywords if k.arg == 'flag'), None)
@@ -260,8 +287,12 @@ def test_test_py_json_existing_names_its_flag(tmp_path):
     torch.save({'state_dict': {'dummy': torch.zeros(1)}}, ckpt)
     existing = tmp_path / 'metrics.json'
     existing.write_text(json.dumps({'earlier': 1}))
-    proc = run_tool(['tools/test.py', ORACLE, str(ckpt), '--json',
-                     str(existing), '--work-dir', str(tmp_path / 'w')],
+    proc = run_tool([
+        'tools/test.py', ORACLE,
+        str(ckpt), '--json',
+        str(existing), '--work-dir',
+        str(tmp_path / 'w')
+    ],
                     check=False)
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()[-1]

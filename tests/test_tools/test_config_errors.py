@@ -40,25 +40,30 @@ def test_misspelled_argument_is_refused_with_a_suggestion(key, right):
     assert key in str(err.value)
 
 
-@pytest.mark.parametrize('key', [
-    'model.backbone.init_cfg.checkpoint',  # an existing key
-    'model.backbone.with_cp',  # a new, real argument of ResNet
-    'model.backbone._delete_',  # mmengine's ConfigDict semantics
-    'model.test_cfg.seed',
-    'param_scheduler.0.convert_to_iter_based',  # popped by the Runner
-    'default_hooks.checkpoint.priority',
-    'default_hooks.checkpoint.max_keep_ckpts',
-    'default_hooks.checkpoint.meta',  # CheckpointHook -> save_checkpoint
-    'model.backbone.norm_cfg.eps',  # built by build_norm_layer: not checked
-])
+@pytest.mark.parametrize(
+    'key',
+    [
+        'model.backbone.init_cfg.checkpoint',  # an existing key
+        'model.backbone.with_cp',  # a new, real argument of ResNet
+        'model.backbone._delete_',  # mmengine's ConfigDict semantics
+        'model.test_cfg.seed',
+        'param_scheduler.0.convert_to_iter_based',  # popped by the Runner
+        'default_hooks.checkpoint.priority',
+        'default_hooks.checkpoint.max_keep_ckpts',
+        'default_hooks.checkpoint.meta',  # CheckpointHook -> save_checkpoint
+        # built by build_norm_layer: not checked
+        'model.backbone.norm_cfg.eps',
+    ])
 def test_legitimate_keys_are_accepted(key):
     load_config(PSDIFF, {key: True if key.endswith('_delete_') else 1})
 
 
 def test_every_shipped_config_passes_the_checks():
-    files = [f for f in sorted(glob.glob(str(REPO / 'configs/**/*.py'),
-                                         recursive=True))
-             if '_base_' not in f]
+    files = [
+        f for f in sorted(
+            glob.glob(str(REPO / 'configs/**/*.py'), recursive=True))
+        if '_base_' not in f
+    ]
     assert len(files) > 10
     for f in files:
         cfg = Config.fromfile(f)
@@ -110,8 +115,11 @@ def test_truncated_checkpoint_names_the_file(tmp_path, cut):
     torch.save({'state_dict': {'w': torch.zeros(500)}}, good)
     data = good.read_bytes()
     bad = tmp_path / 'bad.pth'
-    bad.write_bytes({'half': data[:len(data) // 2], 'empty': b'',
-                     'garbage': b'not a checkpoint'}[cut])
+    bad.write_bytes({
+        'half': data[:len(data) // 2],
+        'empty': b'',
+        'garbage': b'not a checkpoint'
+    }[cut])
     with pytest.raises(CorruptCheckpointError, match='truncated') as err:
         load_from_local(str(bad))
     assert str(bad) in str(err.value)
@@ -120,8 +128,7 @@ def test_truncated_checkpoint_names_the_file(tmp_path, cut):
 @pytest.mark.parametrize('cut', ['half', 'empty', 'crc'])
 def test_corrupt_teacher_file_names_the_file(tmp_path, cut):
     good = str(tmp_path / 'teacher.npz')
-    save_teacher_embeddings(good, ['a'], [np.zeros((2, 4))],
-                            [np.ones((2, 8))])
+    save_teacher_embeddings(good, ['a'], [np.zeros((2, 4))], [np.ones((2, 8))])
     data = bytearray(open(good, 'rb').read())
     if cut == 'half':
         data = data[:len(data) // 2]
@@ -146,8 +153,8 @@ def test_tools_print_the_typo_without_a_traceback(tool):
     if tool == 'test.py':
         args.append('no_such.pth')
     args += ['--cfg-options', 'model.backbone.depht=18']
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
+    proc = subprocess.run(
+        args, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert "did you mean 'depth'" in proc.stderr
     assert 'Traceback' not in proc.stderr

@@ -27,8 +27,12 @@ def test_tool_subprocesses_see_no_cuda_device(monkeypatch):
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0')
     assert tool_env()['CUDA_VISIBLE_DEVICES'] == ''
     assert tool_env(cuda=True)['CUDA_VISIBLE_DEVICES'] == '0'
-    proc = subprocess.run([sys.executable, '-c', PROBE], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, '-c', PROBE],
+                          env=env,
+                          cwd=REPO,
+                          capture_output=True,
+                          text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["''", '0']
 
@@ -40,12 +44,17 @@ def test_gpu_marker_selection():
 
 
 def test_gpu_tests_are_not_collected_by_default():
+
     def collect(*args):
-        proc = subprocess.run(
-            [sys.executable, '-m', 'pytest', '--collect-only', '-q',
-             'tests/test_gpu', *args],
-            cwd=REPO, env=tool_env(), capture_output=True, text=True,
-            timeout=300)
+        proc = subprocess.run([
+            sys.executable, '-m', 'pytest', '--collect-only', '-q',
+            'tests/test_gpu', *args
+        ],
+                              cwd=REPO,
+                              env=tool_env(),
+                              capture_output=True,
+                              text=True,
+                              timeout=300)
         return proc.stdout + proc.stderr
 
     out = collect()

@@ -18,8 +18,12 @@ SCRIPT = REPO / 'tools' / 'misc' / 'gpu_check.sh'
 
 def plan(device):
     env = dict(os.environ, DRY_RUN='1', DEVICE=device, WORK='/tmp/planned')
-    proc = subprocess.run(['bash', str(SCRIPT)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(['bash', str(SCRIPT)],
+                          cwd=REPO,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr
     steps = {}
     for line in proc.stdout.splitlines():
@@ -59,14 +63,15 @@ def test_every_planned_step_names_real_tools_configs_and_keys(device):
             continue
         if isinstance(cmd, str):
             continue
-        assert ('--amp' in cmd) == (device == 'cuda' and name in (
-            'psdiff_amp', 'diffps')), (name, cmd)
+        assert ('--amp'
+                in cmd) == (device == 'cuda'
+                            and name in ('psdiff_amp', 'diffps')), (name, cmd)
         for arg in cmd[1:]:
             if arg.startswith(('tools/', 'configs/', 'tests/')):
                 assert (REPO / arg).exists(), (name, arg)
         if '--cfg-options' in cmd:
-            config = next(a for a in cmd if a.startswith(('configs/',
-                                                          'tests/data/')))
+            config = next(
+                a for a in cmd if a.startswith(('configs/', 'tests/data/')))
             cfg = Config.fromfile(str(REPO / config))
             options = cmd[cmd.index('--cfg-options') + 1:]
             for opt in options:
@@ -76,9 +81,8 @@ def test_every_planned_step_names_real_tools_configs_and_keys(device):
                     continue
                 assert _has_key(cfg, key), (name, key)
     bench = steps['benchmark_synthetic']
-    assert bench[bench.index('--steps') + 1:bench.index('--steps') + 3] == [
-        '1', '8'
-    ]
+    assert bench[bench.index('--steps') + 1:bench.index('--steps') +
+                 3] == ['1', '8']
     assert '--baseline' in bench
     assert bench[bench.index('--device') + 1] == device
     if device == 'cuda':
@@ -87,7 +91,9 @@ def test_every_planned_step_names_real_tools_configs_and_keys(device):
 
 def test_make_gpu_check_runs_the_script():
     proc = subprocess.run(['make', '-n', 'gpu-check', 'DEVICE=cpu'],
-                          cwd=REPO, capture_output=True, text=True,
+                          cwd=REPO,
+                          capture_output=True,
+                          text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert 'DEVICE=cpu' in proc.stdout

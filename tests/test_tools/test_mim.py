@@ -63,8 +63,7 @@ def test_mim_finds_the_installed_repo(tmp_path):
 
 
 def test_mim_search(tmp_path):
-    proc = _run([_mim(), 'search', 'mmpsearch', '--field', 'config'],
-                tmp_path)
+    proc = _run([_mim(), 'search', 'mmpsearch', '--field', 'config'], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'model-index.yml' not in proc.stderr, proc.stderr[-3000:]
     for name in ('psdiff_r18_synthetic', 'psdiff_r50_cuhk',

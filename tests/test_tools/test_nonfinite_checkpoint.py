@@ -36,11 +36,12 @@ def test_check_names_the_first_bad_tensor():
     assert 'earlier checkpoint' in msg
     # a partial load is allowed on request; NaN weights are not
     with pytest.raises(NonFiniteCheckpointError):
-        check_checkpoint_fits(model, {'state_dict': bad}, 'bad.pth',
-                              allow_partial=True)
+        check_checkpoint_fits(
+            model, {'state_dict': bad}, 'bad.pth', allow_partial=True)
     # integer tensors and keys that do not load are not checked
     check_state_dict_finite({'n': torch.tensor(3)}, 'n.pth')
-    check_state_dict_finite({'x': torch.tensor([float('nan')])}, 'x.pth',
+    check_state_dict_finite({'x': torch.tensor([float('nan')])},
+                            'x.pth',
                             keys=[])
 
 
@@ -57,22 +58,25 @@ def test_init_searcher_refuses_nonfinite_weights(tmp_path, value):
     ckpt = tmp_path / 'bad.pth'
     torch.save({'state_dict': {'dummy': torch.full((1, ), value)}}, ckpt)
     for strict in (True, False):
-        with pytest.raises(NonFiniteCheckpointError,
-                           match=rf"{ckpt} holds non-finite weights: the "
-                           r"first is 'dummy' \(1,\) with 1 of its 1"):
+        with pytest.raises(
+                NonFiniteCheckpointError,
+                match=rf"{ckpt} holds non-finite weights: the "
+                r"first is 'dummy' \(1,\) with 1 of its 1"):
             init_searcher(_oracle_cfg(tmp_path), str(ckpt), strict=strict)
 
 
 def test_test_py_refuses_nonfinite_weights_before_the_test(tmp_path):
     root, boxes_file = make_oracle_scenes(tmp_path)
     ckpt = tmp_path / 'nan.pth'
-    torch.save({'state_dict': {'dummy': torch.full((1, ), float('nan'))}},
-               ckpt)
+    torch.save({'state_dict': {
+        'dummy': torch.full((1, ), float('nan'))
+    }}, ckpt)
     out = tmp_path / 'results.pkl'
-    proc = run_tool(['tools/test.py', ORACLE, str(ckpt), '--out',
-                     str(out)] +
-                    oracle_test_args(root, boxes_file, tmp_path / 'work'),
-                    check=False)
+    proc = run_tool(
+        ['tools/test.py', ORACLE,
+         str(ckpt), '--out',
+         str(out)] + oracle_test_args(root, boxes_file, tmp_path / 'work'),
+        check=False)
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr
     err = proc.stderr.strip().splitlines()[-1]
@@ -92,7 +96,8 @@ def test_train_refuses_nonfinite_load_from(tmp_path, toy_config):
     proc = run_tool([
         'tools/train.py', toy_config, '--work-dir',
         str(work), '--cfg-options', f'load_from={ckpt}'
-    ], check=False)
+    ],
+                    check=False)
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr
     assert f'checkpoint {ckpt} holds non-finite weights' in proc.stderr

@@ -17,8 +17,11 @@ from .conftest import REPO
 
 #: The shared checks (mmpsearch.utils.overwrite / run_lock).
 SHARED_CHECKS = {
-    'refuse_existing_file', 'refuse_nonempty_dir', 'check_train_work_dir',
-    'hold_run_locks', 'RunLock',
+    'refuse_existing_file',
+    'refuse_nonempty_dir',
+    'check_train_work_dir',
+    'hold_run_locks',
+    'RunLock',
     # mmpsearch.engine.runner: the results file (one per seed) of
     # tools/test.py --out, each through refuse_existing_file
     # (test_seeds_and_settings.py::test_existing_seed_file_is_refused_first)
@@ -40,8 +43,8 @@ EXEMPT = {
 
 def _tools():
     return sorted(
-        p for folder in ('tools', 'demo') for p in (REPO / folder).rglob(
-            '*.py'))
+        p for folder in ('tools', 'demo')
+        for p in (REPO / folder).rglob('*.py'))
 
 
 def _name(node: ast.AST) -> str:
@@ -100,12 +103,12 @@ def test_every_written_path_goes_through_the_shared_check():
             if (rel, dest) not in EXEMPT and dest not in names:
                 unchecked.append(f'{rel} {option}')
     # the scan sees the tools that write (it cannot pass by seeing none)
-    for rel, dest in [('tools/train.py', 'work_dir'),
-                      ('tools/test.py', 'out'), ('tools/test.py', 'json'),
+    for rel, dest in [('tools/train.py', 'work_dir'), ('tools/test.py', 'out'),
+                      ('tools/test.py', 'json'),
                       ('tools/analysis_tools/benchmark.py', 'json'),
                       ('tools/analysis_tools/score_calibration.py', 'json'),
-                      ('tools/analysis_tools/browse_dataset.py',
-                       'output_dir'), ('demo/search_demo.py', 'show_steps')]:
+                      ('tools/analysis_tools/browse_dataset.py', 'output_dir'),
+                      ('demo/search_demo.py', 'show_steps')]:
         assert dest in scanned.get(rel, []), (rel, dest, scanned)
     assert not unchecked, (
         'these tools write a path the user names without the shared check '
@@ -124,8 +127,8 @@ def test_the_scan_finds_an_unchecked_output():
 
 def _load(rel: str):
     path = REPO / rel
-    spec = importlib.util.spec_from_file_location(
-        f'_tool_{Path(rel).stem}', path)
+    spec = importlib.util.spec_from_file_location(f'_tool_{Path(rel).stem}',
+                                                  path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

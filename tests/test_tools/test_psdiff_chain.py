@@ -59,8 +59,8 @@ def train_boxes_from_mat(root: Path) -> dict:
     pool.mat; boxes with w or h <= 0 dropped, as released)."""
     anno = root / 'annotation'
     pool = set(
-        np.atleast_1d(loadmat(str(anno / 'pool.mat'),
-                              squeeze_me=True)['pool']).tolist())
+        np.atleast_1d(
+            loadmat(str(anno / 'pool.mat'), squeeze_me=True)['pool']).tolist())
     imgs = loadmat(
         str(anno / 'Images.mat'), squeeze_me=True,
         struct_as_record=False)['Img']
@@ -123,12 +123,18 @@ def chain(tmp_path_factory, one_torch_thread):
     }
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         teacher_opts.update({
-            f'{loader}.dataset.dataset.data_root': root,
-            f'{loader}.dataset.num_classes': made['num_train_ids'],
-            f'{loader}.dataset.pipeline.2.scale': crop,
-            f'{loader}.batch_size': 16,
-            f'{loader}.num_workers': 0,
-            f'{loader}.persistent_workers': False,
+            f'{loader}.dataset.dataset.data_root':
+            root,
+            f'{loader}.dataset.num_classes':
+            made['num_train_ids'],
+            f'{loader}.dataset.pipeline.2.scale':
+            crop,
+            f'{loader}.batch_size':
+            16,
+            f'{loader}.num_workers':
+            0,
+            f'{loader}.persistent_workers':
+            False,
         })
     argv = ['tools/train.py', TEACHER_CONFIG, '--work-dir', str(teacher_dir)]
     run_tool(
@@ -142,8 +148,7 @@ def chain(tmp_path_factory, one_torch_thread):
             'default_hooks.checkpoint.interval': TEACHER_ITERS,
         }),
         cwd=cwd)
-    teacher_ckpt = Path(
-        (teacher_dir / 'last_checkpoint').read_text().strip())
+    teacher_ckpt = Path((teacher_dir / 'last_checkpoint').read_text().strip())
     assert teacher_ckpt == teacher_dir / f'iter_{TEACHER_ITERS}.pth'
     assert teacher_ckpt.is_file()
     times['train teacher'] = time.time() - t0
@@ -158,8 +163,8 @@ def chain(tmp_path_factory, one_torch_thread):
     }
     argv = [
         'tools/extract_teacher_embeddings.py', TEACHER_CONFIG,
-        str(teacher_ckpt), '--out', str(embeds), '--device', 'cpu',
-        '--num-workers', '0'
+        str(teacher_ckpt), '--out',
+        str(embeds), '--device', 'cpu', '--num-workers', '0'
     ]
     proc = run_tool(argv + options(extract_opts), cwd=cwd)
     times['extract embeddings'] = time.time() - t0
@@ -209,10 +214,14 @@ def chain(tmp_path_factory, one_torch_thread):
         argv + options({
             **psdiff_model_options(),
             **data_options('test_dataloader', root, scale),
-            'test_evaluator.data_root': root,
-            'test_evaluator.score_thr': 0.0,
-            'model.test_cfg.score_thr': 0.0,
-            'model.test_cfg.sampling_steps': 2,
+            'test_evaluator.data_root':
+            root,
+            'test_evaluator.score_thr':
+            0.0,
+            'model.test_cfg.score_thr':
+            0.0,
+            'model.test_cfg.sampling_steps':
+            2,
         }),
         cwd=cwd)
     times['test'] = time.time() - t0
@@ -228,8 +237,8 @@ def chain(tmp_path_factory, one_torch_thread):
     ]
     eval_proc = run_tool(argv, cwd=cwd)
     times['eval_search'] = time.time() - t0
-    print('\nchain step times (s): ' +
-          ', '.join(f'{k} {v:.1f}' for k, v in times.items()))
+    print('\nchain step times (s): ' + ', '.join(f'{k} {v:.1f}'
+                                                 for k, v in times.items()))
     return dict(
         base=base,
         cwd=cwd,

@@ -61,9 +61,10 @@ def oracle_scenes(tmp_path_factory):
 def test_test_py_refuses_another_models_checkpoint(tmp_path, oracle_scenes):
     root, boxes_file = oracle_scenes
     ckpt = _other_checkpoint(tmp_path / 'toy.pth')
-    proc = run_tool(['tools/test.py', ORACLE, ckpt] +
-                    oracle_test_args(root, boxes_file, tmp_path / 'w1'),
-                    check=False)
+    proc = run_tool(
+        ['tools/test.py', ORACLE, ckpt] +
+        oracle_test_args(root, boxes_file, tmp_path / 'w1'),
+        check=False)
     assert proc.returncode != 0
     err = proc.stderr.strip().splitlines()[-1]
     assert f'checkpoint {ckpt} does not fit the model' in err
@@ -109,22 +110,28 @@ def test_partial_checkpoints_name_the_keys():
     model = ToyRegressor()
     state = model.state_dict()
     missing = {'linear.weight': state['linear.weight']}
-    with pytest.raises(CheckpointMismatchError, match=r"1 are missing.*"
-                       r"\['linear.bias'\]"):
+    with pytest.raises(
+            CheckpointMismatchError, match=r"1 are missing.*"
+            r"\['linear.bias'\]"):
         check_checkpoint_fits(model, {'state_dict': missing}, 'a.pth')
     extra = dict(state, **{'head.fc.weight': torch.zeros(2)})
-    with pytest.raises(CheckpointMismatchError,
-                       match=r"not in the model: \['head.fc.weight'\]"):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r"not in the model: \['head.fc.weight'\]"):
         check_checkpoint_fits(model, extra, 'b.pth')
     shape = dict(state, **{'linear.weight': torch.zeros(1, 5)})
-    with pytest.raises(CheckpointMismatchError,
-                       match=r'another shape.*linear.weight \(1, 5\) vs '
-                       r'\(1, 4\)'):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r'another shape.*linear.weight \(1, 5\) vs '
+            r'\(1, 4\)'):
         check_checkpoint_fits(model, shape, 'c.pth')
     # a DDP prefix and the legitimately absent BN counter are fine
     bn = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
-    bn_state = {f'module.{k}': v for k, v in bn.state_dict().items()
-                if not k.endswith('num_batches_tracked')}
+    bn_state = {
+        f'module.{k}': v
+        for k, v in bn.state_dict().items()
+        if not k.endswith('num_batches_tracked')
+    }
     fit = check_checkpoint_fits(bn, {'state_dict': bn_state}, 'bn.pth')
     assert fit['missing'] == [] and fit['loaded'] == 4
     # many keys: the first five are named, then the count
@@ -138,8 +145,13 @@ def test_load_from_another_model_warns_loudly(tmp_path, toy_config):
     # one weight of two loads (one that loads none is refused:
     # test_clear_errors.py)
     ckpt = tmp_path / 'other.pth'
-    torch.save({'state_dict': {'backbone.conv.weight': torch.zeros(3),
-                               'linear.weight': torch.zeros(1, 4)}}, ckpt)
+    torch.save(
+        {
+            'state_dict': {
+                'backbone.conv.weight': torch.zeros(3),
+                'linear.weight': torch.zeros(1, 4)
+            }
+        }, ckpt)
     proc = run_tool([
         'tools/train.py', toy_config, '--work-dir',
         str(tmp_path / 'work'), '--cfg-options', f'load_from={ckpt}',
@@ -166,8 +178,12 @@ def test_own_checkpoints_of_every_searcher_load_strictly(
     ReID and detector are."""
     config, options = {
         'psdiff': (PSDIFF, {}),
-        'diffps': (DIFFPS, {'model.backbone.sd_path': tiny_sd}),
-        'two_step': (BASELINE, {'model.reid.checkpoint': None}),
+        'diffps': (DIFFPS, {
+            'model.backbone.sd_path': tiny_sd
+        }),
+        'two_step': (BASELINE, {
+            'model.reid.checkpoint': None
+        }),
     }[name]
     model = init_searcher(config, cfg_options=dict(options))
     state = model.state_dict()
@@ -203,21 +219,23 @@ D = 8
 def _teacher_file(tmp_path, nan_row=None, boxes=BOXES, dim=D):
     rng = np.random.default_rng(0)
     ids = list(boxes)
-    embeds = [rng.normal(size=(len(boxes[i]), dim)).astype(np.float32)
-              for i in ids]
+    embeds = [
+        rng.normal(size=(len(boxes[i]), dim)).astype(np.float32) for i in ids
+    ]
     if nan_row is not None:
         img, row = nan_row
         embeds[ids.index(img)][row, 3] = NAN
     path = str(tmp_path / 'teacher.npz')
-    save_teacher_embeddings(path, ids, [np.asarray(boxes[i], np.float32)
-                                        for i in ids], embeds)
+    save_teacher_embeddings(path, ids,
+                            [np.asarray(boxes[i], np.float32) for i in ids],
+                            embeds)
     return path
 
 
 def test_teacher_file_with_a_nan_row_is_refused_when_opened(tmp_path):
     path = _teacher_file(tmp_path, nan_row=('b.jpg', 0))
-    with pytest.raises(ValueError,
-                       match=r"row 2, box 0 of image 'b.jpg'") as info:
+    with pytest.raises(
+            ValueError, match=r"row 2, box 0 of image 'b.jpg'") as info:
         TeacherEmbeddings(path)
     assert path in str(info.value) and 'not finite' in str(info.value)
     # the transform opens it on first use: the same error, before any loss
@@ -306,8 +324,9 @@ def test_finite_loss_hook_names_the_term():
         loss_cls=torch.tensor(0.5),
         loss_reid=torch.tensor(float('inf')),
         acc=torch.tensor(NAN))  # not a loss: not checked
-    with pytest.raises(NonFiniteLossError,
-                       match=r'term loss_reid=inf at training iteration 42'):
+    with pytest.raises(
+            NonFiniteLossError,
+            match=r'term loss_reid=inf at training iteration 42'):
         hook.after_train_iter(runner, 0, outputs=outputs)
 
 
@@ -333,12 +352,13 @@ def test_evaluation_refuses_a_nan_or_out_of_range_score_thr():
     results, protocol = cuhk_case()
     assert evaluate_person_search(results, protocol, score_thr=0.5)['mAP'] > 0
     for bad in (NAN, 5, -0.1):
-        with pytest.raises(ValueError, match=f'score_thr must be a number in '
-                           rf'\[0, 1\], got {bad}'):
+        with pytest.raises(
+                ValueError,
+                match=f'score_thr must be a number in '
+                rf'\[0, 1\], got {bad}'):
             evaluate_person_search(results, protocol, score_thr=bad)
     with pytest.raises(ValueError, match='score_thr'):
-        PersonSearchMetric(dataset_type='cuhk', data_root='x',
-                           score_thr=True)
+        PersonSearchMetric(dataset_type='cuhk', data_root='x', score_thr=True)
 
 
 def _eval_search_main():
@@ -365,13 +385,14 @@ def test_eval_search_refuses_score_thr_option(value, tmp_path, capsys):
 
 
 def test_psdiff_refuses_a_nan_score_thr():
-    with pytest.raises(ValueError,
-                       match=r'model.test_cfg.score_thr must be a number in '
-                       r'\[0, 1\], got nan'):
+    with pytest.raises(
+            ValueError,
+            match=r'model.test_cfg.score_thr must be a number in '
+            r'\[0, 1\], got nan'):
         init_searcher(PSDIFF, cfg_options={'model.test_cfg.score_thr': NAN})
     with pytest.raises(ValueError, match='model.test_cfg.nms.iou_threshold'):
-        init_searcher(PSDIFF,
-                      cfg_options={'model.test_cfg.nms.iou_threshold': 2})
+        init_searcher(
+            PSDIFF, cfg_options={'model.test_cfg.nms.iou_threshold': 2})
     # changed on a built model: refused where it is changed, and the
     # threshold in force stays
     searcher = init_searcher(PSDIFF)
@@ -383,27 +404,37 @@ def test_psdiff_refuses_a_nan_score_thr():
 
 
 def test_diffps_refuses_a_nan_rcnn_score_thr(tiny_sd):
-    with pytest.raises(ValueError, match=r'model.test_cfg.rcnn.score_thr '
-                       r'must be a number in \[0, 1\], got nan'):
-        init_searcher(DIFFPS, cfg_options={
-            'model.backbone.sd_path': tiny_sd,
-            'model.test_cfg.rcnn.score_thr': NAN})
+    with pytest.raises(
+            ValueError,
+            match=r'model.test_cfg.rcnn.score_thr '
+            r'must be a number in \[0, 1\], got nan'):
+        init_searcher(
+            DIFFPS,
+            cfg_options={
+                'model.backbone.sd_path': tiny_sd,
+                'model.test_cfg.rcnn.score_thr': NAN
+            })
 
 
 def test_two_step_refuses_a_nan_rcnn_score_thr():
-    with pytest.raises(ValueError,
-                       match=r'model.detector.test_cfg.rcnn.score_thr must be'
-                       r' a number in \[0, 1\], got 5'):
-        init_searcher(BASELINE, cfg_options={
-            'model.reid.checkpoint': None,
-            'model.detector.test_cfg.rcnn.score_thr': 5})
-    searcher = init_searcher(BASELINE,
-                             cfg_options={'model.reid.checkpoint': None})
+    with pytest.raises(
+            ValueError,
+            match=r'model.detector.test_cfg.rcnn.score_thr must be'
+            r' a number in \[0, 1\], got 5'):
+        init_searcher(
+            BASELINE,
+            cfg_options={
+                'model.reid.checkpoint': None,
+                'model.detector.test_cfg.rcnn.score_thr': 5
+            })
+    searcher = init_searcher(
+        BASELINE, cfg_options={'model.reid.checkpoint': None})
     # changed on a built model, through the head or the detector's
     # test_cfg (one object, as mmdet shares it): refused where it is changed
-    with pytest.raises(ValueError,
-                       match=r'model.detector.test_cfg.rcnn.score_thr must be'
-                       r' a number in \[0, 1\], got nan'):
+    with pytest.raises(
+            ValueError,
+            match=r'model.detector.test_cfg.rcnn.score_thr must be'
+            r' a number in \[0, 1\], got nan'):
         searcher.detector.roi_head.test_cfg.score_thr = NAN
     with pytest.raises(ValueError, match='rcnn.nms.iou_threshold'):
         searcher.detector.test_cfg.rcnn.nms.iou_threshold = 2

@@ -35,8 +35,10 @@ def _earlier_run(work):
 
 
 def _unchanged(work, before):
-    assert {p.name: p.read_bytes()
-            for p in work.iterdir() if p.is_file()} == before
+    assert {
+        p.name: p.read_bytes()
+        for p in work.iterdir() if p.is_file()
+    } == before
 
 
 # 1. tools/train.py and its work dir
@@ -46,7 +48,8 @@ def test_train_refuses_work_dir_with_checkpoints(tmp_path, toy_config):
     work = tmp_path / 'work'
     before = _earlier_run(work)
     proc = run_tool(['tools/train.py', toy_config, '--work-dir',
-                     str(work)], check=False)
+                     str(work)],
+                    check=False)
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr
     assert f'work dir {work} already holds checkpoints' in proc.stderr
@@ -82,8 +85,10 @@ def test_work_dir_decision(tmp_path):
         work = tmp_path / f'run_{i}'
         work.mkdir()
         (work / name).write_text('x')
-        with pytest.raises(FileExistsError, match=f'{work} already holds '
-                           f'checkpoints of an earlier run .{name}.'):
+        with pytest.raises(
+                FileExistsError,
+                match=f'{work} already holds '
+                f'checkpoints of an earlier run .{name}.'):
             check_train_work_dir(str(work), None)
         assert check_train_work_dir(str(work), None, force=True) is None
         assert check_train_work_dir(str(work), str(work / name)) is None
@@ -93,8 +98,8 @@ def test_work_dir_decision(tmp_path):
     # a file is no work dir, whatever the flags
     (tmp_path / 'afile').write_text('x')
     for resume, force in ((None, False), (None, True), ('auto', False)):
-        with pytest.raises(FileExistsError,
-                           match='afile is a file, not a folder'):
+        with pytest.raises(
+                FileExistsError, match='afile is a file, not a folder'):
             check_train_work_dir(str(tmp_path / 'afile'), resume, force)
 
 
@@ -124,8 +129,7 @@ def test_resume_last_checkpoint_messages(tmp_path):
         find_resume_checkpoint(str(work))
     assert f'{last} names /old/place/work/iter_4.pth, which does not ' \
         'exist; expected the path of a checkpoint file' in str(e.value)
-    assert f'moved or renamed? {ckpt} exists: --resume {ckpt}' in str(
-        e.value)
+    assert f'moved or renamed? {ckpt} exists: --resume {ckpt}' in str(e.value)
     # stale: the checkpoint is gone
     last.write_text(str(work / 'iter_6.pth'))
     with pytest.raises(ResumeError, match='iter_6.pth, which does not exist'):
@@ -148,9 +152,10 @@ def test_the_library_refuses_with_file_exists_error(tmp_path):
     assert str(e.value).startswith(f'--json {existing} already exists; '
                                    'refusing to overwrite it')
     assert 'add --force to overwrite it' in str(e.value)
-    with pytest.raises(FileExistsError,
-                       match=f'--out {tmp_path} is not empty .1 entries: '
-                       'metrics.json.*add --overwrite'):
+    with pytest.raises(
+            FileExistsError,
+            match=f'--out {tmp_path} is not empty .1 entries: '
+            'metrics.json.*add --overwrite'):
         refuse_nonempty_dir(str(tmp_path), '--out', flag='--overwrite')
     refuse_existing_file(str(existing), '--json', force=True)
     refuse_nonempty_dir(str(tmp_path), '--out', force=True)
@@ -162,8 +167,12 @@ def test_a_tool_exits_with_the_refusal_message(tmp_path):
     out = tmp_path / 'data'
     out.mkdir()
     (out / 'mine.txt').write_text('kept')
-    proc = run_tool(['tools/dataset_converters/make_synthetic.py',
-                     '--format', 'cuhk', '--out', str(out)], check=False)
+    proc = run_tool([
+        'tools/dataset_converters/make_synthetic.py', '--format', 'cuhk',
+        '--out',
+        str(out)
+    ],
+                    check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert 'Traceback' not in proc.stderr
     assert f'--out {out} is not empty (1 entries: mine.txt)' in proc.stderr
@@ -175,8 +184,10 @@ def test_train_resume_names_stale_last_checkpoint(tmp_path, toy_config):
     work = tmp_path / 'work'
     _earlier_run(work)
     (work / 'last_checkpoint').write_text('')
-    proc = run_tool(['tools/train.py', toy_config, '--work-dir',
-                     str(work), '--resume'], check=False)
+    proc = run_tool(
+        ['tools/train.py', toy_config, '--work-dir',
+         str(work), '--resume'],
+        check=False)
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr
     assert f'{work / "last_checkpoint"} is empty' in proc.stderr
@@ -205,8 +216,10 @@ def _release(root):
 
 def test_make_synthetic_refuses_nonempty_out(tmp_path, monkeypatch):
     script = 'tools/dataset_converters/make_synthetic.py'
-    args = ['--format', 'cuhk', '--num-images', '202', '--num-ids', '8',
-            '--image-size', '64', '64', '--out']
+    args = [
+        '--format', 'cuhk', '--num-images', '202', '--num-ids', '8',
+        '--image-size', '64', '64', '--out'
+    ]
     real = tmp_path / 'CUHK-SYSU'
     before = _release(real)
     with pytest.raises(SystemExit, match=f'--out {real} is not empty'):
@@ -232,8 +245,10 @@ def test_make_tiny_sd_refuses_nonempty_out(tmp_path, monkeypatch):
     import mmpsearch.testing.tiny_sd as tiny_sd
     written = []
     # the writer itself is tested elsewhere; here only whether it is called
-    monkeypatch.setattr(tiny_sd, 'make_tiny_sd',
-                        lambda out, seed=0: written.append(out) or out)
+    monkeypatch.setattr(
+        tiny_sd,
+        'make_tiny_sd',
+        lambda out, seed=0: written.append(out) or out)
     script = 'tools/misc/make_tiny_sd.py'
     sd = tmp_path / 'stable-diffusion-2-1-base'
     (sd / 'unet').mkdir(parents=True)
@@ -254,20 +269,29 @@ def test_eval_search_refuses_existing_json(tmp_path):
     results.write_bytes(b'never read')
     # refused before anything is read (the data root does not even exist)
     with pytest.raises(SystemExit, match=f'--json {metrics} already exists'):
-        cli.main([str(results), '--dataset', 'cuhk', '--data-root',
-                  str(tmp_path / 'none'), '--json', str(metrics)])
+        cli.main([
+            str(results), '--dataset', 'cuhk', '--data-root',
+            str(tmp_path / 'none'), '--json',
+            str(metrics)
+        ])
     assert metrics.read_text() == '{"mAP": 0.9}'
     with pytest.raises(SystemExit, match='is a folder, not a file'):
-        cli.main([str(results), '--dataset', 'cuhk', '--data-root',
-                  str(tmp_path / 'none'), '--json', str(tmp_path)])
+        cli.main([
+            str(results), '--dataset', 'cuhk', '--data-root',
+            str(tmp_path / 'none'), '--json',
+            str(tmp_path)
+        ])
     # --force scores and overwrites
     root, results = tmp_path / 'cuhk', tmp_path / 'results.pkl'
-    make_synthetic('cuhk', str(root), num_images=202, num_ids=8,
-                   image_size=(64, 64))
+    make_synthetic(
+        'cuhk', str(root), num_images=202, num_ids=8, image_size=(64, 64))
     save_search_results(
         search_results(load_cuhk_protocol(str(root), 100)), str(results))
-    summary = cli.main([str(results), '--dataset', 'cuhk', '--data-root',
-                        str(root), '--json', str(metrics), '--force'])
+    summary = cli.main([
+        str(results), '--dataset', 'cuhk', '--data-root',
+        str(root), '--json',
+        str(metrics), '--force'
+    ])
     assert summary['mAP'] == pytest.approx(1.0)
     assert json.loads(metrics.read_text()) == summary
 
@@ -277,10 +301,12 @@ def test_eval_search_refuses_existing_json(tmp_path):
 
 def _bare_env(**extra):
     """No activated environment: the venv's bin is not on PATH."""
-    env = {'HOME': os.environ.get('HOME', '/tmp'),
-           'PATH': '/usr/local/bin:/usr/bin:/bin',
-           'OMP_NUM_THREADS': '1',
-           'CUDA_VISIBLE_DEVICES': ''}  # torchrun on the CPU (gloo)
+    env = {
+        'HOME': os.environ.get('HOME', '/tmp'),
+        'PATH': '/usr/local/bin:/usr/bin:/bin',
+        'OMP_NUM_THREADS': '1',
+        'CUDA_VISIBLE_DEVICES': ''
+    }  # torchrun on the CPU (gloo)
     if Path(sys.prefix).resolve() != (REPO / '.venv').resolve():
         env['VENV'] = sys.prefix  # as `make VENV=...` exports it
     env.update(extra)
@@ -304,9 +330,13 @@ def _free_port():
 ])
 def test_dist_scripts_need_no_active_venv(tmp_path, script, args):
     # torchrun really starts one worker, which prints the tool's help
-    proc = subprocess.run(['bash', str(REPO / script)] + args,
-                          cwd=tmp_path, env=_bare_env(PORT=_free_port()),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ['bash', str(REPO / script)] + args,
+        cwd=tmp_path,
+        env=_bare_env(PORT=_free_port()),
+        capture_output=True,
+        text=True,
+        timeout=120)
     out = proc.stdout + proc.stderr
     assert 'command not found' not in out
     assert proc.returncode == 0, out[-3000:]
@@ -330,16 +360,25 @@ def test_slurm_scripts_need_no_active_venv(tmp_path):
     }
     for script, tail in expect.items():
         proc = subprocess.run(
-            ['bash', str(REPO / script), 'PART', 'JOB', 'CONFIG', 'ARG',
-             '-x'],
-            cwd=tmp_path, env=env, capture_output=True, text=True,
+            ['bash',
+             str(REPO / script), 'PART', 'JOB', 'CONFIG', 'ARG', '-x'],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert f'{python} -u ' in proc.stdout, proc.stdout
         assert proc.stdout.rstrip().endswith(tail), proc.stdout
     # $PYTHON (documented before) and $PY still choose
     proc = subprocess.run(
-        ['bash', str(REPO / 'tools/slurm_train.sh'), 'P', 'J', 'C', 'W'],
-        cwd=tmp_path, env={**env, 'PYTHON': '/opt/py/bin/python'},
-        capture_output=True, text=True, timeout=60)
+        ['bash',
+         str(REPO / 'tools/slurm_train.sh'), 'P', 'J', 'C', 'W'],
+        cwd=tmp_path,
+        env={
+            **env, 'PYTHON': '/opt/py/bin/python'
+        },
+        capture_output=True,
+        text=True,
+        timeout=60)
     assert '/opt/py/bin/python -u ' in proc.stdout

@@ -28,9 +28,12 @@ def _dead_pid() -> int:
 
 def _write_lock(path, **info):
     path.parent.mkdir(parents=True, exist_ok=True)
-    holder = dict(pid=os.getpid(), host=socket.gethostname(),
-                  started='2024-01-01 00:00:00 +0000',
-                  command='tools/train.py cfg.py', token='other')
+    holder = dict(
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started='2024-01-01 00:00:00 +0000',
+        command='tools/train.py cfg.py',
+        token='other')
     holder.update(info)
     path.write_text(json.dumps(holder))
     return holder
@@ -44,8 +47,7 @@ def test_lock_held_released_and_refused(tmp_path):
         info = json.loads(path.read_text())
         assert info['pid'] == os.getpid()
         assert info['host'] == socket.gethostname()
-        assert info['started'] and info['command'].startswith(
-            'tools/train.py')
+        assert info['started'] and info['command'].startswith('tools/train.py')
         # a second run (here: another lock of this live process) is refused
         with pytest.raises(SystemExit) as e:
             RunLock(str(work), 'work dir', 'tools/train.py').acquire()
@@ -56,8 +58,9 @@ def test_lock_held_released_and_refused(tmp_path):
         assert path.is_file()  # still held by the first
     assert not path.exists()  # released on exit
     # a file target: the lock is beside it
-    assert lock_file(str(tmp_path / 'm.json'), is_dir=False) == str(
-        tmp_path / '.m.json.lock')
+    assert lock_file(
+        str(tmp_path / 'm.json'),
+        is_dir=False) == str(tmp_path / '.m.json.lock')
 
 
 def test_stale_lock_taken_over(tmp_path, capsys):
@@ -110,7 +113,8 @@ def test_only_rank_zero_locks(tmp_path, monkeypatch):
     monkeypatch.setenv('RANK', '1')
     assert launcher_rank('pytorch') == 1 and launcher_rank('none') == 0
     with hold_run_locks([(str(tmp_path / 'w'), 'work dir', True)],
-                        'tools/train.py', launcher='pytorch') as locks:
+                        'tools/train.py',
+                        launcher='pytorch') as locks:
         assert locks == []
     with hold_run_locks([(str(tmp_path / 'w'), 'work dir', True),
                          (None, '--json', False)], 'tools/train.py') as locks:
@@ -121,8 +125,10 @@ def test_only_rank_zero_locks(tmp_path, monkeypatch):
 def test_train_refuses_a_work_dir_in_use(tmp_path, toy_config):
     work = tmp_path / 'work'
     with RunLock(str(work), 'work dir', 'tools/train.py other'):
-        proc = run_tool(['tools/train.py', toy_config, '--work-dir',
-                         str(work)], check=False)
+        proc = run_tool(
+            ['tools/train.py', toy_config, '--work-dir',
+             str(work)],
+            check=False)
         assert proc.returncode != 0
         assert 'Traceback' not in proc.stderr
         assert f'work dir {work} is in use by another run' in proc.stderr
@@ -130,13 +136,18 @@ def test_train_refuses_a_work_dir_in_use(tmp_path, toy_config):
         # refused before any work: nothing but the lock in the work dir
         assert sorted(os.listdir(work)) == [LOCK_NAME]
         # a requeued job that resumes is refused just the same
-        proc = run_tool(['tools/train.py', toy_config, '--work-dir',
-                         str(work), '--resume'], check=False)
+        proc = run_tool([
+            'tools/train.py', toy_config, '--work-dir',
+            str(work), '--resume'
+        ],
+                        check=False)
         assert 'is in use by another run' in proc.stderr
         assert sorted(os.listdir(work)) == [LOCK_NAME]
     # the holder is gone: trains, and releases its own lock on exit
-    run_tool(['tools/train.py', toy_config, '--work-dir', str(work),
-              '--cfg-options', 'train_cfg.max_iters=2'])
+    run_tool([
+        'tools/train.py', toy_config, '--work-dir',
+        str(work), '--cfg-options', 'train_cfg.max_iters=2'
+    ])
     assert (work / 'iter_2.pth').is_file()
     assert not (work / LOCK_NAME).exists()
 
@@ -152,8 +163,11 @@ def test_test_py_refuses_outputs_in_use(tmp_path):
         assert f'work dir {work} is in use by another run' in proc.stderr
         assert sorted(os.listdir(work)) == [LOCK_NAME]
     with RunLock(str(out), '--out', 'tools/test.py other', is_dir=False):
-        proc = run_tool(base + ['--work-dir', str(tmp_path / 'w2'), '--out',
-                                str(out)], check=False)
+        proc = run_tool(
+            base + ['--work-dir',
+                    str(tmp_path / 'w2'), '--out',
+                    str(out)],
+            check=False)
         assert proc.returncode != 0 and 'Traceback' not in proc.stderr
         assert f'--out {out} is in use by another run' in proc.stderr
         assert not out.exists()

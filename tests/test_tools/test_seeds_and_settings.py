@@ -48,8 +48,7 @@ _RESCORED = itertools.count()
 def _tool(rel: str):
     """A tools/ script as a module (tools/ is not a package)."""
     path = REPO / 'tools' / rel
-    spec = importlib.util.spec_from_file_location(f'_seeds_{path.stem}',
-                                                  path)
+    spec = importlib.util.spec_from_file_location(f'_seeds_{path.stem}', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -78,9 +77,11 @@ def make_checkpoint(path: Path) -> None:
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(PSDIFF_CONFIG)
     cfg.merge_from_dict({
-        'model.backbone.base_channels': WIDTH,
+        'model.backbone.base_channels':
+        WIDTH,
         'model.neck.in_channels': [WIDTH * 2**k for k in range(4)],
-        'model.bbox_head.diffusion.embed_dims': EMBED_DIM,
+        'model.bbox_head.diffusion.embed_dims':
+        EMBED_DIM,
     })
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
@@ -119,8 +120,8 @@ def runs(tmp_path_factory, one_torch_thread):
         name: json.loads((base / f'{name}.json').read_text())
         for name in logs
     }
-    return dict(base=base, cwd=cwd, root=root, made=made, logs=logs,
-                jsons=jsons)
+    return dict(
+        base=base, cwd=cwd, root=root, made=made, logs=logs, jsons=jsons)
 
 
 def _results(path: Path) -> dict:
@@ -204,8 +205,7 @@ def test_one_seed_is_the_plain_run(runs):
 
 def test_mmengine_json_kept_per_seed(runs):
     per_seed = runs['jsons']['seeds']['per_seed']
-    (log_dir, ) = [p for p in (runs['base'] / 'seeds').iterdir()
-                   if p.is_dir()]
+    (log_dir, ) = [p for p in (runs['base'] / 'seeds').iterdir() if p.is_dir()]
     stamp = log_dir.name
     assert not (log_dir / f'{stamp}.json').exists()
     for entry in per_seed:
@@ -214,8 +214,9 @@ def test_mmengine_json_kept_per_seed(runs):
         for key, value in entry['metrics'].items():
             assert saved[key] == pytest.approx(value, abs=1e-12), key
     # a plain run keeps mmengine's one file
-    (plain_dir, ) = [p for p in (runs['base'] / 'plain').iterdir()
-                     if p.is_dir()]
+    (plain_dir, ) = [
+        p for p in (runs['base'] / 'plain').iterdir() if p.is_dir()
+    ]
     assert sorted(p.name for p in plain_dir.glob('*.json')) == [
         f'{plain_dir.name}.json'
     ]
@@ -268,8 +269,7 @@ def test_settings_in_both_jsons(runs):
 
 def test_existing_seed_file_is_refused_first(runs, tmp_path):
     out = str(runs['base'] / 'seeds.pkl')  # its _seed{S} files exist
-    with pytest.raises(FileExistsError,
-                       match='seeds_seed1.pkl already exist'):
+    with pytest.raises(FileExistsError, match='seeds_seed1.pkl already exist'):
         results_files(out, [3, 1])
     fresh = str(tmp_path / 'r.pkl')
     assert results_files(fresh, [3, 1]) == [
@@ -288,12 +288,13 @@ def test_model_without_test_seed_is_refused():
     model = MODELS.build(cfg.model)
     assert seed_keys(model) == [] and model.test_seed_keys() == []
     runner = SimpleNamespace(model=model)  # refused before anything runs
-    with pytest.raises(SeedsError,
-                       match='TwoStepPersonSearch has no seeded test-time'):
+    with pytest.raises(
+            SeedsError, match='TwoStepPersonSearch has no seeded test-time'):
         MultiSeedTestLoop(runner, None, None, seeds=[0, 1])
     # DiffPS-like: a Stable Diffusion backbone that samples / adds noise
     sd = SimpleNamespace(
-        test_cfg={}, backbone=SimpleNamespace(
+        test_cfg={},
+        backbone=SimpleNamespace(
             noise_seed=0, latent='sample', add_noise=True))
     assert BasePersonSearcher.test_seed_keys(sd) == ['backbone.noise_seed']
     sd.backbone.latent, sd.backbone.add_noise = 'mean', False

@@ -60,8 +60,7 @@ def labeled_identity_count(root: str) -> int:
     return len({
         inst['person_id']
         for i in range(len(ds))
-        for inst in ds.get_data_info(i)['instances']
-        if inst['person_id'] >= 0
+        for inst in ds.get_data_info(i)['instances'] if inst['person_id'] >= 0
     })
 
 
@@ -130,8 +129,10 @@ def test_runner_builds_and_validates(trained, tiny_cuhk):
 def test_extract_writes_one_normalised_row_per_box(trained, tiny_cuhk,
                                                    extract_tool, tmp_path):
     out = str(tmp_path / 'teacher_train.npz')
-    argv = [CONFIG, trained['ckpt'], '--out', out, '--device', 'cpu',
-            '--batch-size', '32', '--num-workers', '0']
+    argv = [
+        CONFIG, trained['ckpt'], '--out', out, '--device', 'cpu',
+        '--batch-size', '32', '--num-workers', '0'
+    ]
     # the test pipeline must make the crops the model was trained on
     crop_opt = {'test_dataloader.dataset.pipeline.2.scale': '(32,64)'}
     argv += cli_options({**trained['opts'], **crop_opt})
@@ -152,14 +153,13 @@ def test_extract_writes_one_normalised_row_per_box(trained, tiny_cuhk,
             np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
         all_boxes.append(boxes)
         n_rows += len(rows)
-        n_labeled += sum(inst['person_id'] >= 0
-                         for inst in info['instances'])
+        n_labeled += sum(inst['person_id'] >= 0 for inst in info['instances'])
         embeds.append(rows)
         pids += [inst['person_id'] for inst in info['instances']]
     assert len(cache.embeddings) == n_rows
     # rows in the order of the data infos' instances, boxes exactly theirs
-    np.testing.assert_allclose(cache.boxes, np.concatenate(all_boxes),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        cache.boxes, np.concatenate(all_boxes), atol=1e-4)
     assert n_rows > n_labeled  # unlabeled persons got embeddings too
 
     # Trained on crops for ITERS iterations, the teacher must separate the
@@ -189,13 +189,14 @@ def test_extract_refuses_to_overwrite(trained, extract_tool, tmp_path):
     out.write_bytes(b'not embeddings')
     argv = [CONFIG, trained['ckpt'], '--out', str(out), '--device', 'cpu']
     argv += cli_options(trained['opts'])
-    with pytest.raises(SystemExit,
-                       match='already exists; refusing to overwrite'):
+    with pytest.raises(
+            SystemExit, match='already exists; refusing to overwrite'):
         extract_tool.main(argv)
     assert out.read_bytes() == b'not embeddings'
     with pytest.raises(SystemExit, match='must end with .npz'):
-        extract_tool.main([CONFIG, trained['ckpt'], '--out',
-                           str(tmp_path / 'e.npy')])
+        extract_tool.main(
+            [CONFIG, trained['ckpt'], '--out',
+             str(tmp_path / 'e.npy')])
     # the library function refuses too, before it reads anything
     from mmpsearch.apis import write_teacher_embeddings
     with pytest.raises(FileExistsError, match='overwrite=True'):
@@ -210,8 +211,10 @@ def test_extract_rejects_checkpoint_of_other_model(trained, extract_tool,
     opts['model.head.num_classes'] = opts['model.head.num_classes'] + 1
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         opts.pop(f'{loader}.dataset.num_classes')
-    argv = [CONFIG, trained['ckpt'], '--out', str(tmp_path / 'x.npz'),
-            '--device', 'cpu', '--num-workers', '0'] + cli_options(opts)
+    argv = [
+        CONFIG, trained['ckpt'], '--out',
+        str(tmp_path / 'x.npz'), '--device', 'cpu', '--num-workers', '0'
+    ] + cli_options(opts)
     with pytest.raises(RuntimeError, match='size mismatch'):
         extract_tool.main(argv)
     assert not (tmp_path / 'x.npz').exists()

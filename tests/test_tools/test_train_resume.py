@@ -92,8 +92,7 @@ def test_wrong_config_key_is_named(tmp_path, toy_config):
 
 
 def test_missing_files_are_named(tmp_path, toy_config):
-    proc = run_tool(['tools/train.py', str(tmp_path / 'nope.py')],
-                    check=False)
+    proc = run_tool(['tools/train.py', str(tmp_path / 'nope.py')], check=False)
     assert proc.returncode != 0
     assert f'config file {tmp_path / "nope.py"} does not exist' in proc.stderr
     proc = run_tool([

@@ -27,8 +27,10 @@ def _cfg():
 
 
 def test_refused_at_build_time():
-    with pytest.raises(ValueError, match=r'model.test_cfg.rcnn.score_thr '
-                       r'must be a number in \[0, 1\], got 2'):
+    with pytest.raises(
+            ValueError,
+            match=r'model.test_cfg.rcnn.score_thr '
+            r'must be a number in \[0, 1\], got 2'):
         CheckedConfigDict(dict(rcnn=dict(score_thr=2)), check=CHECK)
 
 
@@ -65,8 +67,8 @@ def test_accepted_writes_and_shared_children():
     assert 'score_thr' not in cfg
 
 
-@pytest.mark.parametrize('dup', [copy.copy, copy.deepcopy,
-                                 lambda c: pickle.loads(pickle.dumps(c))])
+@pytest.mark.parametrize(
+    'dup', [copy.copy, copy.deepcopy, lambda c: pickle.loads(pickle.dumps(c))])
 def test_copies_keep_the_check(dup):
     other = dup(_cfg())
     assert isinstance(other, CheckedConfigDict)
@@ -90,8 +92,8 @@ class _TwoStage:
 
 
 def test_detector_heads_keep_sharing_their_test_cfg():
-    det = _TwoStage(dict(rpn=dict(nms=dict(iou_threshold=0.7)),
-                         rcnn=dict(score_thr=0.05)))
+    det = _TwoStage(
+        dict(rpn=dict(nms=dict(iou_threshold=0.7)), rcnn=dict(score_thr=0.05)))
     check_thresholds_when_changed(det, 'model.test_cfg')
     assert det.rpn_head.test_cfg is det.test_cfg.rpn
     with pytest.raises(ValueError, match='model.test_cfg.rpn.nms.iou_'):

@@ -42,17 +42,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='model config file')
     parser.add_argument('--checkpoint', help='weights (optional)')
     parser.add_argument(
-        '--steps', type=int, nargs='+', default=[1, 2, 4, 8],
+        '--steps',
+        type=int,
+        nargs='+',
+        default=[1, 2, 4, 8],
         help='sampling-step counts to time')
     parser.add_argument(
-        '--shape', type=int, nargs=2, default=[800, 1333],
-        metavar=('H', 'W'), help='input image size (default 800 1333)')
+        '--shape',
+        type=int,
+        nargs=2,
+        default=[800, 1333],
+        metavar=('H', 'W'),
+        help='input image size (default 800 1333)')
     parser.add_argument(
         '--num-images', type=int, default=3, help='timed images')
     parser.add_argument(
         '--warmup', type=int, default=1, help='untimed images first')
     parser.add_argument(
-        '--device', default=None,
+        '--device',
+        default=None,
         help='default: cuda when available, else cpu')
     parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
@@ -63,19 +71,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action='store_true',
         help='overwrite an existing --json file')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config keys, e.g. model.test_cfg.num_proposals=100')
     parser.add_argument(
-        '--baseline', metavar='BASELINE_CONFIG',
+        '--baseline',
+        metavar='BASELINE_CONFIG',
         help='also time this two-step baseline (TwoStepPersonSearch) config')
     parser.add_argument(
         '--baseline-checkpoint', help='weights of the baseline (optional)')
     parser.add_argument(
-        '--baseline-boxes', type=int, default=10,
+        '--baseline-boxes',
+        type=int,
+        default=10,
         help='boxes per image the baseline\'s ReID model is timed on '
         '(default 10; fixed, whatever the detector finds)')
     parser.add_argument(
-        '--baseline-cfg-options', nargs='+', action=DictAction,
+        '--baseline-cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override keys of the baseline config')
     args = parser.parse_args(argv)
     if args.baseline_boxes < 0:
@@ -129,9 +144,13 @@ def _random_input(model, i: int, shape, device: str) -> Dict:
     image = torch.rand(1, 3, h, w, device=device) * 255
     sample = DetDataSample(
         metainfo=dict(
-            img_id=f'bench_{i}.jpg', img_shape=(h, w), ori_shape=(h, w),
-            scale_factor=(1.0, 1.0), split='gallery',
-            batch_input_shape=(h, w), pad_shape=(h, w)))
+            img_id=f'bench_{i}.jpg',
+            img_shape=(h, w),
+            ori_shape=(h, w),
+            scale_factor=(1.0, 1.0),
+            split='gallery',
+            batch_input_shape=(h, w),
+            pad_shape=(h, w)))
     return model.data_preprocessor(
         dict(inputs=[image[0]], data_samples=[sample]), False)
 
@@ -152,8 +171,8 @@ def benchmark(model, steps: List[int], shape, num_images: int, warmup: int,
             for k in steps:
                 cfg.sampling_steps = k
                 _, t_heads[k] = _timed(
-                    lambda: model.bbox_head.predict(
-                        feats, inputs['data_samples']), device)
+                    lambda: model.bbox_head.predict(feats, inputs[
+                        'data_samples']), device)
         cfg.sampling_steps = orig_steps
         if i >= warmup:
             feat_times.append(t_feat)
@@ -174,8 +193,13 @@ def benchmark(model, steps: List[int], shape, num_images: int, warmup: int,
                 total_ms=total * 1e3,
                 images_per_s=1.0 / total,
                 extra_over_first_pct=(total - base) / base * 100.0))
-    return dict(rows=rows, feat_times_s=feat_times,
-                head_times_s={str(k): v for k, v in head_times.items()})
+    return dict(
+        rows=rows,
+        feat_times_s=feat_times,
+        head_times_s={
+            str(k): v
+            for k, v in head_times.items()
+        })
 
 
 def fixed_boxes(num: int, shape, device) -> torch.Tensor:
@@ -189,15 +213,19 @@ def fixed_boxes(num: int, shape, device) -> torch.Tensor:
     bw = bh * 0.4
     cx = w * (0.1 + 0.8 * ((k * 0.61 + 0.5) % 1.0))
     cy = h * (0.3 + 0.4 * ((k * 0.23) % 1.0))
-    boxes = torch.stack(
-        [cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1)
+    boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2],
+                        dim=1)
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
     return boxes.to(device)
 
 
-def benchmark_baseline(model, shape, num_images: int, warmup: int,
-                       device: str, num_boxes: int = 10) -> Dict:
+def benchmark_baseline(model,
+                       shape,
+                       num_images: int,
+                       warmup: int,
+                       device: str,
+                       num_boxes: int = 10) -> Dict:
     """Times per image of a two-step baseline (``TwoStepPersonSearch``):
     the detector (forward + post-processing), then the ReID model on
     ``num_boxes`` fixed boxes, the same count for every image."""
@@ -213,9 +241,9 @@ def benchmark_baseline(model, shape, num_images: int, warmup: int,
                     inputs['inputs'], inputs['data_samples'], rescale=True),
                 device)
             _, t_reid = _timed(
-                lambda: model.embed_boxes(
-                    inputs['inputs'], [boxes],
-                    [s.metainfo for s in inputs['data_samples']]), device)
+                lambda: model.embed_boxes(inputs['inputs'], [boxes], [
+                    s.metainfo for s in inputs['data_samples']
+                ]), device)
         if i >= warmup:
             det_times.append(t_det)
             reid_times.append(t_reid)
@@ -294,25 +322,27 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     if args.baseline:
         base_model = build_baseline(args.baseline, args.baseline_checkpoint,
                                     args.baseline_cfg_options, args.device)
-        baseline = benchmark_baseline(base_model, args.shape,
-                                      args.num_images, args.warmup,
-                                      args.device, args.baseline_boxes)
+        baseline = benchmark_baseline(base_model, args.shape, args.num_images,
+                                      args.warmup, args.device,
+                                      args.baseline_boxes)
         baseline.update(
             config=args.baseline,
-            params_M=sum(p.numel()
-                         for p in base_model.parameters()) / 1e6)
+            params_M=sum(p.numel() for p in base_model.parameters()) / 1e6)
         for r in res['rows']:
             # > 1: this PSDiff row is faster than the baseline
             r['speed_vs_baseline'] = r['images_per_s'] / \
                 baseline['images_per_s']
         res['baseline'] = baseline
     res.update(
-        config=args.config, device=args.device,
+        config=args.config,
+        device=args.device,
         cpu=platform.processor() or platform.machine(),
-        torch_threads=torch.get_num_threads(), shape=list(args.shape),
+        torch_threads=torch.get_num_threads(),
+        shape=list(args.shape),
         num_images=args.num_images,
         num_proposals=int(model.test_cfg.num_proposals),
-        sampler=str(model.test_cfg.sampler), params_M=n_params / 1e6)
+        sampler=str(model.test_cfg.sampler),
+        params_M=n_params / 1e6)
 
     print(f'{args.config}: {n_params / 1e6:.1f} M parameters, input '
           f'{args.shape[0]}x{args.shape[1]}, N={res["num_proposals"]}, '

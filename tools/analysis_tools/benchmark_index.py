@@ -48,53 +48,99 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Benchmark numpy exact, faiss flat and IVF-PQ search on '
         'clustered synthetic embeddings.')
-    parser.add_argument('--sizes', nargs='+', type=parse_size,
-                        default=[(1_000_000, 2048), (10_000_000, 256)],
-                        metavar='NxD', help='galleries to build')
-    parser.add_argument('--crossover', nargs='*', type=int,
-                        default=[10_000, 30_000, 100_000, 300_000,
-                                 1_000_000],
-                        metavar='N', help='gallery sizes (at the width of '
-                        '--crossover-dim) to find the crossover at; none '
-                        'to skip')
+    parser.add_argument(
+        '--sizes',
+        nargs='+',
+        type=parse_size,
+        default=[(1_000_000, 2048), (10_000_000, 256)],
+        metavar='NxD',
+        help='galleries to build')
+    parser.add_argument(
+        '--crossover',
+        nargs='*',
+        type=int,
+        default=[10_000, 30_000, 100_000, 300_000, 1_000_000],
+        metavar='N',
+        help='gallery sizes (at the width of '
+        '--crossover-dim) to find the crossover at; none '
+        'to skip')
     parser.add_argument('--crossover-dim', type=int, default=256)
-    parser.add_argument('--per-id', type=float, default=25.0,
-                        help='mean detections per identity')
-    parser.add_argument('--noise', type=float, default=0.75,
-                        help='norm of the noise around a unit centre')
-    parser.add_argument('--queries', type=int, default=200,
-                        help='queries (for recall; latency: the first 50 '
-                        'alone, and batches of 100)')
-    parser.add_argument('--numpy-queries', type=int, default=5,
-                        help='single queries timed for numpy exact (slow)')
-    parser.add_argument('--nprobe', type=int, default=None,
-                        help='IVF lists visited per query, for every k '
-                        '(default: calibrated at build for '
-                        '--target-recall, times sqrt(k / 10))')
-    parser.add_argument('--nlist', type=int, default=None,
-                        help='IVF lists (default: ~4 sqrt(N), a power of '
-                        'two)')
-    parser.add_argument('--target-recall', type=float, default=None,
-                        help='recall@10 the build calibrates nprobe for '
-                        '(default: TARGET_RECALL, 0.97)')
-    parser.add_argument('--rerank', type=int, default=10,
-                        help='candidates per query, times k (>= 100)')
-    parser.add_argument('--float16', action='store_true',
-                        help='store the generated embeddings as float16 '
-                        '(half the disk and page cache; the index is '
-                        'built from, and re-ranks with, the rounded rows)')
-    parser.add_argument('--train-size', type=int, default=None,
-                        help='IVF-PQ training rows (default: 64 per list)')
-    parser.add_argument('--chunk', type=int, default=100_000,
-                        help='rows generated / added at a time')
-    parser.add_argument('--threads', type=int, default=0,
-                        help='faiss / BLAS threads (0: all cores)')
-    parser.add_argument('--workdir', default=None,
-                        help='where the memory maps go (default: a '
-                        'temporary folder, removed after)')
-    parser.add_argument('--json', default=None,
-                        help='also write the figures to this file (new, '
-                        'unless --force)')
+    parser.add_argument(
+        '--per-id',
+        type=float,
+        default=25.0,
+        help='mean detections per identity')
+    parser.add_argument(
+        '--noise',
+        type=float,
+        default=0.75,
+        help='norm of the noise around a unit centre')
+    parser.add_argument(
+        '--queries',
+        type=int,
+        default=200,
+        help='queries (for recall; latency: the first 50 '
+        'alone, and batches of 100)')
+    parser.add_argument(
+        '--numpy-queries',
+        type=int,
+        default=5,
+        help='single queries timed for numpy exact (slow)')
+    parser.add_argument(
+        '--nprobe',
+        type=int,
+        default=None,
+        help='IVF lists visited per query, for every k '
+        '(default: calibrated at build for '
+        '--target-recall, times sqrt(k / 10))')
+    parser.add_argument(
+        '--nlist',
+        type=int,
+        default=None,
+        help='IVF lists (default: ~4 sqrt(N), a power of '
+        'two)')
+    parser.add_argument(
+        '--target-recall',
+        type=float,
+        default=None,
+        help='recall@10 the build calibrates nprobe for '
+        '(default: TARGET_RECALL, 0.97)')
+    parser.add_argument(
+        '--rerank',
+        type=int,
+        default=10,
+        help='candidates per query, times k (>= 100)')
+    parser.add_argument(
+        '--float16',
+        action='store_true',
+        help='store the generated embeddings as float16 '
+        '(half the disk and page cache; the index is '
+        'built from, and re-ranks with, the rounded rows)')
+    parser.add_argument(
+        '--train-size',
+        type=int,
+        default=None,
+        help='IVF-PQ training rows (default: 64 per list)')
+    parser.add_argument(
+        '--chunk',
+        type=int,
+        default=100_000,
+        help='rows generated / added at a time')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=0,
+        help='faiss / BLAS threads (0: all cores)')
+    parser.add_argument(
+        '--workdir',
+        default=None,
+        help='where the memory maps go (default: a '
+        'temporary folder, removed after)')
+    parser.add_argument(
+        '--json',
+        default=None,
+        help='also write the figures to this file (new, '
+        'unless --force)')
     parser.add_argument('--force', action='store_true')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
@@ -164,9 +210,11 @@ def pct(values, p):
 
 def recall(found, truth, k):
     import numpy as np
-    return float(np.mean([
-        len(np.intersect1d(f[:k], t[:k])) / k for f, t in zip(found, truth)
-    ]))
+    return float(
+        np.mean([
+            len(np.intersect1d(f[:k], t[:k])) / k
+            for f, t in zip(found, truth)
+        ]))
 
 
 def chunks_of(mm, chunk):
@@ -177,8 +225,11 @@ def chunks_of(mm, chunk):
 
 def vi_kwargs(args):
     """The approximate index's options given on the command line."""
-    kw = dict(nprobe=args.nprobe, nlist=args.nlist, rerank=args.rerank,
-              train_size=args.train_size)
+    kw = dict(
+        nprobe=args.nprobe,
+        nlist=args.nlist,
+        rerank=args.rerank,
+        train_size=args.train_size)
     if args.target_recall is not None:
         kw['target_recall'] = args.target_recall
     return kw
@@ -213,12 +264,13 @@ def bench_size(n, d, args, workdir, log):
     def timings(lat1, latb):
         """Latency figures (ms) of single queries and batches, each a
         list of :class:`Clock`."""
-        return dict(p50_ms=pct([c.wall for c in lat1], 50),
-                    p95_ms=pct([c.wall for c in lat1], 95),
-                    cpu_p50_ms=pct([c.cpu for c in lat1], 50),
-                    batch100_p50_ms=pct([c.wall for c in latb], 50),
-                    batch100_p95_ms=pct([c.wall for c in latb], 95),
-                    batch100_cpu_p50_ms=pct([c.cpu for c in latb], 50))
+        return dict(
+            p50_ms=pct([c.wall for c in lat1], 50),
+            p95_ms=pct([c.wall for c in lat1], 95),
+            cpu_p50_ms=pct([c.cpu for c in lat1], 50),
+            batch100_p50_ms=pct([c.wall for c in latb], 50),
+            batch100_p95_ms=pct([c.wall for c in latb], 95),
+            batch100_cpu_p50_ms=pct([c.cpu for c in latb], 50))
 
     lat1 = []
     for q in single[:args.numpy_queries]:
@@ -228,13 +280,19 @@ def bench_size(n, d, args, workdir, log):
     latb, truth = [], []
     for s in range(0, len(queries), 100):
         with Clock() as c:
-            truth.append(exact_topk_chunked(chunks(), queries[s:s + 100],
-                                            k100)[1])
+            truth.append(
+                exact_topk_chunked(chunks(), queries[s:s + 100], k100)[1])
         latb.append(c)
     truth = np.concatenate(truth)
-    rows.append(dict(method='numpy exact (chunked matrix product)',
-                     build_s=0.0, build_cpu_s=0.0, memory_mib=0.0,
-                     **timings(lat1, latb), recall10=1.0, recall100=1.0))
+    rows.append(
+        dict(
+            method='numpy exact (chunked matrix product)',
+            build_s=0.0,
+            build_cpu_s=0.0,
+            memory_mib=0.0,
+            **timings(lat1, latb),
+            recall10=1.0,
+            recall100=1.0))
 
     def measure(method, vi, build, memory_mib, exact):
         """Single queries (top 10) and batches of 100 (top 100), timed;
@@ -252,41 +310,62 @@ def bench_size(n, d, args, workdir, log):
             latb.append(c)
         found = np.concatenate(found)
         found10 = found if exact else vi.search(queries, 10, fetch)[1]
-        return dict(method=method, build_s=build.wall, build_cpu_s=build.cpu,
-                    memory_mib=memory_mib, **timings(lat1, latb),
-                    recall10=recall(found10, truth, 10),
-                    recall100=recall(found, truth, k100))
+        return dict(
+            method=method,
+            build_s=build.wall,
+            build_cpu_s=build.cpu,
+            memory_mib=memory_mib,
+            **timings(lat1, latb),
+            recall10=recall(found10, truth, 10),
+            recall100=recall(found, truth, k100))
 
     # faiss exact
     with Clock() as build:
         flat = VectorIndex.build(chunks, n, d, kind='flat')
-    rows.append(measure('faiss flat (IndexFlatIP)', flat, build,
-                        n * d * 4 / 2**20, exact=True))
+    rows.append(
+        measure(
+            'faiss flat (IndexFlatIP)',
+            flat,
+            build,
+            n * d * 4 / 2**20,
+            exact=True))
     del flat
     # the float16 storage of --float16: exact search over rounded rows
     if not args.float16:
-        ids16 = exact_topk_chunked(
-            (c.astype(np.float16).astype(np.float32) for c in chunks()),
-            queries, k100)[1]
-        rows.append(dict(method='numpy exact, float16 storage',
-                         build_s=0.0, build_cpu_s=0.0, memory_mib=0.0,
-                         **timings([], []),
-                         recall10=recall(ids16, truth, 10),
-                         recall100=recall(ids16, truth, k100)))
+        ids16 = exact_topk_chunked((c.astype(np.float16).astype(np.float32)
+                                    for c in chunks()), queries, k100)[1]
+        rows.append(
+            dict(
+                method='numpy exact, float16 storage',
+                build_s=0.0,
+                build_cpu_s=0.0,
+                memory_mib=0.0,
+                **timings([], []),
+                recall10=recall(ids16, truth, 10),
+                recall100=recall(ids16, truth, k100)))
     # approximate
     approx_info = None
     if n >= 39 * 16:
         with Clock() as build:
-            approx = VectorIndex.build(chunks, n, d, kind='ivfpq',
-                                       **vi_kwargs(args))
+            approx = VectorIndex.build(
+                chunks, n, d, kind='ivfpq', **vi_kwargs(args))
         spec = ivfpq_factory(n, d, approx.nlist)
         (p10, c10), (p100, c100) = (approx.search_params(10),
                                     approx.search_params(k100))
-        rows.append(measure(f'faiss {spec} + re-rank', approx, build,
-                            approx.memory_bytes() / 2**20, exact=False))
+        rows.append(
+            measure(
+                f'faiss {spec} + re-rank',
+                approx,
+                build,
+                approx.memory_bytes() / 2**20,
+                exact=False))
         approx_info = dict(
-            factory=spec, nlist=approx.nlist, nprobe10=p10,
-            nprobe100=p100, candidates10=c10, candidates100=c100,
+            factory=spec,
+            nlist=approx.nlist,
+            nprobe10=p10,
+            nprobe100=p100,
+            candidates10=c10,
+            candidates100=c100,
             calibration=approx.calibration,
             target_recall=approx.target_recall,
             build_times=approx.build_times)
@@ -320,8 +399,7 @@ def bench_size(n, d, args, workdir, log):
             f'batch of 100; memory {a["memory_mib"] / raw:.3f} of the raw '
             f'float32')
     os.remove(path)
-    return dict(n=n, d=d, float16=args.float16, rows=rows,
-                approx=approx_info)
+    return dict(n=n, d=d, float16=args.float16, rows=rows, approx=approx_info)
 
 
 def crossover(sizes, d, args, workdir, log):
@@ -346,8 +424,12 @@ def crossover(sizes, d, args, workdir, log):
         for kind in ('flat', 'ivfpq'):
             if kind == 'ivfpq' and n < 39 * 16:
                 continue
-            vi = VectorIndex.build(lambda: chunks_of(mm, args.chunk), n, d,
-                                   kind=kind, **vi_kwargs(args))
+            vi = VectorIndex.build(
+                lambda: chunks_of(mm, args.chunk),
+                n,
+                d,
+                kind=kind,
+                **vi_kwargs(args))
             lat, found = [], []
             for q in queries:
                 with Clock() as c:
@@ -355,18 +437,22 @@ def crossover(sizes, d, args, workdir, log):
                 lat.append(c.cpu)
             if truth is None:
                 truth = found
-            res[kind] = (pct(lat, 50), recall(found, truth, 10),
-                         vi.nlist, vi.search_params(10)[0])
+            res[kind] = (pct(lat, 50), recall(found, truth, 10), vi.nlist,
+                         vi.search_params(10)[0])
         os.remove(path)
         ivf = res.get('ivfpq', (float('nan'), float('nan'), None, None))
-        row = dict(n=n, flat_p50_ms=res['flat'][0], ivfpq_p50_ms=ivf[0],
-                   ivfpq_recall10=ivf[1], nlist=ivf[2], nprobe10=ivf[3])
+        row = dict(
+            n=n,
+            flat_p50_ms=res['flat'][0],
+            ivfpq_p50_ms=ivf[0],
+            ivfpq_recall10=ivf[1],
+            nlist=ivf[2],
+            nprobe10=ivf[3])
         out.append(row)
         log(f'{n:>10,}  flat {row["flat_p50_ms"]:8.3f}  ivfpq '
             f'{row["ivfpq_p50_ms"]:8.3f}  (recall@10 '
             f'{row["ivfpq_recall10"]:.3f}, nlist {ivf[2]}, nprobe {ivf[3]})')
-    pays = [r['n'] for r in out
-            if r['ivfpq_p50_ms'] < r['flat_p50_ms']]
+    pays = [r['n'] for r in out if r['ivfpq_p50_ms'] < r['flat_p50_ms']]
     cross = min(pays) if pays else None
     log(f'crossover: the approximate index is faster from '
         f'{cross:,} rows on' if cross else
@@ -395,9 +481,8 @@ def main(argv=None) -> int:
         for n, d in args.sizes:
             report['sizes'].append(bench_size(n, d, args, workdir, log))
         if args.crossover:
-            report['crossover'] = crossover(args.crossover,
-                                            args.crossover_dim, args,
-                                            workdir, log)
+            report['crossover'] = crossover(args.crossover, args.crossover_dim,
+                                            args, workdir, log)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

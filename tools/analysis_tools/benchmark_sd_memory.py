@@ -170,7 +170,9 @@ def main() -> None:
         description='Peak memory / time of the DiffPS SD feature extraction')
     parser.add_argument('--size', type=int, default=768, help='image side')
     parser.add_argument(
-        '--timestep', type=int, default=0,
+        '--timestep',
+        type=int,
+        default=0,
         help='UNet timestep (DiffPS: 0; memory does not depend on it)')
     parser.add_argument(
         '--threads', type=int, default=0, help='torch threads (0: default)')

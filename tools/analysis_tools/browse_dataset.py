@@ -26,21 +26,29 @@ UNLABELED = (220, 20, 20)
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Draw boxes and person ids of dataset samples to PNGs.')
-    parser.add_argument('config', help='a config with train_dataloader / '
-                        'test_dataloader (e.g. configs/_base_/datasets/...)')
-    parser.add_argument('--output-dir', required=True,
-                        help='folder for the PNG files (a new or empty one)')
-    parser.add_argument('--force', action='store_true',
-                        help='write into a non-empty --output-dir, '
-                        'overwriting PNG files of the same names')
-    parser.add_argument('--num', type=int, default=8,
-                        help='number of samples to draw')
-    parser.add_argument('--split', default='train',
-                        choices=['train', 'gallery', 'query'])
+    parser.add_argument(
+        'config',
+        help='a config with train_dataloader / '
+        'test_dataloader (e.g. configs/_base_/datasets/...)')
+    parser.add_argument(
+        '--output-dir',
+        required=True,
+        help='folder for the PNG files (a new or empty one)')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='write into a non-empty --output-dir, '
+        'overwriting PNG files of the same names')
+    parser.add_argument(
+        '--num', type=int, default=8, help='number of samples to draw')
+    parser.add_argument(
+        '--split', default='train', choices=['train', 'gallery', 'query'])
     parser.add_argument(
         '--data-root', help="override the chosen dataset's data_root")
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, e.g. '
         'train_dataloader.dataset.data_root=data/x')
     return parser.parse_args()
@@ -94,8 +102,11 @@ def draw_sample(info: dict, out_file: str) -> None:
                        colors='white',
                        font_sizes=9,
                        bboxes=[
-                           dict(facecolor=c_to_hex(c), alpha=0.8, pad=0.5,
-                                edgecolor='none') for c in colors
+                           dict(
+                               facecolor=c_to_hex(c),
+                               alpha=0.8,
+                               pad=0.5,
+                               edgecolor='none') for c in colors
                        ])
     mmcv.imwrite(vis.get_image()[..., ::-1], out_file)
 

@@ -28,7 +28,9 @@ def parse_args() -> argparse.Namespace:
         default=[],
         help='model entries not to build (e.g. backbone)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override settings of the config, as in tools/train.py')
     return parser.parse_args()
 

@@ -292,8 +292,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                            bool(args.gallery_size))
     summary[SETTINGS_KEY] = json_settings(args, settings_sizes, results)
     if args.json:  # refused above unless new or --force
-        write_json(summary, args.json, True, 'metrics written to',
-                   makedirs=True)
+        write_json(
+            summary, args.json, True, 'metrics written to', makedirs=True)
     return summary
 
 

@@ -25,13 +25,22 @@ def parse_args() -> argparse.Namespace:
         'step)')
     parser.add_argument('config', help='model config file')
     parser.add_argument(
-        '--shape', type=int, nargs=2, default=[800, 1333],
-        metavar=('H', 'W'), help='input image size (default 800 1333)')
+        '--shape',
+        type=int,
+        nargs=2,
+        default=[800, 1333],
+        metavar=('H', 'W'),
+        help='input image size (default 800 1333)')
     parser.add_argument(
-        '--steps', type=int, nargs='+', default=[1, 2, 4, 8],
+        '--steps',
+        type=int,
+        nargs='+',
+        default=[1, 2, 4, 8],
         help='step counts for the total column')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config keys, e.g. model.test_cfg.num_proposals=100')
     return parser.parse_args()
 
@@ -117,8 +126,7 @@ def main() -> None:
     head = model.bbox_head.denoiser  # the one CDL every step runs
 
     params = parameter_count(model)
-    p_bb = sum(v for k, v in params.items()
-               if k in ('backbone', 'neck'))
+    p_bb = sum(v for k, v in params.items() if k in ('backbone', 'neck'))
     p_head = params['bbox_head.denoiser']
     with torch.no_grad():
         x = torch.randn(1, 3, h, w)
@@ -130,8 +138,7 @@ def main() -> None:
         boxes = torch.cat([xy, xy + wh], dim=-1)
         embeds = torch.randn(1, n, head.embed_dims)
         t = torch.tensor([500])
-        f_pass = _count(_HeadStep(head),
-                        (*prepared, boxes, embeds, t))
+        f_pass = _count(_HeadStep(head), (*prepared, boxes, embeds, t))
     # a step chains test_cfg.num_passes passes of (a layer like) this CDL
     passes = model.bbox_head.passes_per_step()
     f_head = passes * f_pass

@@ -15,8 +15,8 @@ from typing import List, Optional
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('results', help='results .pkl (tools/test.py --out)')
-    parser.add_argument('--data-root', required=True,
-                        help='CUHK-SYSU-format dataset root')
+    parser.add_argument(
+        '--data-root', required=True, help='CUHK-SYSU-format dataset root')
     parser.add_argument(
         '--gallery-sizes',
         type=int,
@@ -60,8 +60,7 @@ def available_sizes(data_root: str) -> List[int]:
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     with exit_on_refusal():
-        refuse_existing_file(args.out, '--out', args.overwrite,
-                             '--overwrite')
+        refuse_existing_file(args.out, '--out', args.overwrite, '--overwrite')
         if args.json:
             refuse_existing_file(args.json, '--json', args.overwrite,
                                  '--overwrite')
@@ -80,17 +79,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
     curve = {}
     for i, s in enumerate(sizes):
         suffix = '' if i == 0 else gallery_size_suffix(s)
-        curve[s] = dict(mAP=metrics['mAP' + suffix],
-                        top1=metrics['top1' + suffix])
+        curve[s] = dict(
+            mAP=metrics['mAP' + suffix], top1=metrics['top1' + suffix])
         print(f'gallery {s:>5}: mAP {100 * curve[s]["mAP"]:6.2f}  '
               f'top-1 {100 * curve[s]["top1"]:6.2f}')
 
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
     label = args.label or osp.splitext(osp.basename(args.results))[0]
-    ax.plot(sizes, [100 * curve[s]['mAP'] for s in sizes], 'o-',
-            label=f'{label} mAP')
-    ax.plot(sizes, [100 * curve[s]['top1'] for s in sizes], 's--',
-            label=f'{label} top-1')
+    ax.plot(
+        sizes, [100 * curve[s]['mAP'] for s in sizes],
+        'o-',
+        label=f'{label} mAP')
+    ax.plot(
+        sizes, [100 * curve[s]['top1'] for s in sizes],
+        's--',
+        label=f'{label} top-1')
     ax.set_xscale('log')
     ax.set_xticks(sizes)
     ax.set_xticklabels([str(s) for s in sizes])

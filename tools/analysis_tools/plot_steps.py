@@ -79,19 +79,22 @@ def read_times(path: str) -> Dict[int, float]:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     with exit_on_refusal():
-        refuse_existing_file(args.out, '--out', args.overwrite,
-                             '--overwrite')
+        refuse_existing_file(args.out, '--out', args.overwrite, '--overwrite')
     metrics = read_metrics(args.metrics)
     steps = list(metrics)
     times = read_times(args.benchmark) if args.benchmark else {}
 
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
-    ax.plot(steps, [100 * metrics[k]['mAP'] for k in steps], 'o-',
-            label='search mAP')
-    ax.plot(steps, [100 * metrics[k]['top1'] for k in steps], 's--',
-            label='top-1')
-    ax.plot(steps, [100 * metrics[k]['det_ap'] for k in steps], '^-.',
-            label='detection AP')
+    ax.plot(
+        steps, [100 * metrics[k]['mAP'] for k in steps],
+        'o-',
+        label='search mAP')
+    ax.plot(
+        steps, [100 * metrics[k]['top1'] for k in steps], 's--', label='top-1')
+    ax.plot(
+        steps, [100 * metrics[k]['det_ap'] for k in steps],
+        '^-.',
+        label='detection AP')
     ax.set_xscale('log', base=2)
     ax.set_xticks(steps)
     ax.set_xticklabels([str(k) for k in steps])

@@ -127,16 +127,18 @@ def reid_embedder(config: str, checkpoint: str, dataset: str,
             raise FileNotFoundError(f'image {path} cannot be read')
         h, w = img.shape[:2]
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
-        meta = dict(ori_shape=(h, w), img_shape=(h, w),
-                    scale_factor=(1.0, 1.0))
-        out = model(x, [torch.as_tensor(boxes, dtype=torch.float32)],
-                    [meta], _AsRead())
+        meta = dict(
+            ori_shape=(h, w), img_shape=(h, w), scale_factor=(1.0, 1.0))
+        out = model(x, [torch.as_tensor(boxes, dtype=torch.float32)], [meta],
+                    _AsRead())
         return out[0].numpy()
 
     return embed
 
 
-def reembed(results: dict, protocol, boxes: str = 'detections',
+def reembed(results: dict,
+            protocol,
+            boxes: str = 'detections',
             embed: Optional[Embedder] = None) -> dict:
     """A new results dict (the input is left as it is).
 
@@ -150,8 +152,10 @@ def reembed(results: dict, protocol, boxes: str = 'detections',
     if boxes == 'gt' and embed is None:
         raise ValueError('--boxes gt needs an embedder: --searcher or --reid')
     gallery = {}
-    empty = dict(bboxes=np.zeros((0, 4)), scores=np.zeros(0),
-                 embeddings=np.zeros((0, 0)))
+    empty = dict(
+        bboxes=np.zeros((0, 4)),
+        scores=np.zeros(0),
+        embeddings=np.zeros((0, 0)))
     names = protocol.gallery if boxes == 'gt' else results['gallery']
     for img_id in names:
         det = results['gallery'].get(img_id, empty)
@@ -166,8 +170,8 @@ def reembed(results: dict, protocol, boxes: str = 'detections',
         if embed is not None:
             e = np.asarray(embed(img_id, b), np.float32)
         gallery[img_id] = dict(bboxes=b, scores=s, embeddings=e)
-    dim = next((g['embeddings'].shape[1] for g in gallery.values()
-                if len(g['bboxes'])), 0)
+    dim = next((g['embeddings'].shape[1]
+                for g in gallery.values() if len(g['bboxes'])), 0)
     for g in gallery.values():  # an image without boxes: (0, D)
         if not len(g['bboxes']):
             g['embeddings'] = np.zeros((0, dim), np.float32)
@@ -193,13 +197,11 @@ def main(argv: Optional[List[str]] = None) -> str:
         raise SystemExit('--boxes gt needs an embedder: --searcher CONFIG '
                          'CKPT or --reid CONFIG CKPT')
     protocol = person_search_metric.load_protocol(
-        args.dataset, args.data_root,
-        100 if args.dataset == 'cuhk' else None)
+        args.dataset, args.data_root, 100 if args.dataset == 'cuhk' else None)
     results = load_search_results(args.results, protocol)
     embed = None
     if args.searcher:
-        embed = searcher_embedder(*args.searcher, args.dataset,
-                                  args.data_root)
+        embed = searcher_embedder(*args.searcher, args.dataset, args.data_root)
     elif args.reid:
         embed = reid_embedder(*args.reid, args.dataset, args.data_root)
     out = reembed(results, protocol, args.boxes, embed)

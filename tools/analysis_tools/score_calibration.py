@@ -33,9 +33,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('results', help='results.pkl of tools/test.py')
     parser.add_argument('--dataset', required=True, choices=['cuhk', 'prw'])
     parser.add_argument('--data-root', required=True)
-    parser.add_argument('--thr', type=float, default=0.5,
-                        help='the score threshold to report against '
-                        '(default 0.5, the protocol\'s)')
+    parser.add_argument(
+        '--thr',
+        type=float,
+        default=0.5,
+        help='the score threshold to report against '
+        '(default 0.5, the protocol\'s)')
     parser.add_argument(
         '--json', help='also write the figures to this (new) JSON file')
     parser.add_argument(
@@ -58,7 +61,8 @@ from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 
-def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
+def calibration(gallery: Dict[str, dict],
+                gt: Dict[str, np.ndarray],
                 thr: float = 0.5,
                 gt_ids: Optional[Dict[str, np.ndarray]] = None) -> dict:
     """The figures of the module docstring.
@@ -108,8 +112,8 @@ def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
         for g in range(m):
             labeled.append(ids[g] >= 0)
             covered.append(taken[g] >= 0)
-            true_scores.append(float(scores[taken[g]]) if taken[g] >= 0
-                               else 0.0)
+            true_scores.append(
+                float(scores[taken[g]]) if taken[g] >= 0 else 0.0)
             dup_counts.append(int(dups[g]))
     true_scores = np.asarray(true_scores)
     found = np.asarray(covered, dtype=bool)
@@ -133,8 +137,8 @@ def calibration(gallery: Dict[str, dict], gt: Dict[str, np.ndarray],
         covered=float(found.mean()),
         true_passing=float((true_scores >= thr).mean()),
         true_score_quantiles={
-            str(q): float(np.quantile(true_scores[found], q))
-            if found.any() else 0.0
+            str(q):
+            float(np.quantile(true_scores[found], q)) if found.any() else 0.0
             for q in QUANTILES
         },
         duplicates_per_person=float(np.mean(dup_counts)),
@@ -152,8 +156,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         require_results_file(args.results)  # a folder is named as one
     # the gallery's ground truth is the same at every CUHK-SYSU size
     protocol = person_search_metric.load_protocol(
-        args.dataset, args.data_root,
-        100 if args.dataset == 'cuhk' else None)
+        args.dataset, args.data_root, 100 if args.dataset == 'cuhk' else None)
     results = load_search_results(args.results, protocol)
     gt = {img_id: g.boxes for img_id, g in protocol.gallery.items()}
     ids = {img_id: g.person_ids for img_id, g in protocol.gallery.items()}

@@ -31,8 +31,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-KINDS = ('query_person', 'other_person', 'other_person_poor_box',
-         'background')
+KINDS = ('query_person', 'other_person', 'other_person_poor_box', 'background')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -103,7 +102,9 @@ def _candidates(protocol, dataset: str) -> List[List[tuple]]:
     return out
 
 
-def search_errors(results: dict, protocol, dataset: str = 'cuhk',
+def search_errors(results: dict,
+                  protocol,
+                  dataset: str = 'cuhk',
                   score_thr: float = 0.5) -> Dict[str, object]:
     """The figures of the module docstring.
 
@@ -119,18 +120,21 @@ def search_errors(results: dict, protocol, dataset: str = 'cuhk',
     for img_id, det in results['gallery'].items():
         scores = np.asarray(det['scores'], np.float64).reshape(-1)
         keep = scores >= score_thr
-        kept[img_id] = (
-            np.asarray(det['bboxes'], np.float64).reshape(-1, 4)[keep],
-            l2_normalize(np.asarray(det['embeddings'], np.float64)[keep]))
-    gt = {i: (np.asarray(g.boxes, np.float64).reshape(-1, 4))
-          for i, g in protocol.gallery.items()}
+        kept[img_id] = (np.asarray(det['bboxes'], np.float64).reshape(-1,
+                                                                      4)[keep],
+                        l2_normalize(
+                            np.asarray(det['embeddings'], np.float64)[keep]))
+    gt = {
+        i: (np.asarray(g.boxes, np.float64).reshape(-1, 4))
+        for i, g in protocol.gallery.items()
+    }
     aps = {k: [] for k in ('all', 'missed') + KINDS}
     outranking = {k: 0 for k in KINDS}
     found_frac = []
     for q, (query, cands) in enumerate(
             zip(results['query'], _candidates(protocol, dataset))):
-        emb = l2_normalize(np.asarray(query['embedding'],
-                                      np.float64).reshape(1, -1))[0]
+        emb = l2_normalize(
+            np.asarray(query['embedding'], np.float64).reshape(1, -1))[0]
         sims, labels, kinds = [], [], []
         num_gt, num_found = 0, 0
         seen = set()
@@ -139,7 +143,7 @@ def search_errors(results: dict, protocol, dataset: str = 'cuhk',
                 num_gt += qbox is not None
                 continue
             seen.add(img_id)
-            boxes, embs = kept.get(img_id, (np.zeros((0, 4)),) * 2)
+            boxes, embs = kept.get(img_id, (np.zeros((0, 4)), ) * 2)
             s = embs @ emb if len(boxes) else np.zeros(0)
             kind = np.full(len(boxes), 'background', dtype=object)
             others = gt[img_id]
@@ -199,7 +203,8 @@ def search_errors(results: dict, protocol, dataset: str = 'cuhk',
         gain_if_removed={k: m[k] - m['all']
                          for k in ('missed', ) + KINDS},
         outranking_per_query={
-            k: outranking[k] / len(aps['all']) for k in KINDS
+            k: outranking[k] / len(aps['all'])
+            for k in KINDS
         })
 
 

@@ -21,29 +21,42 @@ def parse_args() -> argparse.Namespace:
         description='Write synthetic person-search scenes in the released '
         'CUHK-SYSU or PRW format.')
     parser.add_argument(
-        '--format', required=True, choices=['cuhk', 'prw'],
+        '--format',
+        required=True,
+        choices=['cuhk', 'prw'],
         help='which release to imitate')
     parser.add_argument(
-        '--out', required=True,
+        '--out',
+        required=True,
         help='output folder: new or empty (a released dataset has the same '
         'file names), unless --force')
     parser.add_argument(
-        '--force', action='store_true',
+        '--force',
+        action='store_true',
         help='write into a non-empty --out, overwriting files of the same '
         'names')
     parser.add_argument(
-        '--num-images', type=int, default=800,
+        '--num-images',
+        type=int,
+        default=800,
         help='scene images (CUHK: half form the gallery, which needs >= 101 '
         'images for TestG100, so >= 202)')
     parser.add_argument(
-        '--num-ids', type=int, default=200,
+        '--num-ids',
+        type=int,
+        default=200,
         help='identities, half for training and half for testing')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument(
-        '--image-size', type=int, nargs=2, default=[320, 240],
-        metavar=('WIDTH', 'HEIGHT'), help='scene size')
+        '--image-size',
+        type=int,
+        nargs=2,
+        default=[320, 240],
+        metavar=('WIDTH', 'HEIGHT'),
+        help='scene size')
     parser.add_argument(
-        '--describe', action='store_true',
+        '--describe',
+        action='store_true',
         help='CUHK: also write scenes.json (per image: the clothing colours '
         'of each person, the background colours, the boxes), the captions '
         'of tools/misc/train_tiny_ldm.py; the other files do not change')

@@ -15,19 +15,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Write synthetic MP4 videos of walking persons and a '
         'query image.')
-    parser.add_argument('--out', required=True,
-                        help='output folder: new or empty, unless --force')
-    parser.add_argument('--force', action='store_true',
-                        help='write into a non-empty --out')
+    parser.add_argument(
+        '--out',
+        required=True,
+        help='output folder: new or empty, unless --force')
+    parser.add_argument(
+        '--force', action='store_true', help='write into a non-empty --out')
     parser.add_argument('--num-videos', type=int, default=2)
-    parser.add_argument('--frames', type=int, default=48,
-                        help='frames per video')
-    parser.add_argument('--fps', type=float, default=8.0,
-                        help='frame rate of the videos')
-    parser.add_argument('--num-ids', type=int, default=8,
-                        help='identities the videos draw from (>= 3)')
-    parser.add_argument('--image-size', type=int, nargs=2,
-                        default=[320, 240], metavar=('WIDTH', 'HEIGHT'))
+    parser.add_argument(
+        '--frames', type=int, default=48, help='frames per video')
+    parser.add_argument(
+        '--fps', type=float, default=8.0, help='frame rate of the videos')
+    parser.add_argument(
+        '--num-ids',
+        type=int,
+        default=8,
+        help='identities the videos draw from (>= 3)')
+    parser.add_argument(
+        '--image-size',
+        type=int,
+        nargs=2,
+        default=[320, 240],
+        metavar=('WIDTH', 'HEIGHT'))
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     if args.num_videos < 1 or args.frames < 1 or args.fps <= 0:
@@ -47,11 +56,15 @@ def main(argv=None) -> int:
         refuse_nonempty_dir(args.out, '--out', args.force)
     start = time.time()
     ann = make_synthetic_videos(args.out, args.num_videos, args.frames,
-                                args.fps, tuple(args.image_size),
-                                args.num_ids, args.seed)
-    print(json.dumps(dict(out=args.out, videos=sorted(ann['videos']),
-                          query=ann['query'],
-                          seconds=round(time.time() - start, 2))))
+                                args.fps, tuple(args.image_size), args.num_ids,
+                                args.seed)
+    print(
+        json.dumps(
+            dict(
+                out=args.out,
+                videos=sorted(ann['videos']),
+                query=ann['query'],
+                seconds=round(time.time() - start, 2))))
     return 0
 
 

@@ -44,11 +44,15 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Print the --help wall time of every Python tool.')
     parser.add_argument(
-        '--repeat', type=int, default=3,
+        '--repeat',
+        type=int,
+        default=3,
         help='runs per tool; the fastest is printed (the first run of a '
         'tool also pays for a cold file cache)')
     parser.add_argument(
-        '--limit', type=float, default=2.0,
+        '--limit',
+        type=float,
+        default=2.0,
         help='seconds; a tool slower than this is marked SLOW and the '
         'script exits with 1')
     return parser.parse_args()
@@ -57,8 +61,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        [str(REPO), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
+    env['PYTHONPATH'] = os.pathsep.join([str(REPO),
+                                         env.get('PYTHONPATH',
+                                                 '')]).rstrip(os.pathsep)
     slow = 0
     names = tools()
     width = max(len(n) for n in names)
@@ -68,14 +73,16 @@ def main() -> int:
         for _ in range(max(args.repeat, 1)):
             start = time.perf_counter()
             proc = subprocess.run([sys.executable, '-c', PROBE, rel],
-                                  cwd=REPO, env=env, capture_output=True,
+                                  cwd=REPO,
+                                  env=env,
+                                  capture_output=True,
                                   text=True)
             best = min(best, time.perf_counter() - start)
             torch_loaded = 'torch imported: True' in proc.stdout
         mark = ''
         if proc.returncode != 0 or 'usage:' not in proc.stdout:
-            mark = '  FAILED: ' + (proc.stderr.strip().splitlines() or
-                                   ['no usage printed'])[-1]
+            mark = '  FAILED: ' + (proc.stderr.strip().splitlines()
+                                   or ['no usage printed'])[-1]
             slow += 1
         elif best > args.limit:
             mark = '  SLOW'

@@ -16,7 +16,8 @@ def main() -> None:
         'out', help='folder to write (created): new or empty, unless --force')
     parser.add_argument('--seed', type=int, default=0, help='weight seed')
     parser.add_argument(
-        '--force', action='store_true',
+        '--force',
+        action='store_true',
         help='write into a non-empty OUT (e.g. a real Stable Diffusion '
         'folder), overwriting its files')
     args = parser.parse_args()

@@ -59,8 +59,9 @@ def upgrade_checkpoint(checkpoint: dict) -> dict:
     """A checkpoint (``{'state_dict': ..., 'meta': ...}`` or a bare state
     dict) with its weights renamed."""
     if isinstance(checkpoint, dict) and 'state_dict' in checkpoint:
-        return dict(checkpoint,
-                    state_dict=upgrade_state_dict(checkpoint['state_dict']))
+        return dict(
+            checkpoint,
+            state_dict=upgrade_state_dict(checkpoint['state_dict']))
     return upgrade_state_dict(checkpoint)
 
 
@@ -69,8 +70,8 @@ def parse_args(argv=None):
         description='Rename the weights of a 0.1.0-layout checkpoint')
     parser.add_argument('src', help='the checkpoint to read')
     parser.add_argument('dst', help='where to write the renamed checkpoint')
-    parser.add_argument('--force', action='store_true',
-                        help='replace an existing DST')
+    parser.add_argument(
+        '--force', action='store_true', help='replace an existing DST')
     return parser.parse_args(argv)
 
 

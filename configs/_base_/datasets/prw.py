@@ -17,9 +17,13 @@ train_dataloader['dataset'].update(  # noqa: F405
     type=dataset_type, data_root=data_root)
 # PRW's gallery is every test frame: no gallery_size
 val_dataloader['dataset']['datasets'] = [  # noqa: F405
-    dict(type=dataset_type, data_root=data_root, split=split,
-         test_mode=True, pipeline=test_pipeline,  # noqa: F405
-         backend_args=backend_args)  # noqa: F405
+    dict(
+        type=dataset_type,
+        data_root=data_root,
+        split=split,
+        test_mode=True,
+        pipeline=test_pipeline,  # noqa: F405
+        backend_args=backend_args)  # noqa: F405
     for split in ('gallery', 'query')
 ]
 test_dataloader = val_dataloader  # noqa: F405

@@ -13,20 +13,27 @@ with read_base():
 data_root = 'data/synthetic_cuhk/'
 img_scale = (320, 240)
 train_transforms = [  # noqa: F405
-    dict(t, scale=img_scale) if 'scale' in t else t for t in train_transforms]
+    dict(t, scale=img_scale) if 'scale' in t else t for t in train_transforms
+]
 train_pipeline = [*train_transforms, pack_inputs]  # noqa: F405
 test_pipeline = [  # noqa: F405
-    dict(t, scale=img_scale) if 'scale' in t else t for t in test_pipeline]
+    dict(t, scale=img_scale) if 'scale' in t else t for t in test_pipeline
+]
 # Small images: loading in the main process is cheaper than workers on 2
 # cores; and no pinned memory, which only a GPU uses.
 train_dataloader.update(  # noqa: F405
-    num_workers=0, persistent_workers=False, pin_memory=False,
+    num_workers=0,
+    persistent_workers=False,
+    pin_memory=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader.update(  # noqa: F405
-    num_workers=0, persistent_workers=False, pin_memory=False,
+    num_workers=0,
+    persistent_workers=False,
+    pin_memory=False,
     dataset=dict(datasets=[
         dict(d, data_root=data_root, pipeline=test_pipeline)
-        for d in val_dataloader['dataset']['datasets']]))  # noqa: F405
+        for d in val_dataloader['dataset']['datasets']
+    ]))  # noqa: F405
 test_dataloader = val_dataloader
 val_evaluator = dict(val_evaluator, data_root=data_root)  # noqa: F405
 test_evaluator = val_evaluator

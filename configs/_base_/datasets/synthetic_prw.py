@@ -18,9 +18,13 @@ train_dataloader['dataset'].update(  # noqa: F405
 # the synthetic CUHK-SYSU split entries less gallery_size (PRW searches the
 # whole gallery)
 val_dataloader['dataset']['datasets'] = [  # noqa: F405
-    dict({k: v for k, v in d.items() if k != 'gallery_size'},
-         type=dataset_type, data_root=data_root)
-    for d in val_dataloader['dataset']['datasets']]  # noqa: F405
+    dict({
+        k: v
+        for k, v in d.items() if k != 'gallery_size'
+    },
+         type=dataset_type,
+         data_root=data_root) for d in val_dataloader['dataset']['datasets']
+]  # noqa: F405
 test_dataloader = val_dataloader
 val_evaluator = dict(  # noqa: F405
     val_evaluator, dataset_type='prw', data_root=data_root)  # noqa: F405

@@ -48,8 +48,7 @@ model = dict(
     # FPN levels
     data_preprocessor=__faster_rcnn.data_preprocessor,
     backbone=dict(
-        __faster_rcnn.backbone,
-        norm_cfg=dict(type='BN', requires_grad=False)),
+        __faster_rcnn.backbone, norm_cfg=dict(type='BN', requires_grad=False)),
     neck=dict(__faster_rcnn.neck, num_outs=4),
     bbox_head=dict(
         type=PSDiffHead,
@@ -67,14 +66,15 @@ model = dict(
             roi_extractor=dict(
                 type=GatherRoIExtractor,
                 roi_layer=dict(
-                    type=RoIAlign, output_size=7, sampling_ratio=2,
+                    type=RoIAlign,
+                    output_size=7,
+                    sampling_ratio=2,
                     aligned=True),
                 out_channels=256,
                 featmap_strides=[4, 8, 16, 32]),
             num_heads=8,
             feedforward_channels=2048,
-            dynamic_conv=dict(
-                feat_channels=64, param_rank=64, with_proj=True),
+            dynamic_conv=dict(feat_channels=64, param_rank=64, with_proj=True),
             num_cls_convs=1,
             num_reg_convs=3,
             dropout=0.0,

@@ -13,8 +13,7 @@ val_cfg = dict(type=ValLoop)
 test_cfg = dict(type=TestLoop)
 
 param_scheduler = [
-    dict(
-        type=LinearLR, start_factor=0.01, by_epoch=False, begin=0, end=1000),
+    dict(type=LinearLR, start_factor=0.01, by_epoch=False, begin=0, end=1000),
     dict(
         type=MultiStepLR,
         begin=0,

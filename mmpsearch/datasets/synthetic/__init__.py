@@ -88,8 +88,12 @@ def make_synthetic(fmt: str,
                              "only; use fmt='cuhk'")
         return make_prw(out_dir, int(num_images), int(num_ids), int(seed),
                         (int(W), int(H)))
-    return make_cuhk(out_dir, int(num_images), int(num_ids), int(seed),
-                     (int(W), int(H)), describe=bool(describe))
+    return make_cuhk(
+        out_dir,
+        int(num_images),
+        int(num_ids),
+        int(seed), (int(W), int(H)),
+        describe=bool(describe))
 
 
 __all__ = [

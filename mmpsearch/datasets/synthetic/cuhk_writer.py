@@ -105,11 +105,9 @@ def make_cuhk(out_dir: str,
         img, placed = render_scene(irng, background, people)
         if describe:
             scenes.append(
-                _scene_record(name, name in pool_set, bg_info, people,
-                              placed))
+                _scene_record(name, name in pool_set, bg_info, people, placed))
         write_image(osp.join(out_dir, IMAGE_DIR, name), img)
-        recs = [(list(p.box), p.key, int(irng.random() < 0.1))
-                for p in placed]
+        recs = [(list(p.box), p.key, int(irng.random() < 0.1)) for p in placed]
         if irng.random() < 0.05:  # the release holds a few w or h = 0 boxes
             x, y = int(irng.integers(0, W - 10)), int(irng.integers(0, H - 10))
             recs.append(([x, y, 0, int(irng.integers(5, 40))], None, 0))
@@ -126,29 +124,26 @@ def make_cuhk(out_dir: str,
     write_mat(
         osp.join(anno, IMAGES_FILE), {
             IMAGES_VAR:
-            mat_struct(IMAGE_FIELDS, [
-                (n, mat_num(len(records[n])),
-                 mat_struct(BOX_FIELDS, [(mat_num(b), mat_num(hd))
-                                         for b, _, hd in records[n]]))
-                for n in names
-            ])
+            mat_struct(IMAGE_FIELDS,
+                       [(n, mat_num(len(records[n])),
+                         mat_struct(BOX_FIELDS, [(mat_num(b), mat_num(hd))
+                                                 for b, _, hd in records[n]]))
+                        for n in names])
         })
     write_mat(osp.join(anno, POOL_FILE), {POOL_VAR: mat_cell(pool)})
 
     def person(pid: int) -> np.ndarray:
         sc = appear[pid]
-        return mat_struct(PERSON_FIELDS, [
-            (f'p{pid}', mat_num(len(sc)),
-             mat_struct(SCENE_FIELDS,
-                        [(n, mat_num(b), mat_num(hd)) for n, b, hd in sc]))
-        ])
+        return mat_struct(
+            PERSON_FIELDS,
+            [(f'p{pid}', mat_num(len(sc)),
+              mat_struct(SCENE_FIELDS, [(n, mat_num(b), mat_num(hd))
+                                        for n, b, hd in sc]))])
 
     all_ids = sorted(appear)
     write_mat(
-        osp.join(anno, PERSON_FILE), {
-            PERSON_VAR:
-            np.concatenate([person(p) for p in all_ids], axis=1)
-        })
+        osp.join(anno, PERSON_FILE),
+        {PERSON_VAR: np.concatenate([person(p) for p in all_ids], axis=1)})
     train_present = [p for p in train_ids if p in appear]
     write_mat(
         osp.join(proto, TRAIN_FILE),
@@ -196,8 +191,10 @@ def _scene_record(name: str, in_pool: bool, bg_info: dict, people: list,
     persons = []
     for (look, key), p in zip(people, placed):
         persons.append(
-            dict(box=[int(v) for v in p.box], pid=key,
-                 **describe_look(look, labeled=key is not None)))
+            dict(
+                box=[int(v) for v in p.box],
+                pid=key,
+                **describe_look(look, labeled=key is not None)))
     return dict(
         imname=name,
         split='gallery' if in_pool else 'train',
@@ -251,16 +248,15 @@ def write_cuhk_subsets(out_dir: str, query_order: Sequence[int],
     for pid in query_order:
         qn, qb = lists[pid][:2]
         query, gallery = _test_entry(pid, lists[pid], SUBSET_GALLERY_SIZE)
-        share = occlusion_share(
-            qb, [b for b, p, _ in records[qn] if p != pid])
+        share = occlusion_share(qb, [b for b, p, _ in records[qn] if p != pid])
         if share >= OCCLUSION_MIN_SHARE:
             occ.append((query, gallery, mat_num(share)))
         if qb[3] < LOW_RES_MAX_HEIGHT * height:
             low.append((query, gallery))
     # Occlusion1 has a third field: the share of the query covered
-    for name, entries, fields in (
-            ('occlusion', occ, ENTRY_FIELDS + ('occlusion', )),
-            ('resolution', low, ENTRY_FIELDS)):
+    for name, entries, fields in (('occlusion', occ,
+                                   ENTRY_FIELDS + ('occlusion', )),
+                                  ('resolution', low, ENTRY_FIELDS)):
         if entries:
             fname, var = SUBSET_FILES[name]
             write_mat(

@@ -44,8 +44,10 @@ def make_prw(out_dir: str, num_images: int, num_ids: int, seed: int,
     train_ids, test_ids = sorted(idnums[:n_train_ids]), sorted(
         idnums[n_train_ids:])
     visits = {
-        pid: sorted(int(c) + 1 for c in rng.choice(
-            cams, size=int(rng.integers(2, 5)), replace=False))
+        pid:
+        sorted(
+            int(c) + 1 for c in rng.choice(
+                cams, size=int(rng.integers(2, 5)), replace=False))
         for pid in idnums
     }
     # frames: camera, sequence, frame number; then a train / test split
@@ -108,13 +110,14 @@ def make_prw(out_dir: str, num_images: int, num_ids: int, seed: int,
             mdict)
     train_frames = [f for f in names if not is_test[f]]
     test_frames = [f for f in names if is_test[f]]
-    for split, split_frames in (('train', train_frames),
-                                ('test', test_frames)):
+    for split, split_frames in (('train', train_frames), ('test',
+                                                          test_frames)):
         fname, var = FRAME_LISTS[split]
         write_mat(osp.join(out_dir, fname), {var: mat_cell(split_frames)})
     present_train = sorted({
         pid
-        for f in train_frames for _, pid in records[f] if pid is not None
+        for f in train_frames
+        for _, pid in records[f] if pid is not None
     })
     write_mat(
         osp.join(out_dir, ID_TRAIN_FILE),
@@ -134,8 +137,7 @@ def make_prw(out_dir: str, num_images: int, num_ids: int, seed: int,
                 f'test identity {pid} appears in {len(where)} test frame(s); '
                 'a query needs at least one more')
         for c in cams_seen[:2]:
-            f, (x, y, w, h) = next((f, b) for f, b in where
-                                   if int(f[1]) == c)
+            f, (x, y, w, h) = next((f, b) for f, b in where if int(f[1]) == c)
             lines.append(f'{pid} {x:.4f} {y:.4f} {w:.4f} {h:.4f} {f}\r\n')
     with open(osp.join(out_dir, QUERY_FILE), 'w', newline='') as fh:
         fh.write(''.join(lines))

@@ -36,8 +36,8 @@ SKINS: Sequence[Color] = ((150, 180, 225), (120, 160, 205), (90, 125, 170),
                           (60, 85, 120))
 HAIRS: Sequence[Color] = ((20, 20, 25), (30, 55, 95), (60, 120, 175),
                           (150, 150, 155))
-SHOES: Sequence[Color] = ((25, 25, 25), (60, 60, 70), (210, 210, 210),
-                          (30, 50, 90))
+SHOES: Sequence[Color] = ((25, 25, 25), (60, 60, 70), (210, 210, 210), (30, 50,
+                                                                        90))
 
 
 @dataclass
@@ -59,8 +59,8 @@ def identity_looks(rng: np.random.Generator, num: int) -> List[PersonLook]:
     """``num`` identities with pairwise different (upper, lower, pattern)
     combinations (while there are enough of them: 500)."""
     names = list(PALETTE)
-    combos = list(product(range(len(names)), range(len(names)),
-                          range(len(PATTERNS))))
+    combos = list(
+        product(range(len(names)), range(len(names)), range(len(PATTERNS))))
     order = rng.permutation(len(combos))
     looks = []
     for k in range(num):
@@ -84,11 +84,13 @@ def identity_looks(rng: np.random.Generator, num: int) -> List[PersonLook]:
     return looks
 
 
-def _muted(rng: np.random.Generator, vmin: int = 90,
-           vmax: int = 210) -> Color:
+def _muted(rng: np.random.Generator, vmin: int = 90, vmax: int = 210) -> Color:
     """A dull colour (low saturation): background clutter, passers-by."""
-    hsv = np.uint8([[[rng.integers(0, 180), rng.integers(0, 55),
-                      rng.integers(vmin, vmax)]]])
+    hsv = np.uint8([[[
+        rng.integers(0, 180),
+        rng.integers(0, 55),
+        rng.integers(vmin, vmax)
+    ]]])
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
@@ -137,22 +139,38 @@ def render_person(look: PersonLook, height: int,
     # legs and shoes
     for side, d in ((-1, stride), (1, -stride)):
         foot = (cx + side * hip + d, y_f)
-        draw(cv2.line, look.lower, pt(cx + side * hip, y_w), pt(*foot),
-             thickness=th(0.095 * u))
-        draw(cv2.ellipse, look.shoes,
-             pt(foot[0] + side * 0.015 * u, y_f + 0.025 * u),
-             (th(0.055 * u), th(0.028 * u)), 0, 0, 360, thickness=-1)
+        draw(
+            cv2.line,
+            look.lower,
+            pt(cx + side * hip, y_w),
+            pt(*foot),
+            thickness=th(0.095 * u))
+        draw(
+            cv2.ellipse,
+            look.shoes,
+            pt(foot[0] + side * 0.015 * u, y_f + 0.025 * u),
+            (th(0.055 * u), th(0.028 * u)),
+            0,
+            0,
+            360,
+            thickness=-1)
     # arms (sleeves in the upper colour) and hands
     for side, d in ((-1, swing), (1, -swing)):
         hand = (cx + side * (sw + 0.03 * u) + d, top + 0.5 * u)
-        draw(cv2.line, look.upper, pt(cx + side * (sw - 0.02 * u),
-                                      y_s + 0.03 * u), pt(*hand),
-             thickness=th(0.06 * u))
+        draw(
+            cv2.line,
+            look.upper,
+            pt(cx + side * (sw - 0.02 * u), y_s + 0.03 * u),
+            pt(*hand),
+            thickness=th(0.06 * u))
         draw(cv2.circle, look.skin, pt(*hand), th(0.03 * u), thickness=-1)
     # torso with the identity's pattern
-    torso = np.array([pt(cx - sw, y_s), pt(cx + sw, y_s),
-                      pt(cx + ww, y_w + 0.03 * u),
-                      pt(cx - ww, y_w + 0.03 * u)], np.int32)
+    torso = np.array([
+        pt(cx - sw, y_s),
+        pt(cx + sw, y_s),
+        pt(cx + ww, y_w + 0.03 * u),
+        pt(cx - ww, y_w + 0.03 * u)
+    ], np.int32)
     tmask = np.zeros_like(mask)
     cv2.fillConvexPoly(tmask, torso, 255)
     img[tmask > 0] = look.upper
@@ -170,21 +188,41 @@ def render_person(look: PersonLook, height: int,
             pat = (yy > y_s + 0.1 * u) & (yy < y_s + 0.19 * u)
         img[(tmask > 0) & pat] = look.accent
     # neck, head, hair, hat
-    draw(cv2.line, look.skin, pt(cx, top + 0.13 * u), pt(cx, y_s),
-         thickness=th(0.05 * u))
+    draw(
+        cv2.line,
+        look.skin,
+        pt(cx, top + 0.13 * u),
+        pt(cx, y_s),
+        thickness=th(0.05 * u))
     hc, r = pt(cx, top + 0.085 * u), th(0.07 * u)
     draw(cv2.circle, look.skin, hc, r, thickness=-1)
     draw(cv2.ellipse, look.hair, hc, (r, r), 0, 180, 360, thickness=-1)
     if look.hat is not None:
-        draw(cv2.rectangle, look.hat, pt(cx - 0.9 * r, hc[1] - 1.35 * r),
-             pt(cx + 0.9 * r, hc[1] - 0.45 * r), thickness=-1)
-        draw(cv2.line, look.hat, pt(cx - 1.4 * r, hc[1] - 0.5 * r),
-             pt(cx + 1.4 * r, hc[1] - 0.5 * r), thickness=th(0.02 * u))
+        draw(
+            cv2.rectangle,
+            look.hat,
+            pt(cx - 0.9 * r, hc[1] - 1.35 * r),
+            pt(cx + 0.9 * r, hc[1] - 0.45 * r),
+            thickness=-1)
+        draw(
+            cv2.line,
+            look.hat,
+            pt(cx - 1.4 * r, hc[1] - 0.5 * r),
+            pt(cx + 1.4 * r, hc[1] - 0.5 * r),
+            thickness=th(0.02 * u))
     if look.bag is not None:
-        draw(cv2.line, look.bag, pt(cx - 0.6 * sw, y_s),
-             pt(cx + ww + 0.06 * u, top + 0.42 * u), thickness=th(0.015 * u))
-        draw(cv2.rectangle, look.bag, pt(cx + ww + 0.01 * u, top + 0.41 * u),
-             pt(cx + ww + 0.13 * u, top + 0.57 * u), thickness=-1)
+        draw(
+            cv2.line,
+            look.bag,
+            pt(cx - 0.6 * sw, y_s),
+            pt(cx + ww + 0.06 * u, top + 0.42 * u),
+            thickness=th(0.015 * u))
+        draw(
+            cv2.rectangle,
+            look.bag,
+            pt(cx + ww + 0.01 * u, top + 0.41 * u),
+            pt(cx + ww + 0.13 * u, top + 0.57 * u),
+            thickness=-1)
     if rng.random() < 0.5:  # facing the other way
         img, mask = img[:, ::-1].copy(), mask[:, ::-1].copy()
     # illumination of this appearance
@@ -207,8 +245,8 @@ def render_background(rng: np.random.Generator,
     W, H = width, height
     img = np.zeros((H, W, 3), np.float32)
     horizon = int(rng.uniform(0.3, 0.5) * H)
-    wall, ground = np.float32(_muted(rng, 120, 220)), np.float32(
-        _muted(rng, 70, 160))
+    wall, ground = np.float32(_muted(rng, 120,
+                                     220)), np.float32(_muted(rng, 70, 160))
     if info is not None:
         info['wall'] = tuple(int(c) for c in wall)
         info['ground'] = tuple(int(c) for c in ground)
@@ -239,8 +277,10 @@ def render_background(rng: np.random.Generator,
         if kind == 0:  # bush / tree crown
             cv2.circle(img, (x, y), int(rng.integers(6, 24)), c, -1)
         elif kind == 1:  # sign, car, box
-            cv2.rectangle(img, (x, y), (x + int(rng.integers(10, 60)),
-                                        y + int(rng.integers(6, 30))), c, -1)
+            cv2.rectangle(
+                img, (x, y),
+                (x + int(rng.integers(10, 60)), y + int(rng.integers(6, 30))),
+                c, -1)
         else:  # pole
             cv2.line(img, (x, y), (x, min(H, y + int(rng.integers(20, 90)))),
                      c, int(rng.integers(2, 4)))
@@ -268,7 +308,8 @@ def _overlap(a: Tuple[int, int, int, int], b: Tuple[int, int, int,
     return max(inter / (a[2] * a[3]), inter / (b[2] * b[3]))
 
 
-def render_scene(rng: np.random.Generator, background: np.ndarray,
+def render_scene(rng: np.random.Generator,
+                 background: np.ndarray,
                  people: Sequence[Tuple[PersonLook, Optional[int]]],
                  cut_left: float = 0.0) -> Tuple[np.ndarray, List[_Placed]]:
     """Place ``people`` (look, id) in the scene, far ones first.
@@ -341,8 +382,10 @@ def _paste(img: np.ndarray, canvas: np.ndarray, mask: np.ndarray,
     img[y1:y2, x1:x2][m] = canvas[y1 - oy:y2 - oy, x1 - ox:x2 - ox][m]
 
 
-def assign_ids(rng: np.random.Generator, n_images: int,
-               ids: Sequence[int], cap: int,
+def assign_ids(rng: np.random.Generator,
+               n_images: int,
+               ids: Sequence[int],
+               cap: int,
                counts: Optional[Dict[int, int]] = None) -> List[List[int]]:
     """1-3 labeled persons per image, spreading appearances evenly over
     ``ids`` and giving no id more than ``cap`` appearances."""

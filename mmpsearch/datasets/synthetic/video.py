@@ -50,8 +50,8 @@ def render_video_frames(num_frames: int = 24,
     for k, (look, pid) in enumerate(people):
         foot = rng.uniform(0.6, 0.97) * H
         height = int((0.23 + (foot / H - 0.5) / 0.47 * 0.25) * H)
-        canvas, mask, (lx1, ly1, lx2, ly2) = _person(
-            look, height, seed * 1000 + k)
+        canvas, mask, (lx1, ly1, lx2, ly2) = _person(look, height,
+                                                     seed * 1000 + k)
         bw = lx2 - lx1 + 1
         # cross the frame once, starting off-screen at a random phase
         span = W + bw
@@ -87,10 +87,9 @@ def write_video(path: str, frames: Sequence[np.ndarray], fps: float) -> None:
     """``frames`` as an MP4 (``mp4v``) at ``path``, written to a
     temporary name and renamed."""
     H, W = frames[0].shape[:2]
-    tmp = osp.join(osp.dirname(osp.abspath(path)),
-                   '.tmp-' + osp.basename(path))
-    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*'mp4v'), fps,
-                             (W, H))
+    tmp = osp.join(
+        osp.dirname(osp.abspath(path)), '.tmp-' + osp.basename(path))
+    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*'mp4v'), fps, (W, H))
     if not writer.isOpened():
         raise OSError(f'OpenCV cannot write an MP4 video to {path}')
     for f in frames:
@@ -99,9 +98,14 @@ def write_video(path: str, frames: Sequence[np.ndarray], fps: float) -> None:
     os.replace(tmp, path)
 
 
-def make_query_image(path: str, pid: int, num_ids: int, look_seed: int = 0,
+# yapf: disable (its hanging indent here is flake8's E125)
+def make_query_image(path: str,
+                     pid: int,
+                     num_ids: int,
+                     look_seed: int = 0,
                      seed: int = 99,
                      size: Tuple[int, int] = (320, 240)) -> List[int]:
+    # yapf: enable
     """A still scene (another background) with person ``pid`` in it;
     returns its box ``[x1, y1, x2, y2]``."""
     W, H = size
@@ -134,13 +138,18 @@ def make_synthetic_videos(out_dir: str,
     for v in range(num_videos):
         ids = [0] + [1 + (2 * v + k) % (num_ids - 1) for k in range(2)]
         frames, boxes = render_video_frames(
-            num_frames, size, ids, num_ids, look_seed=seed,
-            seed=seed * 10 + v + 1, passersby=1)
+            num_frames,
+            size,
+            ids,
+            num_ids,
+            look_seed=seed,
+            seed=seed * 10 + v + 1,
+            passersby=1)
         name = f'video_{v}.mp4'
         write_video(osp.join(out_dir, name), frames, fps)
         ann['videos'][name] = dict(identities=ids, boxes=boxes)
-    box = make_query_image(osp.join(out_dir, 'query.jpg'), 0, num_ids,
-                           look_seed=seed, size=size)
+    box = make_query_image(
+        osp.join(out_dir, 'query.jpg'), 0, num_ids, look_seed=seed, size=size)
     ann['query'] = dict(image='query.jpg', box=box, identity=0)
     with open(osp.join(out_dir, 'annotations.json'), 'w') as f:
         json.dump(ann, f)

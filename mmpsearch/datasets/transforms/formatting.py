@@ -18,7 +18,9 @@ class LoadPersonSearchAnnotations(LoadAnnotations):
     boxes.
     """
 
-    def __init__(self, with_bbox: bool = True, with_label: bool = True,
+    def __init__(self,
+                 with_bbox: bool = True,
+                 with_label: bool = True,
                  **kwargs) -> None:
         super().__init__(with_bbox=with_bbox, with_label=with_label, **kwargs)
 
@@ -58,11 +60,13 @@ class PackPersonSearchInputs(PackDetInputs):
         'noise_gt_inds': 'gt_inds',
     }
 
-    def __init__(self,
-                 meta_keys: Sequence[str] = (
-                     'img_id', 'img_path', 'ori_shape', 'img_shape',
-                     'scale_factor', 'flip', 'flip_direction', 'split',
-                     'cam_id', 'query_index', 'diffusion_t')) -> None:
+    def __init__(
+        self,
+        meta_keys: Sequence[str] = ('img_id', 'img_path', 'ori_shape',
+                                    'img_shape', 'scale_factor', 'flip',
+                                    'flip_direction', 'split', 'cam_id',
+                                    'query_index', 'diffusion_t')
+    ) -> None:
         super().__init__(meta_keys=meta_keys)
 
     def transform(self, results: dict) -> dict:

@@ -164,7 +164,9 @@ class DualNoiseGenerator(BaseTransform):
                 f'T = {num_timesteps}: the pipeline and '
                 'model.bbox_head.diffusion disagree on T')
 
-    def check_dataset(self, dataset, embed_dims: Optional[int] = None,
+    def check_dataset(self,
+                      dataset,
+                      embed_dims: Optional[int] = None,
                       max_shown: int = 5) -> int:
         """Check, before training, that the teacher file holds one row per
         annotated box of every image of ``dataset`` (the boxes within

@@ -73,9 +73,9 @@ def use_multi_seed_test_loop(cfg,
     ``results_file``: what ``tools/test.py --seeds --out`` set."""
     evaluators = cfg.test_evaluator
     found = [
-        e for e in ([evaluators] if isinstance(evaluators, dict) else
-                    evaluators) if getattr(e.get('type'), '__name__',
-                                           e.get('type')) ==
+        e
+        for e in ([evaluators] if isinstance(evaluators, dict) else evaluators)
+        if getattr(e.get('type'), '__name__', e.get('type')) ==
         'PersonSearchMetric'
     ]
     if results_file is not None and not found:
@@ -147,8 +147,8 @@ class MultiSeedTestLoop(TestLoop):
             for m in self.search_metrics:
                 if m.results_file is not None:
                     self.results_files[id(m)] = seed_results_files(
-                        m.results_file, self.seeds,
-                        'seeds: the results file', m.overwrite)
+                        m.results_file, self.seeds, 'seeds: the results file',
+                        m.overwrite)
 
     def run(self) -> dict:
         """The test set once, or once per seed; see the class docstring."""
@@ -166,8 +166,8 @@ class MultiSeedTestLoop(TestLoop):
                 if id(m) in self.results_files:
                     m.results_file = self.results_files[id(m)][i]
             runs.append(super().run())
-            files.append(self.search_metrics[0].results_file
-                         if self.search_metrics else None)
+            files.append(self.search_metrics[0].results_file if self.
+                         search_metrics else None)
             if seed is not None:
                 self._keep_mmengine_json(seed)
 

@@ -134,8 +134,7 @@ def check_cbgm_k_bounds(results: dict,
             f'{source} holds {total} detections scoring >= {score_thr}; '
             f'expected {names[0]} <= {max(total, 1)} (SeqNet: '
             f'{CBGM_DEFAULTS})')
-    most = max((kept.get(q['img_id'], 0) for q in results['query']),
-               default=0)
+    most = max((kept.get(q['img_id'], 0) for q in results['query']), default=0)
     if k2 != d2 and k2 > most + 1:
         raise ValueError(
             f'{names[1]} {k2}: a query\'s context is the query and the '
@@ -199,8 +198,8 @@ class CBGM:
         context = np.zeros((num_q, k2, dim), np.float32)
         if num_q == 0:
             return cls(context, np.zeros(0, np.int64), k1)
-        context[:, 0] = l2_normalize(np.stack([q['embedding']
-                                               for q in queries]))
+        context[:,
+                0] = l2_normalize(np.stack([q['embedding'] for q in queries]))
         names = list(dict.fromkeys(q['img_id'] for q in queries))
         pack = pack_gallery_detections(gallery, names, score_thr, dim)
         index = {name: i for i, name in enumerate(names)}
@@ -260,15 +259,14 @@ class CBGM:
             if nonempty.size == 0:
                 z = np.zeros(0, np.int64)
                 return z, z
-            dense = np.maximum.reduceat(
-                sims, pack.offsets[nonempty], axis=1)
+            dense = np.maximum.reduceat(sims, pack.offsets[nonempty], axis=1)
             own = task.query_img[rows]
             at = np.minimum(np.searchsorted(nonempty, own), nonempty.size - 1)
             mine = (own >= 0) & (nonempty[at] == own)
             dense[np.flatnonzero(mine), at[mine]] = -np.inf
             if task.query_cam is not None:
-                dense[task.img_cam[nonempty][None, :] ==
-                      task.query_cam[rows][:, None]] = -np.inf
+                dense[task.img_cam[nonempty][None, :] == task.query_cam[rows]
+                      [:, None]] = -np.inf
             u = _kth_largest_dense(dense, k1)
             r, col = np.nonzero((dense >= u[:, None]) & (dense > -np.inf))
             r = r.astype(np.int64)
@@ -352,8 +350,7 @@ class CBGM:
         size = np.minimum(n, m)  # edges matched per pair
         m_row = np.concatenate(got_det) + np.repeat(starts, size)
         m_ctx = np.concatenate(got_ctx)
-        best = np.maximum.reduceat(weights[m_row, m_ctx],
-                                   ends_to_starts(size))
+        best = np.maximum.reduceat(weights[m_row, m_ctx], ends_to_starts(size))
         hit = m_ctx == 0  # the query's edge, when it is matched
         m_pair = np.repeat(np.arange(r.size, dtype=np.int64), size)[hit]
         sims[r[m_pair], det[m_row[hit]]] = best[m_pair]

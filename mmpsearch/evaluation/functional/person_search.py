@@ -32,17 +32,17 @@ def subset_suffix(name: str, gallery_size: Optional[int] = None) -> str:
                          gallery_size_suffix(gallery_size))
 
 
-def evaluate_person_search(results: dict,
-                           protocols: Union[SearchProtocol,
-                                            Sequence[SearchProtocol]],
-                           score_thr: float = 0.5,
-                           cross_camera: bool = False,
-                           validate: bool = True,
-                           cbgm: bool = False,
-                           cbgm_k1: Optional[int] = None,
-                           cbgm_k2: Optional[int] = None,
-                           subsets: Sequence[QuerySubset] = ()
-                           ) -> Dict[str, float]:
+def evaluate_person_search(
+    results: dict,
+    protocols: Union[SearchProtocol, Sequence[SearchProtocol]],
+    score_thr: float = 0.5,
+    cross_camera: bool = False,
+    validate: bool = True,
+    cbgm: bool = False,
+    cbgm_k1: Optional[int] = None,
+    cbgm_k2: Optional[int] = None,
+    subsets: Sequence[QuerySubset] = ()
+) -> Dict[str, float]:
     """Search and detection metrics of ``results`` (the results format of
     ``mmpsearch.evaluation.results_io``).
 
@@ -178,6 +178,9 @@ def evaluate_person_search(results: dict,
             rerank.context[idx], rerank.length[idx], rerank.k1)
         put(
             eval_search_cuhk(
-                pack, q_emb[idx], subset.protocol, DEFAULT_TOPK,
+                pack,
+                q_emb[idx],
+                subset.protocol,
+                DEFAULT_TOPK,
                 cbgm=sub_rerank), suffix)
     return out

@@ -46,18 +46,18 @@ class ProtocolSettings:
     cbgm_k2: Optional[int]
 
 
-def check_protocol_settings(dataset_type: str,
-                            data_root: str,
-                            gallery_size: Union[int, Sequence[int]] = 100,
-                            cross_camera: bool = False,
-                            score_thr: float = 0.5,
-                            subsets: Union[str, Sequence[str], None] = (),
-                            subset_gallery_size: Optional[int] = None,
-                            cbgm: bool = False,
-                            cbgm_k1: Optional[int] = None,
-                            cbgm_k2: Optional[int] = None,
-                            owner: str = 'PersonSearchMetric'
-                            ) -> ProtocolSettings:
+def check_protocol_settings(
+        dataset_type: str,
+        data_root: str,
+        gallery_size: Union[int, Sequence[int]] = 100,
+        cross_camera: bool = False,
+        score_thr: float = 0.5,
+        subsets: Union[str, Sequence[str], None] = (),
+        subset_gallery_size: Optional[int] = None,
+        cbgm: bool = False,
+        cbgm_k1: Optional[int] = None,
+        cbgm_k2: Optional[int] = None,
+        owner: str = 'PersonSearchMetric') -> ProtocolSettings:
     """Check the evaluation settings of ``PersonSearchMetric`` (whose
     arguments these are, see its docstring) and return them resolved.
 

@@ -346,6 +346,6 @@ def eval_search_prw(pack: GalleryDetections,
 
     Args and returns as :func:`eval_search_cuhk`, plus ``cross_camera``.
     """
-    return _rank(pack, query_embeddings,
-                 _prw_task(pack, protocol, cross_camera), topk, block_elems,
-                 cbgm)
+    return _rank(pack, query_embeddings, _prw_task(pack, protocol,
+                                                   cross_camera), topk,
+                 block_elems, cbgm)

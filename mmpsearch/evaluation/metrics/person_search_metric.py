@@ -167,9 +167,11 @@ class PersonSearchMetric(BaseMetric):
             prefix=prefix,
             collect_dir=collect_dir)
         # every protocol option, checked before any data is read
-        settings = check_protocol_settings(
-            dataset_type, data_root, gallery_size, cross_camera, score_thr,
-            subsets, subset_gallery_size, cbgm, cbgm_k1, cbgm_k2)
+        settings = check_protocol_settings(dataset_type, data_root,
+                                           gallery_size, cross_camera,
+                                           score_thr, subsets,
+                                           subset_gallery_size, cbgm, cbgm_k1,
+                                           cbgm_k2)
         if results_file is not None and not overwrite and \
                 osp.exists(results_file):
             raise FileExistsError(
@@ -298,9 +300,9 @@ class PersonSearchMetric(BaseMetric):
                 from mmpsearch.datasets.cuhk_subsets import (load_cuhk_subsets,
                                                              resolve_subsets)
                 names = resolve_subsets(self.subsets, self.data_root)
-                self._subsets = load_cuhk_subsets(
-                    self.data_root, names,
-                    self.load_protocols()[0], self.subset_gallery_size)
+                self._subsets = load_cuhk_subsets(self.data_root, names,
+                                                  self.load_protocols()[0],
+                                                  self.subset_gallery_size)
         return self._subsets
 
     @property
@@ -350,10 +352,12 @@ class PersonSearchMetric(BaseMetric):
         return dict(metrics)
 
     @staticmethod
-    def format_table(metrics: Dict[str, float],
-                     gallery_sizes: Sequence[int] = (),
-                     cross_camera: bool = False,
-                     subsets: Sequence[Tuple[str, str]] = ()) -> str:
+    def format_table(
+        metrics: Dict[str, float],
+        gallery_sizes: Sequence[int] = (),
+        cross_camera: bool = False,
+        subsets: Sequence[Tuple[str, str]] = ()
+    ) -> str:
         """A plain-text table of the metrics, in percent (``subsets``: a
         row ``(label, key suffix)`` per CUHK-SYSU query subset, see
         :func:`subset_row`)."""

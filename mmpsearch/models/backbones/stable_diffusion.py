@@ -119,8 +119,11 @@ class StableDiffusionBackbone(BaseModule):
     ``part_embeds`` (P, D_text), all fp32.
     """
 
-    FROZEN_DTYPES = {'auto': None, 'float16': torch.float16,
-                     'float32': torch.float32}
+    FROZEN_DTYPES = {
+        'auto': None,
+        'float16': torch.float16,
+        'float32': torch.float32
+    }
     LATENTS = ('sample', 'mean')
     NOISE_SCHEDULERS = ('euler', 'ddpm')
 
@@ -325,9 +328,9 @@ class StableDiffusionBackbone(BaseModule):
 
     @torch.no_grad()
     def run_unet(
-            self,
-            latent: Tensor,
-            generator: Optional[List[torch.Generator]] = None
+        self,
+        latent: Tensor,
+        generator: Optional[List[torch.Generator]] = None
     ) -> Dict[str, Tensor]:
         """One (truncated) UNet pass on a clean latent; returns the captured
         tensors."""

@@ -167,8 +167,7 @@ class DiffPS(BasePersonSearcher, TwoStageDetector):
         # the official order: regressed boxes first, then the proposals
         order = [n for n in self.reid_roi_head.PROPOSALS if n in reid_from]
         reid_proposals = [
-            InstanceData(
-                priors=torch.cat([candidates[n][i] for n in order]))
+            InstanceData(priors=torch.cat([candidates[n][i] for n in order]))
             for i in range(len(batch_data_samples))
         ]
         losses.update(
@@ -184,8 +183,7 @@ class DiffPS(BasePersonSearcher, TwoStageDetector):
         """RPN -> RoI box head on the detection maps; the ReID RoI head
         embeds the detections (network-input pixels) on the MSFRN map."""
         x, reid_map, part_embeds = self.extract_all(batch_inputs)
-        proposals = self.rpn_head.predict(
-            x, batch_data_samples, rescale=False)
+        proposals = self.rpn_head.predict(x, batch_data_samples, rescale=False)
         dets = self.roi_head.predict(
             x, proposals, batch_data_samples, rescale=False)
         embeds = self.reid_roi_head.predict(reid_map, part_embeds,

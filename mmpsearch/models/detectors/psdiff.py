@@ -120,23 +120,27 @@ class PSDiff(BasePersonSearcher, SingleStageDetector):
         noise), and a Stable Diffusion backbone's noise seed."""
         return ['test_cfg.seed'] + super().test_seed_keys()
 
-    def denoise(self, feats: Sequence[Tensor], batch_img_metas: List[dict],
+    def denoise(self,
+                feats: Sequence[Tensor],
+                batch_img_metas: List[dict],
                 query_boxes: Optional[list] = None) -> List[Dict[str, Tensor]]:
         """Every sampling step's outputs (for the API and the plots); see
         :meth:`PSDiffHead.denoise`."""
         return self.bbox_head.denoise(feats, batch_img_metas, query_boxes)
 
-    def _forward(self,
-                 batch_inputs: Tensor,
-                 batch_data_samples: OptSampleList = None
-                 ) -> Tuple[Tensor, ...]:
+    def _forward(
+            self,
+            batch_inputs: Tensor,
+            batch_data_samples: OptSampleList = None) -> Tuple[Tensor, ...]:
         """Features plus one CDL pass from noise (for FLOP counting and
         export): (cls_scores, bboxes, embeds)."""
         x = self.extract_feat(batch_inputs)
         if batch_data_samples is None:
             h, w = batch_inputs.shape[-2:]
-            metas = [dict(img_shape=(h, w), img_id=str(i))
-                     for i in range(batch_inputs.shape[0])]
+            metas = [
+                dict(img_shape=(h, w), img_id=str(i))
+                for i in range(batch_inputs.shape[0])
+            ]
         else:
             metas = [ds.metainfo for ds in batch_data_samples]
         return self.bbox_head.forward(x, metas)

@@ -120,10 +120,9 @@ class CDLHead(BaseModule):
 
         self.roi_extractor = MODELS.build(roi_extractor)
         if self.roi_extractor.out_channels != C:
-            raise ValueError(
-                f'CDLHead: roi_extractor.out_channels '
-                f'({self.roi_extractor.out_channels}) must equal '
-                f'in_channels ({C})')
+            raise ValueError(f'CDLHead: roi_extractor.out_channels '
+                             f'({self.roi_extractor.out_channels}) must equal '
+                             f'in_channels ({C})')
         roi_size = self.roi_extractor.roi_layers[0].output_size
         roi_size = roi_size[0] if isinstance(roi_size, tuple) else roi_size
         self.roi_size = int(roi_size)
@@ -140,9 +139,7 @@ class CDLHead(BaseModule):
             self.sa_norm = nn.LayerNorm(C)
         if with_dc:
             self.dynamic_conv = ReIDDynamicConv(
-                in_channels=C,
-                input_feat_shape=self.roi_size,
-                **dynamic_conv)
+                in_channels=C, input_feat_shape=self.roi_size, **dynamic_conv)
             self.dc_norm = nn.LayerNorm(C)
         self.det_ffn = FFN(
             embed_dims=C,
@@ -154,8 +151,7 @@ class CDLHead(BaseModule):
         if with_ca:
             self.cross_attn = RoIQueryAttention(
                 C, num_heads, dropout=dropout, batch_first=True)
-            self.roi_pos_embed = nn.Parameter(
-                torch.zeros(self.roi_size**2, C))
+            self.roi_pos_embed = nn.Parameter(torch.zeros(self.roi_size**2, C))
             self.ca_norm = nn.LayerNorm(C)
         self.reid_ffn = FFN(
             embed_dims=C,
@@ -186,8 +182,8 @@ class CDLHead(BaseModule):
         layers: List[nn.Module] = []
         for i in range(num_layers):
             layers += [
-                nn.Linear(in_channels if i == 0 else channels, channels,
-                          bias=False),
+                nn.Linear(
+                    in_channels if i == 0 else channels, channels, bias=False),
                 nn.LayerNorm(channels),
                 nn.ReLU(inplace=True)
             ]
@@ -214,9 +210,9 @@ class CDLHead(BaseModule):
         # checking: a channels-last level would give unrelated numbers
         return tuple(f.contiguous() for f in feats)
 
-    def forward(self, feats: Union[Sequence[Tensor], RoIFeatureTable],
-                bboxes: Tensor, embeds: Tensor,
-                timesteps: Tensor) -> Dict[str, Tensor]:
+    def forward(self, feats: Union[Sequence[Tensor],
+                                   RoIFeatureTable], bboxes: Tensor,
+                embeds: Tensor, timesteps: Tensor) -> Dict[str, Tensor]:
         """One denoising pass.
 
         Args:
@@ -259,12 +255,13 @@ class CDLHead(BaseModule):
         det = tokens.mean(dim=1)
         if self.with_sa:
             q = det.view(B, N, C)
-            det = self.sa_norm(q + self.dropout(
-                self.self_attn(q, q, q, need_weights=False)[0]))
+            det = self.sa_norm(
+                q +
+                self.dropout(self.self_attn(q, q, q, need_weights=False)[0]))
             det = det.reshape(B * N, C)
         if self.with_dc:
-            det = self.dc_norm(det + self.dropout(
-                self.dynamic_conv(f_r, roi_feats)))
+            det = self.dc_norm(det +
+                               self.dropout(self.dynamic_conv(f_r, roi_feats)))
         det = self.det_ffn_norm(self.det_ffn(det))
 
         # ReID path.
@@ -278,7 +275,8 @@ class CDLHead(BaseModule):
         f_c = torch.cat([det, reid], dim=-1)  # (BN, 2C)
         t_emb = self.time_embed(self.time_proj(timesteps.reshape(B)))
         scale, shift = self.time_scale_shift(t_emb).repeat_interleave(
-            N, dim=0).chunk(2, dim=-1)
+            N, dim=0).chunk(
+                2, dim=-1)
         f_c = f_c * (scale + 1) + shift
 
         f_e = self.embed_branch(f_c)

@@ -107,8 +107,9 @@ class PSDiffHead(BaseModule):
                  num_layers: int = 1,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if isinstance(num_layers, bool) or not isinstance(
-                num_layers, int) or num_layers < 1:
+        if isinstance(
+                num_layers,
+                bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError('model.bbox_head.num_layers must be a whole '
                              f'number >= 1, got {num_layers!r}')
         self.diffusion = DiffusionSettings.from_cfg(
@@ -280,8 +281,9 @@ class PSDiffHead(BaseModule):
             self._sampler_cache = (key, sampler)
         return self._sampler_cache[1]
 
-    def _generators(self, batch_img_metas: List[dict]
-                    ) -> List[Optional[torch.Generator]]:
+    def _generators(
+            self,
+            batch_img_metas: List[dict]) -> List[Optional[torch.Generator]]:
         seed = self.test_cfg.seed
         if seed is None:
             return [None] * len(batch_img_metas)
@@ -298,17 +300,16 @@ class PSDiffHead(BaseModule):
                ref: Tensor) -> Tensor:
         """(B, *shape) standard normal, image i from generator i."""
         return torch.stack([
-            torch.randn(shape, generator=g, dtype=torch.float32)
-            for g in gens
-        ]).to(device=ref.device, dtype=ref.dtype)
+            torch.randn(shape, generator=g, dtype=torch.float32) for g in gens
+        ]).to(
+            device=ref.device, dtype=ref.dtype)
 
     def denoise(self,
                 feats: Sequence[Tensor],
                 batch_img_metas: List[dict],
                 query_boxes: Optional[List[Optional[Tensor]]] = None,
                 sampling_steps: Optional[int] = None,
-                num_passes: Optional[int] = None
-                ) -> List[Dict[str, Tensor]]:
+                num_passes: Optional[int] = None) -> List[Dict[str, Tensor]]:
         """Run the sampler (Alg. 2) on precomputed image features.
 
         Args:
@@ -334,8 +335,8 @@ class PSDiffHead(BaseModule):
                 f'of earlier steps (DDIMSampler); {type(sampler).__name__} '
                 'keeps one. Set box_renewal=False.')
         run = sampler.start(
-            int(cfg.sampling_steps if sampling_steps is None else
-                sampling_steps))
+            int(cfg.sampling_steps if sampling_steps is
+                None else sampling_steps))
         ref = feats[0]
         whwh = self.img_whwh(batch_img_metas, ref)
         gens = self._generators(batch_img_metas)
@@ -356,8 +357,7 @@ class PSDiffHead(BaseModule):
         steps = []
         timesteps = run.timesteps
         for k, t in enumerate(timesteps):
-            t_batch = torch.full((B, ), t, device=ref.device,
-                                 dtype=torch.long)
+            t_batch = torch.full((B, ), t, device=ref.device, dtype=torch.long)
             # The passes of one step chain as in training (:meth:`loss`):
             # each reads the previous pass's b̂_0 through the box space and
             # its ê_0 normalised, at the same t; the query box stays pinned.
@@ -372,7 +372,8 @@ class PSDiffHead(BaseModule):
                 x_in = torch.cat([
                     self.boxes_to_x(outs['bboxes'], whwh),
                     F.normalize(outs['embeds'], dim=-1) * s2
-                ], dim=-1)
+                ],
+                                 dim=-1)
             steps.append(outs)
             if k == len(timesteps) - 1:
                 break
@@ -391,8 +392,8 @@ class PSDiffHead(BaseModule):
                 for i, gen in enumerate(gens):
                     num = int(renew[i].sum())
                     if num:
-                        x[i, renew[i]] = torch.randn(
-                            (num, 4 + D), generator=gen).to(x)
+                        x[i, renew[i]] = torch.randn((num, 4 + D),
+                                                     generator=gen).to(x)
         return steps
 
     def passes_per_step(self, num_passes: Optional[int] = None) -> int:
@@ -450,9 +451,7 @@ class PSDiffHead(BaseModule):
             to_input_pixels(b, meta)
             for b, meta in zip(boxes, batch_img_metas)
         ])
-        return [
-            self._query_embedding(steps[-1], i) for i in range(len(boxes))
-        ]
+        return [self._query_embedding(steps[-1], i) for i in range(len(boxes))]
 
     @staticmethod
     def _query_embedding(outs: Dict[str, Tensor], i: int) -> Tensor:
@@ -493,7 +492,8 @@ class PSDiffHead(BaseModule):
             b = torch.stack([
                 b[:, 0].clamp(0, img_w), b[:, 1].clamp(0, img_h),
                 b[:, 2].clamp(0, img_w), b[:, 3].clamp(0, img_h)
-            ], dim=-1)
+            ],
+                            dim=-1)
             boxes.append(b)
             scores.append(s[keep])
             labels.append(lab[keep])

@@ -28,8 +28,8 @@ def _refuse_unknown_keys(cfg: Mapping[str, Any], known: Tuple[str, ...],
     parts = []
     for key in unknown:
         close = difflib.get_close_matches(key, known, n=1)
-        parts.append(f'{key!r} (did you mean {close[0]!r}?)'
-                     if close else repr(key))
+        parts.append(
+            f'{key!r} (did you mean {close[0]!r}?)' if close else repr(key))
     raise ConfigKeyError(
         f'{owner} has unknown key{"s" if len(unknown) > 1 else ""} '
         f'{", ".join(parts)}; known: {sorted(known)}')
@@ -127,11 +127,10 @@ class PSDiffTestSettings(_Settings):
         or keep, every box and print zeros), an NMS other than
         torchvision's."""
         owner = self.OWNER
-        _whole_number(self.num_proposals, f'{owner}.num_proposals',
-                      allow_none=True)
+        _whole_number(
+            self.num_proposals, f'{owner}.num_proposals', allow_none=True)
         _whole_number(self.sampling_steps, f'{owner}.sampling_steps')
-        _whole_number(self.num_passes, f'{owner}.num_passes',
-                      allow_none=True)
+        _whole_number(self.num_passes, f'{owner}.num_passes', allow_none=True)
         sampler = self.sampler
         kind = sampler if isinstance(sampler, str) else (
             sampler.get('type') if isinstance(sampler, dict) else None)
@@ -143,12 +142,10 @@ class PSDiffTestSettings(_Settings):
             raise KeyError(f'{owner}.sampler {sampler!r} is not a '
                            f'diffusion sampler; known: {known}')
         # score_thr, nms.iou_threshold, renewal_thr
-        check_cfg_thresholds(
-            {k: getattr(self, k) for k in self.keys()}, owner)
+        check_cfg_thresholds({k: getattr(self, k) for k in self.keys()}, owner)
         nms = self.nms
-        if nms is not None and (not isinstance(nms, dict)
-                                or nms.get('type', 'nms') != 'nms'
-                                or 'iou_threshold' not in nms
+        if nms is not None and (not isinstance(nms, dict) or nms.get(
+                'type', 'nms') != 'nms' or 'iou_threshold' not in nms
                                 or set(nms) - {'type', 'iou_threshold'}):
             raise ValueError(
                 f'{owner}.nms must be None or dict(type="nms", '

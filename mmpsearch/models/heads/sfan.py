@@ -58,8 +58,7 @@ class CBAM(nn.Module):
         nn.init.kaiming_uniform_(
             self.channel_mlp[2].weight, mode='fan_in', nonlinearity='relu')
         nn.init.xavier_uniform_(self.spatial_conv.weight)
-        for m in (self.channel_mlp[0], self.channel_mlp[2],
-                  self.spatial_conv):
+        for m in (self.channel_mlp[0], self.channel_mlp[2], self.spatial_conv):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -121,17 +120,15 @@ class MultiGranularityEmbedding(nn.Module):
                           num_split(embed_dim, len(self.granularities))):
             self.branches.append(
                 nn.ModuleList(
-                    StripProjector(in_channels, d, drop_path,
-                                   strip_attention)
+                    StripProjector(in_channels, d, drop_path, strip_attention)
                     for d in num_split(dim, g)))
 
     def forward(self, x: Tensor) -> Tensor:
         out = []
         for g, strips in zip(self.granularities, self.branches):
             if x.shape[2] < g:
-                raise ValueError(
-                    f'MultiGranularityEmbedding: a map of height '
-                    f'{x.shape[2]} cannot be cut into {g} strips')
+                raise ValueError(f'MultiGranularityEmbedding: a map of height '
+                                 f'{x.shape[2]} cannot be cut into {g} strips')
             # tensor_split gives the first strips the extra rows, as
             # num_split does
             for proj, strip in zip(strips, torch.tensor_split(x, g, dim=2)):
@@ -209,9 +206,8 @@ class SFAN(BaseModule):
         bad = [n for n in self.embed_from if n not in self.EMBED_SOURCES]
         if bad or not self.embed_from or \
                 len(set(self.embed_from)) != len(self.embed_from):
-            raise ValueError(
-                f'SFAN: embed_from must name distinct maps of '
-                f'{self.EMBED_SOURCES}, got {tuple(embed_from)}')
+            raise ValueError(f'SFAN: embed_from must name distinct maps of '
+                             f'{self.EMBED_SOURCES}, got {tuple(embed_from)}')
         self.text_proj = nn.Linear(text_channels, in_channels) \
             if text_channels != in_channels else nn.Identity()
         self.part_logits = nn.Parameter(torch.zeros(num_parts))
@@ -231,8 +227,9 @@ class SFAN(BaseModule):
         # the last conv of a ResNet stage gives its output width
         widths = dict(sfan=in_channels, stage4=convs[-1].out_channels)
         self.embeddings = nn.ModuleDict({
-            name: MultiGranularityEmbedding(widths[name], dim, granularities,
-                                            drop_path, strip_attention)
+            name:
+            MultiGranularityEmbedding(widths[name], dim, granularities,
+                                      drop_path, strip_attention)
             for name, dim in zip(self.embed_from,
                                  num_split(embed_dim, len(self.embed_from)))
         })

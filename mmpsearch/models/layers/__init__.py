@@ -7,6 +7,5 @@ from .unet_feature_tap import (PersonCrossAttnProcessor, UNetFeatureTap,
 
 __all__ = [
     'CropReIDEmbedder', 'ReIDDynamicConv', 'RoIQueryAttention',
-    'PersonCrossAttnProcessor',
-    'UNetFeatureTap', 'expand_layer_name'
+    'PersonCrossAttnProcessor', 'UNetFeatureTap', 'expand_layer_name'
 ]

@@ -74,10 +74,12 @@ class CropReIDEmbedder(BaseModule):
         crop_size (tuple): (h, w), the ReID model's input size.
     """
 
-    def __init__(self,
-                 model: ConfigType,
-                 checkpoint: Optional[str] = None,
-                 crop_size: Sequence[int] = (256, 128)) -> None:
+    def __init__(
+        self,
+        model: ConfigType,
+        checkpoint: Optional[str] = None,
+        crop_size: Sequence[int] = (256, 128)
+    ) -> None:
         super().__init__()
         size = tuple(int(s) for s in crop_size)
         if len(size) != 2 or min(size) < 1:
@@ -114,10 +116,10 @@ class CropReIDEmbedder(BaseModule):
                 'weights')
         state = checkpoint_state_dict(
             safe_torch_load(path, map_location='cpu'))
-        load_fitting_state_dict(
-            self, {k: v
-                   for k, v in state.items() if not k.startswith('head.')},
-            path)
+        load_fitting_state_dict(self, {
+            k: v
+            for k, v in state.items() if not k.startswith('head.')
+        }, path)
 
     def train(self, mode: bool = True) -> 'CropReIDEmbedder':
         """Always in eval mode (frozen BN statistics, as when it was
@@ -198,8 +200,11 @@ class CropReIDEmbedder(BaseModule):
             # resize of the crop does; one batched call for all boxes.
             # contiguous: mmcv's roi_align reads its input as NCHW
             crops = roi_align(
-                batch_inputs.float().contiguous(), rois.float(), (h, w),
-                spatial_scale=1.0, sampling_ratio=1, pool_mode='avg',
+                batch_inputs.float().contiguous(),
+                rois.float(), (h, w),
+                spatial_scale=1.0,
+                sampling_ratio=1,
+                pool_mode='avg',
                 aligned=True)
         feats = self.backbone(self._to_reid_pixels(crops, det_preprocessor))
         if self.neck is not None:

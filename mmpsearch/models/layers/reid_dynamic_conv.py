@@ -64,8 +64,8 @@ class ReIDDynamicConv(DynamicConv):
         if param_rank is not None:
             self.dynamic_layer = nn.Sequential(
                 nn.Linear(self.in_channels, param_rank, bias=False),
-                nn.Linear(param_rank, self.num_params_in +
-                          self.num_params_out))
+                nn.Linear(param_rank,
+                          self.num_params_in + self.num_params_out))
 
     def forward(self, param_feature: Tensor, input_feature: Tensor) -> Tensor:
         n = len(param_feature)

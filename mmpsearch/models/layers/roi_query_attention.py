@@ -23,7 +23,9 @@ class RoIQueryAttention(nn.MultiheadAttention):
     key bias cancels in the softmax.
     """
 
-    def forward_single(self, query: Tensor, tokens: Tensor,
+    def forward_single(self,
+                       query: Tensor,
+                       tokens: Tensor,
                        key_pos: Optional[Tensor] = None) -> Tensor:
         """
         Args:

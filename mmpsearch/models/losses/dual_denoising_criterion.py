@@ -77,29 +77,27 @@ class DualDenoisingCriterion(BaseModule):
             0 / 1 focal-loss targets).
     """
 
-    def __init__(
-        self,
-        num_classes: int = 1,
-        assigner: dict = dict(
-            type=HungarianAssigner,
-            match_costs=[
-                dict(type=FocalLossCost, weight=2.0),
-                dict(type=BBoxL1Cost, weight=5.0, box_format='xyxy'),
-                dict(type=IoUCost, iou_mode='giou', weight=2.0)
-            ]),
-        loss_cls: dict = dict(
-            type=FocalLoss,
-            use_sigmoid=True,
-            gamma=2.0,
-            alpha=0.25,
-            loss_weight=2.0),
-        loss_bbox: dict = dict(type=L1Loss, loss_weight=5.0),
-        loss_giou: dict = dict(type=GIoULoss, loss_weight=2.0),
-        loss_reid: dict = dict(type=ReIDL2Loss, loss_weight=5.0),
-        cls_pos_iou_thr: Optional[float] = None,
-        cls_iou_target: bool = False,
-        init_cfg=None
-    ) -> None:
+    def __init__(self,
+                 num_classes: int = 1,
+                 assigner: dict = dict(
+                     type=HungarianAssigner,
+                     match_costs=[
+                         dict(type=FocalLossCost, weight=2.0),
+                         dict(type=BBoxL1Cost, weight=5.0, box_format='xyxy'),
+                         dict(type=IoUCost, iou_mode='giou', weight=2.0)
+                     ]),
+                 loss_cls: dict = dict(
+                     type=FocalLoss,
+                     use_sigmoid=True,
+                     gamma=2.0,
+                     alpha=0.25,
+                     loss_weight=2.0),
+                 loss_bbox: dict = dict(type=L1Loss, loss_weight=5.0),
+                 loss_giou: dict = dict(type=GIoULoss, loss_weight=2.0),
+                 loss_reid: dict = dict(type=ReIDL2Loss, loss_weight=5.0),
+                 cls_pos_iou_thr: Optional[float] = None,
+                 cls_iou_target: bool = False,
+                 init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         if cls_pos_iou_thr is not None and not 0 < cls_pos_iou_thr <= 1:
             raise ValueError('DualDenoisingCriterion: cls_pos_iou_thr must '
@@ -112,8 +110,8 @@ class DualDenoisingCriterion(BaseModule):
         self.loss_bbox = MODELS.build(loss_bbox)
         self.loss_giou = MODELS.build(loss_giou)
         self.loss_reid = MODELS.build(loss_reid)
-        if self.cls_iou_target and type(self.loss_cls).__name__ not in (
-                'QualityFocalLoss', ):
+        if self.cls_iou_target and type(
+                self.loss_cls).__name__ not in ('QualityFocalLoss', ):
             raise ValueError(
                 'DualDenoisingCriterion: cls_iou_target=True needs a class '
                 'loss with soft (labels, IoU) targets, e.g. mmdet\'s '
@@ -134,8 +132,7 @@ class DualDenoisingCriterion(BaseModule):
         """
         # fp32 costs: fp16 focal costs are -inf past a logit of 8.3
         pred = InstanceData(
-            scores=cls_scores.detach().float(),
-            bboxes=bboxes.detach().float())
+            scores=cls_scores.detach().float(), bboxes=bboxes.detach().float())
         gt = InstanceData(
             bboxes=_box_tensor(gt_instances.bboxes).float(),
             labels=gt_instances.labels)
@@ -186,13 +183,16 @@ class DualDenoisingCriterion(BaseModule):
                     'teacher embeddings')
             inds = self.match(cls_scores[i], bboxes[i], gt, batch_img_metas[i])
             pos = inds >= 0
-            labels = torch.full((num_preds, ), self.num_classes,
-                                dtype=torch.long, device=cls_scores.device)
+            labels = torch.full((num_preds, ),
+                                self.num_classes,
+                                dtype=torch.long,
+                                device=cls_scores.device)
             labels[pos] = gt.labels[inds[pos]].to(labels.device)
             labels_all.append(labels)
             if self.cls_pos_iou_thr is not None or self.cls_iou_target:
-                c_labels, quality = self._cls_targets(
-                    bboxes[i].detach(), gt_boxes, gt.labels, inds, labels)
+                c_labels, quality = self._cls_targets(bboxes[i].detach(),
+                                                      gt_boxes, gt.labels,
+                                                      inds, labels)
                 cls_labels.append(c_labels)
                 cls_quality.append(quality)
             pos_pred.append(bboxes[i][pos])
@@ -207,28 +207,28 @@ class DualDenoisingCriterion(BaseModule):
         pos_pred = torch.cat(pos_pred)
         pos_gt_boxes = torch.cat(pos_gt_boxes)
         factors = torch.cat(factors)
-        num_pos = reduce_mean(
-            cls_scores.new_tensor(float(len(pos_pred)))).clamp(min=1.0).item()
+        num_pos = reduce_mean(cls_scores.new_tensor(float(
+            len(pos_pred)))).clamp(min=1.0).item()
 
         losses = dict()
         flat_scores = cls_scores.reshape(-1, cls_scores.shape[-1])
         if cls_labels:
             cls_labels = torch.cat(cls_labels)
             num_cls_pos = reduce_mean(
-                (cls_labels < self.num_classes).sum().float()).clamp(
-                    min=1.0).item()
+                (cls_labels
+                 < self.num_classes).sum().float()).clamp(min=1.0).item()
             target = (cls_labels, torch.cat(cls_quality)) \
                 if self.cls_iou_target else self._focal_target(cls_labels)
             losses['loss_cls'] = self.loss_cls(
                 flat_scores, target, avg_factor=num_cls_pos)
         else:
             losses['loss_cls'] = self.loss_cls(
-                flat_scores, self._focal_target(torch.cat(labels_all)),
+                flat_scores,
+                self._focal_target(torch.cat(labels_all)),
                 avg_factor=num_pos)
         if len(pos_pred) > 0:
             losses['loss_bbox'] = self.loss_bbox(
-                pos_pred / factors, pos_gt_boxes / factors,
-                avg_factor=num_pos)
+                pos_pred / factors, pos_gt_boxes / factors, avg_factor=num_pos)
             losses['loss_giou'] = self.loss_giou(
                 pos_pred, pos_gt_boxes, avg_factor=num_pos)
         else:
@@ -236,7 +236,8 @@ class DualDenoisingCriterion(BaseModule):
             losses['loss_bbox'] = bboxes.sum() * 0.0
             losses['loss_giou'] = bboxes.sum() * 0.0
         losses['loss_reid'] = self.loss_reid(
-            torch.cat(pos_pred_embeds), torch.cat(pos_gt_embeds),
+            torch.cat(pos_pred_embeds),
+            torch.cat(pos_gt_embeds),
             avg_factor=num_pos)
         return losses
 
@@ -256,9 +257,8 @@ class DualDenoisingCriterion(BaseModule):
             return labels
         return F.one_hot(labels, self.num_classes + 1)[:, :self.num_classes]
 
-    def _cls_targets(self, bboxes: Tensor, gt_boxes: Tensor,
-                     gt_labels: Tensor, inds: Tensor,
-                     labels: Tensor) -> Tuple[Tensor, Tensor]:
+    def _cls_targets(self, bboxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
+                     inds: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
         """Class-term labels and IoU targets of one image.
 
         Args:

@@ -144,8 +144,7 @@ class OIMLoss(BaseModule):
             rows = F.normalize(m * rows + (1.0 - m) * xs[:, 0], dim=1)
         else:
             present = torch.zeros(
-                ids.numel(), num_rounds, 1, dtype=torch.bool,
-                device=x.device)
+                ids.numel(), num_rounds, 1, dtype=torch.bool, device=x.device)
             present[group, rank] = True
             for r in range(num_rounds):
                 rows = torch.where(
@@ -163,8 +162,8 @@ class OIMLoss(BaseModule):
             return
         k = min(n, size)
         # slots head + n - k .. head + n - 1 (mod size), on the device
-        idx = (self.cq_head + (n - k) + torch.arange(
-            k, device=unlabeled.device)) % size
+        idx = (self.cq_head +
+               (n - k) + torch.arange(k, device=unlabeled.device)) % size
         self.cq.index_copy_(0, idx, unlabeled[n - k:])
         self.cq_head.copy_((self.cq_head + n) % size)
 

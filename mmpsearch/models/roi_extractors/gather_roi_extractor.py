@@ -59,8 +59,7 @@ class GatherRoIExtractor(SingleRoIExtractor):
             finest_scale=finest_scale,
             init_cfg=init_cfg)
         layer = self.roi_layers[0]
-        for attr in ('output_size', 'sampling_ratio', 'aligned',
-                     'pool_mode'):
+        for attr in ('output_size', 'sampling_ratio', 'aligned', 'pool_mode'):
             if not hasattr(layer, attr):
                 raise TypeError(
                     f'GatherRoIExtractor reproduces mmcv RoIAlign; '
@@ -118,8 +117,8 @@ class GatherRoIExtractor(SingleRoIExtractor):
         def taps(start, length, bins, size):
             # Sample positions of every bin along one axis, in mmcv's order
             # (bin-major), and their two bilinear taps.
-            pos = (torch.arange(bins * sr, device=rois.device,
-                                dtype=rois.dtype) + 0.5) / sr
+            pos = (torch.arange(
+                bins * sr, device=rois.device, dtype=rois.dtype) + 0.5) / sr
             v = start[:, None] + pos[None] * (length / bins)[:, None]
             size = size[:, None]
             valid = (v >= -1.0) & (v <= size.to(v.dtype))
@@ -140,7 +139,8 @@ class GatherRoIExtractor(SingleRoIExtractor):
         idx = torch.stack([
             base[:, None, None] + rowy[a] + colx[b] for a in (0, 1)
             for b in (0, 1)
-        ], dim=-1)  # (n, sh*sr, sw*sr, 4)
+        ],
+                          dim=-1)  # (n, sh*sr, sw*sr, 4)
         valid = (vy[:, :, None] & vx[:, None, :]).to(rois.dtype)
         wts = torch.stack([wy[a] * wx[b] for a in (0, 1) for b in (0, 1)],
                           dim=-1) * (valid / (sr * sr))[..., None]
@@ -163,5 +163,4 @@ class GatherRoIExtractor(SingleRoIExtractor):
         if roi_scale_factor is not None:
             rois = self.roi_rescale(rois, roi_scale_factor)
         tokens = self.forward_tokens(feats, rois)
-        return tokens.transpose(1, 2).reshape(
-            len(tokens), -1, *self.out_size)
+        return tokens.transpose(1, 2).reshape(len(tokens), -1, *self.out_size)

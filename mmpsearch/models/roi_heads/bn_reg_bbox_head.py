@@ -22,12 +22,13 @@ class BNRegBBoxHead(BBoxHead):
     ``reg_predictor_cfg`` gets ``bias=False`` unless it says otherwise.
     """
 
-    def __init__(self, *args, reg_predictor_cfg: dict = dict(type='Linear'),
+    def __init__(self,
+                 *args,
+                 reg_predictor_cfg: dict = dict(type='Linear'),
                  **kwargs) -> None:
         reg_predictor_cfg = dict(reg_predictor_cfg)
         reg_predictor_cfg.setdefault('bias', False)
-        super().__init__(
-            *args, reg_predictor_cfg=reg_predictor_cfg, **kwargs)
+        super().__init__(*args, reg_predictor_cfg=reg_predictor_cfg, **kwargs)
         if not self.with_reg:
             raise ValueError('BNRegBBoxHead needs with_reg=True')
         self.reg_norm = nn.BatchNorm1d(self.fc_reg.out_features)
@@ -38,8 +39,8 @@ class BNRegBBoxHead(BBoxHead):
         if bn.training and bbox_pred.shape[0] < 2:
             # one RoI has no batch statistics: use the running ones
             bbox_pred = F.batch_norm(bbox_pred, bn.running_mean,
-                                     bn.running_var, bn.weight, bn.bias,
-                                     False, 0.0, bn.eps)
+                                     bn.running_var, bn.weight, bn.bias, False,
+                                     0.0, bn.eps)
         else:
             bbox_pred = bn(bbox_pred)
         return cls_score, bbox_pred

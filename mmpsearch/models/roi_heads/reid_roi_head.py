@@ -93,8 +93,7 @@ class ReIDRoIHead(BaseModule):
                                'the ReID RoIs')
         self.assigner = TASK_UTILS.build(self.train_cfg.assigner)
         self.sampler = TASK_UTILS.build(self.train_cfg.sampler)
-        self.proposals = tuple(
-            self.train_cfg.get('proposals', self.PROPOSALS))
+        self.proposals = tuple(self.train_cfg.get('proposals', self.PROPOSALS))
         bad = set(self.proposals) - set(self.PROPOSALS)
         if bad or not self.proposals:
             raise ValueError(
@@ -139,8 +138,7 @@ class ReIDRoIHead(BaseModule):
 
     # --------------------------------------------------------------- loss
     def sample(self, proposals: List[InstanceData],
-               batch_data_samples: SampleList
-               ) -> Tuple[List[Tensor], Tensor]:
+               batch_data_samples: SampleList) -> Tuple[List[Tensor], Tensor]:
         """Assign and sample the candidate boxes of each image; returns
         the boxes to embed per image and their person ids, concatenated."""
         self.require_train_cfg()

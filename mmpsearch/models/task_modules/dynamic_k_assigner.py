@@ -101,8 +101,7 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
         num_gts, num_preds = len(gt_instances), len(pred_instances)
         device = gt_labels.device
         gt_inds = torch.zeros(num_preds, dtype=torch.long, device=device)
-        labels = torch.full((num_preds, ), -1, dtype=torch.long,
-                            device=device)
+        labels = torch.full((num_preds, ), -1, dtype=torch.long, device=device)
         if num_gts == 0 or num_preds == 0:
             return AssignResult(num_gts, gt_inds, None, labels=labels)
 
@@ -126,9 +125,10 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
         # cheapest predictions are the first k of its topk cheapest
         ks = ious.topk(topk, dim=0).values.sum(0).int().clamp(1, topk)
         cheapest = cost.topk(topk, dim=0, largest=False).indices  # (topk, g)
-        match = torch.zeros_like(cost, dtype=torch.bool).scatter_(
-            0, cheapest,
-            torch.arange(topk, device=device)[:, None] < ks[None])
+        match = torch.zeros_like(
+            cost, dtype=torch.bool).scatter_(
+                0, cheapest,
+                torch.arange(topk, device=device)[:, None] < ks[None])
         # a prediction chosen by several ground truths keeps the cheapest
         best = F.one_hot(cost.argmin(1), num_gts).bool()
         match = torch.where((match.sum(1) > 1)[:, None], best, match)
@@ -154,10 +154,10 @@ class DiffusionDetDynamicKAssigner(BaseAssigner):
         region, and (n, g) whether it is in both of a ground truth's."""
         centres = (pred_boxes[:, :2] + pred_boxes[:, 2:]) / 2
         if self.center_prior == 'stride':
-            priors = torch.cat([
-                centres,
-                centres.new_full((len(centres), 2), self.stride)
-            ], dim=1)
+            priors = torch.cat(
+                [centres,
+                 centres.new_full((len(centres), 2), self.stride)],
+                dim=1)
             in_any, in_both = \
                 self._center_prior.get_in_gt_and_in_center_info(
                     priors, gt_boxes)

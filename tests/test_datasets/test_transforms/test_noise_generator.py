@@ -16,7 +16,6 @@ IMG_W, IMG_H = 200, 100
 BOXES = np.array([[10, 10, 50, 90], [60, 5, 100, 95], [120, 20, 150, 80],
                   [150, 0, 200, 100], [0, 40, 30, 100]], np.float32)
 
-
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
@@ -35,8 +34,10 @@ def _results(boxes=BOXES, img_id='a.jpg', shape=(IMG_H, IMG_W)):
     return dict(
         img_id=img_id,
         img_shape=shape,
-        instances=[dict(bbox=b.tolist(), bbox_label=0, person_id=i,
-                        ignore_flag=0) for i, b in enumerate(boxes)],
+        instances=[
+            dict(bbox=b.tolist(), bbox_label=0, person_id=i, ignore_flag=0)
+            for i, b in enumerate(boxes)
+        ],
         gt_bboxes=HorizontalBoxes(boxes.copy()),
         gt_bboxes_labels=np.zeros(len(boxes), np.int64),
         gt_ignore_flags=np.zeros(len(boxes), bool))
@@ -56,9 +57,13 @@ def test_statistics_match_eq10(teacher, t):
     np.random.seed(t)
     gen = DualNoiseGenerator(
         path,
-        diffusion=dict(num_proposals=2000, box_snr_scale=S1,
-                       embed_snr_scale=S2, embed_dims=D),
-        pad_mode='repeat', timestep_range=(t, t + 1))
+        diffusion=dict(
+            num_proposals=2000,
+            box_snr_scale=S1,
+            embed_snr_scale=S2,
+            embed_dims=D),
+        pad_mode='repeat',
+        timestep_range=(t, t + 1))
     out = gen(_results())
     abar = NoiseSchedule(1000, 'cosine').alpha_bar(t)
     inds = out['noise_gt_inds']
@@ -84,8 +89,8 @@ def test_statistics_match_eq10(teacher, t):
 def test_outputs_and_bookkeeping(teacher):
     path, embeds = teacher
     np.random.seed(0)
-    gen = DualNoiseGenerator(path, diffusion=dict(num_proposals=8),
-                             timestep_range=(0, 1))
+    gen = DualNoiseGenerator(
+        path, diffusion=dict(num_proposals=8), timestep_range=(0, 1))
     out = gen(_results())
     assert out['noisy_bboxes'].shape == (8, 4)
     assert out['noisy_embeds'].shape == (8, D)
@@ -106,8 +111,11 @@ def test_outputs_and_bookkeeping(teacher):
 def test_centred_teacher_targets(teacher):
     path, embeds = teacher
     np.random.seed(0)
-    gen = DualNoiseGenerator(path, diffusion=dict(num_proposals=8),
-                             timestep_range=(0, 1), center_teacher=True)
+    gen = DualNoiseGenerator(
+        path,
+        diffusion=dict(num_proposals=8),
+        timestep_range=(0, 1),
+        center_teacher=True)
     out = gen(_results())
     # Norm(Norm(e_0) - mu), mu over every box of the file
     unit = embeds / np.linalg.norm(embeds, axis=1, keepdims=True)
@@ -115,8 +123,8 @@ def test_centred_teacher_targets(teacher):
     centred /= np.linalg.norm(centred, axis=1, keepdims=True)
     np.testing.assert_allclose(out['gt_teacher_embeds'], centred, atol=1e-5)
     # the noisy embeddings are made from the same (centred) targets
-    np.testing.assert_allclose(out['noisy_embeds'][:5], S2 * centred,
-                               atol=0.05)
+    np.testing.assert_allclose(
+        out['noisy_embeds'][:5], S2 * centred, atol=0.05)
     assert not np.allclose(centred, unit, atol=0.05)
 
 
@@ -146,8 +154,8 @@ def test_boxes_are_normalised_after_resize_and_packed(teacher):
     results['img'] = np.zeros((IMG_H, IMG_W, 3), np.uint8)
     results = Resize(scale=(400, 200), keep_ratio=True)(results)
     assert results['img_shape'] == (200, 400)
-    gen = DualNoiseGenerator(path, diffusion=dict(num_proposals=8),
-                             timestep_range=(0, 1))
+    gen = DualNoiseGenerator(
+        path, diffusion=dict(num_proposals=8), timestep_range=(0, 1))
     results = gen(results)
     # normalising the resized boxes by the resized image gives the same b_0
     np.testing.assert_allclose(
@@ -160,8 +168,8 @@ def test_boxes_are_normalised_after_resize_and_packed(teacher):
     assert sample.noisy_instances.gt_inds.tolist()[:5] == [0, 1, 2, 3, 4]
     assert torch.allclose(
         sample.gt_instances.teacher_embeds,
-        torch.from_numpy(embeds / np.linalg.norm(embeds, axis=1,
-                                                 keepdims=True)),
+        torch.from_numpy(embeds /
+                         np.linalg.norm(embeds, axis=1, keepdims=True)),
         atol=1e-6)
 
 
@@ -172,8 +180,7 @@ def test_errors_are_clear(teacher, tmp_path):
     with pytest.raises(ValueError, match='teacher_embeds'):
         DualNoiseGenerator('')
     with pytest.raises(ValueError, match='embed_dims'):
-        DualNoiseGenerator(path, diffusion=dict(embed_dims=D + 1))(
-            _results())
+        DualNoiseGenerator(path, diffusion=dict(embed_dims=D + 1))(_results())
     with pytest.raises(FileNotFoundError, match='extract_teacher'):
         DualNoiseGenerator(str(tmp_path / 'missing.npz'))(_results())
     # a box-dropping transform before the generator
@@ -196,12 +203,11 @@ def test_noise_and_eq10_in_float32(teacher, pad_mode):
     consumes), from NumPy's seeded stream: the values are those of the same
     draws in float64, rounded."""
     path, embeds = teacher
-    gen = DualNoiseGenerator(path,
-                             diffusion=dict(num_proposals=8,
-                                            box_snr_scale=S1,
-                                            embed_snr_scale=S2),
-                             pad_mode=pad_mode,
-                             timestep_range=(300, 301))
+    gen = DualNoiseGenerator(
+        path,
+        diffusion=dict(num_proposals=8, box_snr_scale=S1, embed_snr_scale=S2),
+        pad_mode=pad_mode,
+        timestep_range=(300, 301))
     dtypes = []
     q_sample = gen.q_sample
 
@@ -230,19 +236,21 @@ def test_noise_and_eq10_in_float32(teacher, pad_mode):
     eps_b, eps_e = np.random.randn(8, 4), np.random.randn(8, D)
     inds = out['noise_gt_inds']
     np.testing.assert_array_equal(inds >= 0, np.arange(8) < 8 - num_pad)
-    start_b = np.concatenate([_start(BOXES)[inds[inds >= 0]],
-                              (2 * pad_boxes - 1) * S1])
+    start_b = np.concatenate(
+        [_start(BOXES)[inds[inds >= 0]], (2 * pad_boxes - 1) * S1])
     unit = np.concatenate([embeds[inds[inds >= 0]], pad_embeds])
     unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
     abar = NoiseSchedule(1000, 'cosine').alpha_bar(t)
     np.testing.assert_allclose(
         out['noisy_bboxes'],
         np.sqrt(abar) * start_b + np.sqrt(1 - abar) * eps_b,
-        rtol=1e-5, atol=1e-5)
+        rtol=1e-5,
+        atol=1e-5)
     np.testing.assert_allclose(
         out['noisy_embeds'],
         np.sqrt(abar) * S2 * unit + np.sqrt(1 - abar) * eps_e,
-        rtol=1e-5, atol=1e-5)
+        rtol=1e-5,
+        atol=1e-5)
 
 
 def test_check_model_refuses_another_T(teacher):
@@ -251,7 +259,9 @@ def test_check_model_refuses_another_T(teacher):
     path, _ = teacher
     gen = DualNoiseGenerator(path, diffusion=dict(num_timesteps=500))
     gen.check_model(500)
-    with pytest.raises(ValueError, match=r'draws diffusion_t from \[0, 500\)'
-                       r' but the model has T = 1000: the pipeline and '
-                       r'model.bbox_head.diffusion disagree on T'):
+    with pytest.raises(
+            ValueError,
+            match=r'draws diffusion_t from \[0, 500\)'
+            r' but the model has T = 1000: the pipeline and '
+            r'model.bbox_head.diffusion disagree on T'):
         gen.check_model(1000)

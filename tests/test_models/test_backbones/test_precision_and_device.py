@@ -18,8 +18,7 @@ HEAD, TOKEN = 1, 1
 
 def _cross_attention():
     torch.manual_seed(0)
-    attn = Attention(query_dim=16, cross_attention_dim=12, heads=2,
-                     dim_head=8)
+    attn = Attention(query_dim=16, cross_attention_dim=12, heads=2, dim_head=8)
     store = {}
     attn.set_processor(PersonCrossAttnProcessor(HEAD, TOKEN, store))
     # large enough logits that a bf16 rounding of them shows in the softmax
@@ -56,8 +55,7 @@ def test_attention_map_is_fp32_under_autocast(dtype):
     q = seen['q'].float().view(b, n, attn.heads, d)[:, :, HEAD]
     k = seen['k'].float().view(b, -1, attn.heads, d)[:, :, HEAD]
     expected = torch.softmax(q @ k.transpose(1, 2) * attn.scale, dim=-1)
-    torch.testing.assert_close(
-        got, expected[..., TOKEN], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got, expected[..., TOKEN], rtol=1e-5, atol=1e-6)
 
 
 def _meta_forward(backbone, img, monkeypatch):

@@ -258,8 +258,8 @@ def test_fp16_path_matches_fp32(tiny_sd_dir, tiny_backbone):
     for key in ('det_feat', 'attn_map'):
         assert out[key].dtype == torch.float32
         scale = float(ref[key].abs().max())
-        torch.testing.assert_close(out[key], ref[key], atol=0.02 * scale,
-                                   rtol=0)
+        torch.testing.assert_close(
+            out[key], ref[key], atol=0.02 * scale, rtol=0)
     # the explicit map is still a min-max normalised softmax
     assert float(out['attn_map'].amin()) == 0.0
     assert float(out['attn_map'].amax()) == 1.0

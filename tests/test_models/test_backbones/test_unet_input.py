@@ -60,7 +60,10 @@ def _posterior(backbone, img):
 
 @pytest.fixture(scope='module')
 def variants(tiny_sd_dir):
-    make = lambda **kw: StableDiffusionBackbone(tiny_sd_dir, **kw).eval()  # noqa
+
+    def make(**kw):
+        return StableDiffusionBackbone(tiny_sd_dir, **kw).eval()
+
     return dict(
         ddpm0=make(noise_scheduler='ddpm'),
         old=make(timestep=1, latent='mean', add_noise=False),
@@ -94,7 +97,8 @@ def test_official_timestep_and_noise_level(tiny_sd_dir, tiny_backbone,
                            ('ddpm', variants['ddpm0'])]:
         # a zero clean latent: the UNet input is the added noise alone
         monkeypatch.setattr(
-            backbone, 'encode_latent',
+            backbone,
+            'encode_latent',
             lambda x, generator=None: torch.zeros(b, c, h, w))
         x, t, _ = _unet_call(backbone, img)
         monkeypatch.undo()
@@ -125,17 +129,29 @@ def test_default_matches_diffusers_img2img_path(sd21_scheduler_dir):
     backbone = StableDiffusionBackbone(sd21_scheduler_dir).eval()
     euler, _ = _schedulers(sd21_scheduler_dir)
     pipe = StableDiffusionImg2ImgPipeline(
-        vae=backbone.vae, text_encoder=None, tokenizer=None,
-        unet=backbone.unet, scheduler=euler, safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False)
+        vae=backbone.vae,
+        text_encoder=None,
+        tokenizer=None,
+        unet=backbone.unet,
+        scheduler=euler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False)
     img = _images()
     pipe.scheduler.set_timesteps(1000)
     timesteps, _ = pipe.get_timesteps(1000, 1 / 1000, 'cpu')
-    gens = [torch.Generator().manual_seed(backbone.noise_seed)
-            for _ in range(2)]
+    gens = [
+        torch.Generator().manual_seed(backbone.noise_seed) for _ in range(2)
+    ]
     with torch.no_grad():
-        latents = pipe.prepare_latents(img, timesteps[:1].repeat(2), 1, 2,
-                                       torch.float32, 'cpu', generator=gens)
+        latents = pipe.prepare_latents(
+            img,
+            timesteps[:1].repeat(2),
+            1,
+            2,
+            torch.float32,
+            'cpu',
+            generator=gens)
     ref = pipe.scheduler.scale_model_input(latents, timesteps[:1])
     x, t, _ = _unet_call(backbone, img)
     assert timesteps[:1].tolist() == [0]
@@ -203,9 +219,10 @@ def test_old_input_is_reachable(tiny_sd_dir, variants, tmp_path):
     assert torch.equal(x, x2) and torch.equal(o1['det_feat'], o2['det_feat'])
     # without scheduler/: only the noise-free input can be built
     root = str(tmp_path / 'no_scheduler')
-    shutil.copytree(tiny_sd_dir, root,
-                    ignore=lambda d, names: ['scheduler'] * ('scheduler'
-                                                             in names))
+    shutil.copytree(
+        tiny_sd_dir,
+        root,
+        ignore=lambda d, names: ['scheduler'] * ('scheduler' in names))
     StableDiffusionBackbone(root, timestep=1, latent='mean', add_noise=False)
     with pytest.raises(FileNotFoundError, match='scheduler/'):
         StableDiffusionBackbone(root)

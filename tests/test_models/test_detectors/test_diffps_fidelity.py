@@ -60,9 +60,10 @@ def test_embedding_head_is_two_concatenated_strip_embeddings():
         x = head.aggregate(feats, parts)
         expected = F.normalize(
             torch.cat([
-                head.embeddings['sfan'](x),
-                head.embeddings['stage4'](head.res_layer(x))
-            ], 1), dim=1)
+                head.embeddings['sfan'](x), head.embeddings['stage4'](
+                    head.res_layer(x))
+            ], 1),
+            dim=1)
     assert emb.shape == (3, 1024)
     torch.testing.assert_close(emb, expected)
 
@@ -130,8 +131,7 @@ def test_box_regressor_is_linear_without_bias_then_batchnorm():
     x = 100.0 * torch.rand(16, 2048, 7, 7)
     _, deltas = head.train()(x)
     torch.testing.assert_close(
-        deltas.std(dim=0, unbiased=False), torch.ones(4), rtol=1e-2,
-        atol=1e-2)
+        deltas.std(dim=0, unbiased=False), torch.ones(4), rtol=1e-2, atol=1e-2)
     _, one = head(x[:1])  # a single RoI in training uses running stats
     assert one.shape == (1, 4)
 
@@ -156,8 +156,7 @@ def test_prw_initialises_box_predictor_and_embedder_from_normal_001():
 # --------------------------------------------------------------- sampler
 def _assign(num_pos: int, num_neg: int, num_ignored: int = 0):
     labels = [1] * num_pos + [-1] * num_ignored + [0] * num_neg
-    gt_inds = torch.tensor([1] * num_pos + [-1] * num_ignored +
-                           [0] * num_neg)
+    gt_inds = torch.tensor([1] * num_pos + [-1] * num_ignored + [0] * num_neg)
     n = len(labels)
     result = AssignResult(1, gt_inds, torch.ones(n),
                           torch.tensor([0 if g > 0 else -1 for g in gt_inds]))
@@ -169,19 +168,21 @@ def _assign(num_pos: int, num_neg: int, num_ignored: int = 0):
 
 
 @pytest.mark.parametrize('branch', ['rcnn', 'reid'])
-@pytest.mark.parametrize('num_pos,num_neg,expected', [
-    (9, 1000, (10, 10)),  # 9 + the appended GT; as many negatives
-    (200, 1000, (64, 64)),  # enough of both: 128 at 50 %
-    (0, 1000, (1, 1)),  # only the GT
-])
+@pytest.mark.parametrize(
+    'num_pos,num_neg,expected',
+    [
+        (9, 1000, (10, 10)),  # 9 + the appended GT; as many negatives
+        (200, 1000, (64, 64)),  # enough of both: 128 at 50 %
+        (0, 1000, (1, 1)),  # only the GT
+    ])
 def test_samplers_keep_the_positive_fraction(branch, num_pos, num_neg,
                                              expected):
     """128 RoIs at 50 %, negatives shrinking with the positives (the
     official keep_positive_fraction), GT appended; mmdet's default would
     fill up to 128 with negatives."""
     model = _cfg('cuhk').model
-    cfg = (model.train_cfg.rcnn if branch == 'rcnn' else
-           model.reid_roi_head.train_cfg).sampler
+    cfg = (model.train_cfg.rcnn
+           if branch == 'rcnn' else model.reid_roi_head.train_cfg).sampler
     sampler = TASK_UTILS.build(cfg)
     torch.manual_seed(0)
     res = sampler.sample(*_assign(num_pos, num_neg, num_ignored=5))
@@ -310,6 +311,5 @@ def test_schedule_batch_and_evaluation_follow_the_official_loop(name):
     model = cfg.model
     reid = model.reid_roi_head
     assert reid.loss_reid.num_features == reid.embed_head.embed_dim == 1024
-    for extractor in (model.roi_head.bbox_roi_extractor,
-                      reid.roi_extractor):
+    for extractor in (model.roi_head.bbox_roi_extractor, reid.roi_extractor):
         assert extractor.roi_layer.aligned is False  # torchvision's RoIAlign

@@ -26,7 +26,6 @@ C, D, N = 32, 16, 16
 H, W = 64, 96
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', '..'))
 
-
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
@@ -34,13 +33,19 @@ def _cfg(**test_cfg):
     cfg = dict(
         type=PSDiff,
         data_preprocessor=dict(
-            type=DetDataPreprocessor, mean=[0, 0, 0], std=[255, 255, 255],
+            type=DetDataPreprocessor,
+            mean=[0, 0, 0],
+            std=[255, 255, 255],
             pad_size_divisor=32),
         backbone=dict(
-            type=ResNet, depth=18, base_channels=8, num_stages=4,
-            out_indices=(0, 1, 2, 3), init_cfg=None),
-        neck=dict(type=FPN, in_channels=[8, 16, 32, 64], out_channels=C,
-                  num_outs=4),
+            type=ResNet,
+            depth=18,
+            base_channels=8,
+            num_stages=4,
+            out_indices=(0, 1, 2, 3),
+            init_cfg=None),
+        neck=dict(
+            type=FPN, in_channels=[8, 16, 32, 64], out_channels=C, num_outs=4),
         bbox_head=dict(
             type=PSDiffHead,
             diffusion=dict(num_proposals=N, embed_dims=D),
@@ -49,8 +54,11 @@ def _cfg(**test_cfg):
                 in_channels=C,
                 roi_extractor=dict(
                     type=GatherRoIExtractor,
-                    roi_layer=dict(type='RoIAlign', output_size=7,
-                                   sampling_ratio=2, aligned=True),
+                    roi_layer=dict(
+                        type='RoIAlign',
+                        output_size=7,
+                        sampling_ratio=2,
+                        aligned=True),
                     out_channels=C,
                     featmap_strides=[4, 8, 16, 32]),
                 num_heads=8,
@@ -88,16 +96,24 @@ def _train_batch(seed=0):
                            torch.randn(N, 4, generator=g).numpy())
         x_e = gen.q_sample((3.0 * e0)[inds].numpy(), t,
                            torch.randn(N, D, generator=g).numpy())
-        ds = DetDataSample(metainfo=dict(
-            img_id=f'{i}.jpg', img_shape=(H, W), ori_shape=(H, W),
-            scale_factor=(1.0, 1.0), diffusion_t=t, split='train',
-            batch_input_shape=(H, W), pad_shape=(H, W)))
+        ds = DetDataSample(
+            metainfo=dict(
+                img_id=f'{i}.jpg',
+                img_shape=(H, W),
+                ori_shape=(H, W),
+                scale_factor=(1.0, 1.0),
+                diffusion_t=t,
+                split='train',
+                batch_input_shape=(H, W),
+                pad_shape=(H, W)))
         ds.gt_instances = InstanceData(
-            bboxes=HorizontalBoxes(b), labels=torch.zeros(len(b)).long(),
+            bboxes=HorizontalBoxes(b),
+            labels=torch.zeros(len(b)).long(),
             teacher_embeds=e0)
         ds.noisy_instances = InstanceData(
             bboxes=torch.as_tensor(x_b).float(),
-            embeds=torch.as_tensor(x_e).float(), gt_inds=inds)
+            embeds=torch.as_tensor(x_e).float(),
+            gt_inds=inds)
         samples.append(ds)
     images = torch.rand(2, 3, H, W, generator=g)
     return images, samples
@@ -107,10 +123,13 @@ def _test_samples(splits=('gallery', 'gallery'), scale=0.5):
     samples = []
     for i, split in enumerate(splits):
         meta = dict(
-            img_id=f'{i}.jpg', img_shape=(H, W),
+            img_id=f'{i}.jpg',
+            img_shape=(H, W),
             ori_shape=(int(H / scale), int(W / scale)),
-            scale_factor=(scale, scale), split=split,
-            batch_input_shape=(H, W), pad_shape=(H, W))
+            scale_factor=(scale, scale),
+            split=split,
+            batch_input_shape=(H, W),
+            pad_shape=(H, W))
         ds = DetDataSample(metainfo=meta)
         if split == 'query':
             meta['query_index'] = i
@@ -127,8 +146,10 @@ def _test_samples(splits=('gallery', 'gallery'), scale=0.5):
 def _predict(model, images, samples):
     model.eval()
     with torch.no_grad():
-        return [s.pred_instances for s in model.predict(
-            images, copy.deepcopy(samples))]
+        return [
+            s.pred_instances
+            for s in model.predict(images, copy.deepcopy(samples))
+        ]
 
 
 def test_loss_falls_on_a_tiny_config():
@@ -139,8 +160,9 @@ def test_loss_falls_on_a_tiny_config():
     history = []
     for _ in range(25):
         losses = model.loss(images, samples)
-        assert set(losses) == {'loss_cls', 'loss_bbox', 'loss_giou',
-                               'loss_reid'}
+        assert set(losses) == {
+            'loss_cls', 'loss_bbox', 'loss_giou', 'loss_reid'
+        }
         total = sum(losses.values())
         opt.zero_grad()
         total.backward()
@@ -191,7 +213,10 @@ def test_training_passes_share_the_layer_and_refine():
     three = model.loss(images, samples)
     # the last pass keeps the plain names, earlier ones get a prefix
     assert set(three) == set(one) | {
-        f'p{k}.{name}' for k in (0, 1) for name in one}
+        f'p{k}.{name}'
+        for k in (0, 1)
+        for name in one
+    }
     # pass 0 is the one-pass computation; pass 1 reads pass 0's boxes
     for name in one:
         torch.testing.assert_close(three[f'p0.{name}'], one[name])
@@ -239,8 +264,8 @@ def test_gallery_outputs():
         assert 0 < len(res) <= 5
         assert res.bboxes.shape == (len(res), 4)
         assert res.embeddings.shape == (len(res), D)
-        assert torch.allclose(res.embeddings.norm(dim=-1),
-                              torch.ones(len(res)), atol=1e-5)
+        assert torch.allclose(
+            res.embeddings.norm(dim=-1), torch.ones(len(res)), atol=1e-5)
         # boxes back in original pixels (the input was resized by 0.5)
         assert res.bboxes[:, 2].max() <= 2 * W + 1e-3
         assert res.bboxes[:, 3].max() <= 2 * H + 1e-3
@@ -291,8 +316,12 @@ def test_samplers_and_step_counts(sampler):
 
 
 def test_box_renewal_and_ensemble():
-    model = _model(box_renewal=True, renewal_thr=0.5, use_ensemble=True,
-                   nms=None, sampling_steps=3)
+    model = _model(
+        box_renewal=True,
+        renewal_thr=0.5,
+        use_ensemble=True,
+        nms=None,
+        sampling_steps=3)
     images, samples = _test_samples()
     res = _predict(model, images, samples)
     # ensembling keeps the proposals of all 3 steps (no NMS here)
@@ -331,14 +360,17 @@ def test_psdiff_r50_cuhk_config():
 SHIPPED = ['psdiff_r50_cuhk', 'psdiff_r50_prw', 'psdiff_swin_b_cuhk']
 
 
-@pytest.mark.parametrize('name', SHIPPED + [
-    'psdiff_r18_synthetic', 'psdiff_r18_synthetic_paper',
-    'psdiff_r18_synthetic_focal'
-] + [f'{n}_paper' for n in SHIPPED])
+@pytest.mark.parametrize(
+    'name', SHIPPED + [
+        'psdiff_r18_synthetic', 'psdiff_r18_synthetic_paper',
+        'psdiff_r18_synthetic_focal'
+    ] + [f'{n}_paper' for n in SHIPPED])
 def test_configs_agree_with_their_pipelines(name):
     cfg = Config.fromfile(osp.join(REPO, f'configs/psdiff/{name}.py'))
-    gens = [t for t in cfg.train_dataloader.dataset.pipeline
-            if 'teacher_embeds' in t]
+    gens = [
+        t for t in cfg.train_dataloader.dataset.pipeline
+        if 'teacher_embeds' in t
+    ]
     assert len(gens) == 1
     gen = gens[0]
     assert gen['teacher_embeds'].endswith('.npz')
@@ -364,8 +396,10 @@ def _recipe(name):
     """What a config says about how PSDiff trains and is tested, less what
     scales with the machine and data (proposals, widths, schedule)."""
     cfg = Config.fromfile(osp.join(REPO, f'configs/psdiff/{name}.py'))
-    gen, = [t for t in cfg.train_dataloader.dataset.pipeline
-            if 'teacher_embeds' in t]
+    gen, = [
+        t for t in cfg.train_dataloader.dataset.pipeline
+        if 'teacher_embeds' in t
+    ]
     test_cfg = dict(cfg.model.test_cfg)
     diffusion = cfg.model.bbox_head.diffusion.to_dict()
     for scaled in ('num_proposals', 'embed_dims'):
@@ -374,8 +408,11 @@ def _recipe(name):
         criterion=cfg.model.bbox_head.criterion.to_dict(),
         train_cfg=cfg.model.train_cfg.to_dict(),
         diffusion=diffusion,
-        noise={k: gen.get(k) for k in ('center_teacher', 'pad_mode',
-                                       'beta_schedule', 'timestep_range')},
+        noise={
+            k: gen.get(k)
+            for k in ('center_teacher', 'pad_mode', 'beta_schedule',
+                      'timestep_range')
+        },
         num_layers=cfg.model.bbox_head.num_layers,
         clip_grad=cfg.optim_wrapper.clip_grad.to_dict(),
         optimizer=cfg.optim_wrapper.optimizer.type,
@@ -427,8 +464,8 @@ def _tool(name):
 
 def test_benchmark_and_flops_tools():
     model = _model().eval()
-    res = _tool('benchmark').benchmark(model, [1, 2], (H, W), num_images=1,
-                                       warmup=0, device='cpu')
+    res = _tool('benchmark').benchmark(
+        model, [1, 2], (H, W), num_images=1, warmup=0, device='cpu')
     rows = res['rows']
     assert [r['steps'] for r in rows] == [1, 2]
     assert all(r['head_ms'] > 0 and r['images_per_s'] > 0 for r in rows)
@@ -515,13 +552,13 @@ def test_k_passes_in_a_step_are_k_chained_layer_calls():
             x = torch.cat([
                 head.boxes_to_x(outs['bboxes'], whwh),
                 F.normalize(outs['embeds'], dim=-1) * s2
-            ], dim=-1)
+            ],
+                          dim=-1)
         for key in ('cls_scores', 'bboxes', 'embeds'):
             torch.testing.assert_close(got[0][key], outs_by_pass[-1][key])
         # one pass is the first of those calls: the passes do change it
         one = head.denoise(feats, metas, [qbox, None], num_passes=1)
-        torch.testing.assert_close(one[0]['bboxes'],
-                                   outs_by_pass[0]['bboxes'])
+        torch.testing.assert_close(one[0]['bboxes'], outs_by_pass[0]['bboxes'])
         assert not torch.allclose(one[0]['bboxes'], got[0]['bboxes'])
 
 
@@ -559,8 +596,9 @@ def test_separate_layers_per_pass():
     assert head.layer(1) is head.layer(2) is head.extra_layers[0]
     assert head.layer(1) is not head.denoiser
     # separate weights, separately initialised
-    assert not torch.equal(head.layer(0).reg_out.weight,
-                           head.layer(1).reg_out.weight)
+    assert not torch.equal(
+        head.layer(0).reg_out.weight,
+        head.layer(1).reg_out.weight)
     model.train()
     images, samples = _train_batch()
     losses = model.loss(images, samples)

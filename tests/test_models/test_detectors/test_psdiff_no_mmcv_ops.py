@@ -93,16 +93,18 @@ def test_psdiff_loss_and_predict_use_no_mmcv_op(recipe, monkeypatch):
     boxes = torch.tensor([[0., 0, 10, 10], [1, 1, 10, 10]])
     scores = torch.tensor([0.9, 0.8])
     with pytest.raises(AssertionError, match='mmcv op'):
-        mmcv.ops.batched_nms(boxes, scores, torch.zeros(2), dict(
-            type='nms', iou_threshold=0.5))
+        mmcv.ops.batched_nms(boxes, scores, torch.zeros(2),
+                             dict(type='nms', iou_threshold=0.5))
     with pytest.raises(AssertionError, match='mmcv op'):
         # mmcv.ops.nms is the function; its module holds the kernels
         importlib.import_module('mmcv.ops.nms').ext_module.nms(
             boxes, scores, iou_threshold=0.5, offset=0)
     with pytest.raises(AssertionError, match='mmcv op'):
         mmcv.ops.RoIAlign(7)(torch.zeros(1, 1, 8, 8), torch.zeros(1, 5))
-    assert calls == ['mmcv.ops.nms.batched_nms', 'mmcv._ext.nms',
-                     'mmcv.ops.roi_align.RoIAlign']
+    assert calls == [
+        'mmcv.ops.nms.batched_nms', 'mmcv._ext.nms',
+        'mmcv.ops.roi_align.RoIAlign'
+    ]
     calls.clear()
 
     model.train()

@@ -147,8 +147,9 @@ def runner(tiny_sd_dir, synthetic_root, tmp_path_factory):
     register_all_modules(init_default_scope=False)
     work_dir = str(tmp_path_factory.mktemp('work_dir'))
     cfg = Config.fromfile(
-        osp.join(osp.dirname(__file__), '..', '..', 'data', 'configs',
-                 'psdiff_sd21_synthetic.py'))
+        osp.join(
+            osp.dirname(__file__), '..', '..', 'data', 'configs',
+            'psdiff_sd21_synthetic.py'))
     cfg.model.backbone.sd_path = tiny_sd_dir
     train = cfg.train_dataloader
     train.dataset.data_root = synthetic_root
@@ -164,8 +165,10 @@ def runner(tiny_sd_dir, synthetic_root, tmp_path_factory):
         if 'teacher_embeds' in t:
             # the teacher file below holds random vectors: no common
             # direction to remove; 32 proposals keep the test quick
-            t.update(teacher_embeds=teacher, timestep_range=(50, 51),
-                     center_teacher=False)
+            t.update(
+                teacher_embeds=teacher,
+                timestep_range=(50, 51),
+                center_teacher=False)
             t.diffusion.num_proposals = 32
     _write_teacher(cfg, teacher)
     for ds in cfg.test_dataloader.dataset.datasets:
@@ -182,10 +185,13 @@ def runner(tiny_sd_dir, synthetic_root, tmp_path_factory):
     # improve, which hides the fall in 12 iterations (they are tested in
     # tests/test_models/test_criterion_cls_targets.py)
     cfg.model.bbox_head.criterion.loss_cls = dict(
-        type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
+        type='FocalLoss',
+        use_sigmoid=True,
+        gamma=2.0,
+        alpha=0.25,
         loss_weight=2.0)  # a new dict: QualityFocalLoss's beta must go
-    cfg.model.bbox_head.criterion.update(cls_pos_iou_thr=None,
-                                         cls_iou_target=False)
+    cfg.model.bbox_head.criterion.update(
+        cls_pos_iou_thr=None, cls_iou_target=False)
     cfg.model.bbox_head.diffusion.num_proposals = 32
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint = None

@@ -37,8 +37,7 @@ IMAGE_SIZE = (160, 120)  # (w, h) of make_synthetic's scenes
 WIDTH = 8  # first-stage channels of both ResNet-18s -> 64-d embeddings
 EMBED_DIM = WIDTH * 8
 CHANNELS = 16  # FPN width
-DET_LOSSES = {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox',
-              'acc'}
+DET_LOSSES = {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox', 'acc'}
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -46,8 +45,8 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 def _tool(rel: str):
     """A tools/ script as a module (tools/ is not a package)."""
     path = REPO / 'tools' / rel
-    spec = importlib.util.spec_from_file_location(
-        f'_two_step_{path.stem}', path)
+    spec = importlib.util.spec_from_file_location(f'_two_step_{path.stem}',
+                                                  path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -109,11 +108,13 @@ def baseline_options(root: str, ckpt, scale=IMAGE_SIZE) -> dict:
 
 def cli(opts: dict) -> list:
     """``--cfg-options`` of a dict (lists and tuples without spaces)."""
+
     def text(v):
         if isinstance(v, (list, tuple)):
             inner = ','.join(str(x) for x in v)
             return f'[{inner}]' if isinstance(v, list) else f'({inner})'
         return str(v)
+
     return ['--cfg-options'] + [f'{k}={text(v)}' for k, v in opts.items()]
 
 
@@ -160,8 +161,8 @@ def tiny(tmp_path_factory, one_torch_thread):
             m.running_var.copy_(0.5 + torch.rand(n, generator=g))
     ckpt = str(base / 'teacher.pth')
     torch.save(dict(meta={}, state_dict=teacher.state_dict()), ckpt)
-    return dict(base=base, root=root, made=made, ckpt=ckpt,
-                teacher_cfg=teacher_cfg)
+    return dict(
+        base=base, root=root, made=made, ckpt=ckpt, teacher_cfg=teacher_cfg)
 
 
 @pytest.fixture(scope='module')
@@ -182,18 +183,27 @@ def trained(tiny):
     history = []
     for _ in range(10):
         log_vars = model.train_step(copy.deepcopy(batch), optim_wrapper)
-        history.append(
-            {k: float(torch.as_tensor(v).detach()) for k, v in
-             log_vars.items()})
-    modes = dict(model=model.training, detector=model.detector.training,
-                 reid=model.reid.training,
-                 reid_modules=any(m.training for m in model.reid.modules()))
+        history.append({
+            k: float(torch.as_tensor(v).detach())
+            for k, v in log_vars.items()
+        })
+    modes = dict(
+        model=model.training,
+        detector=model.detector.training,
+        reid=model.reid.training,
+        reid_modules=any(m.training for m in model.reid.modules()))
     ckpt = str(tiny['base'] / 'baseline.pth')
     torch.save(dict(meta={}, state_dict=model.state_dict()), ckpt)
     model.eval()
-    return dict(cfg=cfg, model=model, history=history, modes=modes,
-                reid_before=reid_before, det_before=det_before,
-                optim_wrapper=optim_wrapper, ckpt=ckpt)
+    return dict(
+        cfg=cfg,
+        model=model,
+        history=history,
+        modes=modes,
+        reid_before=reid_before,
+        det_before=det_before,
+        optim_wrapper=optim_wrapper,
+        ckpt=ckpt)
 
 
 def _predict(model, samples, rescale=True):
@@ -217,7 +227,8 @@ def test_synthetic_config_builds_as_specified():
     assert det.neck.in_channels == [32, 64, 128, 256]
     assert det.neck.out_channels == 64
     assert det.test_cfg.rcnn == dict(
-        score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5),
+        score_thr=0.05,
+        nms=dict(type='nms', iou_threshold=0.5),
         max_per_img=100)
     # one teacher checkpoint for the ReID and the backbone init
     assert cfg.teacher_ckpt == 'work_dirs/teacher_synthetic/iter_150.pth'
@@ -249,9 +260,13 @@ def test_synthetic_config_builds_as_specified():
     assert all(p.requires_grad for p in model.detector.parameters())
     # the detector's backbone has the teacher's shapes (the strict init)
     teacher_backbone = {
-        k: v.shape for k, v in model.reid.backbone.state_dict().items()}
-    assert {k: v.shape for k, v in
-            model.detector.backbone.state_dict().items()} == teacher_backbone
+        k: v.shape
+        for k, v in model.reid.backbone.state_dict().items()
+    }
+    assert {
+        k: v.shape
+        for k, v in model.detector.backbone.state_dict().items()
+    } == teacher_backbone
 
 
 @pytest.mark.parametrize('name,dataset,teacher', [
@@ -313,8 +328,10 @@ def test_reid_is_frozen_and_stays_in_eval_mode(trained):
     assert not any(p.requires_grad for p in model.reid.parameters())
     # ... while the detector trained
     det = model.detector.state_dict()
-    changed = [k for k, v in trained['det_before'].items()
-               if not torch.equal(det[k], v)]
+    changed = [
+        k for k, v in trained['det_before'].items()
+        if not torch.equal(det[k], v)
+    ]
     assert any('backbone.' in k for k in changed)
     assert any('roi_head.' in k for k in changed)
     # the optimizer holds no ReID parameter that could move
@@ -331,8 +348,7 @@ def test_checkpoint_is_self_contained(trained, tiny):
     state = torch.load(trained['ckpt'], weights_only=True)['state_dict']
     teacher = torch.load(tiny['ckpt'], weights_only=True)['state_dict']
     reid_keys = [k for k in state if k.startswith('reid.')]
-    assert reid_keys and not any(k.startswith('reid.head.')
-                                 for k in reid_keys)
+    assert reid_keys and not any(k.startswith('reid.head.') for k in reid_keys)
     for k in reid_keys:
         assert torch.equal(state[k], teacher[k[len('reid.'):]]), k
     # a model built without the teacher's file gets the ReID from the
@@ -357,8 +373,8 @@ def test_reid_checkpoint_errors_name_the_path(tiny, tmp_path):
     with pytest.raises(RuntimeError, match='teacher.pth does not fit'):
         MODELS.build(cfg.model)
     with pytest.raises(KeyError, match='crop_sizes'):
-        MODELS.build(dict(cfg.model, reid=dict(cfg.model.reid,
-                                               crop_sizes=(1, 1))))
+        MODELS.build(
+            dict(cfg.model, reid=dict(cfg.model.reid, crop_sizes=(1, 1))))
 
 
 # --------------------------------------------------------------- inference
@@ -446,8 +462,8 @@ def tool_reference(tiny):
     teacher = MODELS.build(teacher_cfg.model)
     state = torch.load(tiny['ckpt'], weights_only=True)['state_dict']
     teacher.load_state_dict(state, strict=True)
-    tool = extract_teacher_embeddings(teacher, crop_set, batch_size=64,
-                                      num_workers=0, show_progress=False)
+    tool = extract_teacher_embeddings(
+        teacher, crop_set, batch_size=64, num_workers=0, show_progress=False)
     crops = {}
     for k in range(8):
         info = crop_set.get_data_info(k)
@@ -455,16 +471,18 @@ def tool_reference(tiny):
                                       False)['inputs']
         crops[(info['img_id'], info['box_index'])] = x[0]
     return dict(
-        by_id={s['img_id']: (s['bboxes'], e)
-               for s, e in zip(crop_set.scenes, tool)},
+        by_id={
+            s['img_id']: (s['bboxes'], e)
+            for s, e in zip(crop_set.scenes, tool)
+        },
         centre=np.concatenate(tool).mean(0),
         crops=crops)
 
 
 @pytest.mark.parametrize('variant,scales', [('config', (1, 2)),
                                             ('bgr_detector', (1, ))])
-def test_embedding_matches_the_extraction_tool(tiny, tool_reference,
-                                               variant, scales):
+def test_embedding_matches_the_extraction_tool(tiny, tool_reference, variant,
+                                               scales):
     """The in-model embedding of a ground-truth box against
     tools/extract_teacher_embeddings.py's, with the same teacher weights.
 
@@ -481,7 +499,8 @@ def test_embedding_matches_the_extraction_tool(tiny, tool_reference,
     cfg = baseline_cfg(tiny['root'], tiny['ckpt'])
     if variant == 'bgr_detector':
         cfg.model.data_preprocessor.update(
-            bgr_to_rgb=False, mean=[103.53, 116.28, 123.675],
+            bgr_to_rgb=False,
+            mean=[103.53, 116.28, 123.675],
             std=[57.375, 57.12, 58.395])
     model = MODELS.build(cfg.model).eval()
     seen = []
@@ -496,12 +515,13 @@ def test_embedding_matches_the_extraction_tool(tiny, tool_reference,
             cos, centred = [], []
             for start in range(0, 20, 5):
                 samples = [gallery[i] for i in range(start, start + 5)]
-                data = model.data_preprocessor(
-                    pseudo_collate(samples), False)
+                data = model.data_preprocessor(pseudo_collate(samples), False)
                 metas = [s.metainfo for s in data['data_samples']]
                 assert metas[0]['scale_factor'] == (scale, scale)
-                boxes = [torch.as_tensor(ref['by_id'][m['img_id']][0])
-                         for m in metas]
+                boxes = [
+                    torch.as_tensor(ref['by_id'][m['img_id']][0])
+                    for m in metas
+                ]
                 seen.clear()
                 embeds = model.embed_boxes(data['inputs'], boxes, metas)
                 crops = seen[0].split([len(b) for b in boxes])
@@ -510,8 +530,9 @@ def test_embedding_matches_the_extraction_tool(tiny, tool_reference,
                     e = e.numpy()
                     cos += list((e * tool).sum(1))
                     a, b = e - ref['centre'], tool - ref['centre']
-                    centred += list((a * b).sum(1) / np.linalg.norm(a, axis=1)
-                                    / np.linalg.norm(b, axis=1))
+                    centred += list(
+                        (a * b).sum(1) / np.linalg.norm(a, axis=1) /
+                        np.linalg.norm(b, axis=1))
                     for j in range(len(c)):
                         key = (m['img_id'], j)
                         if scale == 1 and key in crops_left:
@@ -543,10 +564,13 @@ def test_tools_test_py_scores_the_baseline(trained, tiny):
     results = base / 'results.pkl'
     opts = baseline_options(tiny['root'], tiny['ckpt'])
     opts['model.reid.checkpoint'] = None
-    proc = run_tool([
-        'tools/test.py', CONFIG, trained['ckpt'], '--work-dir',
-        str(work_dir), '--out', str(results)
-    ] + cli(opts), cwd=cwd)
+    proc = run_tool(
+        [
+            'tools/test.py', CONFIG, trained['ckpt'], '--work-dir',
+            str(work_dir), '--out',
+            str(results)
+        ] + cli(opts),
+        cwd=cwd)
     log = proc.stdout + proc.stderr
     assert 'person search' in log and 'gallery 100' in log
     saved = sorted(work_dir.glob('*/*.json'))
@@ -568,8 +592,10 @@ def test_tools_test_py_scores_the_baseline(trained, tiny):
     query = split_dataset(trained['cfg'], 1)
     _, res = _predict(trained['model'], [query[i] for i in range(2)])
     for i in range(2):
-        np.testing.assert_allclose(out['query'][i]['embedding'],
-                                   res[i].embeddings[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(
+            out['query'][i]['embedding'],
+            res[i].embeddings[0].numpy(),
+            atol=1e-5)
         np.testing.assert_allclose(out['query'][i]['bbox'],
                                    res[i].bboxes[0].numpy())
 
@@ -595,8 +621,8 @@ def test_benchmark_times_the_baseline(tmp_path, capsys):
     assert base['images_per_s'] == pytest.approx(
         1e3 / (base['detector_ms'] + base['reid_ms']))
     for r in saved['rows']:
-        assert r['speed_vs_baseline'] == pytest.approx(
-            r['images_per_s'] / base['images_per_s'])
+        assert r['speed_vs_baseline'] == pytest.approx(r['images_per_s'] /
+                                                       base['images_per_s'])
     assert res['baseline']['reid_boxes'] == 3
     assert 'x baseline' in printed
     assert '2-step' in printed and 'ReID of 3 fixed boxes' in printed

@@ -24,7 +24,6 @@ from mmpsearch.registry import TASK_UTILS
 C, D = 32, 16
 STRIDES = [4, 8, 16, 32]
 
-
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
@@ -37,18 +36,17 @@ def test_cosine_schedule():
     ref = DDIMScheduler(beta_schedule='squaredcos_cap_v2').alphas_cumprod
     np.testing.assert_allclose(abar, ref.numpy(), rtol=1e-4, atol=1e-7)
     x0 = torch.ones(4)
-    assert torch.allclose(sched.q_sample(x0, 0, torch.zeros(4)),
-                          x0 * math.sqrt(abar[0]))
+    assert torch.allclose(
+        sched.q_sample(x0, 0, torch.zeros(4)), x0 * math.sqrt(abar[0]))
     with pytest.raises(ValueError, match='beta_schedule'):
         NoiseSchedule(1000, 'quadratic')
 
 
-@pytest.mark.parametrize('name,cls', [('ddim', DDIMSampler),
-                                      ('DDIMSampler', DDIMSampler),
-                                      ('dpm-solver', DPMSolverSampler),
-                                      ('dpm-solver++', DPMSolverPPSampler),
-                                      ('DPMSolverPPSampler',
-                                       DPMSolverPPSampler)])
+@pytest.mark.parametrize('name,cls',
+                         [('ddim', DDIMSampler), ('DDIMSampler', DDIMSampler),
+                          ('dpm-solver', DPMSolverSampler),
+                          ('dpm-solver++', DPMSolverPPSampler),
+                          ('DPMSolverPPSampler', DPMSolverPPSampler)])
 def test_samplers_by_name_reach_x0(name, cls):
     sampler = TASK_UTILS.build(dict(type=name))
     assert type(sampler) is cls
@@ -93,16 +91,16 @@ def test_matcher_hand_case_is_globally_optimal():
     # Greedy matching would give p0 -> A (its nearest) and leave B to p1;
     # the optimum is p1 -> A, p0 -> B; p2 is far from both.
     gt = _gt([[0, 0, 10, 10], [10, 0, 20, 10]])
-    preds = torch.tensor([[4., 0, 14, 10], [1, 0, 11, 10],
-                          [80, 80, 90, 90]])
+    preds = torch.tensor([[4., 0, 14, 10], [1, 0, 11, 10], [80, 80, 90, 90]])
     logits = torch.zeros(3, 1)
     inds = crit.match(logits, preds, gt, meta)
     assert inds.tolist() == [1, 0, -1]
     # and it is the minimum over all assignments of the configured cost
     pred_inst = InstanceData(scores=logits, bboxes=preds)
     gt_inst = InstanceData(bboxes=gt.bboxes.tensor, labels=gt.labels)
-    cost = sum(c(pred_inst, gt_inst, img_meta=meta)
-               for c in crit.assigner.match_costs)
+    cost = sum(
+        c(pred_inst, gt_inst, img_meta=meta)
+        for c in crit.assigner.match_costs)
     best = min(cost[list(p), [0, 1]].sum()
                for p in itertools.permutations(range(3), 2))
     assert torch.isclose(cost[[1, 0], [0, 1]].sum(), best)
@@ -123,8 +121,7 @@ def test_criterion_values_and_empty_image():
     embeds.requires_grad_(True)
     logits = torch.zeros(2, 2, 1, requires_grad=True)
     losses = crit(logits, boxes, embeds, gts, metas)
-    assert set(losses) == {'loss_cls', 'loss_bbox', 'loss_giou',
-                           'loss_reid'}
+    assert set(losses) == {'loss_cls', 'loss_bbox', 'loss_giou', 'loss_reid'}
     # one match, exact box: L1 and GIoU vanish; ReID = 5 * sqrt(2)
     assert losses['loss_bbox'].item() == pytest.approx(0, abs=1e-6)
     assert losses['loss_giou'].item() == pytest.approx(0, abs=1e-5)
@@ -159,8 +156,7 @@ def _rois(n, w=96, h=64, batch=2, seed=0):
 def test_gather_roi_extractor_equals_mmcv_roialign(aligned):
     cfg = dict(
         roi_layer=dict(
-            type='RoIAlign', output_size=7, sampling_ratio=2,
-            aligned=aligned),
+            type='RoIAlign', output_size=7, sampling_ratio=2, aligned=aligned),
         out_channels=8,
         featmap_strides=STRIDES)
     ref, ours = SingleRoIExtractor(**cfg), GatherRoIExtractor(**cfg)
@@ -176,7 +172,8 @@ def test_gather_roi_extractor_equals_mmcv_roialign(aligned):
     with pytest.raises(ValueError, match='sampling_ratio'):
         GatherRoIExtractor(
             roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
-            out_channels=8, featmap_strides=STRIDES)
+            out_channels=8,
+            featmap_strides=STRIDES)
 
 
 def test_roi_query_attention_equals_multihead_attention():
@@ -188,16 +185,24 @@ def test_roi_query_attention_equals_multihead_attention():
     q, tokens, pos = torch.randn(20, C), torch.randn(20, 49, C), \
         torch.randn(49, C)
     ref = attn(q[:, None], tokens + pos, tokens, need_weights=False)[0]
-    assert torch.allclose(attn.forward_single(q, tokens, pos), ref[:, 0],
-                          atol=1e-5)
+    assert torch.allclose(
+        attn.forward_single(q, tokens, pos), ref[:, 0], atol=1e-5)
 
 
 def test_dynamic_conv_chunks_and_rank():
     torch.manual_seed(0)
-    full = ReIDDynamicConv(in_channels=C, feat_channels=8, param_rank=None,
-                           input_feat_shape=7, chunk_size=1000)
-    low = ReIDDynamicConv(in_channels=C, feat_channels=8, param_rank=4,
-                          input_feat_shape=7, chunk_size=7)
+    full = ReIDDynamicConv(
+        in_channels=C,
+        feat_channels=8,
+        param_rank=None,
+        input_feat_shape=7,
+        chunk_size=1000)
+    low = ReIDDynamicConv(
+        in_channels=C,
+        feat_channels=8,
+        param_rank=4,
+        input_feat_shape=7,
+        chunk_size=7)
     n_gen = 2 * C * 8
     assert sum(p.numel() for p in full.dynamic_layer.parameters()) == \
         C * n_gen + n_gen
@@ -216,8 +221,9 @@ def _head(**kwargs):
         embed_dims=D,
         roi_extractor=dict(
             type=GatherRoIExtractor,
-            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=2,
-                           aligned=True),
+            roi_layer=dict(
+                type='RoIAlign', output_size=7, sampling_ratio=2,
+                aligned=True),
             out_channels=C,
             featmap_strides=STRIDES),
         num_heads=8,
@@ -236,12 +242,14 @@ SWITCHES = [
     dict(with_ca=False),
     dict(with_sa=False, with_dc=False, with_ca=False),
     dict(cascaded=False),
-    dict(roi_extractor=dict(
-        type=SingleRoIExtractor,
-        roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=2,
-                       aligned=True),
-        out_channels=C,
-        featmap_strides=STRIDES)),
+    dict(
+        roi_extractor=dict(
+            type=SingleRoIExtractor,
+            roi_layer=dict(
+                type='RoIAlign', output_size=7, sampling_ratio=2,
+                aligned=True),
+            out_channels=C,
+            featmap_strides=STRIDES)),
 ]
 
 
@@ -254,8 +262,10 @@ def test_head_switches_forward_and_loss(switch):
         assert hasattr(head, attr) == switch.get(name, True)
     assert hasattr(head, 'det_branch') == (not switch.get('cascaded', True))
     B, N = 2, 6
-    feats = [torch.randn(B, C, 64 // s, 96 // s, requires_grad=True)
-             for s in STRIDES]
+    feats = [
+        torch.randn(B, C, 64 // s, 96 // s, requires_grad=True)
+        for s in STRIDES
+    ]
     xy = torch.rand(B, N, 2) * 60
     boxes = torch.cat([xy, xy + 4 + torch.rand(B, N, 2) * 30], -1)
     outs = head(feats, boxes, torch.randn(B, N, D), torch.tensor([3, 900]))
@@ -278,8 +288,7 @@ def test_head_switches_forward_and_loss(switch):
 
 def test_head_init_and_bad_embeddings():
     head = _head()
-    assert torch.allclose(head.cls_out.bias,
-                          torch.tensor([-math.log(99.0)]))
+    assert torch.allclose(head.cls_out.bias, torch.tensor([-math.log(99.0)]))
     feats = [torch.randn(1, C, 64 // s, 96 // s) for s in STRIDES]
     boxes = torch.tensor([[[0., 0, 10, 10]]])
     with pytest.raises(ValueError, match='embed_dims'):

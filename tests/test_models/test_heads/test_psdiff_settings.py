@@ -18,8 +18,7 @@ from mmpsearch.utils.cfg_signature import ConfigKeyError
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', '..'))
 spec = importlib.util.spec_from_file_location(
     'psdiff_detector_tests',
-    osp.join(REPO, 'tests', 'test_models', 'test_detectors',
-             'test_psdiff.py'))
+    osp.join(REPO, 'tests', 'test_models', 'test_detectors', 'test_psdiff.py'))
 psdiff_tests = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(psdiff_tests)
 
@@ -60,8 +59,9 @@ def test_cfg_keys_are_the_fields():
 
 
 def test_every_field_is_documented():
-    src = open(osp.join(REPO, 'mmpsearch', 'models', 'heads',
-                        'psdiff_settings.py')).read().splitlines()
+    src = open(
+        osp.join(REPO, 'mmpsearch', 'models', 'heads',
+                 'psdiff_settings.py')).read().splitlines()
     for cls in (PSDiffTestSettings, PSDiffTrainSettings):
         for key in cls.keys():
             line = next(i for i, s in enumerate(src)
@@ -76,11 +76,15 @@ def test_an_unknown_key_is_refused_with_did_you_mean():
     assert "model.test_cfg has unknown key 'sampling_step' " \
         "(did you mean 'sampling_steps'?)" in msg
     assert "known: ['box_renewal', 'max_per_img'" in msg
-    with pytest.raises(KeyError, match=r"unknown keys 'foo', 'scor_thr' "
-                       r"\(did you mean 'score_thr'\?\)"):
+    with pytest.raises(
+            KeyError,
+            match=r"unknown keys 'foo', 'scor_thr' "
+            r"\(did you mean 'score_thr'\?\)"):
         PSDiffTestSettings.from_cfg(dict(scor_thr=0.1, foo=1))
-    with pytest.raises(KeyError, match=r"model\.train_cfg has unknown key "
-                       r"'num_pass' \(did you mean 'num_passes'\?\)"):
+    with pytest.raises(
+            KeyError,
+            match=r"model\.train_cfg has unknown key "
+            r"'num_pass' \(did you mean 'num_passes'\?\)"):
         PSDiffTrainSettings.from_cfg(dict(num_pass=2))
 
 
@@ -91,11 +95,10 @@ def test_an_unknown_key_is_refused_with_did_you_mean():
     ('score_thr', math.nan, ValueError, r'must be a number in \[0, 1\]'),
     ('renewal_thr', 5, ValueError, r'must be a number in \[0, 1\]'),
     ('sampler', 'ddmi', KeyError, 'is not a diffusion sampler'),
-    ('nms', dict(type='soft_nms', iou_threshold=0.5), ValueError,
-     'must be None or dict'),
+    ('nms', dict(type='soft_nms',
+                 iou_threshold=0.5), ValueError, 'must be None or dict'),
 ])
-def test_a_bad_value_is_refused_naming_key_and_value(
-        key, value, error, match):
+def test_a_bad_value_is_refused_naming_key_and_value(key, value, error, match):
     with pytest.raises(error, match=match) as err:
         PSDiffTestSettings.from_cfg({key: value})
     assert f'model.test_cfg.{key}' in str(err.value)
@@ -104,12 +107,18 @@ def test_a_bad_value_is_refused_naming_key_and_value(
 
 def test_good_values_are_kept_as_given():
     s = PSDiffTestSettings.from_cfg(
-        dict(sampling_steps=2.0, sampler='dpm-solver++', nms=None,
-             num_passes=3, seed=None))
+        dict(
+            sampling_steps=2.0,
+            sampler='dpm-solver++',
+            nms=None,
+            num_passes=3,
+            seed=None))
     assert s.sampling_steps == 2.0 and isinstance(s.sampling_steps, float)
     assert s.sampler == 'dpm-solver++' and s.nms is None
-    with pytest.raises(ValueError, match=r'model\.train_cfg\.num_passes '
-                       'must be >= 1, got 0'):
+    with pytest.raises(
+            ValueError,
+            match=r'model\.train_cfg\.num_passes '
+            'must be >= 1, got 0'):
         PSDiffTrainSettings.from_cfg(dict(num_passes=0))
 
 
@@ -120,13 +129,16 @@ def test_the_head_refuses_at_build_and_when_a_tool_writes():
     model = psdiff_tests._model()
     cfg = model.test_cfg
     # nested and top-level writes: refused, named, and undone
-    with pytest.raises(ValueError,
-                       match=r'model\.test_cfg\.nms\.iou_threshold must be '
-                       r'a number in \[0, 1\], got 2'):
+    with pytest.raises(
+            ValueError,
+            match=r'model\.test_cfg\.nms\.iou_threshold must be '
+            r'a number in \[0, 1\], got 2'):
         cfg.nms.iou_threshold = 2
     assert cfg.nms.iou_threshold == 0.5
-    with pytest.raises(ValueError, match=r'model\.test_cfg\.num_proposals '
-                       'must be a whole number >= 1, got None'):
+    with pytest.raises(
+            ValueError,
+            match=r'model\.test_cfg\.num_proposals '
+            'must be a whole number >= 1, got None'):
         cfg.num_proposals = None
     with pytest.raises(KeyError, match="did you mean 'use_ensemble'"):
         cfg.use_ensembl = True

@@ -28,8 +28,9 @@ def test_chunk_size_on_cpu(device):
 
 def test_one_chunk_equals_chunks_of_64(monkeypatch):
     torch.manual_seed(0)
-    conv = ReIDDynamicConv(in_channels=C, feat_channels=8, param_rank=4,
-                           input_feat_shape=7).eval()
+    conv = ReIDDynamicConv(
+        in_channels=C, feat_channels=8, param_rank=4,
+        input_feat_shape=7).eval()
     assert conv.chunk_size == 64
     fr, roi = torch.randn(200, C), torch.randn(200, C, 7, 7)
 

@@ -14,8 +14,7 @@ from mmpsearch.models.losses import DualDenoisingCriterion
 
 D = 8
 META = dict(img_shape=(100, 100))
-QFL = dict(type=QualityFocalLoss, use_sigmoid=True, beta=2.0,
-           loss_weight=2.0)
+QFL = dict(type=QualityFocalLoss, use_sigmoid=True, beta=2.0, loss_weight=2.0)
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -30,8 +29,8 @@ def _gt(boxes):
 # One person; p0 exact, p1 a near-copy (IoU 0.82), p2 a half-overlapping
 # box (IoU 0.33), p3 far away.
 GT = [[10., 10, 40, 90]]
-PREDS = torch.tensor([[10., 10, 40, 90], [12, 12, 42, 88],
-                      [25, 10, 55, 90], [60, 10, 90, 90]])
+PREDS = torch.tensor([[10., 10, 40, 90], [12, 12, 42, 88], [25, 10, 55, 90],
+                      [60, 10, 90, 90]])
 
 
 def _loss(crit, logits):
@@ -43,8 +42,7 @@ def test_iou_positive_rule_labels_near_copies():
     logits = torch.zeros(4, 1)
     paper = DualDenoisingCriterion()
     rule = DualDenoisingCriterion(cls_pos_iou_thr=0.5)
-    focal = FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25,
-                      loss_weight=2.0)
+    focal = FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=2.0)
     # the paper: Hungarian gives p0 only; the rule adds p1 (IoU 0.82 >=
     # 0.5) but not p2 (0.33); the class term is averaged over its positives
     want_paper = focal(logits, torch.tensor([0, 1, 1, 1]), avg_factor=1)
@@ -76,9 +74,9 @@ def test_iou_targets_without_the_rule_use_the_matched_ious():
     # a matched prediction far from its person gets its (small) IoU, not 1
     crit = DualDenoisingCriterion(loss_cls=QFL, cls_iou_target=True)
     preds = torch.tensor([[[20., 30, 50, 110]]])  # IoU 0.38 with the GT
-    labels, quality = crit._cls_targets(
-        preds[0], torch.tensor(GT), torch.zeros(1, dtype=torch.long),
-        torch.tensor([0]), torch.tensor([0]))
+    labels, quality = crit._cls_targets(preds[0], torch.tensor(GT),
+                                        torch.zeros(1, dtype=torch.long),
+                                        torch.tensor([0]), torch.tensor([0]))
     assert labels.tolist() == [0]
     assert quality.item() == pytest.approx(
         bbox_overlaps(preds[0], torch.tensor(GT)).item(), rel=1e-5)
@@ -98,8 +96,7 @@ def _fit_scores(crit, steps=300):
     for _ in range(steps):
         # the matcher re-picks each step; near-duplicates are tied, so the
         # one it picks depends on the current scores, as in training
-        losses = crit(logits, boxes, torch.zeros(1, 16, D), [_gt(gt)],
-                      [META])
+        losses = crit(logits, boxes, torch.zeros(1, 16, D), [_gt(gt)], [META])
         opt.zero_grad()
         losses['loss_cls'].backward()
         opt.step()
@@ -108,8 +105,9 @@ def _fit_scores(crit, steps=300):
 
 def test_iou_targets_calibrate_duplicates_above_the_threshold():
     paper = _fit_scores(DualDenoisingCriterion())
-    calibrated = _fit_scores(DualDenoisingCriterion(
-        loss_cls=QFL, cls_pos_iou_thr=0.5, cls_iou_target=True))
+    calibrated = _fit_scores(
+        DualDenoisingCriterion(
+            loss_cls=QFL, cls_pos_iou_thr=0.5, cls_iou_target=True))
     # one-to-one matching leaves most near-duplicates of a person under the
     # protocol's 0.5; IoU-aware targets put all of them above it, near
     # their IoU, and the far boxes stay near 0

@@ -24,8 +24,8 @@ COSTS = [
 PAPER = dict()
 SHIPPED = dict(
     assigner=dict(type=DiffusionDetDynamicKAssigner, match_costs=COSTS),
-    loss_cls=dict(type=QualityFocalLoss, use_sigmoid=True, beta=2.0,
-                  loss_weight=2.0),
+    loss_cls=dict(
+        type=QualityFocalLoss, use_sigmoid=True, beta=2.0, loss_weight=2.0),
     cls_pos_iou_thr=0.5,
     cls_iou_target=True)
 
@@ -37,8 +37,8 @@ def _gt(boxes, seed=0):
     return InstanceData(
         bboxes=HorizontalBoxes(torch.tensor(boxes)),
         labels=torch.zeros(len(boxes), dtype=torch.long),
-        teacher_embeds=F.normalize(torch.randn(len(boxes), D, generator=g),
-                                   dim=-1))
+        teacher_embeds=F.normalize(
+            torch.randn(len(boxes), D, generator=g), dim=-1))
 
 
 # Two persons; p0 a confident copy of person 2 (logit 9.5: its fp16
@@ -50,8 +50,8 @@ PREDS = torch.tensor([[61., 11, 90, 88], [11, 12, 41, 88], [12, 10, 40, 86],
 LOGITS = torch.tensor([[9.5], [2.], [1.], [0.], [-3.]])
 
 
-@pytest.mark.parametrize('recipe', [PAPER, SHIPPED],
-                         ids=['hungarian', 'dynamic_k'])
+@pytest.mark.parametrize(
+    'recipe', [PAPER, SHIPPED], ids=['hungarian', 'dynamic_k'])
 def test_matching_is_fp32_for_fp16_predictions(recipe):
     crit = DualDenoisingCriterion(**recipe)
     meta = dict(img_shape=(100, 100))
@@ -72,20 +72,20 @@ def _batch(dtype):
     logits = torch.tensor([[12.], [11.], [9.], [-12.], [-10.]])[None]
     boxes = PREDS[None] * 6
     embeds = torch.randn(1, 5, D, generator=g)
-    return [t.to(dtype).requires_grad_(True)
-            for t in (logits, boxes, embeds)]
+    return [t.to(dtype).requires_grad_(True) for t in (logits, boxes, embeds)]
 
 
 def _run(crit, inputs, autocast_dtype=None):
     gt = [_gt([[b * 6 for b in box] for box in GT])]
     meta = [dict(img_shape=(600, 600))]
-    with torch.autocast('cpu', dtype=autocast_dtype or torch.bfloat16,
-                        enabled=autocast_dtype is not None):
+    with torch.autocast(
+            'cpu',
+            dtype=autocast_dtype or torch.bfloat16,
+            enabled=autocast_dtype is not None):
         return crit(*inputs, gt, meta)
 
 
-@pytest.mark.parametrize('recipe', [PAPER, SHIPPED],
-                         ids=['paper', 'shipped'])
+@pytest.mark.parametrize('recipe', [PAPER, SHIPPED], ids=['paper', 'shipped'])
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_losses_are_fp32_and_finite_for_fp16_predictions(recipe, dtype):
     crit = DualDenoisingCriterion(**recipe)
@@ -98,8 +98,7 @@ def test_losses_are_fp32_and_finite_for_fp16_predictions(recipe, dtype):
         for name, value in got.items():
             assert value.dtype == torch.float32, (name, autocast_dtype)
             assert torch.isfinite(value), (name, autocast_dtype)
-            torch.testing.assert_close(value, want[name], rtol=1e-5,
-                                       atol=1e-6)
+            torch.testing.assert_close(value, want[name], rtol=1e-5, atol=1e-6)
         for t in inputs:
             t.grad = None
         sum(got.values()).backward()

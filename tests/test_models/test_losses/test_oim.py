@@ -123,8 +123,9 @@ def test_vectorised_update_equals_the_loop_for_unique_ids():
     g = torch.Generator().manual_seed(3)
     for it in range(4):
         labeled = torch.randperm(50, generator=g)[:12]  # distinct ids
-        ids = torch.cat([labeled, torch.full((9, ), -1),
-                         torch.full((3, ), -2)])
+        ids = torch.cat(
+            [labeled, torch.full((9, ), -1),
+             torch.full((3, ), -2)])
         ids = ids[torch.randperm(len(ids), generator=g)]
         x, _ = _batch(ids.tolist(), seed=20 + it)
         vec.update(x, ids)
@@ -142,8 +143,11 @@ def test_vectorised_update_chains_repeated_ids_as_the_loop():
     vec, ref = _pair()
     g = torch.Generator().manual_seed(4)
     for it, (n, n_cq) in enumerate(((30, 25), (64, 9), (5, 3))):
-        ids = torch.cat([torch.randint(0, 6, (n, ), generator=g),
-                         torch.full((n_cq, ), -1), torch.full((4, ), -2)])
+        ids = torch.cat([
+            torch.randint(0, 6, (n, ), generator=g),
+            torch.full((n_cq, ), -1),
+            torch.full((4, ), -2)
+        ])
         ids = ids[torch.randperm(len(ids), generator=g)]
         x, _ = _batch(ids.tolist(), seed=30 + it)
         vec.update(x, ids)

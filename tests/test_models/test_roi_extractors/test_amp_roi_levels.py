@@ -55,8 +55,8 @@ def _spy_levels(extractor, monkeypatch):
 @pytest.mark.parametrize('dtype', LOW)
 def test_gather_extractor_maps_and_samples_in_fp32(dtype, monkeypatch):
     ext = GatherRoIExtractor(
-        roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=2,
-                       aligned=True),
+        roi_layer=dict(
+            type='RoIAlign', output_size=7, sampling_ratio=2, aligned=True),
         out_channels=4,
         featmap_strides=STRIDES)
     feats = _feats(dtype)
@@ -78,8 +78,10 @@ def _config_extractors(name):
     if 'detector' in model:  # the two-step baseline
         cfgs = [model.detector.roi_head.bbox_roi_extractor]
     else:  # DiffPS
-        cfgs = [model.roi_head.bbox_roi_extractor,
-                model.reid_roi_head.roi_extractor]
+        cfgs = [
+            model.roi_head.bbox_roi_extractor,
+            model.reid_roi_head.roi_extractor
+        ]
     return [MODELS.build(cfg) for cfg in cfgs]
 
 
@@ -103,12 +105,12 @@ def test_baseline_extractor_maps_levels_in_fp32(name, dtype, monkeypatch):
     assert seen == [(torch.float32, LEVELS)] * 2
     # the levels are pooled in fp32 (mmcv's RoIAlign has no CPU half
     # kernel): the output is the fp32 one, rounded
-    torch.testing.assert_close(
-        got, ext([f.float() for f in feats], ROIS).to(dtype))
+    torch.testing.assert_close(got,
+                               ext([f.float() for f in feats], ROIS).to(dtype))
 
 
-@pytest.mark.parametrize('name', ['diffps/diffps_sd21_cuhk.py',
-                                  'diffps/diffps_sd21_prw.py'])
+@pytest.mark.parametrize(
+    'name', ['diffps/diffps_sd21_cuhk.py', 'diffps/diffps_sd21_prw.py'])
 @pytest.mark.parametrize('dtype', LOW)
 def test_diffps_extractors_take_fp32_rois(name, dtype):
     # DiffPS's extractors read one level: no mapping, but the RoIs that
@@ -117,8 +119,8 @@ def test_diffps_extractors_take_fp32_rois(name, dtype):
         assert isinstance(ext, FP32SingleRoIExtractor)
         layer = ext.roi_layers[0]
         seen = []
-        layer.register_forward_pre_hook(
-            lambda _, args: seen.append((args[0].dtype, args[1].dtype)))
+        layer.register_forward_pre_hook(lambda _, args: seen.append(
+            (args[0].dtype, args[1].dtype)))
         feats = [torch.randn(1, ext.out_channels, H // 8, W // 8).to(dtype)]
         got = ext(feats, ROIS)
         assert seen == [(torch.float32, torch.float32)]

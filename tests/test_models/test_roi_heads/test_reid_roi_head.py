@@ -198,12 +198,15 @@ def test_head_without_negatives_embeds_only_persons(head_inputs):
 def test_head_predict_gives_unit_embeddings_and_none_for_no_box(head_inputs):
     reid_map, part_embeds, _, _ = head_inputs
     head = MODELS.build(_head_cfg(train=False)).eval()
-    boxes = [torch.tensor([[0., 0., 40., 80.], [20., 10., 60., 120.]]),
-             torch.tensor([[5., 5., 60., 100.]])]
+    boxes = [
+        torch.tensor([[0., 0., 40., 80.], [20., 10., 60., 120.]]),
+        torch.tensor([[5., 5., 60., 100.]])
+    ]
     with torch.no_grad():
         emb = head.predict(reid_map, part_embeds, boxes)
-        empty = head.predict(reid_map, part_embeds,
-                             [torch.zeros(0, 4), torch.zeros(0, 4)])
+        empty = head.predict(
+            reid_map, part_embeds,
+            [torch.zeros(0, 4), torch.zeros(0, 4)])
     assert emb.shape == (3, EMBED_DIM)
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(3))
     assert not torch.allclose(emb[0], emb[1])
@@ -229,6 +232,7 @@ def _model_cfg(tiny_sd_dir: str) -> Config:
 
 def _former_state_dict(state: dict) -> OrderedDict:
     """``state`` with the keys (and module metadata) of the former layout."""
+
     def old(key: str) -> str:
         for new, former in FORMER.items():
             if key.startswith(new):

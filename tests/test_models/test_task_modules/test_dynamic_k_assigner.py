@@ -23,8 +23,8 @@ def _assigner(**kwargs):
 
 def _gt(boxes):
     boxes = torch.tensor(boxes, dtype=torch.float32)
-    return InstanceData(bboxes=boxes, labels=torch.zeros(len(boxes),
-                                                         dtype=torch.long))
+    return InstanceData(
+        bboxes=boxes, labels=torch.zeros(len(boxes), dtype=torch.long))
 
 
 def _pred(boxes, scores=None):
@@ -92,7 +92,8 @@ def _reference_assign(assigner, pred_instances, gt_instances, img_meta):
     gt_inds = torch.zeros(num_preds, dtype=torch.long)
     labels = torch.full((num_preds, ), -1, dtype=torch.long)
     cost = torch.stack([
-        c(pred_instances=pred_instances, gt_instances=gt_instances,
+        c(pred_instances=pred_instances,
+          gt_instances=gt_instances,
           img_meta=img_meta) for c in assigner.match_costs
     ]).sum(0)
     pred_boxes, gt_boxes = pred_instances.bboxes, gt_instances.bboxes
@@ -142,24 +143,28 @@ def _random_case(seed, num_gts, num_preds):
     near = gt[torch.randint(0, num_gts, (num_preds, ), generator=g)]
     near = near + torch.randn(num_preds, 4, generator=g) * 6
     far_xy = torch.rand(num_preds, 2, generator=g) * torch.tensor([300., 220.])
-    far = torch.cat([far_xy, far_xy + 5 + torch.rand(
-        num_preds, 2, generator=g) * 40], 1)
+    far = torch.cat(
+        [far_xy, far_xy + 5 + torch.rand(num_preds, 2, generator=g) * 40], 1)
     pick = torch.rand(num_preds, 1, generator=g) < 0.6
     boxes = torch.where(pick, near, far)
-    boxes = torch.cat([boxes[:, :2], torch.maximum(boxes[:, 2:],
-                                                   boxes[:, :2] + 1)], 1)
+    boxes = torch.cat(
+        [boxes[:, :2],
+         torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)], 1)
     labels = torch.randint(0, 3, (num_gts, ), generator=g)
-    return (InstanceData(bboxes=boxes,
-                         scores=torch.randn(num_preds, 3, generator=g)),
+    return (InstanceData(
+        bboxes=boxes, scores=torch.randn(num_preds, 3, generator=g)),
             InstanceData(bboxes=gt, labels=labels))
 
 
 # (seed, ground truths, predictions): crowds with more people than
 # proposals (people left over), fewer proposals than candidate_topk, one
 # person, many proposals
-CASES = [(s, g, n) for s, (g, n) in enumerate(
-    [(1, 1), (1, 50), (3, 2), (6, 4), (8, 3), (4, 30), (12, 60),
-     (20, 300), (2, 300), (30, 25), (9, 9), (15, 100)] * 3)]
+CASES = [
+    (s, g, n)
+    for s, (g, n) in enumerate([(1, 1), (1, 50), (3, 2), (6, 4), (8, 3), (
+        4, 30), (12, 60), (20, 300), (2, 300), (30, 25), (9, 9), (15, 100)] *
+                               3)
+]
 
 
 @pytest.mark.parametrize('seed,num_gts,num_preds', CASES)
@@ -184,8 +189,8 @@ def test_the_cases_reach_every_branch():
     seen = dict(shared=0, second_pass=0, no_free=0)
     for seed, num_gts, num_preds in CASES:
         pred, gt = _random_case(seed, num_gts, num_preds)
-        *_, branches = _reference_assign(_assigner(center_prior='stride'),
-                                         pred, gt, META)
+        *_, branches = _reference_assign(
+            _assigner(center_prior='stride'), pred, gt, META)
         for key in seen:
             seen[key] += bool(branches[key])
     assert all(seen.values()), seen
@@ -227,7 +232,8 @@ def test_gt_size_centre_prior_holds_a_tall_person():
     # outside the box, within 2.5 widths: in the region, not in both
     side = [[300, 150, 340, 250]]  # centre x 320: 170 px < 2.5 * 100
     in_any, in_both = by_size._in_box_and_centre(
-        _pred(side).bboxes, _gt(person).bboxes)
+        _pred(side).bboxes,
+        _gt(person).bboxes)
     assert in_any.tolist() == [True] and in_both.tolist() == [[False]]
 
 
