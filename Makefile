@@ -9,7 +9,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 export VENV PYTHON
 
-.PHONY: install demo demo-quick baseline video-demo test lint gpu-check
+.PHONY: install demo demo-quick baseline video-demo test lint format gpu-check
 
 install:
 	@bash scripts/install.sh
@@ -42,14 +42,18 @@ gpu-check:
 test: install lint
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest tests -q $(PYTEST_ARGS)
 
-# flake8 and isort, with the settings of setup.cfg (isort skips the
+# flake8, isort and yapf, with the settings of setup.cfg (isort skips the
 # configs, whose base imports are ordered on purpose, and mmpsearch/.mim,
-# links to configs/ and tools/): both run, and lint fails if either finds a
-# problem. yapf (in .pre-commit-config.yaml) is not run
-# here: it disagrees with the layout of much of the tree.
+# links to configs/ and tools/): all three run, and lint fails if any finds a
+# problem. `make format` applies isort and yapf.
 LINT_PATHS := mmpsearch tools tests configs demo scripts
 lint: install
 	@status=0; \
 	$(PY) -m flake8 $(LINT_PATHS) || status=1; \
 	$(PY) -m isort --check-only --diff $(LINT_PATHS) || status=1; \
+	$(PY) -m yapf --recursive --diff $(LINT_PATHS) || status=1; \
 	exit $$status
+
+format: install
+	$(PY) -m isort $(LINT_PATHS)
+	$(PY) -m yapf --recursive --in-place $(LINT_PATHS)
