@@ -61,6 +61,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='IoU linking a hit to the previous sampled '
         'frame\'s')
     parser.add_argument(
+        '--max-shift',
+        type=float,
+        default=1.0,
+        help='or the most its centre may be from that frame\'s box, in box '
+        'heights, at nearly the same height (a person walking further than '
+        'a box width between samples); 0: IoU only')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         default=[],
@@ -75,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--topk and --candidates must be >= 1')
     if not 0 <= args.iou_thr <= 1:
         parser.error(f'--iou-thr must be in [0, 1], got {args.iou_thr}')
+    if not args.max_shift >= 0:
+        parser.error(f'--max-shift must be >= 0, got {args.max_shift}')
     return args
 
 
@@ -120,7 +129,8 @@ def main(argv=None) -> int:
             candidates=args.candidates,
             kind=args.kind,
             iou_thr=args.iou_thr,
-            model=model)
+            model=model,
+            max_shift=args.max_shift)
     except ValueError as e:  # another model, a box outside the image
         raise SystemExit(str(e))
     seconds = time.time() - start

@@ -351,6 +351,36 @@ def test_appearance_grouping_on_a_hand_made_track():
     assert len(group_appearances(two)) == 2  # frames 0 and 2: a gap
 
 
+def test_a_fast_walker_is_one_appearance():
+    """A person 100 px tall who moves 60 px per sampled frame (IoU 0 with
+    the previous box, 0.6 heights): one appearance with the default
+    max_shift, one per frame with IoU only. A box of another height at the
+    same place is another person."""
+    walk = [
+        _hit(f, (10 + 60 * f, 20, 50 + 60 * f, 120), 0.8 + 0.01 * f, row=f)
+        for f in range(4)
+    ]
+    order = {'v.mp4': list(range(4))}
+    apps = group_appearances(walk, order)
+    assert [len(a.hits) for a in apps] == [4]
+    assert (apps[0].start, apps[0].end, apps[0].best.frame) == (0.0, 0.3, 3)
+    assert len(group_appearances(walk, order, max_shift=0)) == 4
+    # 0.6 heights is too far for max_shift 0.5
+    assert len(group_appearances(walk, order, max_shift=0.5)) == 4
+    # a child-sized box (60 px) next to the walker's last box: not linked
+    child = _hit(4, (250, 60, 274, 120), 0.9, row=9)
+    apps = group_appearances(walk + [child], {'v.mp4': list(range(5))})
+    assert sorted(len(a.hits) for a in apps) == [1, 4]
+    # IoU wins over distance: of two appearances within reach, the hit
+    # continues the one it overlaps
+    a = _hit(0, (10, 20, 50, 120), 0.7, row=20)
+    b = _hit(0, (80, 20, 120, 120), 0.6, row=21)
+    hit = _hit(1, (14, 20, 54, 120), 0.9, row=22)
+    apps = group_appearances([a, b, hit], order)
+    track = next(t for t in apps if len(t.hits) == 2)
+    assert [h.row for h in track.hits] == [20, 22]
+
+
 def _clustered(n, d, per_id=25, noise=0.75, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((max(1, n // per_id), d)).astype(np.float32)
