@@ -281,3 +281,17 @@ def test_evaluate_person_search_keys():
         out = evaluate_person_search(results, protocol, cross_camera=True)
     assert out['mAP'] == pytest.approx(5 / 18)
     assert out['mAP_cross_cam'] == pytest.approx(1 / 6)
+
+
+def test_pairwise_iou_is_paired_iou_of_every_pair():
+    from mmpsearch.evaluation.functional.box_ops import pairwise_iou
+    a = np.array([[0, 0, 10, 10], [5, 5, 15, 15], [0, 0, 0, 0]], np.float32)
+    b = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    out = pairwise_iou(a, b)
+    assert out.shape == (3, 2)
+    for i in range(3):
+        for j in range(2):
+            assert out[i, j] == paired_iou(a[i:i + 1], b[j:j + 1])[0]
+    assert out[0, 0] == 1 and out[1, 0] == pytest.approx(25 / 175)
+    assert pairwise_iou(a, np.zeros((0, 4))).shape == (3, 0)
+    assert pairwise_iou(np.zeros((0, 4)), b).shape == (0, 2)

@@ -53,7 +53,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 if __name__ == '__main__':
     parse_args()
 
-from mmpsearch.evaluation.functional.box_ops import paired_iou  # noqa: E402
+from mmpsearch.evaluation.functional.box_ops import pairwise_iou  # noqa
 from mmpsearch.evaluation.metrics import person_search_metric  # noqa: E402
 from mmpsearch.evaluation.results_io import load_search_results  # noqa: E402
 from mmpsearch.evaluation.results_io import require_results_file  # noqa
@@ -84,13 +84,11 @@ def calibration(gallery: Dict[str, dict],
         scores = np.asarray(det.get('scores', np.zeros(0)),
                             np.float64).reshape(-1)
         boxes_gt = np.asarray(boxes_gt, np.float64).reshape(-1, 4)
-        n, m = len(boxes), len(boxes_gt)
+        m = len(boxes_gt)
         if m == 0:
             false_pass += int((scores >= thr).sum())
             continue
-        iou = paired_iou(np.repeat(boxes_gt, n, axis=0),
-                         np.tile(boxes, (m, 1))).reshape(m, n) if n else \
-            np.zeros((m, 0))
+        iou = pairwise_iou(boxes_gt, boxes)  # (m, n)
         # VOC-style one-to-one matching by descending score: a detection
         # takes the free person it overlaps most (IoU >= 0.5); one that
         # only overlaps taken persons is a duplicate of its best one.

@@ -62,7 +62,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 if __name__ == '__main__':
     parse_args()
 
-from mmpsearch.evaluation.functional.box_ops import paired_iou  # noqa: E402
+from mmpsearch.evaluation.functional.box_ops import pairwise_iou  # noqa
 from mmpsearch.evaluation.functional.box_ops import \
     search_iou_threshold  # noqa: E402
 from mmpsearch.evaluation.functional.gallery import l2_normalize  # noqa
@@ -73,15 +73,6 @@ from mmpsearch.evaluation.results_io import load_search_results  # noqa: E402
 from mmpsearch.evaluation.results_io import require_results_file  # noqa
 from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
-
-
-def _iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """(n, m) IoU of ``boxes`` (n, 4) with ``others`` (m, 4)."""
-    n, m = len(boxes), len(others)
-    if n == 0 or m == 0:
-        return np.zeros((n, m))
-    return paired_iou(np.repeat(boxes, m, axis=0),
-                      np.tile(others, (n, 1))).reshape(n, m)
 
 
 def _candidates(protocol, dataset: str) -> List[List[tuple]]:
@@ -149,14 +140,14 @@ def search_errors(results: dict,
             others = gt[img_id]
             if qbox is not None:
                 qbox = np.asarray(qbox, np.float64).reshape(1, 4)
-                others = others[_iou(others, qbox)[:, 0] < 0.99]
-            iou_o = _iou(boxes, others).max(axis=1, initial=0.0)
+                others = others[pairwise_iou(others, qbox)[:, 0] < 0.99]
+            iou_o = pairwise_iou(boxes, others).max(axis=1, initial=0.0)
             kind[iou_o >= 0.1] = 'other_person_poor_box'
             kind[iou_o >= 0.5] = 'other_person'
             label = np.zeros(len(boxes), bool)
             if qbox is not None:
                 num_gt += 1
-                iou_q = _iou(boxes, qbox)[:, 0]
+                iou_q = pairwise_iou(boxes, qbox)[:, 0]
                 kind[iou_q >= 0.1] = 'query_person'
                 ok = np.flatnonzero(iou_q >= search_iou_threshold(qbox)[0])
                 if ok.size:

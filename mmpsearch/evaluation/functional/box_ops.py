@@ -33,6 +33,18 @@ def paired_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     return out
 
 
+def pairwise_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """(n, m) IoU of every box of ``boxes1`` with every box of ``boxes2``,
+    by :func:`paired_iou`'s formula."""
+    a = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        return np.zeros((n, m))
+    return paired_iou(np.repeat(a, m, axis=0), np.tile(b,
+                                                       (n, 1))).reshape(n, m)
+
+
 def search_iou_threshold(gt_boxes: np.ndarray) -> np.ndarray:
     """The size-adaptive IoU threshold of a search ground truth.
 
