@@ -2,7 +2,8 @@
 """What the command-line tools (``tools/``, ``demo/``) share.
 
 The library refuses with exceptions (:mod:`mmpsearch.utils.overwrite`:
-:class:`FileExistsError`, :class:`~mmpsearch.utils.overwrite.ResumeError`);
+:class:`FileExistsError`, :class:`~mmpsearch.utils.overwrite.ResumeError`,
+:class:`~mmpsearch.utils.run_lock.RunLockError`);
 a tool turns a refusal into an exit with its message and no traceback
 (``docs/en/refusals.md``). Also the ``--json`` output of the analysis
 tools and the config / runner set-up of ``tools/train.py`` and
@@ -15,9 +16,10 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Optional, Type
 
 from .overwrite import ResumeError
+from .run_lock import RunLockError
 
 #: What the shared checks raise when they refuse.
-REFUSALS = (FileExistsError, ResumeError)
+REFUSALS = (FileExistsError, ResumeError, RunLockError)
 
 
 @contextmanager

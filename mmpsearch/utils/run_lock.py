@@ -29,6 +29,13 @@ from typing import Iterator, List, Optional, Sequence
 
 from .overwrite import DOCS
 
+
+class RunLockError(RuntimeError):
+    """A run lock refused: another run holds it, or the path cannot hold
+    one. The tools turn it into an exit with its message
+    (:func:`mmpsearch.utils.cli.exit_on_refusal`)."""
+
+
 #: The lock file inside a locked work dir.
 LOCK_NAME = '.mmpsearch_run.lock'
 
@@ -154,13 +161,13 @@ class RunLock:
         self.info: Optional[dict] = None
 
     def acquire(self) -> 'RunLock':
-        """Create the lock file; refuse (``SystemExit``) while another run
-        holds it, unless it is stale or ``force``."""
+        """Create the lock file; refuse (:class:`RunLockError`) while
+        another run holds it, unless it is stale or ``force``."""
         if self.is_dir and osp.lexists(self.target) and \
                 not osp.isdir(self.target):
-            raise SystemExit(f'{self.what} {self.target} is a file, not a '
-                             'folder; expected the folder the run writes '
-                             'into')
+            raise RunLockError(f'{self.what} {self.target} is a file, not a '
+                               'folder; expected the folder the run writes '
+                               'into')
         os.makedirs(osp.dirname(self.path) or '.', exist_ok=True)
         info = _holder(self.tool)
         for _ in range(5):
@@ -175,8 +182,8 @@ class RunLock:
             self.info = info
             atexit.register(self.release)
             return self
-        raise SystemExit(f'{self.what} {self.target}: cannot take the lock '
-                         f'{self.path}; other runs keep taking it')
+        raise RunLockError(f'{self.what} {self.target}: cannot take the lock '
+                           f'{self.path}; other runs keep taking it')
 
     def _take_over_or_refuse(self) -> None:
         """The lock file exists: remove it when stale (or ``force``), else
@@ -191,7 +198,7 @@ class RunLock:
                 return
         reason = stale_reason(other)
         if reason is None and not self.force:
-            raise SystemExit(
+            raise RunLockError(
                 f'{self.what} {self.target} is in use by another run: '
                 f'{describe_holder(other)}; its lock is {self.path}. Two '
                 'runs writing into the same place overwrite each other\'s '

@@ -12,8 +12,9 @@ import sys
 import pytest
 import torch
 
-from mmpsearch.utils.run_lock import (LOCK_NAME, RunLock, hold_run_locks,
-                                      launcher_rank, lock_file, stale_reason)
+from mmpsearch.utils.run_lock import (LOCK_NAME, RunLock, RunLockError,
+                                      hold_run_locks, launcher_rank, lock_file,
+                                      stale_reason)
 from .conftest import REPO, run_tool
 
 ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
@@ -49,7 +50,7 @@ def test_lock_held_released_and_refused(tmp_path):
         assert info['host'] == socket.gethostname()
         assert info['started'] and info['command'].startswith('tools/train.py')
         # a second run (here: another lock of this live process) is refused
-        with pytest.raises(SystemExit) as e:
+        with pytest.raises(RunLockError) as e:
             RunLock(str(work), 'work dir', 'tools/train.py').acquire()
         msg = str(e.value)
         assert f'work dir {work} is in use by another run' in msg
@@ -85,7 +86,7 @@ def test_lock_of_another_host(tmp_path, monkeypatch):
     path = work / LOCK_NAME
     _write_lock(path, pid=_dead_pid(), host='other-node-1')
     # its pid cannot be checked from here: refused, naming the host
-    with pytest.raises(SystemExit, match='on host other-node-1'):
+    with pytest.raises(RunLockError, match='on host other-node-1'):
         RunLock(str(work), 'work dir', 'tools/train.py').acquire()
     # an earlier start of the same (requeued) Slurm job: stale
     _write_lock(path, host='other-node-1', slurm_job_id='4242')
