@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from ..evaluation.functional.box_ops import paired_iou
 from .sharded_index import ShardedIndex
 
 
@@ -58,15 +59,6 @@ class Appearance:
         return self.best.similarity
 
 
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) \
-        - inter
-    return inter / union if union > 0 else 0.0
-
-
 def link_score(a: Sequence[float], b: Sequence[float], iou_thr: float,
                max_shift: float) -> float:
     """How well box ``b`` continues box ``a`` of the previous sampled
@@ -79,7 +71,7 @@ def link_score(a: Sequence[float], b: Sequence[float], iou_thr: float,
     frame, and at 2 sampled frames a second they move about 0.4 of it
     (1.4 m/s for 1.7 m), often more than their box's width.
     """
-    iou = box_iou(a, b)
+    iou = float(paired_iou(np.asarray([a]), np.asarray([b]))[0])
     if iou >= iou_thr:
         return 1.0 + iou
     ha, hb = a[3] - a[1], b[3] - b[1]
