@@ -77,6 +77,22 @@ def _weights_variant(folder: str, candidates: Sequence[str]) -> Optional[str]:
     return 'fp16'
 
 
+def load_vae(sd_path: str) -> nn.Module:
+    """The whole VAE (encoder and decoder) of the local folder ``sd_path``,
+    in fp32, frozen and in eval mode; the folder is not checked here (see
+    :func:`check_sd_folder`)."""
+    from diffusers import AutoencoderKL
+    vae = AutoencoderKL.from_pretrained(
+        sd_path,
+        subfolder='vae',
+        local_files_only=True,
+        torch_dtype=torch.float32,
+        low_cpu_mem_usage=_low_cpu_mem_usage(),
+        variant=_weights_variant(osp.join(sd_path, 'vae'), _DIFFUSERS_WEIGHTS))
+    vae.requires_grad_(False)
+    return vae.eval()
+
+
 def load_frozen_sd(sd_path: str, need_scheduler: bool = False) -> tuple:
     """The UNet, VAE (encoder only), tokenizer and text encoder of the local
     folder ``sd_path``, in fp32, frozen (``requires_grad=False``) and in
@@ -93,7 +109,7 @@ def load_frozen_sd(sd_path: str, need_scheduler: bool = False) -> tuple:
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
     check_sd_folder(sd_path, need_scheduler=need_scheduler)
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     def sub(name: str) -> str:
@@ -106,13 +122,7 @@ def load_frozen_sd(sd_path: str, need_scheduler: bool = False) -> tuple:
         torch_dtype=torch.float32,
         low_cpu_mem_usage=_low_cpu_mem_usage(),
         variant=_weights_variant(sub('unet'), _DIFFUSERS_WEIGHTS))
-    vae = AutoencoderKL.from_pretrained(
-        sd_path,
-        subfolder='vae',
-        local_files_only=True,
-        torch_dtype=torch.float32,
-        low_cpu_mem_usage=_low_cpu_mem_usage(),
-        variant=_weights_variant(sub('vae'), _DIFFUSERS_WEIGHTS))
+    vae = load_vae(sd_path)
     # only the encoder is ever used: free the decoder
     vae.decoder = nn.Identity()
     tokenizer = CLIPTokenizer.from_pretrained(
