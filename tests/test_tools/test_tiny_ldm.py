@@ -224,6 +224,83 @@ def test_trainer_writes_a_folder_the_backbone_loads(ldm_tool, described,
         torch.testing.assert_close(a, b)
 
 
+def test_persons_in_crop(ldm_tool):
+    scene = dict(persons=[
+        dict(box=[10, 10, 20, 40], name='a'),  # x 10..30, y 10..50
+        dict(box=[100, 0, 20, 40], name='b'),  # x 100..120
+    ])
+
+    def names(*args, **kwargs):
+        return [p['name'] for p in ldm_tool.persons_in_crop(*args, **kwargs)]
+
+    assert names(scene, (0, 0, 64)) == ['a']
+    assert names(scene, (64, 0, 64)) == ['b']
+    # half of a's box inside (x 20..30 of 10..30): in at 0.5, out above
+    assert names(scene, (20, 0, 64)) == ['a']
+    assert names(scene, (20, 0, 64), min_inside=0.6) == []
+    assert names(scene, (21, 0, 64)) == []
+    # in the flip over a width of 128, a is at x 98..118 and b at 8..28
+    assert names(scene, (0, 0, 64), flip_width=128) == ['b']
+    assert names(scene, (64, 0, 64), flip_width=128) == ['a']
+
+
+def test_crop_batches_are_captioned_by_the_persons_inside(ldm_tool):
+    """Each crop's caption names the persons at least half inside it and
+    only them; a crop without one is captioned by its background and never
+    by DiffPS's bare prompt."""
+    person = dict(
+        upper='red',
+        lower='blue',
+        pattern='plain',
+        accent=None,
+        hat=None,
+        bag=None,
+        box=[0, 0, 32, 64])  # the top-left corner of a 128 x 192 image
+    scenes = [dict(ground='grey', wall='grey', persons=[person])]
+    lat = torch.arange(2 * 4 * 16 * 24, dtype=torch.float32).view(2, 4, 16, 24)
+    encoded = []
+
+    def encode(texts):
+        encoded.extend(texts)
+        return torch.stack([torch.full((77, 2), float(len(t))) for t in texts])
+
+    prompt_embed = torch.full((1, 77, 2), -1.0)
+    draw = ldm_tool.SceneBatches(
+        scenes,
+        lat,
+        torch.zeros_like(lat),  # posterior std 0: z0 is the mean
+        torch.tensor([[128, 192]]),
+        1.0,
+        encode,
+        prompt_embed,
+        prompt_prob=1.0,
+        crop=64)
+    rng = np.random.default_rng(0)
+    with_person = without = 0
+    for _ in range(20):
+        z0, cond = draw(4, rng)
+        assert z0.shape == (4, 4, 8, 8) and cond.shape == (4, 77, 2)
+        for z, c in zip(z0, cond):
+            # where the crop came from: the first value of the crop
+            k, rest = divmod(int(z[0, 0, 0]), 4 * 16 * 24)
+            cy, cx = divmod(rest, 24)
+            flipped = k == 1
+            x = 192 - 32 if flipped else 0  # the person's box, in pixels
+            inside = (min(x + 32, cx * 8 + 64) - max(x, cx * 8)) * (
+                min(64, cy * 8 + 64) - cy * 8) >= 0.5 * 32 * 64
+            if inside:  # prompt_prob 1: the bare prompt
+                with_person += 1
+                assert (c == -1).all()
+            else:
+                without += 1
+                background = 'on grey ground by grey wall'
+                assert (c == len(background)).all()
+    assert with_person and without
+    assert draw.without_person == without and draw.drawn == 80
+    # every caption is encoded once
+    assert len(encoded) == len(set(encoded))
+
+
 def test_trainer_refuses_an_existing_output(ldm_tool, described, tmp_path):
     out = tmp_path / 'ldm'
     out.mkdir()
@@ -238,6 +315,21 @@ def test_trainer_refuses_an_existing_output(ldm_tool, described, tmp_path):
     assert not (out / 'keep.txt').exists()
     assert (out / 'unet' / 'config.json').exists()
     assert sorted(os.listdir(tmp_path)) == ['ldm']
+
+
+def test_trainer_trains_on_captioned_crops(ldm_tool, described, tmp_path,
+                                           capsys):
+    out = str(tmp_path / 'ldm')
+    ldm_tool.main(_args(described[True], out, '--unet-crop', '64'))
+    assert capsys.readouterr().out.count('[unet] iter') == 3
+    with open(osp.join(out, 'train_log.json')) as f:
+        log = json.load(f)
+    assert log['args']['unet_crop'] == 64
+    assert 0 <= log['unet_without_person'] <= 1
+    with pytest.raises(SystemExit, match='--unet-crop 96'):
+        ldm_tool.main(
+            _args(described[True], str(tmp_path / 'bad'), '--unet-crop', '96'))
+    assert not (tmp_path / 'bad').exists()
 
 
 def test_trainer_needs_the_scene_description(ldm_tool, described, tmp_path):
@@ -297,6 +389,71 @@ def test_unet_stage_loss_falls_on_a_fixed_batch(ldm_tool):
         hist.append(float(loss))
     assert hist[0] > 0.5
     assert hist[-1] < 0.25 * hist[0], hist
+
+
+def test_vae_loss_preview_term(ldm_tool):
+    """The preview term is the L1 between a 1 x 1 conv of the posterior
+    mean and the image pooled to the latent's size, added with its weight
+    (the same posterior draw: the same seed)."""
+    from diffusers import AutoencoderKL
+
+    from mmpsearch.testing.tiny_sd import TINY_VAE_CONFIG
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**TINY_VAE_CONFIG)
+    preview = torch.nn.Conv2d(4, 3, 1)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    torch.manual_seed(1)
+    plain, l1, kl = ldm_tool.vae_loss(vae, x, 1e-6)
+    torch.manual_seed(1)
+    with_preview, l1_, kl_ = ldm_tool.vae_loss(vae, x, 1e-6, preview, 0.5)
+    mean = vae.encode(x).latent_dist.mean
+    expected = (preview(mean) -
+                torch.nn.functional.avg_pool2d(x, 8)).abs().mean()
+    assert float(expected) > 0.01
+    torch.testing.assert_close(with_preview - plain, 0.5 * expected)
+    torch.testing.assert_close((l1, kl), (l1_, kl_))
+    # it trains the encoder
+    with_preview.backward()
+    assert vae.encoder.conv_in.weight.grad.abs().sum() > 0
+
+
+def test_latent_colour_r2(ldm_tool):
+    """1 for a latent that is the pooled chroma itself, about 0 for noise;
+    only the cells of person boxes count."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 3, 64, 64, generator=g) * 2 - 1
+    scenes = [dict(persons=[dict(box=[0, 0, 32, 64])])] * 4
+
+    class Latent:
+
+        def __init__(self, fn):
+            self.fn = fn
+
+        def encode(self, x):
+            dist = type('Dist', (), dict(mean=self.fn(x)))
+            return type('Out', (), dict(latent_dist=dist))
+
+    def chroma(x):
+        rgb = torch.nn.functional.avg_pool2d(x, 8)
+        return torch.cat([rgb - rgb.mean(1, keepdim=True), rgb[:, :1]], 1)
+
+    def noise(x):
+        return torch.randn(len(x), 4, 8, 8, generator=g)
+
+    assert ldm_tool.latent_colour_r2(Latent(chroma), images,
+                                     scenes) == pytest.approx(
+                                         1.0, abs=1e-4)
+    assert ldm_tool.latent_colour_r2(Latent(noise), images, scenes) < 0.2
+
+    # outside the boxes the latent may be anything
+    def half(x):
+        z = chroma(x)
+        z[..., 4:] = torch.randn(z[..., 4:].shape, generator=g)
+        return z
+
+    assert ldm_tool.latent_colour_r2(Latent(half), images,
+                                     scenes) == pytest.approx(
+                                         1.0, abs=1e-4)
 
 
 def test_scaling_factor_whitens_the_latents(ldm_tool):

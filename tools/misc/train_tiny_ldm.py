@@ -20,7 +20,18 @@ model whose features have seen people, without any Stable Diffusion weights:
    small KL term of Rombach et al.'s KL-regularised autoencoder (Sec. 3.1,
    App. G: weight 1e-6 relative to the pixel-summed L1); the perceptual and
    adversarial terms are left out (no LPIPS weights here, and a GAN does not
-   fit the budget). Its ``scaling_factor`` is then set to 1 / the standard
+   fit the budget). One term is added (``--preview-weight``, default 1): a
+   1 x 1 conv of the posterior mean, trained alongside and then dropped,
+   must give the image average-pooled to the latent's size (L1). Stable
+   Diffusion's latent has that property (a fixed 4 x 3 linear map of it is
+   the colour preview that diffusion front-ends show while sampling); the
+   tiny autoencoder trained without it keeps the colour out of its latent
+   and reconstructs grey scenes (measured on the synthetic scenes: linear
+   R^2 of the persons' colour from the latent 0.01-0.03, against 0.55 with
+   the term after 300 iterations), so nothing downstream of it could tell
+   people apart by their clothes, which is what identity is in these scenes.
+   ``latent_colour_r2`` in ``train_log.json`` is that R^2 after training.
+   Its ``scaling_factor`` is then set to 1 / the standard
    deviation of the training latents, as Rombach et al. did for SD (0.18215),
    so the UNet sees unit-variance latents.
 2. **Denoiser.** diffusers' ``UNet2DConditionModel`` trained as an
@@ -29,6 +40,12 @@ model whose features have seen people, without any Stable Diffusion weights:
    ``DDPMScheduler.add_noise`` at uniform timesteps of the tiny SD's scaled
    linear schedule, conditioned through cross-attention on the embeddings of
    the scene's caption.
+
+With ``--unet-crop``, the denoiser trains on random square crops instead,
+each captioned by the persons at least half inside it and by its background
+alone when there is none, so that the word "person" comes and goes with the
+people (measured: the "person" map got no closer to the people than with
+whole scenes; see ``docs/en/model_zoo.md``).
 
 Captions come from the renderer's own scene description (``scenes.json`` of
 ``make_synthetic.py --describe``, see
@@ -60,11 +77,12 @@ The loss curve is printed every ``--log-interval`` iterations and kept, with
 the settings and timings, in ``OUT/train_log.json``.
 
 Defaults (600 autoencoder and 3000 denoiser iterations on the 400 training
-scenes of ``make_synthetic.py``'s defaults) are sized for about 25 minutes on
-a 2-core CPU, estimated, not timed: one-thread micro runs took 0.34 s an
-autoencoder iteration (8 crops of 128 x 128) and 0.38 s a denoiser iteration
-(2 scenes of 320 x 256, latents 40 x 32), plus about 0.07 s a scene (and its
-flip) to encode the latents: 3.4 + 19 + 1 min.
+scenes of ``make_synthetic.py``'s defaults) took 19.9 minutes with one thread
+(``--threads 1``, seed 0, beside another job on the second core): the
+autoencoder 3.1 min (0.31 s an iteration of 8 crops of 128 x 128), the
+denoiser 16.4 min (0.33 s an iteration of 2 scenes of 320 x 256, latents
+40 x 32). With ``--unet-crop 128 --unet-batch 8`` the denoiser took 11.4 min
+(0.23 s an iteration).
 """
 import argparse
 import json
@@ -119,9 +137,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         type=float,
         default=1e-6,
         help='KL weight relative to the pixel-summed L1 (Rombach et al.)')
+    parser.add_argument(
+        '--preview-weight',
+        type=float,
+        default=1.0,
+        help='weight of the latent-preview term: a 1 x 1 conv of the latent '
+        'must give the image average-pooled to the latent\'s size (Stable '
+        'Diffusion\'s latent has this property; without the term the tiny '
+        'autoencoder leaves the colour out of its latent); 0: off')
     parser.add_argument('--unet-iters', type=int, default=3000)
     parser.add_argument('--unet-batch', type=int, default=2)
     parser.add_argument('--unet-lr', type=float, default=1e-3)
+    parser.add_argument(
+        '--unet-crop',
+        type=int,
+        default=0,
+        help='train the denoiser on random square crops of this side (a '
+        'multiple of 64 pixels), each captioned by the persons at least half '
+        'inside it (the background alone when none is), so that the word '
+        '"person" is present or absent with the people; 0: whole scenes, '
+        'captioned by all their persons')
     parser.add_argument(
         '--prompt-prob',
         type=float,
@@ -295,39 +330,99 @@ class CurveLogger:
 
 
 # ------------------------------------------------------ stage 1: the VAE
-def vae_loss(vae: nn.Module, x: Tensor,
-             kl_weight: float) -> Tuple[Tensor, Tensor, Tensor]:
+def vae_loss(vae: nn.Module,
+             x: Tensor,
+             kl_weight: float,
+             preview: Optional[nn.Module] = None,
+             preview_weight: float = 0.0) -> Tuple[Tensor, Tensor, Tensor]:
     """Rombach et al.'s KL autoencoder loss without its perceptual and
     adversarial terms, per pixel: mean L1 of the reconstruction from a
     posterior sample + ``kl_weight`` x the KL (summed over the latent) per
-    pixel. Returns (loss, l1, kl per latent element)."""
+    pixel; with ``preview``, + ``preview_weight`` x the mean L1 between
+    ``preview`` (a 1 x 1 conv, latent -> RGB) of the posterior mean and the
+    image average-pooled to the latent's size. Returns (loss, l1, kl per
+    latent element)."""
     post = vae.encode(x).latent_dist
     rec = vae.decode(post.sample()).sample
     l1 = (rec - x).abs().mean()
     kl = post.kl()  # summed over (C, h, w), per image
     loss = l1 + kl_weight * kl.mean() / x[0].numel()
+    if preview is not None and preview_weight:
+        scale = x.shape[-1] // post.mean.shape[-1]
+        target = F.avg_pool2d(x, scale)
+        loss = loss + preview_weight * (preview(post.mean) -
+                                        target).abs().mean()
     return loss, l1.detach(), kl.mean().detach() / post.mean[0].numel()
 
 
-def train_vae(vae: nn.Module, images: Tensor, sizes: Tensor, iters: int,
-              batch: int, crop: int, lr: float, kl_weight: float,
-              rng: np.random.Generator, log_interval: int) -> List[dict]:
-    """Stage 1; returns the logged loss curve."""
+def train_vae(vae: nn.Module,
+              images: Tensor,
+              sizes: Tensor,
+              iters: int,
+              batch: int,
+              crop: int,
+              lr: float,
+              kl_weight: float,
+              rng: np.random.Generator,
+              log_interval: int,
+              preview_weight: float = 0.0) -> List[dict]:
+    """Stage 1; returns the logged loss curve. With ``preview_weight``, a
+    1 x 1 conv from the latent to RGB is trained alongside (see
+    :func:`vae_loss`) and dropped afterwards."""
     vae.train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    preview = None
+    params = list(vae.parameters())
+    if preview_weight:
+        preview = nn.Conv2d(vae.config.latent_channels, 3, 1)
+        params += list(preview.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(iters))
     log = CurveLogger('vae', iters, log_interval)
     for it in range(iters):
         x = random_crops(images, sizes, crop, batch, rng)
-        loss, l1, kl = vae_loss(vae, x, kl_weight)
+        loss, l1, kl = vae_loss(vae, x, kl_weight, preview, preview_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         log.update(it, loss=loss.item(), l1=l1, kl_per_elem=kl)
     vae.eval()
     return log.points
+
+
+@torch.no_grad()
+def latent_colour_r2(vae: nn.Module,
+                     images: Tensor,
+                     scenes: Sequence[dict],
+                     chunk: int = 8) -> float:
+    """How much of the persons' colour the latent carries, linearly: the R^2
+    of a least-squares affine map from the posterior mean of each latent
+    cell mostly inside a person box to that cell's mean chroma (RGB minus
+    its grey). Identity on these scenes is clothing colour, so DiffPS's
+    ReID can only be as good as this (the random tiny VAE: about 0)."""
+    mask = torch.zeros(len(images), 1, *images.shape[-2:])
+    for k, scene in enumerate(scenes):
+        for person in scene['persons']:
+            x, y, w, h = person['box']
+            mask[k, :, y:y + h, x:x + w] = 1
+    z = torch.cat([
+        vae.encode(images[k:k + chunk]).latent_dist.mean
+        for k in range(0, len(images), chunk)
+    ])
+    scale = images.shape[-1] // z.shape[-1]
+    cells = F.avg_pool2d(mask, scale)[:, 0] > 0.5
+    rgb = F.avg_pool2d(images, scale)
+    chroma = (rgb - rgb.mean(1, keepdim=True)).permute(0, 2, 3, 1)[cells]
+    feats = z.permute(0, 2, 3, 1)[cells]
+    if len(feats) <= feats.shape[1] + 1:
+        return float('nan')
+    feats = torch.cat([feats, torch.ones(len(feats), 1)], 1).double()
+    chroma = chroma.double()
+    # SVD-based: the default driver mishandles collinear columns
+    fit = feats @ torch.linalg.lstsq(feats, chroma, driver='gelsd').solution
+    total = (chroma - chroma.mean(0)).pow(2).sum()
+    return float(1 - (fit - chroma).pow(2).sum() / total)
 
 
 @torch.no_grad()
@@ -376,28 +471,132 @@ def denoising_loss(unet: nn.Module, scheduler, z0: Tensor, cond: Tensor,
     return F.mse_loss(pred.float(), noise.float())
 
 
-def train_unet(unet: nn.Module, scheduler, lat_mean: Tensor, lat_std: Tensor,
-               scaling_factor: float, caption_embeds: Tensor,
-               prompt_embed: Tensor, iters: int, batch: int, lr: float,
-               prompt_prob: float, rng: np.random.Generator,
+class SceneBatches:
+    """Draws the denoiser's batches: posterior samples of the latents of
+    whole scenes (or their flips) and their captions' embeddings, or, with
+    ``crop`` (pixels, a multiple of 8), random square crops of those latents
+    captioned by the persons at least ``min_inside`` inside the crop.
+
+    ``lat_mean`` / ``lat_std`` hold 2N posteriors (the N images, then their
+    flips of the padded width); ``sizes`` the images' unpadded (h, w);
+    ``encode`` maps captions to (n, 77, D) text embeddings; ``prompt_embed``
+    (1, 77, D) is DiffPS's prompt's, which replaces the caption of a batch
+    entry with probability ``prompt_prob`` when it shows a person (never a
+    crop without one: the prompt would say what is not there).
+    """
+
+    def __init__(self,
+                 scenes: Sequence[dict],
+                 lat_mean: Tensor,
+                 lat_std: Tensor,
+                 sizes: Tensor,
+                 scaling_factor: float,
+                 encode: Callable[[Sequence[str]], Tensor],
+                 prompt_embed: Tensor,
+                 prompt_prob: float,
+                 crop: int = 0,
+                 min_inside: float = 0.5) -> None:
+        if crop % 8:
+            raise ValueError(f'crop={crop} is not a multiple of 8 pixels')
+        self.scenes, self.sizes = scenes, sizes
+        self.lat_mean, self.lat_std = lat_mean, lat_std
+        self.scaling_factor = scaling_factor
+        self.encode, self.prompt_embed = encode, prompt_embed
+        self.prompt_prob, self.crop, self.min_inside = (prompt_prob, crop,
+                                                        min_inside)
+        self.padded_width = lat_mean.shape[-1] * 8
+        self._embeds: Dict[str, Tensor] = {}
+        # how many batch entries were drawn, and how many showed no person
+        self.drawn = self.without_person = 0
+        if not crop:
+            self._whole = encode([scene_caption(s) for s in scenes])
+
+    def embed(self, captions: Sequence[str]) -> Tensor:
+        """The captions' embeddings, each encoded once."""
+        new = [c for c in dict.fromkeys(captions) if c not in self._embeds]
+        if new:
+            self._embeds.update(zip(new, self.encode(new)))
+        return torch.stack([self._embeds[c] for c in captions])
+
+    def __call__(self, batch: int,
+                 rng: np.random.Generator) -> Tuple[Tensor, Tensor]:
+        """(z0, cond): scaled latents (batch, 4, h, w) and the text
+        embeddings (batch, 77, D) that condition them."""
+        n = len(self.scenes)
+        idx = torch.from_numpy(rng.integers(2 * n, size=batch))
+        mean, std = self.lat_mean[idx], self.lat_std[idx]
+        z0 = (mean + std * torch.randn_like(mean)) * self.scaling_factor
+        if not self.crop:
+            cond = self._whole[idx % n].clone()
+            shows_person = torch.ones(batch, dtype=torch.bool)
+        else:
+            z0, captions = self._crops(z0, idx, rng)
+            cond = self.embed(captions)
+            shows_person = torch.tensor(
+                [c.startswith(PROMPT) for c in captions])
+        self.drawn += batch
+        self.without_person += int((~shows_person).sum())
+        bare = torch.from_numpy(rng.random(batch) < self.prompt_prob)
+        bare &= shows_person
+        cond[bare] = self.prompt_embed.expand(int(bare.sum()), -1, -1)
+        return z0, cond
+
+    def _crops(self, z0: Tensor, idx: Tensor,
+               rng: np.random.Generator) -> Tuple[Tensor, List[str]]:
+        c = self.crop // 8
+        lat_h, lat_w = z0.shape[-2:]
+        crops, captions = [], []
+        for z, k in zip(z0, idx.tolist()):
+            scene = self.scenes[k % len(self.scenes)]
+            flipped = k >= len(self.scenes)
+            # latent cells wholly inside the image (the flip mirrors the
+            # padded width, so its image part is on the right)
+            h, w = (int(v) // 8 for v in self.sizes[k % len(self.scenes)])
+            x_lo = lat_w - w if flipped else 0
+            cy = int(rng.integers(max(h - c, 0) + 1))
+            cx = x_lo + int(rng.integers(max(w - c, 0) + 1))
+            cy, cx = min(cy, lat_h - c), min(cx, lat_w - c)
+            crops.append(z[:, cy:cy + c, cx:cx + c])
+            persons = persons_in_crop(scene, (cx * 8, cy * 8, self.crop),
+                                      self.padded_width if flipped else None,
+                                      self.min_inside)
+            captions.append(scene_caption(scene, persons))
+        return torch.stack(crops), captions
+
+
+def persons_in_crop(scene: dict,
+                    crop: Tuple[int, int, int],
+                    flip_width: Optional[int] = None,
+                    min_inside: float = 0.5) -> List[dict]:
+    """The persons of ``scene`` (an entry of ``scenes.json``, boxes x, y, w,
+    h) with at least ``min_inside`` of their box's area inside the square
+    ``crop`` = (x0, y0, side) in pixels, of the image or, when
+    ``flip_width`` is given, of its left-right flip over that width."""
+    x0, y0, side = crop
+    inside = []
+    for person in scene['persons']:
+        x, y, w, h = person['box']
+        if flip_width is not None:
+            x = flip_width - x - w
+        iw = min(x + w, x0 + side) - max(x, x0)
+        ih = min(y + h, y0 + side) - max(y, y0)
+        if iw > 0 and ih > 0 and iw * ih >= min_inside * w * h:
+            inside.append(person)
+    return inside
+
+
+def train_unet(unet: nn.Module, scheduler, draw: SceneBatches, iters: int,
+               batch: int, lr: float, rng: np.random.Generator,
                log_interval: int) -> List[dict]:
-    """Stage 2. ``lat_mean`` / ``lat_std`` hold 2N posteriors (the N images,
-    then their flips); ``caption_embeds`` (N, 77, D) the captions' text
-    embeddings; ``prompt_embed`` (1, 77, D) DiffPS's prompt's. Returns the
-    logged loss curve."""
+    """Stage 2 on the batches ``draw`` makes. Returns the logged loss
+    curve."""
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(iters))
-    n = len(caption_embeds)
     num_t = scheduler.config.num_train_timesteps
     log = CurveLogger('unet', iters, log_interval)
     for it in range(iters):
-        idx = torch.from_numpy(rng.integers(2 * n, size=batch))
-        z0 = lat_mean[idx] + lat_std[idx] * torch.randn_like(lat_mean[idx])
-        z0 = z0 * scaling_factor
-        cond = caption_embeds[idx % n].clone()
-        bare = torch.from_numpy(rng.random(batch) < prompt_prob)
-        cond[bare] = prompt_embed.expand(int(bare.sum()), -1, -1)
+        z0, cond = draw(batch, rng)
         t = torch.randint(0, num_t, (batch, ))
         loss = denoising_loss(unet, scheduler, z0, cond, torch.randn_like(z0),
                               t)
@@ -442,6 +641,12 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     scenes = load_scenes(args.data_root, args.split, args.num_images)
     captions = [scene_caption(s) for s in scenes]
     images, sizes = load_images(args.data_root, scenes)
+    if args.unet_crop % SIZE_DIVISOR or args.unet_crop > min(
+            images.shape[-2:]):
+        raise SystemExit(
+            f'--unet-crop {args.unet_crop}: expected 0 or a multiple of '
+            f'{SIZE_DIVISOR} pixels up to the padded scene size '
+            f'{tuple(images.shape[-2:])}')
     print(
         f'{len(scenes)} {args.split} scenes, padded to '
         f'{tuple(images.shape[-2:])}; e.g. "{captions[0]}"',
@@ -470,7 +675,6 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         tokenizer = CLIPTokenizer.from_pretrained(tmp, subfolder='tokenizer')
         text_encoder = CLIPTextModel.from_pretrained(
             tmp, subfolder='text_encoder').eval().requires_grad_(False)
-        caption_embeds = encode_text(tokenizer, text_encoder, captions)
         prompt_embed = encode_text(tokenizer, text_encoder, [PROMPT])
         n_tokens = max(len(tokenizer(c).input_ids) for c in captions)
         if n_tokens > tokenizer.model_max_length:
@@ -480,7 +684,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         t0 = time.time()
         vae_curve = train_vae(vae, images, sizes, args.vae_iters,
                               args.vae_batch, args.vae_crop, args.vae_lr,
-                              args.kl_weight, rng, args.log_interval)
+                              args.kl_weight, rng, args.log_interval,
+                              args.preview_weight)
         vae_sec = time.time() - t0
         lat_mean, lat_std = encode_latents(vae, images)
         sf = latent_scaling_factor(lat_mean, lat_std)
@@ -490,17 +695,28 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         # DiffPS draws from this posterior (latent='sample'): how noisy it
         # is matters (the random tiny VAE's std is 3.7x its mean)
         std_over_mean = float(lat_std.mean() / lat_mean.abs().mean())
+        colour_r2 = latent_colour_r2(vae, images[:n_rec], scenes[:n_rec])
         print(
             f'[vae] reconstruction L1 of the posterior means {rec_l1:.4f} '
             f'(images in [-1, 1]); posterior std / |mean| '
-            f'{std_over_mean:.4f}; scaling_factor {sf:.5f}',
+            f'{std_over_mean:.4f}; scaling_factor {sf:.5f}; persons\' '
+            f'colour from the latent (linear R^2) {colour_r2:.3f}',
             flush=True)
 
         t0 = time.time()
-        unet_curve = train_unet(unet, scheduler, lat_mean, lat_std, sf,
-                                caption_embeds, prompt_embed, args.unet_iters,
-                                args.unet_batch, args.unet_lr,
-                                args.prompt_prob, rng, args.log_interval)
+        draw = SceneBatches(
+            scenes,
+            lat_mean,
+            lat_std,
+            sizes,
+            sf,
+            lambda texts: encode_text(tokenizer, text_encoder, texts),
+            prompt_embed,
+            args.prompt_prob,
+            crop=args.unet_crop)
+        unet_curve = train_unet(unet, scheduler, draw, args.unet_iters,
+                                args.unet_batch, args.unet_lr, rng,
+                                args.log_interval)
         unet_sec = time.time() - t0
 
         vae.save_pretrained(osp.join(tmp, 'vae'))
@@ -516,8 +732,12 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                     scaling_factor=sf,
                     vae_reconstruction_l1=rec_l1,
                     posterior_std_over_mean=std_over_mean,
+                    latent_colour_r2=colour_r2,
                     vae_curve=vae_curve,
                     unet_curve=unet_curve,
+                    # crops: the fraction captioned without a person
+                    unet_without_person=draw.without_person /
+                    max(draw.drawn, 1),
                     vae_seconds=vae_sec,
                     unet_seconds=unet_sec,
                     seconds=time.time() - start,
