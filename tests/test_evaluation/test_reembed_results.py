@@ -93,6 +93,38 @@ def test_searcher_embeds_as_a_query(tmp_path):
     assert not np.allclose(out[0], out[1])
 
 
+def test_searcher_config_takes_cfg_options(tmp_path):
+    """--cfg-options reach the searcher's config (here the oracle's boxes
+    file, which the config file itself leaves unset), and go only with
+    --searcher."""
+    root = tmp_path / 'cuhk'
+    (root / 'Image' / 'SSM').mkdir(parents=True)
+    img = np.random.RandomState(0).randint(0, 255, (60, 80, 3), np.uint8)
+    cv2.imwrite(str(root / 'Image' / 'SSM' / 'a.jpg'), img)
+    (tmp_path / 'boxes.json').write_text('{}')
+    tool = _tool()
+    args = tool.parse_args([
+        'r.pkl', '--dataset', 'cuhk', '--data-root',
+        str(root), '--out', 'o.pkl', '--searcher', ORACLE, 'none',
+        '--cfg-options', f'model.boxes_file={tmp_path / "boxes.json"}'
+    ])
+    assert args.cfg_options == {
+        'model.boxes_file': str(tmp_path / 'boxes.json')
+    }
+    embed = tool.searcher_embedder(ORACLE, None, 'cuhk', str(root),
+                                   args.cfg_options)
+    cfg = Config.fromfile(ORACLE)
+    cfg.model.boxes_file = str(tmp_path / 'boxes.json')
+    ref = _tool().searcher_embedder(cfg, None, 'cuhk', str(root))
+    box = np.array([[5, 5, 30, 50]], np.float32)
+    np.testing.assert_allclose(embed('a.jpg', box), ref('a.jpg', box))
+    with pytest.raises(SystemExit):
+        tool.parse_args([
+            'r.pkl', '--dataset', 'cuhk', '--data-root', 'x', '--out', 'o',
+            '--cfg-options', 'a=1'
+        ])
+
+
 def test_existing_out_refused_before_any_work(tmp_path):
     out = tmp_path / 'earlier.pkl'
     out.write_bytes(b'earlier')

@@ -31,6 +31,7 @@ import os.path as osp
 from typing import Callable, List, Optional
 
 import numpy as np
+from mmengine.config import DictAction
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -59,8 +60,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         metavar=('CONFIG', 'CKPT'),
         help='embed crops with a ReID classifier (an mmpretrain config)')
     parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='overrides of the --searcher config, as tools/test.py takes '
+        'them (e.g. model.backbone.sd_path=work_dirs/tiny_ldm)')
+    parser.add_argument(
         '--force', action='store_true', help='overwrite an existing --out')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.cfg_options and not args.searcher:
+        parser.error('--cfg-options go with --searcher')
+    return args
 
 
 # --help and a usage error answer before the slow imports below (torch:
@@ -86,11 +96,15 @@ def image_path(dataset: str, data_root: str, img_id: str) -> str:
     return osp.join(data_root, folder, img_id)
 
 
-def searcher_embedder(config: str, checkpoint: str, dataset: str,
-                      data_root: str) -> Embedder:
+def searcher_embedder(config: str,
+                      checkpoint: str,
+                      dataset: str,
+                      data_root: str,
+                      cfg_options: Optional[dict] = None) -> Embedder:
     """Boxes (n, 4) of an image -> (n, D), each embedded as a query."""
     from mmpsearch.apis import embed_query, init_searcher
-    searcher = init_searcher(config, checkpoint, device='cpu')
+    searcher = init_searcher(
+        config, checkpoint, device='cpu', cfg_options=cfg_options)
 
     def embed(img_id: str, boxes: np.ndarray) -> np.ndarray:
         path = image_path(dataset, data_root, img_id)
@@ -201,7 +215,8 @@ def main(argv: Optional[List[str]] = None) -> str:
     results = load_search_results(args.results, protocol)
     embed = None
     if args.searcher:
-        embed = searcher_embedder(*args.searcher, args.dataset, args.data_root)
+        embed = searcher_embedder(*args.searcher, args.dataset, args.data_root,
+                                  args.cfg_options)
     elif args.reid:
         embed = reid_embedder(*args.reid, args.dataset, args.data_root)
     out = reembed(results, protocol, args.boxes, embed)
