@@ -2,7 +2,6 @@
 """The synthetic scene generator writes the released formats, which the
 loaders read unchanged."""
 import glob
-import hashlib
 import json
 import os
 import os.path as osp
@@ -19,6 +18,7 @@ from mmpsearch.datasets import (CUHKSYSUDataset, PRWDataset,
                                 load_cuhk_protocol, load_prw_protocol,
                                 make_synthetic)
 from mmpsearch.datasets.synthetic import identity_looks
+from mmpsearch.testing.files import tree_digest
 from .conftest import SMALL
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -27,16 +27,6 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 def infos(cls, root, split, **kwargs):
     ds = cls(data_root=root, split=split, **kwargs)
     return [ds.get_data_info(i) for i in range(len(ds))]
-
-
-def digest(root):
-    out = {}
-    for path in sorted(glob.glob(osp.join(root, '**', '*'), recursive=True)):
-        if osp.isfile(path):
-            with open(path, 'rb') as f:
-                out[osp.relpath(path,
-                                root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def test_cuhk_layout_and_loaders(synthetic_cuhk):
@@ -210,13 +200,13 @@ def test_deterministic(tmp_path, synthetic_prw):
     again = str(tmp_path / 'again')
     make_synthetic(
         'prw', again, num_images=48, num_ids=8, seed=3, image_size=SMALL)
-    first, second = digest(root), digest(again)
+    first, second = tree_digest(root), tree_digest(again)
     assert len(first) == 48 * 2 + 5
     assert first == second
     other = str(tmp_path / 'other')
     make_synthetic(
         'prw', other, num_images=48, num_ids=8, seed=4, image_size=SMALL)
-    third = digest(other)
+    third = tree_digest(other)
     jpgs = [k for k in first if k.endswith('.jpg')]
     assert sum(first[k] != third.get(k) for k in jpgs) > 40
 

@@ -13,7 +13,6 @@ with an empty folder as working directory, so a path the overrides missed
 (the configs' ``data/...`` and ``work_dirs/...`` defaults) fails instead of
 silently reading or writing the user's files.
 """
-import hashlib
 import json
 import math
 import time
@@ -27,6 +26,7 @@ from scipy.io import loadmat
 from mmpsearch.datasets import load_cuhk_protocol, make_synthetic
 from mmpsearch.datasets.teacher_cache import TeacherEmbeddings
 from mmpsearch.evaluation.results_io import load_search_results
+from mmpsearch.testing.files import tree_digest
 from mmpsearch.utils import safe_torch_load
 from .conftest import REPO, run_tool
 
@@ -43,14 +43,6 @@ DET_KEYS = ('det_ap', 'det_recall', 'labeled_det_ap', 'labeled_det_recall')
 
 def options(opts: dict) -> list:
     return ['--cfg-options'] + [f'{k}={v}' for k, v in opts.items()]
-
-
-def snapshot(root: Path) -> dict:
-    """Every file under ``root``: its content hash."""
-    return {
-        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob('*')) if p.is_file()
-    }
 
 
 def train_boxes_from_mat(root: Path) -> dict:
@@ -168,7 +160,7 @@ def chain(tmp_path_factory, one_torch_thread):
     ]
     proc = run_tool(argv + options(extract_opts), cwd=cwd)
     times['extract embeddings'] = time.time() - t0
-    before_psdiff = snapshot(base)
+    before_psdiff = tree_digest(base)
 
     # 4. PSDiff, through tools/train.py on the committed synthetic config.
     t0 = time.time()
@@ -338,7 +330,7 @@ def test_results_file_rescores_to_the_same_metric(chain):
 
 
 def test_no_file_is_overwritten_or_written_elsewhere(chain):
-    after = snapshot(chain['base'])
+    after = tree_digest(chain['base'])
     changed = [
         p for p, digest in chain['before_psdiff'].items()
         if after.get(p) != digest

@@ -3,8 +3,6 @@
 captioned synthetic scenes), the captions it reads, and
 tools/analysis_tools/attention_mass.py (DiffPS's "person" map against the
 person boxes)."""
-import glob
-import hashlib
 import importlib.util
 import json
 import math
@@ -19,6 +17,7 @@ from mmpsearch.datasets import make_synthetic
 from mmpsearch.datasets.cuhk_sysu import cuhk_train_annotations
 from mmpsearch.datasets.synthetic import (PALETTE, SCENES_FILE, identity_looks,
                                           scene_caption)
+from mmpsearch.testing.files import tree_digest
 from mmpsearch.testing.tiny_sd import TINY_UNET_CONFIG
 from .conftest import REPO
 
@@ -67,19 +66,9 @@ def described(tmp_path_factory):
     return roots
 
 
-def _digest(root):
-    out = {}
-    for path in sorted(glob.glob(osp.join(root, '**', '*'), recursive=True)):
-        if osp.isfile(path):
-            with open(path, 'rb') as f:
-                out[osp.relpath(path,
-                                root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
-
-
 # ------------------------------------------------------------- captions
 def test_describe_adds_only_scenes_json(described):
-    plain, desc = _digest(described[False]), _digest(described[True])
+    plain, desc = tree_digest(described[False]), tree_digest(described[True])
     assert set(desc) - set(plain) == {SCENES_FILE}
     assert {k: desc[k] for k in plain} == plain
 
@@ -511,7 +500,7 @@ def test_attention_mass_tool_on_the_tiny_sd(mass_tool, tiny_sd_dir, described,
     assert maps['prob'].min() >= 0 and maps['prob'].max() <= 1
 
     out = tmp_path / 'mass'
-    before = _digest(described[False])
+    before = tree_digest(described[False])
     report = mass_tool.main([
         described[False], '--sd-paths', tiny_sd_dir, '--labels', 'random',
         '--num-images', '2', '--show', '2', '--out-dir',
@@ -522,7 +511,7 @@ def test_attention_mass_tool_on_the_tiny_sd(mass_tool, tiny_sd_dir, described,
     assert 0 < summary['area_fraction'] < 1
     assert math.isfinite(summary['pooled_ratio'])
     assert (out / 'attention_maps.png').stat().st_size > 1000
-    assert _digest(described[False]) == before  # the scenes are only read
+    assert tree_digest(described[False]) == before  # the scenes are only read
     with open(out / 'attention_mass.json') as f:
         assert json.load(f)['images'] == report['images']
     with pytest.raises(SystemExit, match='--overwrite'):
