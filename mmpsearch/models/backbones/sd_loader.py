@@ -77,18 +77,26 @@ def _weights_variant(folder: str, candidates: Sequence[str]) -> Optional[str]:
     return 'fp16'
 
 
+def _load_diffusers(cls, sd_path: str, subfolder: str) -> nn.Module:
+    """A diffusers model (``cls``: the UNet or the VAE) of ``subfolder``, in
+    fp32, from local files only (its fp16 variant when that is all there
+    is)."""
+    return cls.from_pretrained(
+        sd_path,
+        subfolder=subfolder,
+        local_files_only=True,
+        torch_dtype=torch.float32,
+        low_cpu_mem_usage=_low_cpu_mem_usage(),
+        variant=_weights_variant(
+            osp.join(sd_path, subfolder), _DIFFUSERS_WEIGHTS))
+
+
 def load_vae(sd_path: str) -> nn.Module:
     """The whole VAE (encoder and decoder) of the local folder ``sd_path``,
     in fp32, frozen and in eval mode; the folder is not checked here (see
     :func:`check_sd_folder`)."""
     from diffusers import AutoencoderKL
-    vae = AutoencoderKL.from_pretrained(
-        sd_path,
-        subfolder='vae',
-        local_files_only=True,
-        torch_dtype=torch.float32,
-        low_cpu_mem_usage=_low_cpu_mem_usage(),
-        variant=_weights_variant(osp.join(sd_path, 'vae'), _DIFFUSERS_WEIGHTS))
+    vae = _load_diffusers(AutoencoderKL, sd_path, 'vae')
     vae.requires_grad_(False)
     return vae.eval()
 
@@ -112,16 +120,7 @@ def load_frozen_sd(sd_path: str, need_scheduler: bool = False) -> tuple:
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    def sub(name: str) -> str:
-        return osp.join(sd_path, name)
-
-    unet = UNet2DConditionModel.from_pretrained(
-        sd_path,
-        subfolder='unet',
-        local_files_only=True,
-        torch_dtype=torch.float32,
-        low_cpu_mem_usage=_low_cpu_mem_usage(),
-        variant=_weights_variant(sub('unet'), _DIFFUSERS_WEIGHTS))
+    unet = _load_diffusers(UNet2DConditionModel, sd_path, 'unet')
     vae = load_vae(sd_path)
     # only the encoder is ever used: free the decoder
     vae.decoder = nn.Identity()
@@ -132,7 +131,8 @@ def load_frozen_sd(sd_path: str, need_scheduler: bool = False) -> tuple:
         subfolder='text_encoder',
         local_files_only=True,
         torch_dtype=torch.float32,
-        variant=_weights_variant(sub('text_encoder'), _TRANSFORMERS_WEIGHTS))
+        variant=_weights_variant(
+            osp.join(sd_path, 'text_encoder'), _TRANSFORMERS_WEIGHTS))
     for m in (unet, vae, text_encoder):
         m.requires_grad_(False)
         m.eval()
