@@ -328,6 +328,14 @@ def _journals(folder: str) -> List[str]:
         if f.startswith('journal.rank') and f.endswith('.json'))
 
 
+def _journal_temps(folder: str) -> List[str]:
+    """Half-written journals (``write_json_atomic``'s temporary files) of
+    a run killed between writing and renaming one."""
+    return sorted(
+        osp.join(folder, f) for f in os.listdir(folder)
+        if f.startswith('journal.rank') and '.json.tmp' in f)
+
+
 def merge_journals(folder: str, manifest: dict, log: Callable) -> int:
     """Add the shards that journals of earlier (killed) runs committed to
     ``manifest``; a journal entry whose files are not what was written
@@ -477,7 +485,8 @@ def index_sources(searcher,
         merge_journals(out, manifest, say)
         plan_sources(manifest, images, videos, fps, shard_items, say)
         write_json_atomic(mpath, manifest)
-        for j in _journals(out):  # merged into the manifest just written
+        # merged into the manifest just written; temporaries of a killed run
+        for j in _journals(out) + _journal_temps(out):
             os.remove(j)
     if dist:
         dist.barrier()
