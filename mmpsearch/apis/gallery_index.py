@@ -24,6 +24,7 @@ from typing import List, Optional
 import numpy as np
 
 from mmpsearch.utils.detections import check_detection_rows
+from mmpsearch.utils.paths import require_file
 
 INDEX_KEYS = ('img_paths', 'bboxes', 'scores', 'embeddings', 'image_inds')
 
@@ -149,12 +150,9 @@ class GalleryIndex:
                 index of another width is refused (:func:`search` checks
                 it against the query embedding in any case).
         """
-        if osp.isdir(path):
-            raise FileNotFoundError(f'gallery index {path} is a folder; '
-                                    'expected an .npz file written by '
-                                    'GalleryIndex.save')
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'gallery index {path} does not exist')
+        require_file(
+            path, 'a gallery index: an .npz file written by '
+            'GalleryIndex.save')
         expected = ('expected an .npz file written by GalleryIndex.save '
                     f'with arrays {list(INDEX_KEYS)}')
         if osp.getsize(path) == 0:

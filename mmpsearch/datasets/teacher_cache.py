@@ -136,30 +136,30 @@ class TeacherEmbeddings:
         NaN from the first iteration on."""
         for name, rows in (('embedding', self.embeddings), ('box',
                                                             self.boxes)):
-            bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
-            if len(bad):
-                row = int(bad[0])
-                image = int(np.searchsorted(offsets, row, side='right')) - 1
-                raise ValueError(
-                    f'{self.path}: {len(bad)} teacher {name} row'
-                    f'{"s are" if len(bad) > 1 else " is"} not finite (NaN '
-                    f'or inf); the first is row {row}, box '
-                    f'{row - int(offsets[image])} of image '
-                    f'{str(img_ids[image])!r}. Re-extract the file with '
-                    'tools/extract_teacher_embeddings.py')
+            self._refuse_rows(
+                np.flatnonzero(~np.isfinite(rows).all(axis=1)), name,
+                'not finite (NaN or inf)', img_ids, offsets)
         # an all-zero row has no direction: the model is trained towards
         # nothing (loss_reid stayed at 5.0 and the run exited 0)
-        zero = np.flatnonzero(~self.embeddings.any(axis=1))
-        if len(zero):
-            row = int(zero[0])
-            image = int(np.searchsorted(offsets, row, side='right')) - 1
-            raise ValueError(
-                f'{self.path}: {len(zero)} teacher embedding row'
-                f'{"s are" if len(zero) > 1 else " is"} all zeros (norm 0; '
-                'expected L2-normalised embeddings); the first is row '
-                f'{row}, box {row - int(offsets[image])} of image '
-                f'{str(img_ids[image])!r}. Re-extract the file with '
-                'tools/extract_teacher_embeddings.py')
+        self._refuse_rows(
+            np.flatnonzero(~self.embeddings.any(axis=1)), 'embedding',
+            'all zeros (norm 0; expected L2-normalised embeddings)', img_ids,
+            offsets)
+
+    def _refuse_rows(self, bad: np.ndarray, name: str, state: str,
+                     img_ids: np.ndarray, offsets: np.ndarray) -> None:
+        """A ``ValueError`` naming how many rows are ``state`` and where
+        the first one is (row, box, image), unless ``bad`` is empty."""
+        if not len(bad):
+            return
+        row = int(bad[0])
+        image = int(np.searchsorted(offsets, row, side='right')) - 1
+        raise ValueError(
+            f'{self.path}: {len(bad)} teacher {name} row'
+            f'{"s are" if len(bad) > 1 else " is"} {state}; the first is '
+            f'row {row}, box {row - int(offsets[image])} of image '
+            f'{str(img_ids[image])!r}. Re-extract the file with '
+            'tools/extract_teacher_embeddings.py')
 
     def check_image(self, img_id: str, boxes: np.ndarray) -> str:
         """'' when the file holds one row per box of ``boxes`` for

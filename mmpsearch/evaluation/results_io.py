@@ -26,6 +26,7 @@ import numpy as np
 from mmpsearch.datasets.protocol import SearchProtocol
 from mmpsearch.utils.detections import (check_detection_rows,
                                         check_query_embedding)
+from mmpsearch.utils.paths import require_file
 from .functional.gallery import PlainKeyError
 
 GALLERY_KEYS = ('bboxes', 'scores', 'embeddings')
@@ -217,12 +218,8 @@ def validate_search_results(results: Any,
 def require_results_file(path: str) -> None:
     """A ``FileNotFoundError`` naming ``path`` unless it is a file (a
     folder is named as one, not as missing)."""
-    if osp.isdir(path):
-        raise FileNotFoundError(f'results file {path} is a folder; expected '
-                                'the .pkl file written by tools/test.py '
-                                '--out')
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'results file {path} does not exist')
+    require_file(path, 'a results file: the .pkl written by tools/test.py '
+                 '--out')
 
 
 def load_search_results(path: str,

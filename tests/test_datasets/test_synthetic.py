@@ -18,6 +18,7 @@ from mmpsearch.datasets import (CUHKSYSUDataset, PRWDataset,
                                 load_cuhk_protocol, load_prw_protocol,
                                 make_synthetic)
 from mmpsearch.datasets.synthetic import identity_looks
+from mmpsearch.datasets.synthetic.render import split_identities
 from mmpsearch.testing.files import tree_digest
 from .conftest import SMALL
 
@@ -219,6 +220,16 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match='too many'):
         make_synthetic(
             'prw', str(tmp_path), num_images=24, num_ids=60, image_size=SMALL)
+    with pytest.raises(ValueError, match='num_ids >= 2'):
+        make_synthetic('cuhk', str(tmp_path), 202, num_ids=1)
+
+
+def test_identity_split():
+    # the test half rounded down, as the releases split about in half
+    assert split_identities(2) == (1, 1)
+    assert split_identities(7) == (4, 3)
+    with pytest.raises(ValueError, match='num_ids=1 leaves no test'):
+        split_identities(1)
 
 
 def test_cli(tmp_path, monkeypatch, capsys):

@@ -114,7 +114,9 @@ def test_a_results_path_that_is_a_folder_is_named_as_one(tmp_path, trees):
     folder = tmp_path / 'res.pkl'
     folder.mkdir()
     with pytest.raises(
-            FileNotFoundError, match=f'results file {folder} is a folder'):
+            FileNotFoundError,
+            match=f'{folder} is a folder, not a file; expected a results file'
+    ):
         load_search_results(str(folder))
     cli = load_eval_search()
     with pytest.raises(SystemExit, match=f'{folder} is a folder'):

@@ -19,7 +19,8 @@ from ..cuhk_sysu import (ANNO_DIR, CUHK_GALLERY_SIZES, IMAGE_DIR, IMAGES_FILE,
 from ..mat_utils import MAT_EMPTY, mat_cell, mat_num, mat_struct
 from .captions import SCENES_FILE, describe_look, grey_name
 from .render import (assign_ids, identity_looks, render_background,
-                     render_scene, scene_people, write_image, write_mat)
+                     render_scene, scene_people, split_identities, write_image,
+                     write_mat)
 
 # The query subsets of CUHK-SYSU (annotation/test/subset): a query is
 # "occluded" when the box of a person nearer the camera covers at least this
@@ -67,11 +68,7 @@ def make_cuhk(out_dir: str,
             f'num_images={num_images} gives a gallery of {n_test} images; '
             'TestG100 needs at least 101 (the query image plus 100), so use '
             'num_images >= 202')
-    n_test_ids = num_ids // 2
-    n_train_ids = num_ids - n_test_ids
-    if n_test_ids < 1:
-        raise ValueError(f'num_ids={num_ids} leaves no test identity; use '
-                         'num_ids >= 2')
+    n_train_ids, _ = split_identities(num_ids)
     rng = np.random.default_rng([seed, 0])
     looks_list = identity_looks(rng, num_ids)
     idnums = [int(v) for v in rng.permutation(num_ids) + 1]  # p1..pK

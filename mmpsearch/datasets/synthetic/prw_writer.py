@@ -14,7 +14,8 @@ from ..prw import (ANNOTATION_SUFFIX, ANNOTATIONS_DIR, BOX_KEYS, FRAME_LISTS,
                    FRAMES_DIR, ID_TEST_FILE, ID_TEST_VAR, ID_TRAIN_FILE,
                    ID_TRAIN_VAR, QUERY_FILE, UNLABELED_ID)
 from .render import (assign_ids, identity_looks, render_background,
-                     render_scene, scene_people, write_image, write_mat)
+                     render_scene, scene_people, split_identities, write_image,
+                     write_mat)
 
 
 def make_prw(out_dir: str, num_images: int, num_ids: int, seed: int,
@@ -31,11 +32,7 @@ def make_prw(out_dir: str, num_images: int, num_ids: int, seed: int,
     if num_images < 4 * cams:
         raise ValueError(f'num_images={num_images} is too small for 6 '
                          'cameras; use num_images >= 24')
-    n_test_ids = num_ids // 2
-    n_train_ids = num_ids - n_test_ids
-    if n_test_ids < 1:
-        raise ValueError(f'num_ids={num_ids} leaves no test identity; use '
-                         'num_ids >= 2')
+    n_train_ids, _ = split_identities(num_ids)
     rng = np.random.default_rng([seed, 2])
     looks_list = identity_looks(rng, num_ids)
     # original ids 1..K, train and test ids interleaved (as in the release)

@@ -55,6 +55,16 @@ class PersonLook:
     build: float
 
 
+def split_identities(num_ids: int) -> Tuple[int, int]:
+    """How many of ``num_ids`` identities train and how many test: the
+    releases split them about in half, the test half rounded down."""
+    n_test_ids = num_ids // 2
+    if n_test_ids < 1:
+        raise ValueError(f'num_ids={num_ids} leaves no test identity; use '
+                         'num_ids >= 2')
+    return num_ids - n_test_ids, n_test_ids
+
+
 def identity_looks(rng: np.random.Generator, num: int) -> List[PersonLook]:
     """``num`` identities with pairwise different (upper, lower, pattern)
     combinations (while there are enough of them: 500)."""
