@@ -2,6 +2,7 @@
 """tools/analysis_tools/eval_search.py end to end, on tiny trees in the
 released CUHK-SYSU / PRW formats (written by ``make_synthetic``)."""
 import json
+import re
 import warnings
 
 import numpy as np
@@ -119,6 +120,13 @@ def test_cli_errors(trees, tmp_path):
         cli.main([
             res, '--dataset', 'cuhk', '--data-root', root, '--gallery-size',
             '77'
+        ])
+    with pytest.raises(
+            SystemExit,
+            match=re.escape('--gallery-size: gallery sizes [50, 50] repeat')):
+        cli.main([
+            res, '--dataset', 'cuhk', '--data-root', root, '--gallery-size',
+            '50', '50'
         ])
     with pytest.raises(SystemExit, match='PRW only'):
         cli.main(

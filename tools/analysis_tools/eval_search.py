@@ -119,7 +119,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 if __name__ == '__main__':
     parse_args()
 
-from mmpsearch.datasets.cuhk_sysu import CUHK_GALLERY_SIZES  # noqa: E402
 from mmpsearch.evaluation.functional import CROSS_CAMERA_SUFFIX  # noqa: E402
 from mmpsearch.evaluation.functional import DETECTION_KEYS  # noqa: E402
 from mmpsearch.evaluation.functional import SEARCH_KEYS  # noqa: E402
@@ -128,6 +127,8 @@ from mmpsearch.evaluation.functional import gallery_size_suffix  # noqa: E402
 from mmpsearch.evaluation.functional import subset_suffix  # noqa: E402
 from mmpsearch.evaluation.functional.cbgm import check_cbgm_k_bounds  # noqa
 from mmpsearch.evaluation.functional.cbgm import resolve_cbgm_k  # noqa: E402
+from mmpsearch.evaluation.functional.protocol_settings import \
+    check_cuhk_gallery_sizes  # noqa: E402
 from mmpsearch.evaluation.metrics import person_search_metric  # noqa: E402
 from mmpsearch.evaluation.results_io import load_search_results  # noqa: E402
 from mmpsearch.evaluation.results_io import require_results_file  # noqa
@@ -228,13 +229,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if args.dataset == 'prw' and args.subset is not None:
         raise SystemExit('--subset applies to CUHK-SYSU only')
     sizes = args.gallery_size or ([100] if args.dataset == 'cuhk' else [])
-    for s in sizes:
-        if s not in CUHK_GALLERY_SIZES:
-            raise SystemExit(
-                f'--gallery-size {s}: unknown CUHK-SYSU gallery size, '
-                f'expected one of {CUHK_GALLERY_SIZES}')
-    if len(set(sizes)) != len(sizes):
-        raise SystemExit(f'--gallery-size {sizes}: sizes repeat')
+    try:
+        check_cuhk_gallery_sizes(sizes, '--gallery-size')
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     if args.cbgm:
         try:
             args.cbgm_k1, args.cbgm_k2 = resolve_cbgm_k(

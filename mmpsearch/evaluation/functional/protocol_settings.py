@@ -46,6 +46,17 @@ class ProtocolSettings:
     cbgm_k2: Optional[int]
 
 
+def check_cuhk_gallery_sizes(sizes: Sequence[int], owner: str) -> None:
+    """A ``ValueError`` starting with ``owner`` unless every size is one of
+    CUHK-SYSU's gallery sizes and none repeats."""
+    for s in sizes:
+        if s not in CUHK_GALLERY_SIZES:
+            raise ValueError(f'{owner}: unknown CUHK-SYSU gallery size {s!r}, '
+                             f'expected one of {CUHK_GALLERY_SIZES}')
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f'{owner}: gallery sizes {list(sizes)} repeat')
+
+
 def check_protocol_settings(
         dataset_type: str,
         data_root: str,
@@ -77,13 +88,7 @@ def check_protocol_settings(
     if dataset_type == 'cuhk':
         if not sizes:
             raise ValueError(f'{owner}: gallery_size is empty')
-        for s in sizes:
-            if s not in CUHK_GALLERY_SIZES:
-                raise ValueError(
-                    f'{owner}: unknown CUHK-SYSU gallery size {s!r}, '
-                    f'expected one of {CUHK_GALLERY_SIZES}')
-        if len(set(sizes)) != len(sizes):
-            raise ValueError(f'{owner}: gallery sizes {sizes} repeat')
+        check_cuhk_gallery_sizes(sizes, owner)
         if cross_camera:
             raise ValueError(f'{owner}: cross_camera applies to PRW only')
     elif sizes != [100]:
