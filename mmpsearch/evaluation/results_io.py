@@ -19,7 +19,7 @@ import io
 import os
 import os.path as osp
 import pickle
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -92,6 +92,17 @@ def safe_load_pickle(path: str) -> Any:
                          f'({type(e).__name__}: {e})') from e
 
 
+def _require_keys(item: Any, keys: Sequence[str], where: str) -> None:
+    """A ``TypeError`` unless ``item`` is a dict, a ``KeyError`` naming the
+    first of ``keys`` it lacks."""
+    if not isinstance(item, dict):
+        raise TypeError(f'{where}: expected a dict with keys {keys}, got '
+                        f'{type(item).__name__}')
+    for key in keys:
+        if key not in item:
+            raise PlainKeyError(f'{where}: missing key {key!r}')
+
+
 def _check_array(value: Any, where: str, shape: tuple, what: str) -> None:
     """``value`` must be a float32 ndarray of ``shape`` (None = any)."""
     if not isinstance(value, np.ndarray):
@@ -142,12 +153,7 @@ def validate_search_results(results: Any,
     dim = None
     for qi, q in enumerate(queries):
         where = f'{source}: query {qi}'
-        if not isinstance(q, dict):
-            raise TypeError(f'{where}: expected a dict with keys '
-                            f'{QUERY_KEYS}, got {type(q).__name__}')
-        for key in QUERY_KEYS:
-            if key not in q:
-                raise PlainKeyError(f'{where}: missing key {key!r}')
+        _require_keys(q, QUERY_KEYS, where)
         if not isinstance(q['img_id'], str):
             raise TypeError(f'{where}: "img_id" must be a str')
         _check_array(q['bbox'], f'{where} "bbox"', (4, ), '(4,)')
@@ -166,12 +172,7 @@ def validate_search_results(results: Any,
         where = f'{source}: gallery image {img_id!r}'
         if not isinstance(img_id, str):
             raise TypeError(f'{where}: image names must be str')
-        if not isinstance(item, dict):
-            raise TypeError(f'{where}: expected a dict with keys '
-                            f'{GALLERY_KEYS}, got {type(item).__name__}')
-        for key in GALLERY_KEYS:
-            if key not in item:
-                raise PlainKeyError(f'{where}: missing key {key!r}')
+        _require_keys(item, GALLERY_KEYS, where)
         _check_array(item['scores'], f'{where} "scores"', (None, ), '(N,)')
         n = item['scores'].shape[0]
         _check_array(item['bboxes'], f'{where} "bboxes"', (n, 4), f'({n}, 4)')

@@ -124,6 +124,10 @@ def test_extra_gallery_image():
     (lambda r: r['query'][0].pop('img_id'), KeyError,
      "query 0: missing key 'img_id'"),
     (lambda r: r.pop('query'), KeyError, "missing key 'query'"),
+    (lambda r: r['query'].__setitem__(2, [1, 2]), TypeError,
+     "query 2: expected a dict with keys .* got list"),
+    (lambda r: r['gallery'].__setitem__('a.jpg', None), TypeError,
+     "'a.jpg': expected a dict with keys .* got NoneType"),
     (lambda r: r['gallery']['b.jpg']['embeddings'].__setitem__(
         (0, 0), np.nan), ValueError,
      r"'b.jpg': embeddings has NaN or infinite values in rows \[0\]"),
