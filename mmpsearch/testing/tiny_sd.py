@@ -22,26 +22,44 @@ import torch
 TINY_SD_WORDS = ('person', 'head', 'shirts', 'pants', 'shoes', 'a', 'photo',
                  'of')
 
-TINY_UNET_CONFIG = dict(
-    sample_size=8,
+# Stable Diffusion 2.1-base, unet/config.json
+SD21_BASE_UNET_CONFIG = dict(
+    sample_size=64,
     in_channels=4,
     out_channels=4,
+    center_input_sample=False,
+    flip_sin_to_cos=True,
+    freq_shift=0,
     down_block_types=('CrossAttnDownBlock2D', 'CrossAttnDownBlock2D',
                       'CrossAttnDownBlock2D', 'DownBlock2D'),
     up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D',
                     'CrossAttnUpBlock2D'),
-    block_out_channels=(32, 48, 64, 64),
+    block_out_channels=(320, 640, 1280, 1280),
     layers_per_block=2,
-    # as in SD 2.1, diffusers' ``attention_head_dim`` is the number of
-    # heads per level (2.1: 5, 10, 20, 20 -> 64 channels a head; here 16)
+    downsample_padding=1,
+    mid_block_scale_factor=1,
+    act_fn='silu',
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    cross_attention_dim=1024,
+    attention_head_dim=(5, 10, 20, 20),
+    dual_cross_attention=False,
+    use_linear_projection=True,
+    only_cross_attention=False,
+    upcast_attention=False,
+    num_class_embeds=None,
+)
+
+# SD 2.1-base's UNet (its blocks, layer names and linear projections) at a
+# test's size: an 8 x 8 latent, 32-64 channels, 16 channels a head (2.1:
+# 64; diffusers' ``attention_head_dim`` is the number of heads per level)
+TINY_UNET_CONFIG = dict(
+    SD21_BASE_UNET_CONFIG,
+    sample_size=8,
+    block_out_channels=(32, 48, 64, 64),
     attention_head_dim=(2, 3, 4, 4),
     cross_attention_dim=32,
-    use_linear_projection=True,
-    norm_num_groups=16,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    act_fn='silu',
-)
+    norm_num_groups=16)
 
 TINY_VAE_CONFIG = dict(
     in_channels=3,

@@ -2,7 +2,8 @@
 """Peak memory and time of the DiffPS Stable Diffusion feature extraction:
 our way against every attention made explicit, as the public code does.
 
-A full-size SD 2.1-base UNet is built from its config (written below; random
+A full-size SD 2.1-base UNet is built from its config
+(``mmpsearch.testing.tiny_sd.SD21_BASE_UNET_CONFIG``; random
 weights, nothing is downloaded) and the DiffPS features (7 ReID maps, the K
 map and the "person" cross-attention map, Kim et al.) are extracted once
 from a latent of a ``--size`` x ``--size`` image, on the CPU in fp32, in two
@@ -39,34 +40,6 @@ import sys
 import tempfile
 import time
 
-# Stable Diffusion 2.1-base, unet/config.json
-SD21_BASE_UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    center_input_sample=False,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    down_block_types=('CrossAttnDownBlock2D', 'CrossAttnDownBlock2D',
-                      'CrossAttnDownBlock2D', 'DownBlock2D'),
-    up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D',
-                    'CrossAttnUpBlock2D'),
-    block_out_channels=(320, 640, 1280, 1280),
-    layers_per_block=2,
-    downsample_padding=1,
-    mid_block_scale_factor=1,
-    act_fn='silu',
-    norm_num_groups=32,
-    norm_eps=1e-5,
-    cross_attention_dim=1024,
-    attention_head_dim=(5, 10, 20, 20),
-    dual_cross_attention=False,
-    use_linear_projection=True,
-    only_cross_attention=False,
-    upcast_attention=False,
-    num_class_embeds=None,
-)
-
 # DiffPS layers, as in configs/_base_/models/diffps_sd21.py
 FEATURE_LAYERS = ('T[1][2].attn1.to_q', 'T[2][1].attn1.to_v',
                   'T[2][2].attn1.to_q', 'T[3][0].attn1.to_q',
@@ -102,11 +75,12 @@ def worker(mode: str, size: int, timestep: int, threads: int,
 
     from mmpsearch.models.layers.unet_feature_tap import (UNetFeatureTap,
                                                           expand_layer_name)
+    from mmpsearch.testing.tiny_sd import SD21_BASE_UNET_CONFIG
 
     if threads > 0:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD21_BASE_UNET).eval()
+    unet = UNet2DConditionModel(**SD21_BASE_UNET_CONFIG).eval()
     unet.requires_grad_(False)
     n_params = sum(p.numel() for p in unet.parameters())
     unet.set_attn_processor(AttnProcessor2_0() if mode ==
