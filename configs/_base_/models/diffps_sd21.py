@@ -17,7 +17,6 @@
 # their reasons are listed in docs/en/model_zoo.md ("DiffPS: differences
 # from the official code"). The RPN and R-CNN settings are written as what
 # they change in mmdet's Faster R-CNN (faster_rcnn_r50_fpn.py).
-from mmcv.ops import RoIAlign
 from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmdet.models.losses import SmoothL1Loss
 from mmdet.models.roi_heads.shared_heads import ResLayer
@@ -57,8 +56,10 @@ __res5 = dict(
 # aligned=False
 __roi_extractor = dict(
     type=FP32SingleRoIExtractor,
+    # by name, not the class: mmdet looks it up in mmcv.ops, and a class
+    # would be saved in the work dir's config as 'mmcv.ops.RoIAlign'
     roi_layer=dict(
-        type=RoIAlign, output_size=14, sampling_ratio=2, aligned=False),
+        type='RoIAlign', output_size=14, sampling_ratio=2, aligned=False),
     out_channels=1024,
     featmap_strides=[8])
 # 128 RoIs at 50 %, no more negatives than positives when positives are

@@ -5,7 +5,6 @@
 # fp32. The two-step baseline's detector
 # (two_step_faster_rcnn_r50.py), and what DiffPS's RPN and R-CNN settings
 # (diffps_sd21.py) change.
-from mmcv.ops import RoIAlign
 from mmdet.models.backbones import ResNet
 from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmdet.models.dense_heads import RPNHead
@@ -63,7 +62,10 @@ model = dict(
         # (mmdet's maps them in fp16 under --amp)
         bbox_roi_extractor=dict(
             type=FP32SingleRoIExtractor,
-            roi_layer=dict(type=RoIAlign, output_size=7, sampling_ratio=0),
+            # by name, not the class: mmdet looks it up in
+            # mmcv.ops, and a class would be saved in the work
+            # dir's config as 'mmcv.ops.RoIAlign'
+            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
             out_channels=256,
             featmap_strides=[4, 8, 16, 32]),
         bbox_head=dict(

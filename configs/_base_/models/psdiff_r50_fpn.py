@@ -10,7 +10,6 @@
 # it departs from the paper in five training places and three test-time
 # ones, each marked "Departure" below.
 # configs/psdiff/*_paper.py keep the paper's recipe exactly.
-from mmcv.ops import RoIAlign
 from mmdet.models.losses import QualityFocalLoss
 from mmdet.models.task_modules.assigners import (BBoxL1Cost, FocalLossCost,
                                                  IoUCost)
@@ -65,8 +64,11 @@ model = dict(
             in_channels=256,
             roi_extractor=dict(
                 type=GatherRoIExtractor,
+                # by name, not the class: mmdet looks it up in
+                # mmcv.ops, and a class would be saved in the work
+                # dir's config as 'mmcv.ops.RoIAlign'
                 roi_layer=dict(
-                    type=RoIAlign,
+                    type='RoIAlign',
                     output_size=7,
                     sampling_ratio=2,
                     aligned=True),
