@@ -1,12 +1,40 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 import importlib.util
 import os
+import re
 from pathlib import Path
+from types import ModuleType
+from typing import Iterator, Optional
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_tool(rel: str, name: Optional[str] = None) -> ModuleType:
+    """The script ``rel`` of the repository (e.g.
+    ``'tools/analysis_tools/eval_search.py'``) as a fresh module, so that
+    its functions and ``main()`` run in this process: tools/, scripts/ and
+    demo/ are not packages. ``name`` defaults to one made from ``rel``."""
+    if name is None:
+        name = '_tool_' + re.sub(r'\W', '_', rel)
+    spec = importlib.util.spec_from_file_location(name, REPO / rel)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def leaves(node) -> Iterator:
+    """Every leaf of ``node``, nested dicts (their values), lists and
+    tuples, depth first."""
+    if isinstance(node, dict):
+        node = node.values()
+    elif not isinstance(node, (list, tuple)):
+        yield node
+        return
+    for value in node:
+        yield from leaves(value)
 
 
 def gpu_selected(markexpr: str) -> bool:
@@ -68,8 +96,5 @@ def tiny_cuhk(tmp_path_factory) -> str:
 def extract_tool():
     """tools/extract_teacher_embeddings.py as a module (tools/ is not a
     package), so its main() runs in this process."""
-    path = REPO / 'tools' / 'extract_teacher_embeddings.py'
-    spec = importlib.util.spec_from_file_location('extract_teacher_tool', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/extract_teacher_embeddings.py',
+                     'extract_teacher_tool')

@@ -78,20 +78,14 @@ def test_index_save_and_load_give_the_same_results(scenes, tmp_path):
     with pytest.raises(FileExistsError, match='exists'):
         index.save(path)
     loaded = GalleryIndex.load(path)
-    hits = search(
-        searcher,
-        _img(root, query.img_id),
-        query.box,
-        index,
-        topk=8,
-        one_per_image=False)
-    again = search(
-        searcher,
-        _img(root, query.img_id),
-        query.box,
-        loaded,
-        topk=8,
-        one_per_image=False)
+    hits, again = (
+        search(
+            searcher,
+            _img(root, query.img_id),
+            query.box,
+            searched,
+            topk=8,
+            one_per_image=False) for searched in (index, loaded))
     assert [(h.img_path, h.similarity) for h in hits] == \
         [(h.img_path, h.similarity) for h in again]
     for a, b in zip(hits, again):

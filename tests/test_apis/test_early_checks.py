@@ -3,8 +3,6 @@
 refused where they are read: PSDiff's test_cfg counts and sampler name, the
 API's topk and image dtype, the demo's query box and --topk before any
 gallery image is indexed."""
-import importlib.util
-import os.path as osp
 
 import numpy as np
 import pytest
@@ -13,13 +11,7 @@ from mmpsearch.apis import search
 from mmpsearch.apis.inference import _read_image
 from mmpsearch.registry import MODELS
 from mmpsearch.utils import register_all_modules
-
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-spec = importlib.util.spec_from_file_location(
-    'psdiff_detector_tests',
-    osp.join(REPO, 'tests', 'test_models', 'test_detectors', 'test_psdiff.py'))
-psdiff_tests = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(psdiff_tests)
+from ..test_models.test_detectors import test_psdiff as psdiff_tests
 
 
 @pytest.mark.parametrize('key,value', [('sampling_steps', 2.5),

@@ -27,6 +27,7 @@ from mmpsearch.apis import (Appearance, CorruptShardError, IndexHit,
 from mmpsearch.apis.vector_search import FORMAT, exact_topk, ivf_params
 from mmpsearch.datasets.synthetic.video import make_synthetic_videos
 from tests.test_tools.conftest import tool_env
+from ..conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py')
@@ -244,11 +245,7 @@ def test_two_gloo_processes_make_the_same_index(media, reference, tmp_path):
 
 
 def test_search_tool_writes_hits_and_contact_sheet(media, reference, tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'search_index_tool', REPO / 'tools' / 'search_index.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('tools/search_index.py', 'search_index_tool')
     q = media['ann']['query']
     qimg = str(Path(media['videos'][0]).parent / q['image'])
     out = tmp_path / 'hits'
@@ -395,13 +392,21 @@ def _clustered(n, d, per_id=25, noise=0.75, seed=0):
     return draw(n), draw(50)
 
 
-def test_faiss_flat_ranks_as_numpy_exact():
-    gallery, queries = _clustered(3000, 32, seed=1)
-    vi = VectorIndex.build(
-        lambda: [gallery[:1000], gallery[1000:]],
+def _vector_index(gallery: np.ndarray, kind: str, split=None, **kwargs):
+    """The VectorIndex of ``kind`` of the 32-d ``gallery``, its rows handed
+    over as one chunk, or as two: before and from row ``split``."""
+    return VectorIndex.build(
+        lambda: [gallery]
+        if split is None else [gallery[:split], gallery[split:]],
         len(gallery),
         32,
-        kind='flat')
+        kind=kind,
+        **kwargs)
+
+
+def test_faiss_flat_ranks_as_numpy_exact():
+    gallery, queries = _clustered(3000, 32, seed=1)
+    vi = _vector_index(gallery, 'flat', split=1000)
     sims, ids = vi.search(queries, 20, lambda i: gallery[i])
     ref_sims, ref_ids = exact_topk(gallery, queries, 20)
     np.testing.assert_array_equal(ids, ref_ids)
@@ -420,11 +425,7 @@ def test_ivfpq_recall_on_a_clustered_gallery():
     candidates re-ranked). One list a query (a fixed nprobe of 1) stays
     below 0.95: the calibration is what holds the bound."""
     gallery, queries = _clustered(20000, 32, seed=2)
-    vi = VectorIndex.build(
-        lambda: [gallery[:7000], gallery[7000:]],
-        len(gallery),
-        32,
-        kind='ivfpq')
+    vi = _vector_index(gallery, 'ivfpq', split=7000)
     assert vi.kind == 'ivfpq' and vi.nlist == 512
     assert vi.memory_bytes() < gallery.nbytes / 4
     # the calibration stopped at the first nprobe reaching its target
@@ -469,18 +470,11 @@ def test_ivf_parameters_follow_the_index_size_and_k():
     assert ivf_params(5_000, 32)['factory'] == 'IVF128,PQ4x7np'
     # a built index: its calibrated nprobe, scaled with k
     gallery, _ = _clustered(20000, 32, seed=4)
-    vi = VectorIndex.build(
-        lambda: [gallery],
-        len(gallery),
-        32,
-        kind='ivfpq',
-        nlist=64,
-        calib_queries=100)
+    vi = _vector_index(gallery, 'ivfpq', nlist=64, calib_queries=100)
     assert vi.nlist == 64 and vi.calibration
     assert vi.search_params(10) == (max(vi.nprobe, 1), 100)
     assert vi.search_params(40) == (min(64, max(2 * vi.nprobe, 3)), 400)
-    fixed = VectorIndex.build(
-        lambda: [gallery], len(gallery), 32, kind='ivfpq', nlist=64, nprobe=5)
+    fixed = _vector_index(gallery, 'ivfpq', nlist=64, nprobe=5)
     assert not fixed.calibration
     assert fixed.search_params(10)[0] == fixed.search_params(1000)[0] == 5
 
@@ -490,8 +484,7 @@ def test_a_search_index_of_format_1_still_loads(tmp_path):
     a fixed nprobe) loads and searches; a newer format is refused, naming
     what to rebuild."""
     gallery, queries = _clustered(20000, 32, seed=3)
-    vi = VectorIndex.build(
-        lambda: [gallery], len(gallery), 32, kind='ivfpq', calib_queries=50)
+    vi = _vector_index(gallery, 'ivfpq', calib_queries=50)
     vi.save(str(tmp_path), dict(rows=len(gallery)))
     path = tmp_path / 'vectors.json'
     info = json.loads(path.read_text())

@@ -14,7 +14,7 @@ from mmpsearch.datasets.synthetic import (LOW_RES_MAX_HEIGHT,
                                           OCCLUSION_MIN_SHARE)
 from mmpsearch.testing.released_trees import (CUHK_OCCLUSION, CUHK_RESOLUTION,
                                               write_cuhk, write_cuhk_subset)
-from .conftest import SMALL
+from .conftest import SMALL, small_synthetic
 
 SUBSET_REL = osp.join('annotation', 'test', 'subset')
 
@@ -149,10 +149,7 @@ def _share_covered_by_nearer(box, others):
 
 @pytest.fixture(scope='module')
 def synthetic(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('cuhk_subsets'))
-    summary = make_synthetic(
-        'cuhk', root, num_images=202, num_ids=40, seed=3, image_size=SMALL)
-    return root, summary
+    return small_synthetic(tmp_path_factory, 'cuhk_subsets', 'cuhk', 202, 40)
 
 
 def test_synthetic_subsets_meet_the_criteria(synthetic, tmp_path):

@@ -1,6 +1,7 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """CUHKSYSUDataset and load_cuhk_protocol on hand-built released trees."""
 import os.path as osp
+from functools import partial
 
 import numpy as np
 import pytest
@@ -10,16 +11,9 @@ from scipy.io import loadmat
 from mmpsearch.datasets import (CUHKSYSUDataset, SearchProtocol,
                                 load_cuhk_protocol)
 from mmpsearch.testing.released_trees import CUHK_IMAGES, write_cuhk
+from .conftest import boxes_ids, dataset_infos
 
-
-def infos(root, split, **kwargs):
-    ds = CUHKSYSUDataset(data_root=root, split=split, **kwargs)
-    return [ds.get_data_info(i) for i in range(len(ds))]
-
-
-def boxes_ids(info):
-    return ([i['bbox'] for i in info['instances']],
-            [i['person_id'] for i in info['instances']])
+infos = partial(dataset_infos, CUHKSYSUDataset)
 
 
 def test_files_have_the_released_nesting(tmp_path):

@@ -1,6 +1,7 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """PRWDataset and load_prw_protocol on hand-built released trees."""
 import os.path as osp
+from functools import partial
 
 import numpy as np
 import pytest
@@ -8,16 +9,9 @@ from scipy.io import loadmat, savemat
 
 from mmpsearch.datasets import PRWDataset, load_prw_protocol, prw_cam_id
 from mmpsearch.testing.released_trees import PRW_FRAMES, PRW_QUERIES, write_prw
+from .conftest import boxes_ids, dataset_infos
 
-
-def infos(root, split, **kwargs):
-    ds = PRWDataset(data_root=root, split=split, **kwargs)
-    return [ds.get_data_info(i) for i in range(len(ds))]
-
-
-def boxes_ids(info):
-    return ([i['bbox'] for i in info['instances']],
-            [i['person_id'] for i in info['instances']])
+infos = partial(dataset_infos, PRWDataset)
 
 
 def test_files_have_the_released_nesting(tmp_path):

@@ -1,11 +1,9 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """Bad CUHK-SYSU / PRW trees are refused while the dataset is built, with an
 error that names the file, the field or value and what was expected."""
-import importlib.util
 import io
 import os
 import os.path as osp
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +20,7 @@ from mmpsearch.registry import DATASETS
 from mmpsearch.testing.released_trees import (CUHK_IMAGES, PRW_QUERIES,
                                               PRW_TEST, PRW_TRAIN, write_cuhk,
                                               write_prw)
-
-REPO = Path(__file__).resolve().parents[2]
+from ..conftest import REPO, load_tool
 
 
 @pytest.fixture(autouse=True)
@@ -115,6 +112,16 @@ def test_data_root_that_is_a_file(tmp_path):
         load_cuhk_protocol(str(path), 50)
 
 
+def _assert_other_tree(build, root: str, start: str, option: str) -> None:
+    """``build(root)`` refuses the tree of the other dataset: its message
+    starts with ``start`` and names the ``--dataset`` option to use."""
+    with pytest.raises(ValueError) as e:
+        build(root)
+    msg = str(e.value)
+    assert msg.startswith(start)
+    assert option in msg
+
+
 @pytest.mark.parametrize(
     'build',
     [
@@ -125,12 +132,9 @@ def test_data_root_that_is_a_file(tmp_path):
     ])
 def test_prw_on_a_cuhk_root(tmp_path, build):
     root = write_cuhk(str(tmp_path))
-    with pytest.raises(ValueError) as e:
-        build(root)
-    msg = str(e.value)
-    assert msg.startswith(f'data_root {root} holds a CUHK-SYSU tree '
-                          '(annotation), not PRW; expected frames/')
-    assert '--dataset cuhk' in msg
+    _assert_other_tree(
+        build, root, f'data_root {root} holds a CUHK-SYSU tree '
+        '(annotation), not PRW; expected frames/', '--dataset cuhk')
 
 
 @pytest.mark.parametrize('build', [
@@ -140,12 +144,9 @@ def test_prw_on_a_cuhk_root(tmp_path, build):
 ])
 def test_cuhk_on_a_prw_root(tmp_path, build):
     root = write_prw(str(tmp_path))
-    with pytest.raises(ValueError) as e:
-        build(root)
-    msg = str(e.value)
-    assert msg.startswith(f'data_root {root} holds a PRW tree ('
-                          'frame_test.mat), not CUHK-SYSU')
-    assert '--dataset prw' in msg
+    _assert_other_tree(
+        build, root, f'data_root {root} holds a PRW tree ('
+        'frame_test.mat), not CUHK-SYSU', '--dataset prw')
 
 
 def test_prw_config_on_a_cuhk_root(tmp_path):
@@ -161,10 +162,7 @@ def test_eval_search_cli_prw_on_a_cuhk_root(tmp_path):
     root = write_cuhk(str(tmp_path / 'cuhk'))
     results = tmp_path / 'results.pkl'
     results.write_bytes(b'')  # the protocol is read first
-    spec = importlib.util.spec_from_file_location(
-        'eval_search_refuse', REPO / 'tools/analysis_tools/eval_search.py')
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_tool('tools/analysis_tools/eval_search.py')
     with pytest.raises(ValueError, match='holds a CUHK-SYSU tree'):
         cli.main([str(results), '--dataset', 'prw', '--data-root', root])
 

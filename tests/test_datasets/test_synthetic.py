@@ -20,14 +20,9 @@ from mmpsearch.datasets import (CUHKSYSUDataset, PRWDataset,
 from mmpsearch.datasets.synthetic import identity_looks
 from mmpsearch.datasets.synthetic.render import split_identities
 from mmpsearch.testing.files import tree_digest
-from .conftest import SMALL
+from .conftest import SMALL, dataset_infos
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def infos(cls, root, split, **kwargs):
-    ds = cls(data_root=root, split=split, **kwargs)
-    return [ds.get_data_info(i) for i in range(len(ds))]
 
 
 def test_cuhk_layout_and_loaders(synthetic_cuhk):
@@ -45,9 +40,9 @@ def test_cuhk_layout_and_loaders(synthetic_cuhk):
     with pytest.raises(FileNotFoundError, match=r'sizes \[50, 100\]'):
         load_cuhk_protocol(root, 500)
 
-    train = infos(CUHKSYSUDataset, root, 'train')
-    gallery = infos(CUHKSYSUDataset, root, 'gallery')
-    queries = infos(CUHKSYSUDataset, root, 'query')
+    train = dataset_infos(CUHKSYSUDataset, root, 'train')
+    gallery = dataset_infos(CUHKSYSUDataset, root, 'gallery')
+    queries = dataset_infos(CUHKSYSUDataset, root, 'query')
     assert len(train) == summary['num_train_images'] == 101
     assert len(gallery) == summary['num_gallery_images'] == 101
     assert len(queries) == summary['num_queries'] == 6
@@ -79,9 +74,10 @@ def test_cuhk_protocol_and_ids_across_splits(synthetic_cuhk, size):
     proto = load_cuhk_protocol(root, size)
     gallery = {
         d['img_id']: d
-        for d in infos(CUHKSYSUDataset, root, 'gallery', gallery_size=size)
+        for d in dataset_infos(
+            CUHKSYSUDataset, root, 'gallery', gallery_size=size)
     }
-    queries = infos(CUHKSYSUDataset, root, 'query', gallery_size=size)
+    queries = dataset_infos(CUHKSYSUDataset, root, 'query', gallery_size=size)
     assert list(proto.gallery) == list(gallery)
     for q_info, q in zip(queries, proto.queries):
         pid = q_info['instances'][0]['person_id']
@@ -163,9 +159,9 @@ def test_prw_layout_and_loaders(synthetic_prw):
             ('anno_file', 'anno_previous')} <= set(keys)
     assert raw_neg > 0  # a person cut by the left border
 
-    train = infos(PRWDataset, root, 'train')
-    gallery = infos(PRWDataset, root, 'gallery')
-    queries = infos(PRWDataset, root, 'query')
+    train = dataset_infos(PRWDataset, root, 'train')
+    gallery = dataset_infos(PRWDataset, root, 'gallery')
+    queries = dataset_infos(PRWDataset, root, 'query')
     assert len(train) == summary['num_train_images']
     assert len(gallery) == summary['num_gallery_images']
     assert len(train) + len(gallery) == 48
@@ -244,5 +240,5 @@ def test_cli(tmp_path, monkeypatch, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary['format'] == 'prw' and summary['num_images'] == 30
     assert len(os.listdir(osp.join(out, 'frames'))) == 30
-    assert len(infos(PRWDataset, out, 'gallery')) == \
+    assert len(dataset_infos(PRWDataset, out, 'gallery')) == \
         summary['num_gallery_images']

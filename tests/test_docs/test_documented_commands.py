@@ -24,7 +24,6 @@ The checks are functions of a text, so that :func:`test_checks_can_fail`
 plants wrong statements and sees each reported.
 """
 import argparse
-import importlib.util
 import re
 import shlex
 import sys
@@ -35,7 +34,8 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from ..conftest import REPO, load_tool
+
 DOCS = sorted([REPO / 'README.md'] +
               list((REPO / 'docs' / 'en').glob('*.md')) +
               list((REPO / 'configs').glob('*/README.md')))
@@ -75,10 +75,7 @@ def _all_tools() -> Dict[str, Path]:
 def tool_parser(rel: str) -> argparse.ArgumentParser:
     """The argument parser that ``rel`` (e.g. 'tools/train.py') builds."""
     path = REPO / rel
-    name = '_doc_tool_' + re.sub(r'\W', '_', rel)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool(rel)
 
     def capture(self, *args, **kwargs):
         raise _Captured(self)

@@ -9,16 +9,11 @@ def trees(tmp_path_factory):
     """A small synthetic CUHK-SYSU tree (``cuhk/``) and PRW tree
     (``prw/``) in the released layouts."""
     root = tmp_path_factory.mktemp('ps_trees')
-    make_synthetic(
-        'cuhk',
-        str(root / 'cuhk'),
-        num_images=202,
-        num_ids=8,
-        image_size=(64, 64))
-    make_synthetic(
-        'prw',
-        str(root / 'prw'),
-        num_images=40,
-        num_ids=10,
-        image_size=(64, 64))
+    for dataset, num_images, num_ids in (('cuhk', 202, 8), ('prw', 40, 10)):
+        make_synthetic(
+            dataset,
+            str(root / dataset),
+            num_images=num_images,
+            num_ids=num_ids,
+            image_size=(64, 64))
     return root

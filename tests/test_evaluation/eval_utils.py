@@ -2,8 +2,6 @@
 """Helpers shared by the evaluation tests: the eval_search.py module,
 results files of exact detections and model outputs made from a results
 dict."""
-import importlib.util
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -11,16 +9,12 @@ import torch
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 
-SCRIPT = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / \
-    'eval_search.py'
+from ..conftest import load_tool
 
 
 def load_eval_search():
     """tools/analysis_tools/eval_search.py as a module (a fresh one)."""
-    spec = importlib.util.spec_from_file_location('eval_search_cli', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis_tools/eval_search.py', 'eval_search_cli')
 
 
 def results_to_samples(results: dict,

@@ -128,27 +128,28 @@ def test_metric_bad_arguments(kwargs, match):
         PersonSearchMetric(data_root='x', **kwargs)
 
 
+def _predictions(n: int, embeddings: bool = True) -> InstanceData:
+    """``n`` zero boxes of score 1 with zero 2-d embeddings (or none)."""
+    pred = InstanceData(bboxes=torch.zeros(n, 4), scores=torch.ones(n))
+    if embeddings:
+        pred.embeddings = torch.zeros(n, 2)
+    return pred
+
+
 def test_metric_bad_outputs(cuhk_protocols):
     results, _, _ = cuhk_protocols
     samples = _samples(results)
     metric = PersonSearchMetric('cuhk', 'root')
     bad = samples[-1]
-    bad.pred_instances = InstanceData(
-        bboxes=torch.zeros(2, 4),
-        scores=torch.ones(2),
-        embeddings=torch.zeros(2, 2))
+    bad.pred_instances = _predictions(2)
     with pytest.raises(ValueError, match='expected exactly 1'):
         metric.process(None, [bad])
     no_emb = samples[0]
-    no_emb.pred_instances = InstanceData(
-        bboxes=torch.zeros(1, 4), scores=torch.ones(1))
+    no_emb.pred_instances = _predictions(1, embeddings=False)
     with pytest.raises(KeyError, match="lack 'embeddings'"):
         metric.process(None, [no_emb])
     train = DetDataSample(metainfo=dict(img_id='x.jpg', split='train'))
-    train.pred_instances = InstanceData(
-        bboxes=torch.zeros(0, 4),
-        scores=torch.ones(0),
-        embeddings=torch.zeros(0, 2))
+    train.pred_instances = _predictions(0)
     with pytest.raises(ValueError, match="split 'train'"):
         metric.process(None, [train])
 

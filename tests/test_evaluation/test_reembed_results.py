@@ -2,8 +2,6 @@
 """tools/analysis_tools/reembed_results.py: ground-truth boxes, embedders,
 and the output refusal."""
 import copy
-import importlib.util
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,18 +9,13 @@ import pytest
 from mmengine.config import Config
 
 from mmpsearch.evaluation.functional import evaluate_person_search
+from ..conftest import REPO, load_tool
+from ..test_tools.conftest import ORACLE
 from .ps_eval_synthetic import make_case
-
-REPO = Path(__file__).resolve().parents[2]
-ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
 
 
 def _tool():
-    path = REPO / 'tools' / 'analysis_tools' / 'reembed_results.py'
-    spec = importlib.util.spec_from_file_location('_reembed', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis_tools/reembed_results.py')
 
 
 def _box_embedder(calls):

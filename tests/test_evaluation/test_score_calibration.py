@@ -1,20 +1,13 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """tools/analysis_tools/score_calibration.py on a hand case."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from ..conftest import load_tool
 
 
 def _tool():
-    path = REPO / 'tools' / 'analysis_tools' / 'score_calibration.py'
-    spec = importlib.util.spec_from_file_location('_score_calib', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis_tools/score_calibration.py')
 
 
 def test_true_duplicate_and_false_detections():

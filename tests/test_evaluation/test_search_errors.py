@@ -1,25 +1,17 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """tools/analysis_tools/search_errors.py: its per-query APs are the
 protocol's, and each false match is put in the right kind."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from mmpsearch.datasets.protocol import GalleryImage, Query, SearchProtocol
 from mmpsearch.evaluation.functional import evaluate_person_search
+from ..conftest import load_tool
 from .ps_eval_synthetic import make_case
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _tool():
-    path = REPO / 'tools' / 'analysis_tools' / 'search_errors.py'
-    spec = importlib.util.spec_from_file_location('_search_errors', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis_tools/search_errors.py')
 
 
 @pytest.mark.parametrize('kind', ['cuhk', 'prw'])

@@ -1,9 +1,11 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """Shared fixtures of the model tests: one backbone on the tiny random
-Stable Diffusion per session, one small CUHK-layout tree, every test on one
-torch thread, and the checks every training test on Stable Diffusion
-makes."""
-from typing import List, Tuple
+Stable Diffusion per session, one small CUHK-layout tree, the tiny DiffPS
+with a training batch per module, every test on one torch thread, and the
+checks every training test on Stable Diffusion makes."""
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 import pytest
@@ -12,10 +14,16 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.runner import Runner
 from mmengine.structures import InstanceData
+from torch import nn
 
 from mmpsearch.datasets.synthetic import make_synthetic
 from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
-from mmpsearch.registry import DATASETS
+from mmpsearch.registry import DATASETS, MODELS
+from mmpsearch.utils.setup_env import register_all_modules
+
+DIFFPS_CONFIG = str(
+    Path(__file__).resolve().parents[1] / 'data' / 'configs' /
+    'diffps_sd21_synthetic.py')
 
 
 @pytest.fixture(scope='session')
@@ -38,6 +46,62 @@ def synthetic_root(tmp_path_factory) -> str:
     make_synthetic(
         'cuhk', root, num_images=202, num_ids=6, image_size=(160, 120))
     return root
+
+
+@pytest.fixture(scope='module')
+def tiny_diffps(tiny_sd_dir, synthetic_root) -> Tuple:
+    """The DiffPS of tests/data/configs/diffps_sd21_synthetic.py on the
+    tiny random Stable Diffusion (seed 0, in training mode) and one
+    preprocessed training batch of two images of :func:`synthetic_root`."""
+    register_all_modules(init_default_scope=False)
+    cfg = Config.fromfile(DIFFPS_CONFIG)
+    cfg.model.backbone.sd_path = tiny_sd_dir
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    cfg.train_dataloader.dataset.data_root = synthetic_root
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    batch = model.data_preprocessor(
+        pseudo_collate([dataset[0], dataset[1]]), training=True)
+    return model.train(), batch
+
+
+def roi_align_extractor(extractor: type, out_channels: int,
+                        strides: List[int]) -> dict:
+    """The config of a RoI extractor of class ``extractor`` that samples
+    7 x 7 ``RoIAlign`` features (2 samples a bin, aligned) from maps of
+    ``strides``."""
+    return dict(
+        type=extractor,
+        roi_layer=dict(
+            type='RoIAlign', output_size=7, sampling_ratio=2, aligned=True),
+        out_channels=out_channels,
+        featmap_strides=strides)
+
+
+@contextmanager
+def query_key_outputs(attn: nn.Module) -> Iterator[Dict[str, torch.Tensor]]:
+    """A dict that receives, while the block runs, the outputs of the
+    query and key projections (``to_q``, ``to_k``) of the attention
+    ``attn``, detached, as ``'q'`` and ``'k'``."""
+    seen: Dict[str, torch.Tensor] = {}
+
+    def keep(key):
+
+        def hook(module, args, output):
+            seen[key] = output.detach()
+
+        return hook
+
+    handles = [
+        attn.to_q.register_forward_hook(keep('q')),
+        attn.to_k.register_forward_hook(keep('k'))
+    ]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def train_runner(cfg: Config) -> Runner:

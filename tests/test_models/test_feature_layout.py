@@ -5,20 +5,16 @@ kernels) reads its input pointer as contiguous NCHW without calling
 Diffusion's tokens) gives unrelated RoI features and no error. Every
 backbone and neck of the project hands out contiguous NCHW maps, and the
 DiffPS RoI heads read the same numbers whatever layout they are given."""
-import os.path as osp
 from typing import Callable, Dict, Iterator, Tuple
 
 import pytest
 import torch
-from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
 from torch import Tensor, nn
 
-from mmpsearch.registry import DATASETS, MODELS
+from mmpsearch.registry import MODELS
 from mmpsearch.utils.setup_env import register_all_modules
+from ..conftest import leaves
 
-CONFIG = osp.join(
-    osp.dirname(__file__), '..', 'data', 'configs', 'diffps_sd21_synthetic.py')
 PACKAGES = ('mmpsearch.models.backbones', 'mmpsearch.models.necks')
 
 
@@ -32,14 +28,7 @@ def _channels_last(shape: Tuple[int, ...]) -> Tensor:
 
 
 def _tensors(out) -> Iterator[Tensor]:
-    if isinstance(out, Tensor):
-        yield out
-    elif isinstance(out, dict):
-        for value in out.values():
-            yield from _tensors(value)
-    elif isinstance(out, (list, tuple)):
-        for value in out:
-            yield from _tensors(value)
+    return (x for x in leaves(out) if isinstance(x, Tensor))
 
 
 # ----------------------------------------- every backbone and neck
@@ -127,22 +116,6 @@ def test_outputs_are_contiguous_nchw(name, request):
 
 
 # ------------------------------------------------- the DiffPS RoI heads
-@pytest.fixture(scope='module')
-def tiny_diffps(tiny_sd_dir, synthetic_root):
-    """The tiny DiffPS of tests/data/configs and one training batch."""
-    register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(CONFIG)
-    cfg.model.backbone.sd_path = tiny_sd_dir
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    cfg.train_dataloader.dataset.data_root = synthetic_root
-    dataset = DATASETS.build(cfg.train_dataloader.dataset)
-    batch = model.data_preprocessor(
-        pseudo_collate([dataset[0], dataset[1]]), training=True)
-    return model, batch
-
-
 def test_model_roi_features_are_those_of_contiguous_maps(tiny_diffps):
     """Training step: the box and ReID RoI features the model computes
     equal those RoIAlign gives on ``.contiguous()`` copies of the maps the

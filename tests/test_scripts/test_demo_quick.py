@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
+from ..conftest import leaves
+
 REPO = Path(__file__).resolve().parents[2]
 QUICK_PSDIFF = 'configs/psdiff/psdiff_r18_synthetic_quick.py'
 QUICK_TEACHER = 'configs/teacher/teacher_synthetic_quick.py'
@@ -179,14 +181,7 @@ def _normalised(cfg: Config):
 
 
 def _strings(node):
-    if isinstance(node, dict):
-        for v in node.values():
-            yield from _strings(v)
-    elif isinstance(node, (list, tuple)):
-        for v in node:
-            yield from _strings(v)
-    elif isinstance(node, str):
-        yield node
+    return (x for x in leaves(node) if isinstance(x, str))
 
 
 @pytest.mark.parametrize(

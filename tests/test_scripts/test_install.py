@@ -11,7 +11,6 @@ writing a stand-in wheel), and that imports stand-in ``torch``, ``mmcv``
 ... modules whose version values the test sets. Nothing is built, installed
 or downloaded; no GPU is needed.
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -21,19 +20,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from ..conftest import REPO, load_tool
+
 INSTALL = REPO / 'scripts' / 'install.sh'
 
-
-def _load_helper():
-    path = REPO / 'scripts' / 'mmcv_check.py'
-    spec = importlib.util.spec_from_file_location('mmcv_check', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mc = _load_helper()
+mc = load_tool('scripts/mmcv_check.py', 'mmcv_check')
 
 
 # ---------------------------------------------------------------------------

@@ -4,11 +4,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TOY_CONFIG = str(REPO / 'tests' / 'data' / 'configs' / 'toy_train.py')
+#: the searcher of mmpsearch/testing/oracle_searcher.py: its boxes are a
+#: file's, no weights to train
+ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
 
 
 def tool_env(cuda: bool = False) -> dict:
@@ -25,6 +29,16 @@ def tool_env(cuda: bool = False) -> dict:
          env.get('PATH', '')])
     env['OMP_NUM_THREADS'] = '1'
     return env
+
+
+def oracle_cfg(tmp: Path):
+    """The :data:`ORACLE` config with an empty boxes file under ``tmp``."""
+    from mmengine.config import Config
+    boxes_file = tmp / 'boxes.json'
+    boxes_file.write_text('{}')
+    cfg = Config.fromfile(ORACLE)
+    cfg.model.boxes_file = str(boxes_file)
+    return cfg
 
 
 def make_oracle_scenes(tmp: Path):
@@ -72,6 +86,18 @@ def run_tool(args, cwd=None, check=True, timeout=300, cuda=False):
     if check and proc.returncode != 0:
         raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
                              f'{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
+    return proc
+
+
+def run_ok(cmd: list,
+           cwd=REPO,
+           env: Optional[dict] = None,
+           timeout: int = 60) -> subprocess.CompletedProcess:
+    """Run ``cmd`` (text output captured) and check that it exits 0,
+    showing its stderr where it does not."""
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
     return proc
 
 

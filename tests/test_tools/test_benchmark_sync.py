@@ -1,22 +1,12 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """tools/analysis_tools/benchmark.py times the device it was given."""
-import importlib.util
-
 import torch
 
-from .conftest import REPO
-
-
-def _benchmark_tool():
-    path = REPO / 'tools' / 'analysis_tools' / 'benchmark.py'
-    spec = importlib.util.spec_from_file_location('_benchmark_sync', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ..conftest import load_tool
 
 
 def test_timer_synchronises_the_given_device(monkeypatch):
-    bench = _benchmark_tool()
+    bench = load_tool('tools/analysis_tools/benchmark.py')
     synced = []
     monkeypatch.setattr(
         torch.cuda, 'synchronize', lambda device=None: synced.append(device))

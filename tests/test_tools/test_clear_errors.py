@@ -4,7 +4,6 @@ a load_from that loads nothing, --resume past max_iters, zero teacher
 rows, dataloader typos, folders where a file is expected, the same file
 for two outputs, and refusals that name a flag the tool has."""
 import ast
-import importlib.util
 import json
 import os
 import re
@@ -21,9 +20,8 @@ from mmpsearch.utils.cfg_signature import ConfigKeyError, check_config_keys
 from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
                                         check_checkpoint_fits)
 from mmpsearch.utils.config import load_config
-from .conftest import REPO, TOY_CONFIG, run_tool
-
-ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
+from ..conftest import load_tool
+from .conftest import ORACLE, REPO, TOY_CONFIG, run_tool
 
 
 # ---------------------------------------------------------------------------
@@ -213,16 +211,8 @@ def test_test_py_names_a_checkpoint_folder(tmp_path):
 # ---------------------------------------------------------------------------
 # One file for two outputs; refusals name a flag the tool has
 # ---------------------------------------------------------------------------
-def _load(rel: str):
-    spec = importlib.util.spec_from_file_location(f'_tool_{Path(rel).stem}',
-                                                  REPO / rel)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_search_demo_refuses_one_file_for_two_pictures(tmp_path):
-    demo = _load('demo/search_demo.py')
+    demo = load_tool('demo/search_demo.py')
     out = str(tmp_path / 'x.png')
     # the steps picture used to replace the search picture
     with pytest.raises(

@@ -1,6 +1,5 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """tools/analysis_tools/count_params.py against the built model."""
-import importlib.util
 import os.path as osp
 
 import pytest
@@ -8,13 +7,11 @@ from mmengine.config import Config
 
 from mmpsearch.registry import MODELS
 from mmpsearch.utils.setup_env import register_all_modules
+from ..conftest import load_tool
 
 ROOT = osp.join(osp.dirname(__file__), '..', '..')
-spec = importlib.util.spec_from_file_location(
-    'count_params', osp.join(ROOT, 'tools', 'analysis_tools',
-                             'count_params.py'))
-count_params = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(count_params)
+count_params = load_tool('tools/analysis_tools/count_params.py',
+                         'count_params')
 
 
 def test_parts_add_up_to_the_trainable_parameters_of_the_model(tiny_sd_dir):

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from ..conftest import gpu_selected
-from .conftest import REPO, tool_env
+from .conftest import REPO, run_ok, tool_env
 
 PROBE = ('import os, torch; print(repr(os.environ.get("CUDA_VISIBLE_DEVICES"'
          ')), torch.cuda.device_count())')
@@ -27,13 +27,7 @@ def test_tool_subprocesses_see_no_cuda_device(monkeypatch):
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0')
     assert tool_env()['CUDA_VISIBLE_DEVICES'] == ''
     assert tool_env(cuda=True)['CUDA_VISIBLE_DEVICES'] == '0'
-    proc = subprocess.run([sys.executable, '-c', PROBE],
-                          env=env,
-                          cwd=REPO,
-                          capture_output=True,
-                          text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_ok([sys.executable, '-c', PROBE], env=env, timeout=120)
     assert proc.stdout.split() == ["''", '0']
 
 

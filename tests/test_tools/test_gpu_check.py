@@ -6,25 +6,18 @@ GPU). Its CPU run (`make gpu-check DEVICE=cpu`) takes minutes, too long for
 the suite."""
 import os
 import shlex
-import subprocess
 
 import pytest
 from mmengine.config import Config
 
-from .conftest import REPO
+from .conftest import REPO, run_ok
 
 SCRIPT = REPO / 'tools' / 'misc' / 'gpu_check.sh'
 
 
 def plan(device):
     env = dict(os.environ, DRY_RUN='1', DEVICE=device, WORK='/tmp/planned')
-    proc = subprocess.run(['bash', str(SCRIPT)],
-                          cwd=REPO,
-                          env=env,
-                          capture_output=True,
-                          text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_ok(['bash', str(SCRIPT)], env=env)
     steps = {}
     for line in proc.stdout.splitlines():
         assert line.startswith('[gpu-check] '), line
@@ -90,11 +83,6 @@ def test_every_planned_step_names_real_tools_configs_and_keys(device):
 
 
 def test_make_gpu_check_runs_the_script():
-    proc = subprocess.run(['make', '-n', 'gpu-check', 'DEVICE=cpu'],
-                          cwd=REPO,
-                          capture_output=True,
-                          text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_ok(['make', '-n', 'gpu-check', 'DEVICE=cpu'])
     assert 'DEVICE=cpu' in proc.stdout
     assert 'tools/misc/gpu_check.sh' in proc.stdout

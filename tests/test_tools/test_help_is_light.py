@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import load_tool
 from .conftest import tool_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,13 +90,8 @@ def test_the_probe_sees_an_early_import(tmp_path):
 def test_the_parsers_copies_of_library_constants():
     # eval_search.py builds its parser before mmpsearch is imported, from
     # copies of two constants
-    import importlib.util
-
     from mmpsearch.datasets.cuhk_subsets import CUHK_SUBSETS
     from mmpsearch.datasets.cuhk_sysu import CUHK_GALLERY_SIZES
-    path = REPO / 'tools' / 'analysis_tools' / 'eval_search.py'
-    spec = importlib.util.spec_from_file_location('_help_eval_search', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool('tools/analysis_tools/eval_search.py')
     assert module.SUBSETS == CUHK_SUBSETS
     assert module.GALLERY_SIZES == CUHK_GALLERY_SIZES

@@ -8,18 +8,15 @@ import pytest
 import torch
 
 from mmpsearch.models.backbones.sd_loader import load_vae
-from .test_tiny_ldm import load_tool
+from ..conftest import load_tool
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')
 def probe_tool():
     return load_tool('tools/analysis_tools/identity_probe.py',
                      'identity_probe_tool')
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    yield
 
 
 def _retrieval_map(query: np.ndarray, q_ids, gallery: np.ndarray, g_ids):

@@ -20,9 +20,7 @@ import torch
 
 from mmpsearch.datasets import make_synthetic
 from mmpsearch.utils import safe_torch_load
-from .conftest import REPO, tool_env
-
-ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
+from .conftest import ORACLE, REPO, tool_env
 
 
 def _mim():

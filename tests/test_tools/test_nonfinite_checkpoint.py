@@ -7,16 +7,14 @@ silently finds nothing."""
 
 import pytest
 import torch
-from mmengine.config import Config
 
 from mmpsearch.apis import init_searcher
 from mmpsearch.testing import ToyRegressor
 from mmpsearch.utils.checkpoint import (NonFiniteCheckpointError,
                                         check_checkpoint_fits,
                                         check_state_dict_finite)
-from .conftest import REPO, make_oracle_scenes, oracle_test_args, run_tool
-
-ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
+from .conftest import (ORACLE, make_oracle_scenes, oracle_cfg,
+                       oracle_test_args, run_tool)
 
 
 def test_check_names_the_first_bad_tensor():
@@ -45,14 +43,6 @@ def test_check_names_the_first_bad_tensor():
                             keys=[])
 
 
-def _oracle_cfg(tmp_path):
-    boxes_file = tmp_path / 'boxes.json'
-    boxes_file.write_text('{}')
-    cfg = Config.fromfile(ORACLE)
-    cfg.model.boxes_file = str(boxes_file)
-    return cfg
-
-
 @pytest.mark.parametrize('value', [float('nan'), float('inf')])
 def test_init_searcher_refuses_nonfinite_weights(tmp_path, value):
     ckpt = tmp_path / 'bad.pth'
@@ -62,7 +52,7 @@ def test_init_searcher_refuses_nonfinite_weights(tmp_path, value):
                 NonFiniteCheckpointError,
                 match=rf"{ckpt} holds non-finite weights: the "
                 r"first is 'dummy' \(1,\) with 1 of its 1"):
-            init_searcher(_oracle_cfg(tmp_path), str(ckpt), strict=strict)
+            init_searcher(oracle_cfg(tmp_path), str(ckpt), strict=strict)
 
 
 def test_test_py_refuses_nonfinite_weights_before_the_test(tmp_path):

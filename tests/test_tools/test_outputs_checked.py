@@ -6,13 +6,12 @@ names an output (``--out``, ``--json``, ``--work-dir``, ``--output-dir``,
 ``mmpsearch/utils/run_lock.py``; ``benchmark.py`` and
 ``score_calibration.py --json EXISTING`` are refused before they start."""
 import ast
-import importlib.util
 import re
-from pathlib import Path
 from typing import Dict, Set
 
 import pytest
 
+from ..conftest import load_tool
 from .conftest import REPO
 
 #: The shared checks (mmpsearch.utils.overwrite / run_lock).
@@ -125,15 +124,6 @@ def test_the_scan_finds_an_unchecked_output():
     assert 'json' in checked_names(tree)
 
 
-def _load(rel: str):
-    path = REPO / rel
-    spec = importlib.util.spec_from_file_location(f'_tool_{Path(rel).stem}',
-                                                  path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize('rel, argv', [
     ('tools/analysis_tools/benchmark.py', ['no_such_config.py']),
     ('tools/analysis_tools/score_calibration.py',
@@ -144,7 +134,7 @@ def _load(rel: str):
 def test_existing_json_refused_before_any_work(tmp_path, rel, argv):
     existing = tmp_path / 'earlier.json'
     existing.write_text('{"earlier": 1}')
-    tool = _load(rel)
+    tool = load_tool(rel)
     # the inputs do not exist: the --json refusal comes before reading them
     with pytest.raises(SystemExit) as e:
         tool.main(argv + ['--json', str(existing)])

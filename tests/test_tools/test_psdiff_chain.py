@@ -87,20 +87,28 @@ def psdiff_model_options() -> dict:
     }
 
 
-@pytest.fixture(scope='module')
-def chain(tmp_path_factory, one_torch_thread):
-    base = tmp_path_factory.mktemp('psdiff_chain')
-    cwd = base / 'cwd'  # the tools' working directory: stays empty
+def tool_workspace(tmp_path_factory, name: str) -> tuple:
+    """A new folder ``base`` (named ``name``) holding ``cwd``, the tools'
+    working directory (it stays empty), and ``root``, the smallest tree the
+    CUHK-SYSU format allows (101 gallery images for TestG100), 4 training
+    and 4 test identities; and make_synthetic's summary of the tree."""
+    base = tmp_path_factory.mktemp(name)
+    cwd = base / 'cwd'
     cwd.mkdir()
     root = base / 'cuhk'
+    made = make_synthetic(
+        'cuhk', str(root), num_images=202, num_ids=8, image_size=IMAGE_SIZE)
+    return base, cwd, root, made
+
+
+@pytest.fixture(scope='module')
+def chain(tmp_path_factory, one_torch_thread):
     times = {}
     scale = f'({IMAGE_SIZE[0]},{IMAGE_SIZE[1]})'
 
-    # 1. The smallest tree the CUHK-SYSU format allows (101 gallery images
-    # for TestG100), 4 training and 4 test identities.
+    # 1. The tools' working directory and the smallest CUHK-SYSU tree.
     t0 = time.time()
-    made = make_synthetic(
-        'cuhk', str(root), num_images=202, num_ids=8, image_size=IMAGE_SIZE)
+    base, cwd, root, made = tool_workspace(tmp_path_factory, 'psdiff_chain')
     times['make_synthetic'] = time.time() - t0
 
     # 2. The ReID teacher, through tools/train.py.

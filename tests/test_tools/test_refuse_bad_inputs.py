@@ -31,10 +31,11 @@ from mmpsearch.utils import register_all_modules
 from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
                                         check_checkpoint_fits)
 from tests.test_evaluation.hand_cases import cuhk_case
-from .conftest import REPO, make_oracle_scenes, oracle_test_args, run_tool
+from ..conftest import load_tool
+from .conftest import (ORACLE, REPO, make_oracle_scenes, oracle_cfg,
+                       oracle_test_args, run_tool)
 
 NAN = float('nan')
-ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
 PSDIFF = str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py')
 DIFFPS = str(REPO / 'tests' / 'data' / 'configs' / 'diffps_sd21_synthetic.py')
 BASELINE = str(REPO / 'configs' / 'baseline' /
@@ -81,28 +82,20 @@ def test_test_py_refuses_another_models_checkpoint(tmp_path, oracle_scenes):
     assert 'search/mAP' in log
 
 
-def _oracle_cfg(tmp_path):
-    boxes_file = tmp_path / 'boxes.json'
-    boxes_file.write_text('{}')
-    cfg = Config.fromfile(ORACLE)
-    cfg.model.boxes_file = str(boxes_file)
-    return cfg
-
-
 def test_init_searcher_refuses_another_models_checkpoint(tmp_path):
     ckpt = _other_checkpoint(tmp_path / 'toy.pth')
     with pytest.raises(CheckpointMismatchError) as info:
-        init_searcher(_oracle_cfg(tmp_path), ckpt)
+        init_searcher(oracle_cfg(tmp_path), ckpt)
     msg = str(info.value)
     assert ckpt in msg and "['dummy']" in msg and 'linear.weight' in msg
     assert 'strict=False' in msg
     # opted in: loads what fits (nothing), the rest stays as built
-    searcher = init_searcher(_oracle_cfg(tmp_path), ckpt, strict=False)
+    searcher = init_searcher(oracle_cfg(tmp_path), ckpt, strict=False)
     assert torch.equal(searcher.dummy, torch.zeros(1))
     # its own checkpoint loads, weights and all
     own = tmp_path / 'own.pth'
     torch.save({'state_dict': {'dummy': torch.full((1, ), 3.0)}}, own)
-    searcher = init_searcher(_oracle_cfg(tmp_path), str(own))
+    searcher = init_searcher(oracle_cfg(tmp_path), str(own))
     assert torch.equal(searcher.dummy, torch.full((1, ), 3.0))
 
 
@@ -362,12 +355,7 @@ def test_evaluation_refuses_a_nan_or_out_of_range_score_thr():
 
 
 def _eval_search_main():
-    import importlib.util
-    path = REPO / 'tools' / 'analysis_tools' / 'eval_search.py'
-    spec = importlib.util.spec_from_file_location('_eval_search', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_tool('tools/analysis_tools/eval_search.py').main
 
 
 @pytest.mark.parametrize('value', ['nan', '5'])

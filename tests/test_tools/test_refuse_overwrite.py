@@ -22,7 +22,7 @@ from mmpsearch.utils.overwrite import (ResumeError, check_train_work_dir,
                                        refuse_existing_file,
                                        refuse_nonempty_dir)
 from tests.test_evaluation.eval_utils import load_eval_search, search_results
-from .conftest import REPO, run_tool
+from .conftest import REPO, run_ok, run_tool
 
 
 def _earlier_run(work):
@@ -359,15 +359,11 @@ def test_slurm_scripts_need_no_active_venv(tmp_path):
         'tools/slurm_test.sh': 'test.py CONFIG ARG -x --launcher=slurm'
     }
     for script, tail in expect.items():
-        proc = subprocess.run(
+        proc = run_ok(
             ['bash',
              str(REPO / script), 'PART', 'JOB', 'CONFIG', 'ARG', '-x'],
             cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60)
-        assert proc.returncode == 0, proc.stderr
+            env=env)
         assert f'{python} -u ' in proc.stdout, proc.stdout
         assert proc.stdout.rstrip().endswith(tail), proc.stdout
     # $PYTHON (documented before) and $PY still choose

@@ -15,9 +15,7 @@ import torch
 from mmpsearch.utils.run_lock import (LOCK_NAME, RunLock, RunLockError,
                                       hold_run_locks, launcher_rank, lock_file,
                                       stale_reason)
-from .conftest import REPO, run_tool
-
-ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
+from .conftest import ORACLE, run_tool
 
 
 def _dead_pid() -> int:

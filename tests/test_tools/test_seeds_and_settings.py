@@ -9,7 +9,6 @@ CUHK-SYSU-format tree:
     tools/test.py CFG CKPT --seeds 0 --out one.pkl --json one.json
     tools/analysis_tools/eval_search.py seeds_seed{S}.pkl --json ...
 """
-import importlib.util
 import itertools
 import json
 import math
@@ -21,7 +20,6 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmpsearch.datasets import make_synthetic
 from mmpsearch.engine.runner import (MultiSeedTestLoop, SeedsError,
                                      check_seeds, results_files)
 from mmpsearch.evaluation.results_io import safe_load_pickle
@@ -29,29 +27,22 @@ from mmpsearch.evaluation.run_settings import seed_keys, seed_path
 from mmpsearch.models.detectors import BasePersonSearcher
 from mmpsearch.registry import MODELS
 from mmpsearch.utils import register_all_modules
+from ..conftest import load_tool
 from .conftest import REPO, run_tool
-# the slim PSDiff of the chain test (its ResNet-18 widths, 64-d embeddings)
-from .test_psdiff_chain import EMBED_DIM, WIDTH, psdiff_model_options
+# the slim PSDiff of the chain test (its ResNet-18 widths, 64-d embeddings),
+# its tree and its --cfg-options
+from .test_psdiff_chain import (EMBED_DIM, IMAGE_SIZE, WIDTH, data_options,
+                                options, psdiff_model_options, tool_workspace)
 
 PSDIFF_CONFIG = str(REPO / 'configs' / 'psdiff' / 'psdiff_r18_synthetic.py')
 BASELINE_CONFIG = str(REPO / 'configs' / 'baseline' /
                       'faster_rcnn_r18_teacher_synthetic.py')
-IMAGE_SIZE = (96, 64)  # (w, h)
 STEPS = 2  # != the config's 8: must come from --cfg-options
 PROPOSALS = 64  # != the config's 128
 SEEDS = (0, 1, 2)
 KEYS = ('mAP', 'top1', 'top5', 'top10', 'det_ap', 'det_recall',
         'labeled_det_ap', 'labeled_det_recall')
 _RESCORED = itertools.count()
-
-
-def _tool(rel: str):
-    """A tools/ script as a module (tools/ is not a package)."""
-    path = REPO / 'tools' / rel
-    spec = importlib.util.spec_from_file_location(f'_seeds_{path.stem}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tool_options(root: Path) -> list:
@@ -64,11 +55,9 @@ def tool_options(root: Path) -> list:
         # seeding they test needs (passes are tested in test_psdiff.py)
         'model.test_cfg.num_passes': 1,
         'test_evaluator.data_root': root,
+        **data_options('test_dataloader', root, scale),  # gallery, query
     }
-    for k in range(2):  # gallery, query
-        opts[f'test_dataloader.dataset.datasets.{k}.data_root'] = root
-        opts[f'test_dataloader.dataset.datasets.{k}.pipeline.1.scale'] = scale
-    return ['--cfg-options'] + [f'{k}={v}' for k, v in opts.items()]
+    return options(opts)
 
 
 def make_checkpoint(path: Path) -> None:
@@ -92,12 +81,7 @@ def make_checkpoint(path: Path) -> None:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, one_torch_thread):
-    base = tmp_path_factory.mktemp('seeds')
-    cwd = base / 'cwd'  # the tools' working directory: stays empty
-    cwd.mkdir()
-    root = base / 'cuhk'
-    made = make_synthetic(
-        'cuhk', str(root), num_images=202, num_ids=8, image_size=IMAGE_SIZE)
+    base, cwd, root, made = tool_workspace(tmp_path_factory, 'seeds')
     ckpt = base / 'psdiff.pth'
     make_checkpoint(ckpt)
 
@@ -146,7 +130,7 @@ def rescore(runs, seed: int, *flags: str) -> dict:
     """eval_search.py on the per-seed results file of the --seeds run."""
     pkl = seed_path(str(runs['base'] / 'seeds.pkl'), seed)
     out = runs['base'] / f'rescored_seed{seed}_{next(_RESCORED)}.json'
-    summary = _tool('analysis_tools/eval_search.py').main([
+    summary = load_tool('tools/analysis_tools/eval_search.py').main([
         pkl, '--dataset', 'cuhk', '--data-root',
         str(runs['root']), '--json',
         str(out), *flags

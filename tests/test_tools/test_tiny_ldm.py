@@ -3,7 +3,6 @@
 captioned synthetic scenes), the captions it reads, and
 tools/analysis_tools/attention_mass.py (DiffPS's "person" map against the
 person boxes)."""
-import importlib.util
 import json
 import math
 import os
@@ -19,17 +18,11 @@ from mmpsearch.datasets.synthetic import (PALETTE, SCENES_FILE, identity_looks,
                                           scene_caption)
 from mmpsearch.testing.files import tree_digest
 from mmpsearch.testing.tiny_sd import TINY_UNET_CONFIG
-from .conftest import REPO
+from ..conftest import load_tool
 
 SEED, NUM_IDS, SIZE = 5, 16, (128, 96)
 
-
-def load_tool(rel: str, name: str):
-    """A tools/ script as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, str(REPO / rel))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')
@@ -41,11 +34,6 @@ def ldm_tool():
 def mass_tool():
     return load_tool('tools/analysis_tools/attention_mass.py',
                      'attention_mass_tool')
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    yield
 
 
 @pytest.fixture(scope='module')

@@ -11,6 +11,7 @@ from diffusers.models.attention_processor import Attention
 
 from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
 from mmpsearch.models.layers.unet_feature_tap import PersonCrossAttnProcessor
+from ..conftest import query_key_outputs
 
 H, W = 128, 192
 HEAD, TOKEN = 1, 1
@@ -33,19 +34,9 @@ def test_attention_map_is_fp32_under_autocast(dtype):
     precision, but the logits and their softmax stay fp32: the map equals
     the fp32 softmax of the projections autocast produced."""
     attn, store, hidden, context = _cross_attention()
-    seen = {}
-    handles = [
-        attn.to_q.register_forward_hook(
-            lambda m, a, o: seen.__setitem__('q', o.detach())),
-        attn.to_k.register_forward_hook(
-            lambda m, a, o: seen.__setitem__('k', o.detach())),
-    ]
-    try:
-        with torch.no_grad(), torch.autocast('cpu', dtype=dtype):
-            out = attn(hidden, encoder_hidden_states=context)
-    finally:
-        for h in handles:
-            h.remove()
+    with query_key_outputs(attn) as seen, torch.no_grad(), \
+            torch.autocast('cpu', dtype=dtype):
+        out = attn(hidden, encoder_hidden_states=context)
     assert seen['q'].dtype == dtype  # autocast is on for the projections
     assert out.dtype == dtype
     got = store['attn_map']

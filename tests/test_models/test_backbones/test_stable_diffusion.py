@@ -9,6 +9,7 @@ from mmpsearch.models.backbones.stable_diffusion import StableDiffusionBackbone
 from mmpsearch.models.layers.unet_feature_tap import (PersonCrossAttnProcessor,
                                                       expand_layer_name)
 from mmpsearch.testing.tiny_sd import TINY_UNET_CONFIG
+from ..conftest import query_key_outputs
 
 H, W = 128, 192  # non-square on purpose
 
@@ -90,18 +91,8 @@ def test_features_are_the_projections_at_their_pixels(tiny_backbone):
 def test_attention_map_is_the_explicit_softmax(tiny_backbone):
     attn2 = tiny_backbone.unet.up_blocks[3].attentions[0] \
         .transformer_blocks[0].attn2
-    cap = {}
-    handles = [
-        attn2.to_q.register_forward_hook(
-            lambda m, a, o: cap.__setitem__('q', o.detach())),
-        attn2.to_k.register_forward_hook(
-            lambda m, a, o: cap.__setitem__('k', o.detach())),
-    ]
-    try:
+    with query_key_outputs(attn2) as cap:
         out = tiny_backbone(_images())
-    finally:
-        for h in handles:
-            h.remove()
     heads = attn2.heads
     q, k = cap['q'], cap['k']
     b, n, c = q.shape

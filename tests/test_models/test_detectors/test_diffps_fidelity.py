@@ -12,13 +12,11 @@ import torch.nn.functional as F
 from mmdet.models.roi_heads.shared_heads import ResLayer
 from mmdet.models.task_modules.assigners import AssignResult
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
 from mmengine.structures import InstanceData
 
 from mmpsearch.models.heads.sfan import CBAM, SFAN, num_split
 from mmpsearch.models.roi_heads import BNRegBBoxHead
-from mmpsearch.registry import DATASETS, MODELS, TASK_UTILS
-from mmpsearch.utils.setup_env import register_all_modules
+from mmpsearch.registry import MODELS, TASK_UTILS
 
 CONFIGS = osp.join(
     osp.dirname(__file__), '..', '..', '..', 'configs', 'diffps')
@@ -203,21 +201,6 @@ def test_reid_assigner_thresholds_are_07_and_03():
 
 
 # ----------------------------------------------- the ReID training RoIs
-@pytest.fixture(scope='module')
-def tiny_model_and_batch(tiny_sd_dir, synthetic_root):
-    register_all_modules(init_default_scope=False)
-    cfg = _cfg('synthetic')
-    cfg.model.backbone.sd_path = tiny_sd_dir
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    cfg.train_dataloader.dataset.data_root = synthetic_root
-    dataset = DATASETS.build(cfg.train_dataloader.dataset)
-    batch = model.data_preprocessor(
-        pseudo_collate([dataset[0], dataset[1]]), training=True)
-    return model.train(), batch
-
-
 def _spy_reid_branch(model, monkeypatch):
     seen = {}
     reid = model.reid_roi_head
@@ -251,8 +234,8 @@ def _spy_reid_branch(model, monkeypatch):
 
 
 def test_reid_trains_on_regressed_boxes_proposals_and_backgrounds(
-        tiny_model_and_batch, monkeypatch):
-    model, batch = tiny_model_and_batch
+        tiny_diffps, monkeypatch):
+    model, batch = tiny_diffps
     seen = _spy_reid_branch(model, monkeypatch)
     torch.manual_seed(0)
     losses = model.loss(batch['inputs'], batch['data_samples'])
@@ -274,11 +257,10 @@ def test_reid_trains_on_regressed_boxes_proposals_and_backgrounds(
     assert n_bg <= n_persons  # the positive fraction is kept
 
 
-def test_the_earlier_reid_rois_stay_reachable(tiny_model_and_batch,
-                                              monkeypatch):
+def test_the_earlier_reid_rois_stay_reachable(tiny_diffps, monkeypatch):
     """proposals=('rpn',), embed_negatives=False: the RPN proposals only,
     and only persons reach the head."""
-    model, batch = tiny_model_and_batch
+    model, batch = tiny_diffps
     seen = _spy_reid_branch(model, monkeypatch)
     monkeypatch.setattr(model.reid_roi_head, 'proposals', ('rpn', ))
     monkeypatch.setattr(model.reid_roi_head, 'embed_negatives', False)

@@ -1,7 +1,6 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """PSDiff (detector + PSDiffHead) end to end on a tiny configuration."""
 import copy
-import importlib.util
 import os.path as osp
 
 import pytest
@@ -21,6 +20,8 @@ from mmpsearch.models.heads import CDLHead, PSDiffHead
 from mmpsearch.models.roi_extractors import GatherRoIExtractor
 from mmpsearch.registry import MODELS
 from mmpsearch.utils import register_all_modules
+from ...conftest import load_tool
+from ..conftest import roi_align_extractor
 
 C, D, N = 32, 16, 16
 H, W = 64, 96
@@ -52,15 +53,8 @@ def _cfg(**test_cfg):
             denoiser=dict(
                 type=CDLHead,
                 in_channels=C,
-                roi_extractor=dict(
-                    type=GatherRoIExtractor,
-                    roi_layer=dict(
-                        type='RoIAlign',
-                        output_size=7,
-                        sampling_ratio=2,
-                        aligned=True),
-                    out_channels=C,
-                    featmap_strides=[4, 8, 16, 32]),
+                roi_extractor=roi_align_extractor(GatherRoIExtractor, C,
+                                                  [4, 8, 16, 32]),
                 num_heads=8,
                 feedforward_channels=64,
                 dynamic_conv=dict(feat_channels=8, param_rank=8))),
@@ -454,17 +448,9 @@ def test_shipped_configs_train_the_synthetic_recipe(name):
     assert paper == shipped  # nothing else differs
 
 
-def _tool(name):
-    path = osp.join(REPO, 'tools', 'analysis_tools', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'_psdiff_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_and_flops_tools():
     model = _model().eval()
-    res = _tool('benchmark').benchmark(
+    res = load_tool('tools/analysis_tools/benchmark.py').benchmark(
         model, [1, 2], (H, W), num_images=1, warmup=0, device='cpu')
     rows = res['rows']
     assert [r['steps'] for r in rows] == [1, 2]
@@ -472,7 +458,7 @@ def test_benchmark_and_flops_tools():
     assert rows[0]['extra_over_first_pct'] == 0
     assert model.test_cfg.sampling_steps == 3  # restored
 
-    flops = _tool('get_flops')
+    flops = load_tool('tools/analysis_tools/get_flops.py')
     x = torch.rand(1, 3, H, W)
     with torch.no_grad():
         f_bb = flops._count(flops._BackboneNeck(model), (x, ))

@@ -4,7 +4,6 @@ its detections) on a tiny Faster R-CNN and a tiny synthetic ReID teacher:
 training, frozen ReID, output format, the embedding against
 tools/extract_teacher_embeddings.py, tools/test.py and benchmark.py."""
 import copy
-import importlib.util
 import json
 import logging
 import math
@@ -27,6 +26,7 @@ from mmpsearch.models.detectors import TwoStepPersonSearch
 from mmpsearch.registry import DATASETS, MODELS
 from mmpsearch.utils import register_all_modules
 from tests.test_tools.conftest import run_tool
+from ...conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = str(REPO / 'configs' / 'baseline' /
@@ -40,16 +40,6 @@ CHANNELS = 16  # FPN width
 DET_LOSSES = {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox', 'acc'}
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
-
-
-def _tool(rel: str):
-    """A tools/ script as a module (tools/ is not a package)."""
-    path = REPO / 'tools' / rel
-    spec = importlib.util.spec_from_file_location(f'_two_step_{path.stem}',
-                                                  path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _quiet_init(model) -> None:
@@ -601,7 +591,7 @@ def test_tools_test_py_scores_the_baseline(trained, tiny):
 
 
 def test_benchmark_times_the_baseline(tmp_path, capsys):
-    bench = _tool('analysis_tools/benchmark.py')
+    bench = load_tool('tools/analysis_tools/benchmark.py')
     out = tmp_path / 'speed.json'
     res = bench.main([
         PSDIFF_CONFIG, '--steps', '1', '2', '--shape', '64', '96',

@@ -20,6 +20,7 @@ from mmpsearch.models.layers import ReIDDynamicConv, RoIQueryAttention
 from mmpsearch.models.losses import DualDenoisingCriterion, ReIDL2Loss
 from mmpsearch.models.roi_extractors import GatherRoIExtractor
 from mmpsearch.registry import TASK_UTILS
+from ..conftest import roi_align_extractor
 
 C, D = 32, 16
 STRIDES = [4, 8, 16, 32]
@@ -219,13 +220,7 @@ def _head(**kwargs):
     cfg = dict(
         in_channels=C,
         embed_dims=D,
-        roi_extractor=dict(
-            type=GatherRoIExtractor,
-            roi_layer=dict(
-                type='RoIAlign', output_size=7, sampling_ratio=2,
-                aligned=True),
-            out_channels=C,
-            featmap_strides=STRIDES),
+        roi_extractor=roi_align_extractor(GatherRoIExtractor, C, STRIDES),
         num_heads=8,
         feedforward_channels=64,
         dynamic_conv=dict(feat_channels=8, param_rank=8, with_proj=True))
@@ -242,14 +237,7 @@ SWITCHES = [
     dict(with_ca=False),
     dict(with_sa=False, with_dc=False, with_ca=False),
     dict(cascaded=False),
-    dict(
-        roi_extractor=dict(
-            type=SingleRoIExtractor,
-            roi_layer=dict(
-                type='RoIAlign', output_size=7, sampling_ratio=2,
-                aligned=True),
-            out_channels=C,
-            featmap_strides=STRIDES)),
+    dict(roi_extractor=roi_align_extractor(SingleRoIExtractor, C, STRIDES)),
 ]
 
 

@@ -2,7 +2,6 @@
 """PSDiff's typed test / train settings: the one place of the keys of
 ``model.test_cfg`` / ``train_cfg``, their defaults and their checks."""
 import copy
-import importlib.util
 import math
 import os.path as osp
 import pickle
@@ -14,13 +13,9 @@ from mmpsearch.models.detectors import PSDiff
 from mmpsearch.models.heads import (PSDiffHead, PSDiffTestSettings,
                                     PSDiffTrainSettings)
 from mmpsearch.utils.cfg_signature import ConfigKeyError
+from ..test_detectors import test_psdiff as psdiff_tests
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', '..'))
-spec = importlib.util.spec_from_file_location(
-    'psdiff_detector_tests',
-    osp.join(REPO, 'tests', 'test_models', 'test_detectors', 'test_psdiff.py'))
-psdiff_tests = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(psdiff_tests)
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 

@@ -118,6 +118,21 @@ def _batch(ids, d=16, seed=0):
     return _unit(len(ids), d, seed=seed), torch.tensor(ids)
 
 
+def _update_both(vec, ref, ids, g, seed):
+    """A batch of ``ids`` in an order drawn from ``g`` through the
+    vectorised update of ``vec`` and the loop of ``ref``: the same
+    operations per row, so bit for bit the loop's tables. Returns the
+    batch (embeddings, ids)."""
+    ids = ids[torch.randperm(len(ids), generator=g)]
+    x, _ = _batch(ids.tolist(), seed=seed)
+    vec.update(x, ids)
+    _reference_update(ref, x, ids)
+    assert torch.equal(vec.lut, ref.lut)
+    assert torch.equal(vec.cq, ref.cq)
+    assert int(vec.cq_head) == int(ref.cq_head)
+    return x, ids
+
+
 def test_vectorised_update_equals_the_loop_for_unique_ids():
     vec, ref = _pair()
     g = torch.Generator().manual_seed(3)
@@ -126,14 +141,7 @@ def test_vectorised_update_equals_the_loop_for_unique_ids():
         ids = torch.cat(
             [labeled, torch.full((9, ), -1),
              torch.full((3, ), -2)])
-        ids = ids[torch.randperm(len(ids), generator=g)]
-        x, _ = _batch(ids.tolist(), seed=20 + it)
-        vec.update(x, ids)
-        _reference_update(ref, x, ids)
-        # the same operations per row: bit for bit the loop's tables
-        assert torch.equal(vec.lut, ref.lut)
-        assert torch.equal(vec.cq, ref.cq)
-        assert int(vec.cq_head) == int(ref.cq_head)
+        _update_both(vec, ref, ids, g, seed=20 + it)
     assert not torch.equal(vec.lut, _unit(50, 16, seed=11))
 
 
@@ -148,13 +156,7 @@ def test_vectorised_update_chains_repeated_ids_as_the_loop():
             torch.full((n_cq, ), -1),
             torch.full((4, ), -2)
         ])
-        ids = ids[torch.randperm(len(ids), generator=g)]
-        x, _ = _batch(ids.tolist(), seed=30 + it)
-        vec.update(x, ids)
-        _reference_update(ref, x, ids)
-        assert torch.equal(vec.lut, ref.lut)
-        assert torch.equal(vec.cq, ref.cq)
-        assert int(vec.cq_head) == int(ref.cq_head)
+        x, ids = _update_both(vec, ref, ids, g, seed=30 + it)
     # and the order matters: the same samples reversed give other rows
     again, _ = _pair()
     again.update(x.flip(0), ids.flip(0))

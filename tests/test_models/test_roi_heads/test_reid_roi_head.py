@@ -4,7 +4,6 @@ head on its own, and checkpoints of the unreleased former layout (keys
 ``reid_head.*`` / ``reid_loss.*`` / ``reid_roi_extractor.*``) upgraded by
 tools/model_converters/upgrade_checkpoint_0_1_0.py."""
 import copy
-import importlib.util
 import os.path as osp
 from collections import OrderedDict
 
@@ -29,6 +28,7 @@ from mmpsearch.utils import safe_torch_load
 from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
                                         check_checkpoint_fits)
 from mmpsearch.utils.setup_env import register_all_modules
+from ...conftest import load_tool
 
 CONFIG = osp.join(
     osp.dirname(__file__), '..', '..', 'data', 'configs',
@@ -313,10 +313,4 @@ def test_converter_upgrades_a_former_checkpoint(model_cfg, trained_state,
 
 def _converter():
     """tools/model_converters/upgrade_checkpoint_0_1_0.py as a module."""
-    path = osp.join(
-        osp.dirname(__file__), '..', '..', '..', 'tools', 'model_converters',
-        'upgrade_checkpoint_0_1_0.py')
-    spec = importlib.util.spec_from_file_location('_upgrade_0_1_0', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/model_converters/upgrade_checkpoint_0_1_0.py')
