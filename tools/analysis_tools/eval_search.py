@@ -229,10 +229,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if args.dataset == 'prw' and args.subset is not None:
         raise SystemExit('--subset applies to CUHK-SYSU only')
     sizes = args.gallery_size or ([100] if args.dataset == 'cuhk' else [])
-    try:
+    with exit_on_refusal(ValueError):
         check_cuhk_gallery_sizes(sizes, '--gallery-size')
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
     if args.cbgm:
         try:
             args.cbgm_k1, args.cbgm_k2 = resolve_cbgm_k(
