@@ -1,7 +1,7 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """PSDiff's Collaborative Denoising Layer (eq. 12, Fig. 3)."""
 import math
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -141,11 +141,8 @@ class CDLHead(BaseModule):
             self.dynamic_conv = ReIDDynamicConv(
                 in_channels=C, input_feat_shape=self.roi_size, **dynamic_conv)
             self.dc_norm = nn.LayerNorm(C)
-        self.det_ffn = FFN(
-            embed_dims=C,
-            feedforward_channels=feedforward_channels,
-            ffn_drop=dropout)
-        self.det_ffn_norm = nn.LayerNorm(C)
+        self.det_ffn, self.det_ffn_norm = self._ffn(C, feedforward_channels,
+                                                    dropout)
 
         # ReID path: CA -> FFN.
         if with_ca:
@@ -153,11 +150,8 @@ class CDLHead(BaseModule):
                 C, num_heads, dropout=dropout, batch_first=True)
             self.roi_pos_embed = nn.Parameter(torch.zeros(self.roi_size**2, C))
             self.ca_norm = nn.LayerNorm(C)
-        self.reid_ffn = FFN(
-            embed_dims=C,
-            feedforward_channels=feedforward_channels,
-            ffn_drop=dropout)
-        self.reid_ffn_norm = nn.LayerNorm(C)
+        self.reid_ffn, self.reid_ffn_norm = self._ffn(C, feedforward_channels,
+                                                      dropout)
         self.dropout = nn.Dropout(dropout)
 
         # Timestep -> scale and shift of F_c (DiffusionDet's time MLP).
@@ -176,6 +170,15 @@ class CDLHead(BaseModule):
         self.reg_branch = self._mlp(C, C, num_reg_convs)
         self.reg_out = nn.Linear(C, 4)
         self.bbox_coder = TASK_UTILS.build(bbox_coder)
+
+    @staticmethod
+    def _ffn(channels: int, feedforward_channels: int,
+             dropout: float) -> Tuple[FFN, nn.LayerNorm]:
+        """The FFN that ends each path, and the norm after it."""
+        return FFN(
+            embed_dims=channels,
+            feedforward_channels=feedforward_channels,
+            ffn_drop=dropout), nn.LayerNorm(channels)
 
     @staticmethod
     def _mlp(in_channels: int, channels: int, num_layers: int) -> nn.Module:

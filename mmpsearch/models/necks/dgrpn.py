@@ -8,11 +8,11 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmpsearch.registry import MODELS
+from ..layers.pointwise_depthwise import PointwiseDepthwise
 
 
 @MODELS.register_module()
@@ -78,16 +78,8 @@ class DGRPN(BaseModule):
         self.max_peaks = max_peaks
         self.spread_kernel = spread_kernel
         self.delta = delta
-        self.aggregate = nn.Sequential(
-            ConvModule(in_channels, out_channels, 1, norm_cfg=norm_cfg),
-            ConvModule(
-                out_channels,
-                out_channels,
-                3,
-                padding=1,
-                groups=out_channels,
-                norm_cfg=norm_cfg,
-                act_cfg=None))
+        self.aggregate = PointwiseDepthwise(
+            in_channels, out_channels, norm_cfg, dw_relu=False)
         self.beta = nn.Parameter(torch.tensor(float(beta_init)))
         self.gamma = nn.Parameter(torch.tensor(float(gamma_init)))
 

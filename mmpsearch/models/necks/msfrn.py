@@ -14,6 +14,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmpsearch.registry import MODELS
+from ..layers.pointwise_depthwise import PointwiseDepthwise
 
 
 def _haar_kernels() -> Tensor:
@@ -175,20 +176,13 @@ class FrequencyRefinementModule(nn.Module):
         return self.idwt(ll, *highs, size=x.shape[-2:]) + x
 
 
-class LightBlock(nn.Sequential):
+class LightBlock(PointwiseDepthwise):
     """1x1 conv -> C, BN, ReLU, depthwise 3x3, BN, ReLU, 1x1, BN."""
 
     def __init__(self, in_channels: int, channels: int,
                  norm_cfg: dict) -> None:
-        super().__init__(
-            ConvModule(in_channels, channels, 1, norm_cfg=norm_cfg),
-            ConvModule(
-                channels,
-                channels,
-                3,
-                padding=1,
-                groups=channels,
-                norm_cfg=norm_cfg),
+        super().__init__(in_channels, channels, norm_cfg)
+        self.append(
             ConvModule(channels, channels, 1, norm_cfg=norm_cfg, act_cfg=None))
 
 
