@@ -22,6 +22,22 @@ def _embedding(rng, dim, nnz, exact):
     return v * np.float32(2.0**rng.integers(-2, 3))
 
 
+def split_query_gallery(gallery, query_img, pid):
+    """A CUHK-SYSU query's gallery candidates, in gallery order: the other
+    images that hold person ``pid`` (with its box) and the other images that
+    do not (box None)."""
+    pos, neg = [], []
+    for gid, g in gallery.items():
+        if gid == query_img:
+            continue
+        hit = np.flatnonzero(g.person_ids == pid)
+        if hit.size:
+            pos.append((gid, g.boxes[hit[0]].copy()))
+        else:
+            neg.append((gid, None))
+    return pos, neg
+
+
 def make_case(seed,
               kind='cuhk',
               n_img=14,
@@ -89,15 +105,7 @@ def make_case(seed,
         img_id, box, pid, cam = persons[int(rng.integers(len(persons)))]
         q_gallery = None
         if kind == 'cuhk':
-            pos, neg = [], []
-            for gid, g in gallery.items():
-                if gid == img_id:
-                    continue
-                hit = np.flatnonzero(g.person_ids == pid)
-                if hit.size:
-                    pos.append((gid, g.boxes[hit[0]].copy()))
-                else:
-                    neg.append((gid, None))
+            pos, neg = split_query_gallery(gallery, img_id, pid)
             rng.shuffle(neg)
             q_gallery = pos + neg[:max(0, gallery_size - len(pos))]
             if rng.random() < 0.15 and q_gallery:  # a listed-twice image

@@ -24,6 +24,7 @@ from mmpsearch.evaluation.functional import (CBGM, CBGM_DEFAULTS,
 from mmpsearch.evaluation.results_io import save_search_results
 from .eval_utils import load_eval_search, results_to_samples
 from .ps_eval_reference import ref_gallery_entries, ref_iou, ref_query_scores
+from .ps_eval_synthetic import split_query_gallery
 
 SEARCH = ('mAP', 'top1', 'top5', 'top10')
 
@@ -403,15 +404,8 @@ def make_groups_case(seed,
         img_id, box, p, cam = persons[int(k)]
         listed = None
         if kind == 'cuhk':
-            listed = []
-            for gid, g in gallery.items():
-                if gid == img_id:
-                    continue
-                hit = np.flatnonzero(g.person_ids == p)
-                if hit.size:
-                    listed.append((gid, g.boxes[hit[0]].copy()))
-                elif rng.random() < 0.6:
-                    listed.append((gid, None))
+            pos, neg = split_query_gallery(gallery, img_id, p)
+            listed = pos + [entry for entry in neg if rng.random() < 0.6]
         queries.append(Query(img_id, box.copy(), p, cam, listed))
         q_res.append(
             dict(

@@ -13,8 +13,6 @@ import torch.nn.functional as F
 from mmcv.ops import RoIAlign
 from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 from mmdet.models.roi_heads.shared_heads import ResLayer
-from mmdet.models.task_modules.assigners import MaxIoUAssigner
-from mmdet.models.task_modules.samplers import RandomSampler
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.runner.checkpoint import load_state_dict
@@ -68,20 +66,16 @@ def _head_cfg(train: bool = True) -> dict:
             num_pids=NUM_PIDS,
             num_cq_size=8,
             loss_weight=2.0),
-        train_cfg=dict(
-            assigner=dict(
-                type=MaxIoUAssigner,
-                pos_iou_thr=0.7,
-                neg_iou_thr=0.3,
-                min_pos_iou=0.7,
-                match_low_quality=False,
-                ignore_iof_thr=-1),
-            sampler=dict(
-                type=RandomSampler,
-                num=16,
-                pos_fraction=0.5,
-                neg_pos_ub=1,
-                add_gt_as_proposals=True)) if train else None)
+        train_cfg=_diffps_reid_sampling(num=16) if train else None)
+
+
+def _diffps_reid_sampling(num: int) -> dict:
+    """DiffPS's assigner and sampler of the ReID RoIs (the shipped config's:
+    person at IoU >= 0.7, background below 0.3, 50 % persons), ``num`` RoIs
+    per image."""
+    train_cfg = Config.fromfile(CONFIG).model.reid_roi_head.train_cfg
+    return dict(
+        assigner=train_cfg.assigner, sampler=dict(train_cfg.sampler, num=num))
 
 
 def _sample(gt_boxes, person_ids) -> DetDataSample:
