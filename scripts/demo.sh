@@ -26,29 +26,21 @@ PY=${PY:-${VENV:-.venv}/bin/python}
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
 VARIANT=${DEMO_VARIANT:-full}
-NAME=demo
-DATA=data/synthetic_cuhk
-NUM_IMAGES=800
-TEACHER_CFG=configs/teacher/teacher_synthetic.py
-TEACHER_DIR=work_dirs/teacher_synthetic
-PSDIFF_CFG=configs/psdiff/psdiff_r18_synthetic.py
-PSDIFF_DIR=work_dirs/psdiff_r18_synthetic
+# the quick variant's data, configs and work dirs are the full ones + _quick
+case "$VARIANT" in
+  full) NAME=demo; Q=""; NUM_IMAGES=800; STEPS="1 2 4 8" ;;
+  quick) NAME=demo-quick; Q=_quick; NUM_IMAGES=300; STEPS="1 8" ;;
+  *) echo "DEMO_VARIANT=$VARIANT: expected full or quick" >&2; exit 1 ;;
+esac
+DATA=data/synthetic_cuhk$Q
+TEACHER_CFG=configs/teacher/teacher_synthetic$Q.py
+TEACHER_DIR=work_dirs/teacher_synthetic$Q
+PSDIFF_CFG=configs/psdiff/psdiff_r18_synthetic$Q.py
+PSDIFF_DIR=work_dirs/psdiff_r18_synthetic$Q
 BASELINE_CFG=configs/baseline/faster_rcnn_r18_teacher_synthetic.py
 BASELINE_DIR=work_dirs/faster_rcnn_r18_teacher_synthetic
-STEPS="1 2 4 8"
 if [ "$VARIANT" = quick ]; then
-  NAME=demo-quick
-  DATA=data/synthetic_cuhk_quick
-  NUM_IMAGES=300
-  TEACHER_CFG=configs/teacher/teacher_synthetic_quick.py
-  TEACHER_DIR=work_dirs/teacher_synthetic_quick
-  PSDIFF_CFG=configs/psdiff/psdiff_r18_synthetic_quick.py
-  PSDIFF_DIR=work_dirs/psdiff_r18_synthetic_quick
   BASELINE_DIR=""  # not part of the quick variant
-  STEPS="1 8"
-elif [ "$VARIANT" != full ]; then
-  echo "DEMO_VARIANT=$VARIANT: expected full or quick" >&2
-  exit 1
 fi
 TEACHER_EMB=$TEACHER_DIR/teacher_embeddings.npz
 RUN_DIR=$PSDIFF_DIR/demo_$(date +%Y%m%d_%H%M%S)
