@@ -61,15 +61,22 @@ else
 fi
 PSDIFF_CKPT=$(cat "$PSDIFF_DIR/last_checkpoint")
 
+# test_and_score CFG CKPT NAME KEY=VALUE: tools/test.py into $RUN_DIR/NAME
+# (results_NAME.pkl, test_NAME.log), then the protocol's scores
+# (metrics_NAME.json, detections >= 0.5)
+test_and_score() {
+  "$PY" tools/test.py "$1" "$2" --work-dir "$RUN_DIR/$3" \
+    --out "$RUN_DIR/results_$3.pkl" \
+    --cfg-options "$4" > "$RUN_DIR/test_$3.log" 2>&1 \
+    || { tail -n 30 "$RUN_DIR/test_$3.log"; exit 1; }
+  "$PY" tools/analysis_tools/eval_search.py "$RUN_DIR/results_$3.pkl" \
+    --dataset cuhk --data-root "$DATA" --score-thr 0.5 --json "$RUN_DIR/metrics_$3.json" > /dev/null
+}
+
 stage "evaluation at ${STEPS// /, } steps (score >= 0.5, the protocol's) -> $RUN_DIR"
 mkdir -p "$RUN_DIR"
 for k in $STEPS; do
-  "$PY" tools/test.py "$PSDIFF_CFG" "$PSDIFF_CKPT" --work-dir "$RUN_DIR/steps_$k" \
-    --out "$RUN_DIR/results_steps_$k.pkl" \
-    --cfg-options "model.test_cfg.sampling_steps=$k" > "$RUN_DIR/test_steps_$k.log" 2>&1 \
-    || { tail -n 30 "$RUN_DIR/test_steps_$k.log"; exit 1; }
-  "$PY" tools/analysis_tools/eval_search.py "$RUN_DIR/results_steps_$k.pkl" \
-    --dataset cuhk --data-root "$DATA" --score-thr 0.5 --json "$RUN_DIR/metrics_steps_$k.json" > /dev/null
+  test_and_score "$PSDIFF_CFG" "$PSDIFF_CKPT" "steps_$k" "model.test_cfg.sampling_steps=$k"
 done
 # the CUHK-SYSU occlusion / low-resolution query subsets, at 8 steps (scenes
 # written before the generator had them have no subset files: skipped)
@@ -83,12 +90,7 @@ for sub in occlusion resolution; do
 done
 if [ -n "$BASELINE_DIR" ] && [ -f "$BASELINE_DIR/last_checkpoint" ]; then
   BASELINE_CKPT=$(cat "$BASELINE_DIR/last_checkpoint")
-  "$PY" tools/test.py "$BASELINE_CFG" "$BASELINE_CKPT" --work-dir "$RUN_DIR/baseline" \
-    --out "$RUN_DIR/results_baseline.pkl" \
-    --cfg-options "model.reid.checkpoint=$TEACHER_CKPT" > "$RUN_DIR/test_baseline.log" 2>&1 \
-    || { tail -n 30 "$RUN_DIR/test_baseline.log"; exit 1; }
-  "$PY" tools/analysis_tools/eval_search.py "$RUN_DIR/results_baseline.pkl" \
-    --dataset cuhk --data-root "$DATA" --score-thr 0.5 --json "$RUN_DIR/metrics_baseline.json" > /dev/null
+  test_and_score "$BASELINE_CFG" "$BASELINE_CKPT" baseline "model.reid.checkpoint=$TEACHER_CKPT"
 fi
 "$PY" - "$RUN_DIR" "$STEPS" "$VARIANT" <<'PYEOF'
 import json, os, sys
