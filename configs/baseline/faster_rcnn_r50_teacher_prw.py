@@ -18,15 +18,14 @@ with read_base():
     from .faster_rcnn_r50_teacher_cuhk import *  # noqa: F401,F403
     # PRW's dataset variables replace CUHK-SYSU's
     from .._base_.datasets.prw import *  # noqa: F401,F403
-    from ..teacher.teacher_r50_prw import crop_size as reid_crop_size
     from ..teacher.teacher_r50_prw import model as reid_model
 
-# The teacher's last checkpoint (60 epochs, configs/teacher/teacher_r50_prw)
+# The teacher's last checkpoint (60 epochs, configs/teacher/teacher_r50_prw);
+# its crop size is the CUHK-SYSU teacher's (teacher_r50_prw.py keeps that
+# recipe)
 reid_checkpoint = 'work_dirs/teacher_r50_prw/epoch_60.pth'
-model['reid'] = dict(  # noqa: F405
-    model=reid_model,
-    checkpoint=reid_checkpoint,
-    crop_size=reid_crop_size)
+model['reid']['model'] = reid_model  # noqa: F405
+model['reid']['checkpoint'] = reid_checkpoint  # noqa: F405
 
 # The protocol's threshold (the detector keeps >= 0.05, mmdet's default).
 val_evaluator.update(dict(score_thr=0.5))  # noqa: F405

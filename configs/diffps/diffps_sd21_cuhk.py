@@ -48,8 +48,10 @@ train_dataloader.dataset.pipeline = train_pipeline
 train_dataloader.batch_size = 5
 # all images have one size: no aspect-ratio grouping needed
 train_dataloader.batch_sampler = None
-val_dataloader.dataset.datasets[0].pipeline = test_pipeline
-val_dataloader.dataset.datasets[1].pipeline = test_pipeline
+# the gallery and the query split
+val_dataloader.dataset.datasets = [
+    dict(d, pipeline=test_pipeline) for d in val_dataloader.dataset.datasets
+]
 test_dataloader = val_dataloader
 
 # keep the best of the per-epoch evaluations, as the official loop does

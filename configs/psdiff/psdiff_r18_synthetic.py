@@ -27,16 +27,15 @@
 # (`make demo` runs these, then tools/test.py at 1, 2, 4 and 8 steps.)
 from mmdet.models.backbones import ResNet
 from mmengine.config import read_base
-from mmengine.hooks import CheckpointHook, LoggerHook
-from mmengine.optim.scheduler import LinearLR, MultiStepLR
-from mmengine.runner.loops import IterBasedTrainLoop
 
 from mmpsearch.models.weight_init import StrictPretrainedInit
 
 with read_base():
     from .psdiff_r50_cuhk import *  # noqa: F401,F403
-    # the dataset after the recipe: its variables replace CUHK-SYSU's
+    # the dataset and the schedule after the recipe: their variables
+    # replace CUHK-SYSU's and the 90k schedule's
     from .._base_.datasets.synthetic_cuhk import *  # noqa: F401,F403
+    from .._base_.schedules.schedule_synthetic import *  # noqa: F401,F403
 
 teacher_embeds = 'work_dirs/teacher_synthetic/teacher_embeddings.npz'
 teacher_ckpt = 'work_dirs/teacher_synthetic/iter_150.pth'
@@ -79,25 +78,6 @@ train_pipeline = [*train_transforms, noise_generator, pack_inputs]  # noqa
 train_dataloader.update(  # noqa: F405
     dict(batch_size=4, dataset=dict(pipeline=train_pipeline)))
 
-max_iters = 4500
-train_cfg = dict(
-    type=IterBasedTrainLoop, max_iters=max_iters, val_interval=max_iters)
-param_scheduler = [
-    dict(type=LinearLR, start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(
-        type=MultiStepLR,
-        begin=0,
-        end=max_iters,
-        by_epoch=False,
-        milestones=[3600],
-        gamma=0.1)
-]
-optim_wrapper['optimizer'].update(lr=2e-4)  # noqa: F405
-default_hooks.update(  # noqa: F405
-    dict(
-        checkpoint=dict(
-            type=CheckpointHook,
-            by_epoch=False,
-            interval=max_iters,
-            max_keep_ckpts=1),
-        logger=dict(type=LoggerHook, interval=50)))
+# one checkpoint, at the end of the schedule (schedule_synthetic.py)
+default_hooks['checkpoint'].update(  # noqa: F405
+    interval=max_iters, max_keep_ckpts=1)  # noqa: F405

@@ -11,19 +11,20 @@ from mmengine.config import read_base
 
 with read_base():
     from .psdiff_r18_synthetic import *  # noqa: F401,F403
-    # after the leaf, so that these names win
-    from .psdiff_r50_cuhk_paper import (center_teacher, paper_criterion,
-                                        paper_num_layers, paper_test_cfg,
-                                        paper_train_cfg)
+    # after the leaf, so that these names win: the paper's recipe as
+    # psdiff_r50_cuhk_paper.py sets it
+    from .psdiff_r50_cuhk_paper import center_teacher
+    from .psdiff_r50_cuhk_paper import model as __paper_model
 
-model['bbox_head']['criterion'] = paper_criterion  # noqa: F405
-model['bbox_head']['num_layers'] = paper_num_layers  # noqa: F405
-model['train_cfg'] = paper_train_cfg  # noqa: F405
-model['test_cfg'].update(paper_test_cfg)  # noqa: F405
-train_pipeline = [
-    *train_transforms,  # noqa: F405
-    dict(noise_generator, center_teacher=center_teacher),  # noqa: F405
-    pack_inputs  # noqa: F405
-]
+# its criterion and one CDL, its training and test settings (this file's
+# parent keeps psdiff_r50_cuhk.py's test settings, so the paper's are
+# psdiff_r50_cuhk_paper.py's)
+model.bbox_head.criterion = __paper_model.bbox_head.criterion  # noqa: F405
+model.bbox_head.num_layers = __paper_model.bbox_head.num_layers  # noqa: F405
+model.train_cfg = __paper_model.train_cfg  # noqa: F405
+model.test_cfg = __paper_model.test_cfg  # noqa: F405
+# its uncentred teacher targets
+noise_generator = dict(noise_generator, center_teacher=center_teacher)  # noqa
+train_pipeline = [*train_transforms, noise_generator, pack_inputs]  # noqa
 train_dataloader.update(  # noqa: F405
     dict(dataset=dict(pipeline=train_pipeline)))

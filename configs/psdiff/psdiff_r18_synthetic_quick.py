@@ -43,8 +43,9 @@ test_dataloader = val_dataloader  # noqa: F405
 val_evaluator = dict(val_evaluator, data_root=data_root)  # noqa: F405
 test_evaluator = val_evaluator
 
-# the short schedule: the parent's blocks, shortened
+# the short schedule: the parent's, shortened
 max_iters = 500
 train_cfg.update(max_iters=max_iters, val_interval=max_iters)  # noqa: F405
-param_scheduler[1].update(end=max_iters, milestones=[400])  # noqa: F405
+lr_decay = dict(lr_decay, end=max_iters, milestones=[400])  # noqa: F405
+param_scheduler = [lr_warmup, lr_decay]  # noqa: F405
 default_hooks['checkpoint'].update(interval=max_iters)  # noqa: F405

@@ -14,7 +14,8 @@ with read_base():
     from .psdiff_r50_cuhk import *  # noqa: F401,F403
 
 # The criterion's defaults are the paper's (Hungarian, focal 2 / L1 5 /
-# GIoU 2 / ReID 5). The other *_paper.py leaves import these names.
+# GIoU 2 / ReID 5). The other *_paper.py leaves take the settings these
+# give from here.
 paper_criterion = dict(type=DualDenoisingCriterion)
 paper_train_cfg = dict(num_passes=1)
 # the test settings of DiffusionDet, which the paper inherits: box renewal
@@ -28,10 +29,7 @@ model['bbox_head']['criterion'] = paper_criterion  # noqa: F405
 model['bbox_head']['num_layers'] = paper_num_layers  # noqa: F405
 model['train_cfg'] = paper_train_cfg  # noqa: F405
 model['test_cfg'].update(paper_test_cfg)  # noqa: F405
-train_pipeline = [
-    *train_transforms,  # noqa: F405
-    dict(noise_generator, center_teacher=center_teacher),  # noqa: F405
-    pack_inputs  # noqa: F405
-]
+noise_generator = dict(noise_generator, center_teacher=center_teacher)  # noqa
+train_pipeline = [*train_transforms, noise_generator, pack_inputs]  # noqa
 train_dataloader.update(  # noqa: F405
     dict(dataset=dict(pipeline=train_pipeline)))

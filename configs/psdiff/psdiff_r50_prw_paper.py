@@ -9,10 +9,7 @@ with read_base():
     from .._base_.datasets.prw import *  # noqa: F401,F403
     from .psdiff_r50_prw import noise_generator, teacher_embeds  # noqa
 
-train_pipeline = [
-    *train_transforms,  # noqa: F405
-    dict(noise_generator, center_teacher=center_teacher),  # noqa: F405
-    pack_inputs  # noqa: F405
-]
+noise_generator = dict(noise_generator, center_teacher=center_teacher)  # noqa
+train_pipeline = [*train_transforms, noise_generator, pack_inputs]  # noqa
 train_dataloader.update(  # noqa: F405
     dict(batch_size=8, dataset=dict(pipeline=train_pipeline)))

@@ -92,17 +92,14 @@ train_dataloader = dict(
         holdout_every=5,
         num_classes=num_classes,
         pipeline=train_pipeline))
+# the held-out crops, in order, through the test pipeline
 val_dataloader = dict(
+    train_dataloader,
     batch_size=128,
-    num_workers=4,
-    persistent_workers=True,
     sampler=dict(type=DefaultSampler, shuffle=False),
     dataset=dict(
-        type=PersonCropDataset,
-        dataset=person_search_train,
+        train_dataloader['dataset'],
         subset='val',
-        holdout_every=5,
-        num_classes=num_classes,
         pipeline=test_pipeline,
         test_mode=True))
 test_dataloader = val_dataloader

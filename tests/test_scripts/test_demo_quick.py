@@ -187,8 +187,10 @@ def _strings(node):
 @pytest.mark.parametrize(
     'quick, full, schedule',
     [
-        (QUICK_PSDIFF, 'configs/psdiff/psdiff_r18_synthetic.py',
-         {'train_cfg', 'param_scheduler', 'default_hooks', 'max_iters'}),
+        (QUICK_PSDIFF, 'configs/psdiff/psdiff_r18_synthetic.py', {
+            'train_cfg', 'param_scheduler', 'lr_decay', 'default_hooks',
+            'max_iters'
+        }),
         # the crop split: fewer boxes per identity in 150 scenes
         (QUICK_TEACHER, 'configs/teacher/teacher_synthetic.py',
          {'train_dataloader', 'val_dataloader', 'test_dataloader'}),

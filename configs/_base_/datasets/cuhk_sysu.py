@@ -67,19 +67,11 @@ val_dataloader = dict(
             dict(
                 type=dataset_type,
                 data_root=data_root,
-                split='gallery',
+                split=split,
                 gallery_size=gallery_size,
                 test_mode=True,
                 pipeline=test_pipeline,
-                backend_args=backend_args),
-            dict(
-                type=dataset_type,
-                data_root=data_root,
-                split='query',
-                gallery_size=gallery_size,
-                test_mode=True,
-                pipeline=test_pipeline,
-                backend_args=backend_args),
+                backend_args=backend_args) for split in ('gallery', 'query')
         ]))
 test_dataloader = val_dataloader
 

@@ -17,7 +17,6 @@
 # their reasons are listed in docs/en/model_zoo.md ("DiffPS: differences
 # from the official code"). The RPN and R-CNN settings are written as what
 # they change in mmdet's Faster R-CNN (faster_rcnn_r50_fpn.py).
-from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmdet.models.losses import SmoothL1Loss
 from mmdet.models.roi_heads.shared_heads import ResLayer
 from mmdet.models.task_modules.prior_generators import AnchorGenerator
@@ -74,11 +73,10 @@ __sampler = dict(
 model = dict(
     type=DiffPS,
     data_preprocessor=dict(
-        type=DetDataPreprocessor,
+        __faster_rcnn.data_preprocessor,
         # SD's VAE takes RGB in [-1, 1]
         mean=[127.5, 127.5, 127.5],
         std=[127.5, 127.5, 127.5],
-        bgr_to_rgb=True,
         # VAE /8 and three UNet downsamplings
         pad_size_divisor=64),
     backbone=dict(

@@ -15,22 +15,23 @@ train_cfg = dict(
 val_cfg = dict(type=ValLoop)
 test_cfg = dict(type=TestLoop)
 
-param_scheduler = [
-    dict(
-        type=LinearLR,
-        start_factor=0.001,
-        by_epoch=True,
-        begin=0,
-        end=1,
-        convert_to_iter_based=True),
-    dict(
-        type=MultiStepLR,
-        begin=0,
-        end=30,
-        by_epoch=True,
-        milestones=[8, 14],
-        gamma=0.1)
-]
+# The two parts by name: a leaf that changes the schedule changes them and
+# writes param_scheduler = [lr_warmup, lr_decay] again.
+lr_warmup = dict(
+    type=LinearLR,
+    start_factor=0.001,
+    by_epoch=True,
+    begin=0,
+    end=1,
+    convert_to_iter_based=True)
+lr_decay = dict(
+    type=MultiStepLR,
+    begin=0,
+    end=30,
+    by_epoch=True,
+    milestones=[8, 14],
+    gamma=0.1)
+param_scheduler = [lr_warmup, lr_decay]
 
 optim_wrapper = dict(
     type=OptimWrapper,

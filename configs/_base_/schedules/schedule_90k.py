@@ -12,16 +12,18 @@ train_cfg = dict(type=IterBasedTrainLoop, max_iters=90000, val_interval=10000)
 val_cfg = dict(type=ValLoop)
 test_cfg = dict(type=TestLoop)
 
-param_scheduler = [
-    dict(type=LinearLR, start_factor=0.01, by_epoch=False, begin=0, end=1000),
-    dict(
-        type=MultiStepLR,
-        begin=0,
-        end=90000,
-        by_epoch=False,
-        milestones=[70000, 84000],
-        gamma=0.1)
-]
+# The two parts by name: a leaf that shortens the schedule changes them and
+# writes param_scheduler = [lr_warmup, lr_decay] again.
+lr_warmup = dict(
+    type=LinearLR, start_factor=0.01, by_epoch=False, begin=0, end=1000)
+lr_decay = dict(
+    type=MultiStepLR,
+    begin=0,
+    end=90000,
+    by_epoch=False,
+    milestones=[70000, 84000],
+    gamma=0.1)
+param_scheduler = [lr_warmup, lr_decay]
 
 optim_wrapper = dict(
     type=OptimWrapper,

@@ -11,15 +11,14 @@
 #       --out data/synthetic_cuhk
 #   python tools/train.py tests/data/configs/diffps_sd21_synthetic.py
 from mmengine.config import read_base
-from mmengine.optim.optimizer import OptimWrapper
-from mmengine.optim.scheduler import LinearLR, MultiStepLR
-from mmengine.runner.loops import IterBasedTrainLoop, TestLoop, ValLoop
-from torch.optim import Adam
+from mmengine.optim.scheduler import LinearLR
+from mmengine.runner.loops import IterBasedTrainLoop
 
 with read_base():
     from ....configs._base_.datasets.synthetic_cuhk import *  # noqa: F401,F403
     from ....configs._base_.default_runtime import *  # noqa: F401,F403
     from ....configs._base_.models.diffps_sd21 import *  # noqa: F401,F403
+    from ....configs._base_.schedules.schedule_30e import *  # noqa: F401,F403
 
 # Widths of the tiny SD (mmpsearch.testing.tiny_sd): up levels
 # T[1] 64, T[2] 48, T[3] 32 channels; text width 32.
@@ -63,25 +62,17 @@ model.test_cfg.rcnn.update(max_per_img=50)
 
 train_dataloader.update(batch_size=2)
 
+# DiffPS's optimiser (schedule_30e.py: Adam, gradient clip 10) at lr 1e-3,
+# by iterations: 400, warm-up 20, lr /10 at 300
 max_iters = 400
 train_cfg = dict(
     type=IterBasedTrainLoop, max_iters=max_iters, val_interval=max_iters)
-val_cfg = dict(type=ValLoop)
-test_cfg = dict(type=TestLoop)
-param_scheduler = [
-    dict(type=LinearLR, start_factor=0.1, by_epoch=False, begin=0, end=20),
-    dict(
-        type=MultiStepLR,
-        begin=0,
-        end=max_iters,
-        by_epoch=False,
-        milestones=[300],
-        gamma=0.1)
-]
-optim_wrapper = dict(
-    type=OptimWrapper,
-    optimizer=dict(type=Adam, lr=1e-3),
-    clip_grad=dict(max_norm=10, norm_type=2))
+lr_warmup = dict(
+    type=LinearLR, start_factor=0.1, by_epoch=False, begin=0, end=20)
+lr_decay = dict(  # noqa: F405
+    lr_decay, end=max_iters, by_epoch=False, milestones=[300])
+param_scheduler = [lr_warmup, lr_decay]
+optim_wrapper['optimizer'].update(lr=1e-3)  # noqa: F405
 
 log_processor.update(by_epoch=False)
 default_hooks.logger.update(interval=10)

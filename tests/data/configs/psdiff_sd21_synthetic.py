@@ -13,32 +13,24 @@
 #   python tools/train.py tests/data/configs/psdiff_sd21_synthetic.py
 from mmengine.config import read_base
 
-from mmpsearch.models.necks import DGRPN, SDFeaturePyramid
+from mmpsearch.models.necks import DGRPN
 
 with read_base():
-    from ....configs._base_.models.diffps_sd21 import model as diffps_model
     from ....configs.psdiff.psdiff_r18_synthetic import *  # noqa: F401,F403
+    from ....configs.psdiff.psdiff_sd21_cuhk import model as __sd21_model
 
-model['data_preprocessor'] = diffps_model['data_preprocessor']  # noqa: F405
-model['backbone'] = diffps_model['backbone']  # noqa: F405
-model['backbone'].update(  # noqa: F405
-    sd_path='work_dirs/tiny_sd',
-    reid_layers=(
-        ('T[1][2].attn1.to_q', ),
-        ('T[2][1].attn1.to_v', 'T[2][2].attn1.to_q'),
-    ),
-    part_prompts=())
-del diffps_model
-
-# Widths of the tiny SD (mmpsearch.testing.tiny_sd): up levels
-# T[1] 64, T[2] 48, T[3] 32 channels.
+# psdiff_sd21_cuhk.py's input, frozen SD backbone (the tiny one here) and
+# feature pyramid, at the widths of the tiny SD (mmpsearch.testing.tiny_sd:
+# up levels T[1] 64, T[2] 48, T[3] 32 channels) and of this recipe
+model['data_preprocessor'] = __sd21_model['data_preprocessor']  # noqa: F405
+model['backbone'] = dict(  # noqa: F405
+    __sd21_model['backbone'], sd_path='work_dirs/tiny_sd')
 model['neck'] = dict(  # noqa: F405
-    type=SDFeaturePyramid,
+    __sd21_model['neck'],
     dgrpn=dict(type=DGRPN, in_channels=32, out_channels=channels),  # noqa
     reid_in_channels=((64, ), (48, 48)),
-    reid_strides=(32, 16),
-    out_channels=channels,  # noqa: F405
-    extra_level='maxpool')
-model['bbox_head']['denoiser']['roi_extractor']['featmap_strides'] = [
-    8, 16, 32, 64
-]  # noqa: F405
+    out_channels=channels)  # noqa: F405
+# the pyramid's strides
+model['bbox_head']['denoiser']['roi_extractor'].update(  # noqa: F405
+    featmap_strides=__sd21_model['bbox_head']['denoiser']['roi_extractor']
+    ['featmap_strides'])
