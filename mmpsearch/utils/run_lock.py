@@ -25,6 +25,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Sequence
 
 from .overwrite import DOCS
@@ -129,6 +130,7 @@ def describe_holder(info: dict) -> str:
             f'{info.get("host")}, started {info.get("started")})')
 
 
+@dataclass(eq=False)  # a lock is one object, not a value
 class RunLock:
     """A lock on a work dir or an output file, held for the life of a run.
 
@@ -144,21 +146,19 @@ class RunLock:
         flag (str): The option that sets ``force``, for the message.
     """
 
-    def __init__(self,
-                 target: str,
-                 what: str,
-                 tool: str,
-                 is_dir: bool = True,
-                 force: bool = False,
-                 flag: str = '--force') -> None:
-        self.target = target
-        self.what = what
-        self.tool = tool
-        self.is_dir = is_dir
-        self.force = force
-        self.flag = flag
-        self.path = lock_file(target, is_dir)
-        self.info: Optional[dict] = None
+    target: str
+    what: str
+    tool: str
+    is_dir: bool = True
+    force: bool = False
+    flag: str = '--force'
+    #: the lock file
+    path: str = field(init=False)
+    #: what the lock file holds once acquired
+    info: Optional[dict] = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.path = lock_file(self.target, self.is_dir)
 
     def acquire(self) -> 'RunLock':
         """Create the lock file; refuse (:class:`RunLockError`) while
