@@ -16,11 +16,12 @@ import sys
 
 import numpy as np
 
+from mmpsearch.utils.cli_args import add_force_arg, add_model_args
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='model config')
-    parser.add_argument('checkpoint', help='model checkpoint')
+    add_model_args(parser, 'model config', 'model checkpoint')
     parser.add_argument('--query-img', help='image holding the query person')
     parser.add_argument(
         '--query-box',
@@ -44,10 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='also draw boxes and scores at each sampling step for the '
         'best hit\'s image (PSDiff Fig. 6)')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument(
-        '--overwrite',
-        action='store_true',
-        help='replace existing output files')
+    add_force_arg(
+        parser, help='replace existing output files', flag='--overwrite')
     return parser.parse_args(argv)
 
 

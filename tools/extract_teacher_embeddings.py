@@ -22,19 +22,21 @@ import os.path as osp
 import sys
 from typing import Optional, Sequence
 
-from mmengine.config import DictAction
-
 # Make `python tools/extract_teacher_embeddings.py` work from a checkout
 # without `pip install -e .`.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmpsearch.utils.cli_args import add_cfg_options_arg  # noqa: E402
+from mmpsearch.utils.cli_args import add_force_arg  # noqa: E402
+from mmpsearch.utils.cli_args import add_model_args  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Extract PSDiff teacher embeddings e_0 for every '
         'annotated box of a split')
-    parser.add_argument('config', help='teacher config (configs/teacher/)')
-    parser.add_argument('checkpoint', help='trained teacher checkpoint')
+    add_model_args(parser, 'teacher config (configs/teacher/)',
+                   'trained teacher checkpoint')
     parser.add_argument(
         '--out', required=True, help='output file, must end with .npz')
     parser.add_argument(
@@ -48,13 +50,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         choices=['cpu', 'cuda'],
         default=None,
         help='default: cuda when available, else cpu')
-    parser.add_argument(
-        '--force', action='store_true', help='overwrite --out when it exists')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, key=value')
+    add_force_arg(parser, help='overwrite --out when it exists')
+    add_cfg_options_arg(parser, help='override config settings, key=value')
     return parser.parse_args(argv)
 
 

@@ -15,13 +15,15 @@ import os.path as osp
 import sys
 import time
 
+from mmpsearch.utils.cli_args import (add_cfg_options_arg, add_force_arg,
+                                      add_model_args)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Index the persons of image folders and videos into an '
         'on-disk, resumable, incremental index folder.')
-    parser.add_argument('config', help='model config')
-    parser.add_argument('checkpoint', help='model checkpoint (.pth)')
+    add_model_args(parser, 'model config', 'model checkpoint (.pth)')
     parser.add_argument(
         '--images',
         nargs='+',
@@ -63,24 +65,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='drop detections below this score (default: '
         "keep what the model outputs, its own "
         'test_cfg.score_thr)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        default=[],
-        metavar='KEY=VALUE',
-        help='config overrides, e.g. '
-        'model.test_cfg.sampling_steps=1')
+    add_cfg_options_arg(
+        parser,
+        help='config overrides, e.g. model.test_cfg.sampling_steps=1',
+        as_strings=True)
     parser.add_argument('--device', default='cpu')
     parser.add_argument(
         '--repair',
         action='store_true',
         help='drop corrupt shards of INDEX_DIR and redo '
         'them, instead of refusing the index')
-    parser.add_argument(
-        '--force',
-        action='store_true',
-        help='write into a non-empty --out that is not an '
-        'index')
+    add_force_arg(
+        parser, help='write into a non-empty --out that is not an index')
     parser.add_argument(
         '--no-progress', action='store_true', help='no progress bar')
     parser.add_argument(

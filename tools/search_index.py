@@ -15,6 +15,9 @@ import os.path as osp
 import sys
 import time
 
+from mmpsearch.utils.cli_args import (add_cfg_options_arg, add_force_arg,
+                                      add_model_args)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -23,8 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         'index',
         metavar='INDEX_DIR',
         help='index folder of tools/index_gallery.py')
-    parser.add_argument('config', help='model config (the index\'s)')
-    parser.add_argument('checkpoint', help='model checkpoint (the index\'s)')
+    add_model_args(parser, 'model config (the index\'s)',
+                   'model checkpoint (the index\'s)')
     parser.add_argument(
         '--query-img', required=True, help='image holding the query person')
     parser.add_argument(
@@ -67,16 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='or the most its centre may be from that frame\'s box, in box '
         'heights, at nearly the same height (a person walking further than '
         'a box width between samples); 0: IoU only')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        default=[],
-        metavar='KEY=VALUE',
-        help='config overrides: those the index was made '
-        'with (its manifest lists them)')
+    add_cfg_options_arg(
+        parser,
+        help='config overrides: those the index was made with (its manifest '
+        'lists them)',
+        as_strings=True)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument(
-        '--force', action='store_true', help='write into a non-empty --out')
+    add_force_arg(parser, help='write into a non-empty --out')
     args = parser.parse_args(argv)
     if args.topk < 1 or args.candidates < 1:
         parser.error('--topk and --candidates must be >= 1')

@@ -8,14 +8,14 @@ for ``test_cfg=dict(type='MultiSeedTestLoop', seeds=[0, 1, 2])``.
 """
 import argparse
 
-from mmengine.config import DictAction
+from mmpsearch.utils.cli_args import (add_cfg_options_arg, add_force_arg,
+                                      add_launcher_arg, add_model_args)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Test (and eval) a person searcher')
-    parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    add_model_args(parser, 'test config file path', 'checkpoint file')
     parser.add_argument(
         '--work-dir',
         help='the directory to save the file containing evaluation metrics')
@@ -46,27 +46,20 @@ def parse_args() -> argparse.Namespace:
         'work_dir/timestamp/)')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
+    add_cfg_options_arg(
+        parser,
         help='override some settings in the used config, the key-value pair '
         'in xxx=yyy format will be merged into config file, e.g. '
         'model.test_cfg.sampling_steps=4')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
+    add_launcher_arg(parser)
     parser.add_argument(
         '--allow-partial',
         action='store_true',
         help='evaluate even when the checkpoint leaves weights of the model '
         'unloaded (they stay random) or holds keys the model does not have; '
         'refused otherwise')
-    parser.add_argument(
-        '--force',
-        action='store_true',
+    add_force_arg(
+        parser,
         help='run although another run holds the work dir, --out or --json '
         '(their locks are taken over), and overwrite an existing --json '
         'file; refused otherwise')

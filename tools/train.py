@@ -4,7 +4,8 @@ import argparse
 import logging
 import os.path as osp
 
-from mmengine.config import DictAction
+from mmpsearch.utils.cli_args import (add_cfg_options_arg, add_force_arg,
+                                      add_launcher_arg)
 
 
 def parse_args() -> argparse.Namespace:
@@ -28,27 +29,20 @@ def parse_args() -> argparse.Namespace:
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
-    parser.add_argument(
-        '--force',
-        action='store_true',
+    add_force_arg(
+        parser,
         help='train into a work dir that already holds checkpoints of an '
         'earlier run (without --resume), overwriting them, or that another '
         'run holds (its lock is taken over); refused otherwise')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
+    add_cfg_options_arg(
+        parser,
         help='override some settings in the used config, the key-value pair '
         'in xxx=yyy format will be merged into config file. If the value to '
         'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
         'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
         'Note that the quotation marks are necessary and that no white space '
         'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
+    add_launcher_arg(parser)
     # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
     # will pass the `--local-rank` parameter to `tools/train.py` instead
     # of `--local_rank`.

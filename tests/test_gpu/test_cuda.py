@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from torchvision.ops import box_iou
 
 from mmpsearch.registry import MODELS
+from mmpsearch.testing import preprocessed_image
 from mmpsearch.utils import register_all_modules
 from ..conftest import REPO
 
@@ -76,17 +76,7 @@ def _psdiff():
 def _inputs(model, device, h=240, w=320):
     gen = torch.Generator().manual_seed(0)
     image = (torch.rand(3, h, w, generator=gen) * 255).to(device)
-    sample = DetDataSample(
-        metainfo=dict(
-            img_id='gpu_check.jpg',
-            img_shape=(h, w),
-            ori_shape=(h, w),
-            scale_factor=(1.0, 1.0),
-            split='gallery',
-            batch_input_shape=(h, w),
-            pad_shape=(h, w)))
-    return model.data_preprocessor(
-        dict(inputs=[image], data_samples=[sample]), False)
+    return preprocessed_image(model, image, 'gpu_check.jpg')
 
 
 def test_psdiff_predicts_on_cuda_as_on_cpu():

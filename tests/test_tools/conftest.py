@@ -1,18 +1,40 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
+import argparse
+import ast
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import pytest
+
+from mmpsearch.utils import cli_args
 
 REPO = Path(__file__).resolve().parents[2]
 TOY_CONFIG = str(REPO / 'tests' / 'data' / 'configs' / 'toy_train.py')
 #: the searcher of mmpsearch/testing/oracle_searcher.py: its boxes are a
 #: file's, no weights to train
 ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
+
+
+def cli_args_actions(call: ast.Call) -> List[argparse.Action]:
+    """The options that ``call`` adds, when it calls a helper of
+    :mod:`mmpsearch.utils.cli_args` (``add_force_arg(parser, ...)``):
+    the helper run on a fresh parser with the call's (literal) arguments;
+    ``[]`` for any other call. For the scans of the tools' sources, which
+    otherwise see only ``parser.add_argument`` calls."""
+    name = getattr(call.func, 'id', '')
+    if not (name.startswith('add_') and hasattr(cli_args, name)):
+        return []
+    parser = argparse.ArgumentParser(add_help=False)
+    getattr(cli_args, name)(parser,
+                            *[ast.literal_eval(a) for a in call.args[1:]], **{
+                                k.arg: ast.literal_eval(k.value)
+                                for k in call.keywords
+                            })
+    return parser._actions
 
 
 def tool_env(cuda: bool = False) -> dict:

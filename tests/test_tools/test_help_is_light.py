@@ -1,11 +1,14 @@
 # Copyright (c) mmpsearch contributors. All rights reserved.
 """``--help`` of every Python tool answers before torch is imported.
 
-Importing torch (and with it mmcv / mmdet / mmengine's runner, and
-``mmpsearch`` itself, whose ``__init__`` imports mmcv) takes seconds; a tool
-that parses its arguments first answers ``--help`` and a usage error at
-once. Each tool is run as ``__main__`` with ``--help`` in a fresh
-interpreter, which then reports whether ``torch`` is in ``sys.modules``.
+Importing torch (and with it mmcv / mmdet / mmengine's runner) takes
+seconds; a tool that parses its arguments first answers ``--help`` and a
+usage error at once. ``import mmpsearch`` is light (it reads the versions
+of mmcv, mmengine and mmdet from their metadata, and ``mmpsearch.utils``
+imports its torch modules on first use), so the tools build their parsers
+from :mod:`mmpsearch.utils.cli_args`. Each tool is run as ``__main__``
+with ``--help`` in a fresh interpreter, which then reports whether
+``torch``, ``mmcv`` or ``mmdet`` is in ``sys.modules``.
 Untimed: tools/misc/help_timing.py prints the wall times.
 """
 import subprocess
@@ -33,7 +36,7 @@ except SystemExit as e:
 else:
     code = 'no SystemExit'
 sys.stdout.flush()
-heavy = sorted(m for m in ('torch', 'mmcv', 'mmdet', 'mmpsearch')
+heavy = sorted(m for m in ('torch', 'mmcv', 'mmdet')
                if m in sys.modules)
 print('\\nPROBE exit:', code, 'heavy:', ','.join(heavy) or '-')
 '''
@@ -71,8 +74,8 @@ def test_help_is_printed_without_importing_torch(tool):
     assert '--help' in proc.stdout
     assert heavy_modules(proc) == '-', (
         f'{tool} --help imported {heavy_modules(proc)}: parse the '
-        'arguments before importing torch / mmdet / mmengine.runner / '
-        'mmpsearch')
+        'arguments before importing torch / mmcv / mmdet / '
+        'mmengine.runner')
 
 
 def test_the_probe_sees_an_early_import(tmp_path):
@@ -88,8 +91,8 @@ def test_the_probe_sees_an_early_import(tmp_path):
 
 
 def test_the_parsers_copies_of_library_constants():
-    # eval_search.py builds its parser before mmpsearch is imported, from
-    # copies of two constants
+    # eval_search.py builds its parser before mmpsearch.datasets (torch) is
+    # imported, from copies of two constants
     from mmpsearch.datasets.cuhk_subsets import CUHK_SUBSETS
     from mmpsearch.datasets.cuhk_sysu import CUHK_GALLERY_SIZES
     module = load_tool('tools/analysis_tools/eval_search.py')

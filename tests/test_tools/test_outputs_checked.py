@@ -12,7 +12,7 @@ from typing import Dict, Set
 import pytest
 
 from ..conftest import load_tool
-from .conftest import REPO
+from .conftest import REPO, cli_args_actions
 
 #: The shared checks (mmpsearch.utils.overwrite / run_lock).
 SHARED_CHECKS = {
@@ -58,8 +58,13 @@ def output_options(tree: ast.AST) -> Dict[str, str]:
     """``{dest: option}`` of the argparse options that name an output."""
     found = {}
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call)
-                and _name(node.func) == 'add_argument'):
+        if not isinstance(node, ast.Call):
+            continue
+        for action in cli_args_actions(node):  # add_json_args(parser) ...
+            long = action.option_strings[-1:] or [action.dest]
+            if OUTPUT_DEST.search(action.dest):
+                found[action.dest] = long[0]
+        if _name(node.func) != 'add_argument':
             continue
         flags = [
             a.value for a in node.args
@@ -122,6 +127,9 @@ def test_the_scan_finds_an_unchecked_output():
     tree = ast.parse('parser.add_argument("--json")\n'
                      'refuse_existing_file(args.json, "--json")\n')
     assert 'json' in checked_names(tree)
+    # an option added by a helper of mmpsearch.utils.cli_args
+    tree = ast.parse('add_json_args(parser)\n')
+    assert output_options(tree) == {'json': '--json'}
 
 
 @pytest.mark.parametrize('rel, argv', [

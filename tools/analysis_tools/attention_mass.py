@@ -38,6 +38,8 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
+from mmpsearch.utils.cli_args import add_force_arg
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -70,7 +72,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=None,
         help='write attention_mass.json and attention_maps.png here (a new '
         'or empty folder, unless --overwrite)')
-    parser.add_argument('--overwrite', action='store_true')
+    add_force_arg(parser, flag='--overwrite')
     parser.add_argument(
         '--show', type=int, default=4, help='scenes in the figure')
     return parser.parse_args(argv)

@@ -28,12 +28,14 @@ every PSDiff row gets its speed relative to the baseline::
         --baseline configs/baseline/faster_rcnn_r50_teacher_cuhk.py
 """
 import argparse
-import logging
 import platform
 import time
 from typing import Dict, List, Optional, Sequence
 
 from mmengine.config import DictAction
+
+from mmpsearch.utils.cli_args import (add_cfg_options_arg, add_json_args,
+                                      add_shape_arg, add_steps_arg)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -41,19 +43,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         description='PSDiff images/s at several sampling-step counts')
     parser.add_argument('config', help='model config file')
     parser.add_argument('--checkpoint', help='weights (optional)')
-    parser.add_argument(
-        '--steps',
-        type=int,
-        nargs='+',
-        default=[1, 2, 4, 8],
-        help='sampling-step counts to time')
-    parser.add_argument(
-        '--shape',
-        type=int,
-        nargs=2,
-        default=[800, 1333],
-        metavar=('H', 'W'),
-        help='input image size (default 800 1333)')
+    add_steps_arg(parser, help='sampling-step counts to time')
+    add_shape_arg(parser)
     parser.add_argument(
         '--num-images', type=int, default=3, help='timed images')
     parser.add_argument(
@@ -64,16 +55,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='default: cuda when available, else cpu')
     parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
-    parser.add_argument(
-        '--json', help='also write the figures to this (new) JSON file')
-    parser.add_argument(
-        '--force',
-        action='store_true',
-        help='overwrite an existing --json file')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
+    add_json_args(parser)
+    add_cfg_options_arg(
+        parser,
         help='override config keys, e.g. model.test_cfg.num_proposals=100')
     parser.add_argument(
         '--baseline',
@@ -109,11 +93,11 @@ if __name__ == '__main__':
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from mmdet.structures import DetDataSample  # noqa: E402
-from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.runner import load_checkpoint  # noqa: E402
 
 from mmpsearch.registry import MODELS  # noqa: E402
+from mmpsearch.testing import preprocessed_image  # noqa: E402
+from mmpsearch.testing import quiet_init_weights  # noqa: E402
 from mmpsearch.utils import register_all_modules  # noqa: E402
 from mmpsearch.utils import safe_checkpoint_loading  # noqa: E402
 from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
@@ -140,19 +124,8 @@ def _timed(fn, device: str):
 def _random_input(model, i: int, shape, device: str) -> Dict:
     """One random gallery image of ``shape`` (h, w) through the model's
     data preprocessor: ``inputs`` and ``data_samples``."""
-    h, w = shape
-    image = torch.rand(1, 3, h, w, device=device) * 255
-    sample = DetDataSample(
-        metainfo=dict(
-            img_id=f'bench_{i}.jpg',
-            img_shape=(h, w),
-            ori_shape=(h, w),
-            scale_factor=(1.0, 1.0),
-            split='gallery',
-            batch_input_shape=(h, w),
-            pad_shape=(h, w)))
-    return model.data_preprocessor(
-        dict(inputs=[image[0]], data_samples=[sample]), False)
+    image = torch.rand(3, *shape, device=device) * 255
+    return preprocessed_image(model, image, f'bench_{i}.jpg')
 
 
 def benchmark(model, steps: List[int], shape, num_images: int, warmup: int,
@@ -262,18 +235,6 @@ def benchmark_baseline(model,
         reid_times_s=reid_times)
 
 
-def _quiet_init(model) -> None:
-    """``init_weights`` without the per-parameter report mmengine prints at
-    INFO."""
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
-
-
 def build_baseline(config: str, checkpoint: Optional[str],
                    cfg_options: Optional[dict], device: str):
     """The two-step baseline of ``config``; random weights (no download,
@@ -291,7 +252,7 @@ def build_baseline(config: str, checkpoint: Optional[str],
         with safe_checkpoint_loading():
             load_checkpoint(model, checkpoint, map_location='cpu')
     else:
-        _quiet_init(model)
+        quiet_init_weights(model)
     return model.to(device).eval()
 
 
@@ -312,7 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         with safe_checkpoint_loading():
             load_checkpoint(model, args.checkpoint, map_location='cpu')
     else:
-        _quiet_init(model)
+        quiet_init_weights(model)
     model = model.to(args.device).eval()
     n_params = sum(p.numel() for p in model.parameters())
 

@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+from mmpsearch.utils.cli_args import add_json_args
+
 
 def parse_size(text: str):
     try:
@@ -136,12 +138,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help='where the memory maps go (default: a '
         'temporary folder, removed after)')
-    parser.add_argument(
-        '--json',
-        default=None,
-        help='also write the figures to this file (new, '
-        'unless --force)')
-    parser.add_argument('--force', action='store_true')
+    add_json_args(
+        parser,
+        help='also write the figures to this file (new, unless --force)')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     if args.queries < 1 or args.chunk < 1 or args.per_id <= 0:

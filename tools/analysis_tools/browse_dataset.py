@@ -17,7 +17,9 @@ import os
 import os.path as osp
 from typing import Any
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from mmpsearch.utils.cli_args import add_cfg_options_arg, add_force_arg
 
 LABELED = (0, 200, 0)
 UNLABELED = (220, 20, 20)
@@ -34,9 +36,8 @@ def parse_args() -> argparse.Namespace:
         '--output-dir',
         required=True,
         help='folder for the PNG files (a new or empty one)')
-    parser.add_argument(
-        '--force',
-        action='store_true',
+    add_force_arg(
+        parser,
         help='write into a non-empty --output-dir, '
         'overwriting PNG files of the same names')
     parser.add_argument(
@@ -45,10 +46,8 @@ def parse_args() -> argparse.Namespace:
         '--split', default='train', choices=['train', 'gallery', 'query'])
     parser.add_argument(
         '--data-root', help="override the chosen dataset's data_root")
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
+    add_cfg_options_arg(
+        parser,
         help='override config settings, e.g. '
         'train_dataloader.dataset.data_root=data/x')
     return parser.parse_args()

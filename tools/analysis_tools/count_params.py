@@ -15,7 +15,9 @@ adds nothing either way; ``--skip backbone`` only avoids loading it.
 import argparse
 from typing import Dict, Sequence
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
+
+from mmpsearch.utils.cli_args import add_cfg_options_arg
 
 
 def parse_args() -> argparse.Namespace:
@@ -27,11 +29,8 @@ def parse_args() -> argparse.Namespace:
         nargs='*',
         default=[],
         help='model entries not to build (e.g. backbone)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, as in tools/train.py')
+    add_cfg_options_arg(
+        parser, help='override settings of the config, as in tools/train.py')
     return parser.parse_args()
 
 

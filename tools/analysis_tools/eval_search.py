@@ -36,8 +36,10 @@ import argparse
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from mmpsearch.utils.cli_args import add_json_args, add_results_args
+
 # Copies of mmpsearch's constants for the parser, which is built before
-# mmpsearch (torch) is imported:
+# mmpsearch.datasets (torch) is imported:
 # mmpsearch.datasets.cuhk_subsets.CUHK_SUBSETS
 SUBSETS = ('occlusion', 'resolution')
 # mmpsearch.datasets.cuhk_sysu.CUHK_GALLERY_SIZES
@@ -59,10 +61,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Score a person-search results file under the standard '
         'CUHK-SYSU / PRW protocol')
-    parser.add_argument('results', help='results .pkl (tools/test.py --out)')
-    parser.add_argument('--dataset', required=True, choices=['cuhk', 'prw'])
-    parser.add_argument(
-        '--data-root', required=True, help='root of the released dataset')
+    add_results_args(
+        parser,
+        results_help='results .pkl (tools/test.py --out)',
+        data_root_help='root of the released dataset')
     parser.add_argument(
         '--gallery-size',
         type=int,
@@ -104,13 +106,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         type=_fraction,
         default=0.5,
         help='score threshold of gallery detections (protocol: 0.5)')
-    parser.add_argument(
-        '--json',
+    add_json_args(
+        parser,
         help='write the metrics to this JSON file (a new one, unless --force)')
-    parser.add_argument(
-        '--force',
-        action='store_true',
-        help='overwrite an existing --json file')
     return parser.parse_args(argv)
 
 

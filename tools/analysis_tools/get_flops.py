@@ -16,7 +16,8 @@ import argparse
 from math import prod
 from typing import Any, List
 
-from mmengine.config import DictAction
+from mmpsearch.utils.cli_args import (add_cfg_options_arg, add_shape_arg,
+                                      add_steps_arg)
 
 
 def parse_args() -> argparse.Namespace:
@@ -24,23 +25,10 @@ def parse_args() -> argparse.Namespace:
         description='Parameters and FLOPs of PSDiff (backbone+neck, one CDL '
         'step)')
     parser.add_argument('config', help='model config file')
-    parser.add_argument(
-        '--shape',
-        type=int,
-        nargs=2,
-        default=[800, 1333],
-        metavar=('H', 'W'),
-        help='input image size (default 800 1333)')
-    parser.add_argument(
-        '--steps',
-        type=int,
-        nargs='+',
-        default=[1, 2, 4, 8],
-        help='step counts for the total column')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
+    add_shape_arg(parser)
+    add_steps_arg(parser, help='step counts for the total column')
+    add_cfg_options_arg(
+        parser,
         help='override config keys, e.g. model.test_cfg.num_proposals=100')
     return parser.parse_args()
 

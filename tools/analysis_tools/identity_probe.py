@@ -54,6 +54,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from mmpsearch.utils.cli_args import add_force_arg
+
 DEFAULT_CONFIG = osp.join('configs', '_base_', 'models', 'diffps_sd21.py')
 MODES = ('pca', 'lda')
 GRID = (4, 2)  # RoIAlign cells: rows (top to bottom) x columns
@@ -99,8 +101,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=None,
         help='fit on the first N training images (default: all)')
     parser.add_argument('--out', default=None, help='write the table as JSON')
-    parser.add_argument(
-        '--force', action='store_true', help='overwrite an existing --out')
+    add_force_arg(parser, help='overwrite an existing --out')
     parser.add_argument(
         '--threads',
         type=int,

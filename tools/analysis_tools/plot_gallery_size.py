@@ -11,6 +11,8 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
+from mmpsearch.utils.cli_args import add_force_arg
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -25,7 +27,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', required=True, help='output PNG')
     parser.add_argument('--json', help='also write {size: {mAP, top1}}')
     parser.add_argument('--label', default=None, help='legend label')
-    parser.add_argument('--overwrite', action='store_true')
+    add_force_arg(parser, flag='--overwrite')
     return parser.parse_args(argv)
 
 

@@ -15,6 +15,8 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
+from mmpsearch.utils.cli_args import add_force_arg
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -27,7 +29,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--benchmark', help='benchmark.py --json output (time per image)')
     parser.add_argument('--out', required=True, help='output PNG')
-    parser.add_argument('--overwrite', action='store_true')
+    add_force_arg(parser, flag='--overwrite')
     return parser.parse_args(argv)
 
 

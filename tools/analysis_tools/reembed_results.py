@@ -31,16 +31,16 @@ import os.path as osp
 from typing import Callable, List, Optional
 
 import numpy as np
-from mmengine.config import DictAction
+
+from mmpsearch.utils.cli_args import (add_cfg_options_arg, add_force_arg,
+                                      add_results_args)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Re-embed a results file, or swap its detections for '
         'the ground truth')
-    parser.add_argument('results', help='results.pkl of tools/test.py')
-    parser.add_argument('--dataset', required=True, choices=['cuhk', 'prw'])
-    parser.add_argument('--data-root', required=True)
+    add_results_args(parser)
     parser.add_argument('--out', required=True, help='the new results file')
     parser.add_argument(
         '--boxes',
@@ -59,14 +59,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs=2,
         metavar=('CONFIG', 'CKPT'),
         help='embed crops with a ReID classifier (an mmpretrain config)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
+    add_cfg_options_arg(
+        parser,
         help='overrides of the --searcher config, as tools/test.py takes '
         'them (e.g. model.backbone.sd_path=work_dirs/tiny_ldm)')
-    parser.add_argument(
-        '--force', action='store_true', help='overwrite an existing --out')
+    add_force_arg(parser, help='overwrite an existing --out')
     args = parser.parse_args(argv)
     if args.cfg_options and not args.searcher:
         parser.error('--cfg-options go with --searcher')

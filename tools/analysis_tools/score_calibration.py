@@ -24,27 +24,22 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from mmpsearch.utils.cli_args import add_json_args, add_results_args
+
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Scores of true, duplicate and false detections')
-    parser.add_argument('results', help='results.pkl of tools/test.py')
-    parser.add_argument('--dataset', required=True, choices=['cuhk', 'prw'])
-    parser.add_argument('--data-root', required=True)
+    add_results_args(parser)
     parser.add_argument(
         '--thr',
         type=float,
         default=0.5,
         help='the score threshold to report against '
         '(default 0.5, the protocol\'s)')
-    parser.add_argument(
-        '--json', help='also write the figures to this (new) JSON file')
-    parser.add_argument(
-        '--force',
-        action='store_true',
-        help='overwrite an existing --json file')
+    add_json_args(parser)
     return parser.parse_args(argv)
 
 

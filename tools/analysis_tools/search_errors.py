@@ -31,15 +31,15 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from mmpsearch.utils.cli_args import add_json_args, add_results_args
+
 KINDS = ('query_person', 'other_person', 'other_person_poor_box', 'background')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='False matches that rank above true ones, by kind')
-    parser.add_argument('results', help='results.pkl of tools/test.py')
-    parser.add_argument('--dataset', required=True, choices=['cuhk', 'prw'])
-    parser.add_argument('--data-root', required=True)
+    add_results_args(parser)
     parser.add_argument(
         '--gallery-size',
         type=int,
@@ -50,10 +50,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         type=float,
         default=0.5,
         help='score threshold of gallery detections (protocol: 0.5)')
-    parser.add_argument(
-        '--json', help='also write the figures to this (new) JSON file')
-    parser.add_argument(
-        '--force', action='store_true', help='overwrite an existing --json')
+    add_json_args(parser)
     return parser.parse_args(argv)
 
 

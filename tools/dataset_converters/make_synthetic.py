@@ -15,6 +15,8 @@ import argparse
 import json
 import time
 
+from mmpsearch.utils.cli_args import add_force_arg
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -30,9 +32,8 @@ def parse_args() -> argparse.Namespace:
         required=True,
         help='output folder: new or empty (a released dataset has the same '
         'file names), unless --force')
-    parser.add_argument(
-        '--force',
-        action='store_true',
+    add_force_arg(
+        parser,
         help='write into a non-empty --out, overwriting files of the same '
         'names')
     parser.add_argument(

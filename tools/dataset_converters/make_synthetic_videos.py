@@ -10,6 +10,8 @@ import argparse
 import json
 import time
 
+from mmpsearch.utils.cli_args import add_force_arg
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -19,8 +21,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--out',
         required=True,
         help='output folder: new or empty, unless --force')
-    parser.add_argument(
-        '--force', action='store_true', help='write into a non-empty --out')
+    add_force_arg(parser, help='write into a non-empty --out')
     parser.add_argument('--num-videos', type=int, default=2)
     parser.add_argument(
         '--frames', type=int, default=48, help='frames per video')

@@ -5,7 +5,8 @@ interpreter, and whether it imported torch before answering::
     python tools/misc/help_timing.py [--repeat 3]
 
 The tools are every ``tools/**/*.py`` and ``demo/*.py``: each parses its
-arguments before it imports torch / mmdet / mmengine / mmpsearch, so that
+arguments before it imports torch / mmcv / mmdet / mmengine's runner (the
+parser comes from the light :mod:`mmpsearch.utils.cli_args`), so that
 ``--help`` (and a usage error) answers in well under 2 s.
 tests/test_tools/test_help_is_light.py checks the imports, untimed; this
 script is the stopwatch.

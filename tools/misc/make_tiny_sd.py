@@ -9,15 +9,16 @@ See :mod:`mmpsearch.testing.tiny_sd` for what is in it.
 import argparse
 import os.path as osp
 
+from mmpsearch.utils.cli_args import add_force_arg
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument(
         'out', help='folder to write (created): new or empty, unless --force')
     parser.add_argument('--seed', type=int, default=0, help='weight seed')
-    parser.add_argument(
-        '--force',
-        action='store_true',
+    add_force_arg(
+        parser,
         help='write into a non-empty OUT (e.g. a real Stable Diffusion '
         'folder), overwriting its files')
     args = parser.parse_args()

@@ -96,6 +96,8 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from mmpsearch.utils.cli_args import add_force_arg
+
 #: DiffPS's prompt (``StableDiffusionBackbone.prompt``).
 PROMPT = 'person'
 
@@ -109,10 +111,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='synthetic CUHK-layout folder written with make_synthetic.py '
         '--describe (holds scenes.json)')
     parser.add_argument('out', help='Stable Diffusion folder to write')
-    parser.add_argument(
-        '--overwrite',
-        action='store_true',
-        help='replace an existing OUT (at the end, in one rename)')
+    add_force_arg(
+        parser,
+        help='replace an existing OUT (at the end, in one rename)',
+        flag='--overwrite')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
         '--split',

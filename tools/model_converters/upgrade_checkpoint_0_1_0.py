@@ -24,6 +24,8 @@ import argparse
 from collections import OrderedDict
 from typing import Dict, Optional
 
+from mmpsearch.utils.cli_args import add_force_arg
+
 #: former prefix -> current prefix, each with its trailing dot
 RENAMES = {
     'head.': 'bbox_head.denoiser.',
@@ -70,8 +72,7 @@ def parse_args(argv=None):
         description='Rename the weights of a 0.1.0-layout checkpoint')
     parser.add_argument('src', help='the checkpoint to read')
     parser.add_argument('dst', help='where to write the renamed checkpoint')
-    parser.add_argument(
-        '--force', action='store_true', help='replace an existing DST')
+    add_force_arg(parser, help='replace an existing DST')
     return parser.parse_args(argv)
 
 

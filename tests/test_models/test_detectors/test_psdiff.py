@@ -19,6 +19,7 @@ from mmpsearch.models.detectors import PSDiff
 from mmpsearch.models.heads import CDLHead, PSDiffHead
 from mmpsearch.models.roi_extractors import GatherRoIExtractor
 from mmpsearch.registry import MODELS
+from mmpsearch.testing import unscaled_metainfo
 from mmpsearch.utils import register_all_modules
 from ...conftest import load_tool
 from ..conftest import roi_align_extractor
@@ -91,15 +92,8 @@ def _train_batch(seed=0):
         x_e = gen.q_sample((3.0 * e0)[inds].numpy(), t,
                            torch.randn(N, D, generator=g).numpy())
         ds = DetDataSample(
-            metainfo=dict(
-                img_id=f'{i}.jpg',
-                img_shape=(H, W),
-                ori_shape=(H, W),
-                scale_factor=(1.0, 1.0),
-                diffusion_t=t,
-                split='train',
-                batch_input_shape=(H, W),
-                pad_shape=(H, W)))
+            metainfo=unscaled_metainfo(
+                f'{i}.jpg', (H, W), split='train', diffusion_t=t))
         ds.gt_instances = InstanceData(
             bboxes=HorizontalBoxes(b),
             labels=torch.zeros(len(b)).long(),

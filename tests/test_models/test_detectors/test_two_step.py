@@ -5,7 +5,6 @@ training, frozen ReID, output format, the embedding against
 tools/extract_teacher_embeddings.py, tools/test.py and benchmark.py."""
 import copy
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import torch
 from mmdet.structures.bbox import HorizontalBoxes
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
-from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmengine.structures import InstanceData
 
@@ -24,6 +22,7 @@ from mmpsearch.datasets import load_cuhk_protocol, make_synthetic
 from mmpsearch.evaluation.results_io import load_search_results
 from mmpsearch.models.detectors import TwoStepPersonSearch
 from mmpsearch.registry import DATASETS, MODELS
+from mmpsearch.testing import quiet_init_weights
 from mmpsearch.utils import register_all_modules
 from tests.test_tools.conftest import run_tool
 from ...conftest import load_tool
@@ -40,16 +39,6 @@ CHANNELS = 16  # FPN width
 DET_LOSSES = {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox', 'acc'}
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
-
-
-def _quiet_init(model) -> None:
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
 
 
 def teacher_options(root: str) -> dict:
@@ -117,7 +106,7 @@ def baseline_cfg(root: str, ckpt, scale=IMAGE_SIZE, **more) -> Config:
 def build(cfg: Config) -> TwoStepPersonSearch:
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
-    _quiet_init(model)
+    quiet_init_weights(model)
     return model
 
 
@@ -142,7 +131,7 @@ def tiny(tmp_path_factory, one_torch_thread):
     teacher_cfg.merge_from_dict(teacher_options(root))
     torch.manual_seed(0)
     teacher = MODELS.build(teacher_cfg.model)
-    _quiet_init(teacher)
+    quiet_init_weights(teacher)
     g = torch.Generator().manual_seed(0)
     for m in teacher.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
