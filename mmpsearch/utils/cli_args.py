@@ -5,10 +5,12 @@ Standard library and mmengine's ``DictAction`` only: the tools build their
 parsers before they import torch, so that ``--help`` answers at once
 (``tests/test_tools/test_help_is_light.py``).
 """
-from argparse import ArgumentParser
+from argparse import ArgumentParser, ArgumentTypeError
 from typing import Optional, Sequence
 
 from mmengine.config import DictAction
+
+from .thresholds import check_unit_interval
 
 #: The datasets the analysis tools read (``--dataset``).
 DATASETS = ('cuhk', 'prw')
@@ -98,3 +100,24 @@ def add_results_args(parser: ArgumentParser,
     parser.add_argument('results', help=results_help)
     parser.add_argument('--dataset', required=True, choices=list(DATASETS))
     parser.add_argument('--data-root', required=True, help=data_root_help)
+
+
+def score_threshold(text: str) -> float:
+    """``type=`` of a score-threshold option: a number in [0, 1] (``nan`` or
+    ``5`` would drop every detection and print zeros), refused as a usage
+    error."""
+    try:
+        return check_unit_interval(float(text), 'the score threshold')
+    except ValueError:
+        raise ArgumentTypeError(
+            f'must be a number in [0, 1], got {text!r}') from None
+
+
+def add_score_thr_arg(
+    parser: ArgumentParser,
+    flag: str = '--score-thr',
+    help: str = 'score threshold of gallery detections (protocol: 0.5)'
+) -> None:
+    """A score threshold of the gallery detections (default 0.5, the
+    protocol's), checked by :func:`score_threshold`."""
+    parser.add_argument(flag, type=score_threshold, default=0.5, help=help)

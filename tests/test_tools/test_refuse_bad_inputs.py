@@ -354,21 +354,22 @@ def test_evaluation_refuses_a_nan_or_out_of_range_score_thr():
         PersonSearchMetric(dataset_type='cuhk', data_root='x', score_thr=True)
 
 
-def _eval_search_main():
-    return load_tool('tools/analysis_tools/eval_search.py').main
-
-
 @pytest.mark.parametrize('value', ['nan', '5'])
-def test_eval_search_refuses_score_thr_option(value, tmp_path, capsys):
+@pytest.mark.parametrize('tool, flag', [('eval_search', '--score-thr'),
+                                        ('search_errors', '--score-thr'),
+                                        ('score_calibration', '--thr')])
+def test_analysis_tools_refuse_a_score_thr_option(tool, flag, value, tmp_path,
+                                                  capsys):
     results = tmp_path / 'results.pkl'
     results.write_bytes(b'')
+    main = load_tool(f'tools/analysis_tools/{tool}.py').main
     with pytest.raises(SystemExit) as info:
-        _eval_search_main()([
+        main([
             str(results), '--dataset', 'cuhk', '--data-root',
-            str(tmp_path), '--score-thr', value
+            str(tmp_path), flag, value
         ])
     assert info.value.code == 2
-    assert f"argument --score-thr: must be a number in [0, 1], got " \
+    assert f"argument {flag}: must be a number in [0, 1], got " \
         f"'{value}'" in capsys.readouterr().err
 
 

@@ -10,7 +10,8 @@ import pytest
 from mmpsearch.utils.cli_args import (add_cfg_options_arg, add_force_arg,
                                       add_json_args, add_launcher_arg,
                                       add_model_args, add_results_args,
-                                      add_shape_arg, add_steps_arg)
+                                      add_score_thr_arg, add_shape_arg,
+                                      add_steps_arg, score_threshold)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,6 +133,26 @@ def test_results_args():
     text = parser.format_help()
     assert 'results.pkl of tools/test.py' in text
     assert 'the dataset root' in text
+
+
+@pytest.mark.parametrize('flag', ['--score-thr', '--thr'])
+def test_score_thr_arg(flag):
+    parser = _parser()
+    add_score_thr_arg(parser, flag, help='keep detections above')
+    dest = flag[2:].replace('-', '_')
+    assert getattr(parser.parse_args([]), dest) == 0.5
+    assert getattr(parser.parse_args([flag, '0']), dest) == 0.0
+    assert getattr(parser.parse_args([flag, '1']), dest) == 1.0
+    for bad in ('nan', '5', '-0.1', 'inf', 'half'):
+        _refuses(parser, [flag, bad])
+    assert 'keep detections above' in parser.format_help()
+
+
+def test_score_threshold_message():
+    with pytest.raises(argparse.ArgumentTypeError) as e:
+        score_threshold('nan')
+    assert str(e.value) == "must be a number in [0, 1], got 'nan'"
+    assert score_threshold('0.25') == 0.25
 
 
 @pytest.mark.parametrize('module', ['mmpsearch', 'mmpsearch.utils.cli_args'])

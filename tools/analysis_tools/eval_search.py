@@ -36,7 +36,8 @@ import argparse
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from mmpsearch.utils.cli_args import add_json_args, add_results_args
+from mmpsearch.utils.cli_args import (add_json_args, add_results_args,
+                                      add_score_thr_arg)
 
 # Copies of mmpsearch's constants for the parser, which is built before
 # mmpsearch.datasets (torch) is imported:
@@ -44,17 +45,6 @@ from mmpsearch.utils.cli_args import add_json_args, add_results_args
 SUBSETS = ('occlusion', 'resolution')
 # mmpsearch.datasets.cuhk_sysu.CUHK_GALLERY_SIZES
 GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
-
-
-def _fraction(text: str) -> float:
-    """A number in [0, 1]: ``--score-thr nan`` or ``5`` would drop every
-    detection and print zeros."""
-    from mmpsearch.utils.thresholds import check_unit_interval
-    try:
-        return check_unit_interval(float(text), 'the score threshold')
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'must be a number in [0, 1], got {text!r}') from None
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -101,11 +91,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=None,
         help='CBGM: context persons of the query, itself included '
         '(default 3 CUHK-SYSU, 4 PRW)')
-    parser.add_argument(
-        '--score-thr',
-        type=_fraction,
-        default=0.5,
-        help='score threshold of gallery detections (protocol: 0.5)')
+    add_score_thr_arg(parser)
     add_json_args(
         parser,
         help='write the metrics to this JSON file (a new one, unless --force)')

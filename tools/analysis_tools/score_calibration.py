@@ -24,7 +24,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from mmpsearch.utils.cli_args import add_json_args, add_results_args
+from mmpsearch.utils.cli_args import (add_json_args, add_results_args,
+                                      add_score_thr_arg)
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -33,10 +34,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Scores of true, duplicate and false detections')
     add_results_args(parser)
-    parser.add_argument(
+    add_score_thr_arg(
+        parser,
         '--thr',
-        type=float,
-        default=0.5,
         help='the score threshold to report against '
         '(default 0.5, the protocol\'s)')
     add_json_args(parser)
@@ -144,8 +144,6 @@ def main(argv: Optional[List[str]] = None) -> dict:
     with exit_on_refusal(FileNotFoundError):
         if args.json:  # before any work: an earlier file is not overwritten
             refuse_existing_file(args.json, '--json', args.force)
-        if not 0.0 <= args.thr <= 1.0:
-            raise SystemExit(f'--thr {args.thr}: expected a number in [0, 1]')
         require_results_file(args.results)  # a folder is named as one
     # the gallery's ground truth is the same at every CUHK-SYSU size
     protocol = person_search_metric.load_protocol(

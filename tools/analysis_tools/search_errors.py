@@ -31,7 +31,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from mmpsearch.utils.cli_args import add_json_args, add_results_args
+from mmpsearch.utils.cli_args import (add_json_args, add_results_args,
+                                      add_score_thr_arg)
 
 KINDS = ('query_person', 'other_person', 'other_person_poor_box', 'background')
 
@@ -45,11 +46,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         type=int,
         default=100,
         help='CUHK-SYSU gallery size (default 100, the protocol\'s)')
-    parser.add_argument(
-        '--score-thr',
-        type=float,
-        default=0.5,
-        help='score threshold of gallery detections (protocol: 0.5)')
+    add_score_thr_arg(parser)
     add_json_args(parser)
     return parser.parse_args(argv)
 
@@ -201,9 +198,6 @@ def main(argv: Optional[List[str]] = None) -> dict:
     with exit_on_refusal(FileNotFoundError):
         if args.json:  # before any work: an earlier file is not overwritten
             refuse_existing_file(args.json, '--json', args.force)
-        if not 0.0 <= args.score_thr <= 1.0:
-            raise SystemExit(f'--score-thr {args.score_thr}: expected a '
-                             'number in [0, 1]')
         require_results_file(args.results)  # a folder is named as one
     protocol = person_search_metric.load_protocol(
         args.dataset, args.data_root,
