@@ -77,9 +77,9 @@ if __name__ == '__main__':
 
 import pickle  # noqa: E402
 
-from mmpsearch.evaluation.metrics import person_search_metric  # noqa: E402
-from mmpsearch.evaluation.results_io import load_search_results  # noqa: E402
-from mmpsearch.evaluation.results_io import require_results_file  # noqa
+from mmpsearch.evaluation.metrics.person_search_metric import \
+    load_results_and_protocol  # noqa: E402
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 Embedder = Callable[[str, np.ndarray], np.ndarray]
@@ -199,17 +199,15 @@ def reembed(results: dict,
 
 def main(argv: Optional[List[str]] = None) -> str:
     args = parse_args(argv)
-    try:  # before any work: an earlier file is not overwritten
-        refuse_existing_file(args.out, '--out', args.force)
-        require_results_file(args.results)
-    except (FileExistsError, FileNotFoundError) as e:
-        raise SystemExit(str(e)) from None
     if args.boxes == 'gt' and not (args.searcher or args.reid):
         raise SystemExit('--boxes gt needs an embedder: --searcher CONFIG '
                          'CKPT or --reid CONFIG CKPT')
-    protocol = person_search_metric.load_protocol(
-        args.dataset, args.data_root, 100 if args.dataset == 'cuhk' else None)
-    results = load_search_results(args.results, protocol)
+    with exit_on_refusal(FileNotFoundError):
+        # before any work: an earlier file is not overwritten
+        refuse_existing_file(args.out, '--out', args.force)
+        results, protocol = load_results_and_protocol(args.results,
+                                                      args.dataset,
+                                                      args.data_root)
     embed = None
     if args.searcher:
         embed = searcher_embedder(*args.searcher, args.dataset, args.data_root,

@@ -49,9 +49,8 @@ if __name__ == '__main__':
     parse_args()
 
 from mmpsearch.evaluation.functional.box_ops import pairwise_iou  # noqa
-from mmpsearch.evaluation.metrics import person_search_metric  # noqa: E402
-from mmpsearch.evaluation.results_io import load_search_results  # noqa: E402
-from mmpsearch.evaluation.results_io import require_results_file  # noqa
+from mmpsearch.evaluation.metrics.person_search_metric import \
+    load_results_and_protocol  # noqa: E402
 from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
@@ -144,11 +143,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     with exit_on_refusal(FileNotFoundError):
         if args.json:  # before any work: an earlier file is not overwritten
             refuse_existing_file(args.json, '--json', args.force)
-        require_results_file(args.results)  # a folder is named as one
-    # the gallery's ground truth is the same at every CUHK-SYSU size
-    protocol = person_search_metric.load_protocol(
-        args.dataset, args.data_root, 100 if args.dataset == 'cuhk' else None)
-    results = load_search_results(args.results, protocol)
+        # the gallery's ground truth is the same at every CUHK-SYSU size
+        results, protocol = load_results_and_protocol(args.results,
+                                                      args.dataset,
+                                                      args.data_root)
     gt = {img_id: g.boxes for img_id, g in protocol.gallery.items()}
     ids = {img_id: g.person_ids for img_id, g in protocol.gallery.items()}
     out = calibration(results['gallery'], gt, args.thr, ids)

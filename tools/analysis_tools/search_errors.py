@@ -62,9 +62,8 @@ from mmpsearch.evaluation.functional.box_ops import \
 from mmpsearch.evaluation.functional.gallery import l2_normalize  # noqa
 from mmpsearch.evaluation.functional.ranking import \
     average_precision  # noqa: E402
-from mmpsearch.evaluation.metrics import person_search_metric  # noqa: E402
-from mmpsearch.evaluation.results_io import load_search_results  # noqa: E402
-from mmpsearch.evaluation.results_io import require_results_file  # noqa
+from mmpsearch.evaluation.metrics.person_search_metric import \
+    load_results_and_protocol  # noqa: E402
 from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
@@ -198,11 +197,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     with exit_on_refusal(FileNotFoundError):
         if args.json:  # before any work: an earlier file is not overwritten
             refuse_existing_file(args.json, '--json', args.force)
-        require_results_file(args.results)  # a folder is named as one
-    protocol = person_search_metric.load_protocol(
-        args.dataset, args.data_root,
-        args.gallery_size if args.dataset == 'cuhk' else None)
-    results = load_search_results(args.results, protocol)
+        results, protocol = load_results_and_protocol(args.results,
+                                                      args.dataset,
+                                                      args.data_root,
+                                                      args.gallery_size)
     out = search_errors(results, protocol, args.dataset, args.score_thr)
     print(f'{out["num_queries"]} queries, detections scoring >= '
           f'{args.score_thr}: mAP {100 * out["mAP"]:.1f}, true matches '

@@ -15,7 +15,8 @@ from ..functional import (CROSS_CAMERA_SUFFIX, DETECTION_KEYS, SEARCH_KEYS,
                           subset_suffix)
 from ..functional.gallery import PlainKeyError
 from ..functional.protocol_settings import check_protocol_settings
-from ..results_io import save_search_results
+from ..results_io import (load_search_results, require_results_file,
+                          save_search_results)
 
 
 def load_protocol(dataset_type: str,
@@ -33,6 +34,23 @@ def load_protocol(dataset_type: str,
         return datasets.load_prw_protocol(data_root)
     raise ValueError(f'unknown dataset type {dataset_type!r}, expected '
                      '"cuhk" or "prw"')
+
+
+def load_results_and_protocol(results_file: str,
+                              dataset_type: str,
+                              data_root: str,
+                              gallery_size: int = 100) -> Tuple[dict, Any]:
+    """A saved results file (``tools/test.py --out``) and the protocol of the
+    dataset it was tested on, each checked: ``(results, protocol)``.
+
+    The file is looked for first (a missing file or a folder is named before
+    the dataset is read); ``gallery_size`` is CUHK-SYSU's (PRW has one
+    gallery).
+    """
+    require_results_file(results_file)
+    protocol = load_protocol(dataset_type, data_root,
+                             gallery_size if dataset_type == 'cuhk' else None)
+    return load_search_results(results_file, protocol), protocol
 
 
 def subset_row(subset) -> Tuple[str, str]:
