@@ -86,9 +86,9 @@ from mmpsearch.utils.cli import build_runner  # noqa: E402
 from mmpsearch.utils.cli import checkpoint_file_problem  # noqa: E402
 from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
 from mmpsearch.utils.cli import load_runner_config  # noqa: E402
+from mmpsearch.utils.cli import refuse_existing_json  # noqa: E402
 from mmpsearch.utils.cli import write_json  # noqa: E402
 from mmpsearch.utils.config import check_config  # noqa: E402
-from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 from mmpsearch.utils.run_lock import hold_run_locks  # noqa: E402
 
 
@@ -118,8 +118,7 @@ def main() -> None:
                          f'seed with them, not --seeds {args.seeds}')
     out_files = results_files(args.out, args.seeds)
     use_multi_seed_test_loop(cfg, args.seeds, args.out)
-    if args.json is not None:  # a new file (checked before anything runs)
-        refuse_existing_file(args.json, '--json', args.force)
+    refuse_existing_json(args)
     setup_cpu_distributed(cfg, args.launcher)
 
     # one run at a time writes into the work dir and each output file:

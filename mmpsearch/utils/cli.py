@@ -15,7 +15,7 @@ import os.path as osp
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional, Type
 
-from .overwrite import ResumeError
+from .overwrite import ResumeError, refuse_existing_file
 from .run_lock import RunLockError
 
 #: What the shared checks raise when they refuse.
@@ -31,6 +31,15 @@ def exit_on_refusal(*also: Type[Exception]) -> Iterator[None]:
         yield
     except REFUSALS + also as e:
         raise SystemExit(str(e)) from None
+
+
+def refuse_existing_json(args: Any) -> None:
+    """Before any work: refuse (:class:`FileExistsError`) an existing
+    ``args.json`` unless ``args.force`` (the options of
+    :func:`~mmpsearch.utils.cli_args.add_json_args`), so that an earlier
+    file is not overwritten; nothing without ``--json``."""
+    if args.json:
+        refuse_existing_file(args.json, '--json', args.force)
 
 
 def write_json(data: Any,

@@ -27,6 +27,10 @@ SHARED_CHECKS = {
     'results_files'
 }
 
+#: Shared checks that take the tool's whole ``args`` and check the options
+#: they name (mmpsearch.utils.cli).
+ARGS_CHECKS = {'refuse_existing_json': {'json'}}
+
 #: Option destinations that name something the tool writes.
 OUTPUT_DEST = re.compile(r'(^|_)(out|output|json|work_dir|show_dir|'
                          r'show_steps|save|dump)(_|$)')
@@ -87,9 +91,12 @@ def checked_names(tree: ast.AST) -> Set[str]:
     arguments of every call of a shared check."""
     names = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and _name(node.func) in SHARED_CHECKS:
+        if not isinstance(node, ast.Call):
+            continue
+        if _name(node.func) in SHARED_CHECKS:
             for arg in list(node.args) + [k.value for k in node.keywords]:
                 names.update(_name(n) for n in ast.walk(arg))
+        names.update(ARGS_CHECKS.get(_name(node.func), ()))
     return names
 
 
@@ -126,6 +133,9 @@ def test_the_scan_finds_an_unchecked_output():
     assert 'json' not in checked_names(tree)
     tree = ast.parse('parser.add_argument("--json")\n'
                      'refuse_existing_file(args.json, "--json")\n')
+    assert 'json' in checked_names(tree)
+    tree = ast.parse('parser.add_argument("--json")\n'
+                     'refuse_existing_json(args)\n')
     assert 'json' in checked_names(tree)
     # an option added by a helper of mmpsearch.utils.cli_args
     tree = ast.parse('add_json_args(parser)\n')

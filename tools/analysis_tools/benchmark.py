@@ -100,9 +100,10 @@ from mmpsearch.testing import preprocessed_image  # noqa: E402
 from mmpsearch.testing import quiet_init_weights  # noqa: E402
 from mmpsearch.utils import register_all_modules  # noqa: E402
 from mmpsearch.utils import safe_checkpoint_loading  # noqa: E402
-from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
+from mmpsearch.utils.cli import refuse_existing_json  # noqa: E402
+from mmpsearch.utils.cli import write_json  # noqa: E402
 from mmpsearch.utils.config import load_config  # noqa: E402
-from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -258,9 +259,8 @@ def build_baseline(config: str, checkpoint: Optional[str],
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
-    if args.json:  # before any work: an earlier file is not overwritten
-        with exit_on_refusal():
-            refuse_existing_file(args.json, '--json', args.force)
+    with exit_on_refusal():
+        refuse_existing_json(args)
     register_all_modules()
     if args.threads:
         torch.set_num_threads(args.threads)

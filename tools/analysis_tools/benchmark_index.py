@@ -461,12 +461,10 @@ def crossover(sizes, d, args, workdir, log):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.json:
-        # after parsing: --help answers without the slow imports (torch)
-        from mmpsearch.utils.cli import exit_on_refusal
-        from mmpsearch.utils.overwrite import refuse_existing_file
-        with exit_on_refusal():
-            refuse_existing_file(args.json, '--json', args.force)
+    # after parsing: --help answers without the slow imports (torch)
+    from mmpsearch.utils.cli import exit_on_refusal, refuse_existing_json
+    with exit_on_refusal():
+        refuse_existing_json(args)
     import faiss
     if args.threads:
         faiss.omp_set_num_threads(args.threads)

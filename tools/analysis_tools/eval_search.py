@@ -122,8 +122,9 @@ from mmpsearch.evaluation.run_settings import RESULTS_META_KEY  # noqa: E402
 from mmpsearch.evaluation.run_settings import SETTINGS_KEY  # noqa: E402
 from mmpsearch.evaluation.run_settings import evaluation_settings  # noqa
 from mmpsearch.evaluation.run_settings import settings_from_meta  # noqa
-from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
-from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
+from mmpsearch.utils.cli import refuse_existing_json  # noqa: E402
+from mmpsearch.utils.cli import write_json  # noqa: E402
 
 JSON_KEYS = SEARCH_KEYS + DETECTION_KEYS
 
@@ -225,8 +226,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise SystemExit('--cbgm-k1 / --cbgm-k2 need --cbgm')
     with exit_on_refusal(FileNotFoundError):
         require_results_file(args.results)  # a folder is named as one
-        if args.json:
-            refuse_existing_file(args.json, '--json', args.force)
+        refuse_existing_json(args)
 
     if args.dataset == 'cuhk':
         protocols = [

@@ -51,8 +51,9 @@ if __name__ == '__main__':
 from mmpsearch.evaluation.functional.box_ops import pairwise_iou  # noqa
 from mmpsearch.evaluation.metrics.person_search_metric import \
     load_results_and_protocol  # noqa: E402
-from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
-from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
+from mmpsearch.utils.cli import refuse_existing_json  # noqa: E402
+from mmpsearch.utils.cli import write_json  # noqa: E402
 
 
 def calibration(gallery: Dict[str, dict],
@@ -141,8 +142,7 @@ def calibration(gallery: Dict[str, dict],
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     with exit_on_refusal(FileNotFoundError):
-        if args.json:  # before any work: an earlier file is not overwritten
-            refuse_existing_file(args.json, '--json', args.force)
+        refuse_existing_json(args)
         # the gallery's ground truth is the same at every CUHK-SYSU size
         results, protocol = load_results_and_protocol(args.results,
                                                       args.dataset,

@@ -64,8 +64,9 @@ from mmpsearch.evaluation.functional.ranking import \
     average_precision  # noqa: E402
 from mmpsearch.evaluation.metrics.person_search_metric import \
     load_results_and_protocol  # noqa: E402
-from mmpsearch.utils.cli import exit_on_refusal, write_json  # noqa: E402
-from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
+from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
+from mmpsearch.utils.cli import refuse_existing_json  # noqa: E402
+from mmpsearch.utils.cli import write_json  # noqa: E402
 
 
 def _candidates(protocol, dataset: str) -> List[List[tuple]]:
@@ -195,8 +196,7 @@ def search_errors(results: dict,
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     with exit_on_refusal(FileNotFoundError):
-        if args.json:  # before any work: an earlier file is not overwritten
-            refuse_existing_file(args.json, '--json', args.force)
+        refuse_existing_json(args)
         results, protocol = load_results_and_protocol(args.results,
                                                       args.dataset,
                                                       args.data_root,
