@@ -80,6 +80,20 @@ def add_shape_arg(parser: ArgumentParser) -> None:
         help='input image size (default 800 1333)')
 
 
+def add_timestep_arg(parser: ArgumentParser,
+                     default: Optional[int] = 0,
+                     note: str = '') -> None:
+    """``--timestep T``: the diffusion timestep at which DiffPS's Stable
+    Diffusion backbone runs the UNet for its features (the paper: 0);
+    ``default`` None: the config's. ``note`` ends the help."""
+    parser.add_argument(
+        '--timestep',
+        type=int,
+        default=default,
+        help='the Stable Diffusion UNet\'s timestep (DiffPS: 0' +
+        ('; default: the config\'s' if default is None else '') + note + ')')
+
+
 def add_launcher_arg(parser: ArgumentParser) -> None:
     """``--launcher`` of ``tools/train.py`` and ``tools/test.py``: how the
     processes were started (mmengine's ``init_dist``); ``none``: one

@@ -11,7 +11,8 @@ from mmpsearch.utils.cli_args import (add_cfg_options_arg, add_force_arg,
                                       add_json_args, add_launcher_arg,
                                       add_model_args, add_results_args,
                                       add_score_thr_arg, add_shape_arg,
-                                      add_steps_arg, score_threshold)
+                                      add_steps_arg, add_timestep_arg,
+                                      score_threshold)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,6 +134,19 @@ def test_results_args():
     text = parser.format_help()
     assert 'results.pkl of tools/test.py' in text
     assert 'the dataset root' in text
+
+
+def test_timestep_arg():
+    parser = _parser()
+    add_timestep_arg(parser, note='; a note')
+    assert parser.parse_args([]).timestep == 0
+    assert parser.parse_args(['--timestep', '200']).timestep == 200
+    _refuses(parser, ['--timestep', '0.5'])
+    assert 'a note' in ' '.join(parser.format_help().split())
+    parser = _parser()
+    add_timestep_arg(parser, default=None)  # the config's
+    assert parser.parse_args([]).timestep is None
+    assert "default: the config's" in ' '.join(parser.format_help().split())
 
 
 @pytest.mark.parametrize('flag', ['--score-thr', '--thr'])

@@ -38,7 +38,7 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
-from mmpsearch.utils.cli_args import add_force_arg
+from mmpsearch.utils.cli_args import add_force_arg, add_timestep_arg
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -60,11 +60,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--split', default='gallery', choices=['gallery', 'train'])
     parser.add_argument('--num-images', type=int, default=50)
-    parser.add_argument(
-        '--timestep',
-        type=int,
-        default=0,
-        help='the backbone\'s timestep (DiffPS: 0)')
+    add_timestep_arg(parser)
     parser.add_argument('--attn-map-layer', default='T[3][0].attn2')
     parser.add_argument('--attn-map-head', type=int, default=1)
     parser.add_argument(

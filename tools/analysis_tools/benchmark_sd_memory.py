@@ -40,6 +40,8 @@ import sys
 import tempfile
 import time
 
+from mmpsearch.utils.cli_args import add_timestep_arg
+
 # DiffPS layers, as in configs/_base_/models/diffps_sd21.py
 FEATURE_LAYERS = ('T[1][2].attn1.to_q', 'T[2][1].attn1.to_v',
                   'T[2][2].attn1.to_q', 'T[3][0].attn1.to_q',
@@ -143,11 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description='Peak memory / time of the DiffPS SD feature extraction')
     parser.add_argument('--size', type=int, default=768, help='image side')
-    parser.add_argument(
-        '--timestep',
-        type=int,
-        default=0,
-        help='UNet timestep (DiffPS: 0; memory does not depend on it)')
+    add_timestep_arg(parser, note='; memory does not depend on it')
     parser.add_argument(
         '--threads', type=int, default=0, help='torch threads (0: default)')
     parser.add_argument(

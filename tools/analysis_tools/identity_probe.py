@@ -54,7 +54,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from mmpsearch.utils.cli_args import add_force_arg
+from mmpsearch.utils.cli_args import add_force_arg, add_timestep_arg
 
 DEFAULT_CONFIG = osp.join('configs', '_base_', 'models', 'diffps_sd21.py')
 MODES = ('pca', 'lda')
@@ -76,11 +76,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=None,
         help='DiffPS config whose model.backbone gives the backbone settings '
         f'(default: {DEFAULT_CONFIG})')
-    parser.add_argument(
-        '--timestep',
-        type=int,
-        default=None,
-        help='the UNet\'s timestep (default: the config\'s; DiffPS: 0)')
+    add_timestep_arg(parser, default=None)
     parser.add_argument(
         '--latent',
         choices=['sample', 'mean'],
