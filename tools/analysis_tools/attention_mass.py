@@ -240,9 +240,8 @@ def save_figure(path: str, scenes: Sequence[tuple], results: Sequence[dict],
                 labels: Sequence[str], show: int) -> None:
     """The first ``show`` scenes with their boxes, and each model's raw map
     (upsampled, normalised per image for display) over them."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from mmpsearch.visualization.pyplot import headless_pyplot
+    plt = headless_pyplot()
     n = min(show, len(scenes))
     cols = 1 + len(results)
     fig, axes = plt.subplots(

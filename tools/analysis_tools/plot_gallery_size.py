@@ -36,11 +36,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 if __name__ == '__main__':
     parse_args()
 
-import matplotlib  # noqa: E402
-
-matplotlib.use('Agg')  # no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-
 from mmpsearch.datasets.cuhk_sysu import CUHK_GALLERY_SIZES  # noqa: E402
 from mmpsearch.evaluation.functional import evaluate_person_search  # noqa
 from mmpsearch.evaluation.functional import gallery_size_suffix  # noqa
@@ -49,6 +44,9 @@ from mmpsearch.evaluation.metrics.person_search_metric import \
 from mmpsearch.evaluation.results_io import load_search_results  # noqa
 from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa
+from mmpsearch.visualization.pyplot import headless_pyplot  # noqa: E402
+
+plt = headless_pyplot()
 
 
 def available_sizes(data_root: str) -> List[int]:

@@ -38,13 +38,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 if __name__ == '__main__':
     parse_args()
 
-import matplotlib  # noqa: E402
-
-matplotlib.use('Agg')  # no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-
 from mmpsearch.utils.cli import exit_on_refusal  # noqa: E402
 from mmpsearch.utils.overwrite import refuse_existing_file  # noqa: E402
+from mmpsearch.visualization.pyplot import headless_pyplot  # noqa: E402
+
+plt = headless_pyplot()
 
 
 def read_metrics(items: List[str]) -> Dict[int, dict]:
