@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import pytest
 
@@ -19,12 +19,11 @@ TOY_CONFIG = str(REPO / 'tests' / 'data' / 'configs' / 'toy_train.py')
 ORACLE = str(REPO / 'tests' / 'data' / 'configs' / 'oracle_searcher.py')
 
 
-def cli_args_actions(call: ast.Call) -> List[argparse.Action]:
+def _cli_args_actions(call: ast.Call) -> List[argparse.Action]:
     """The options that ``call`` adds, when it calls a helper of
-    :mod:`mmpsearch.utils.cli_args` (``add_force_arg(parser, ...)``):
-    the helper run on a fresh parser with the call's (literal) arguments;
-    ``[]`` for any other call. For the scans of the tools' sources, which
-    otherwise see only ``parser.add_argument`` calls."""
+    :mod:`mmpsearch.utils.cli_args` (``add_force_arg(parser, ...)``): the
+    helper run on a fresh parser with the call's (literal) arguments;
+    ``[]`` for any other call."""
     name = getattr(call.func, 'id', '')
     if not (name.startswith('add_') and hasattr(cli_args, name)):
         return []
@@ -35,6 +34,37 @@ def cli_args_actions(call: ast.Call) -> List[argparse.Action]:
                                 for k in call.keywords
                             })
     return parser._actions
+
+
+def declared_options(tree: ast.AST) -> List[Tuple[List[str], str]]:
+    """``(names, dest)`` of every option a tool's source declares: its
+    ``add_argument`` calls with literal names (``dest`` from ``dest=`` or the
+    first long flag) and the options its :mod:`mmpsearch.utils.cli_args`
+    helpers add (a positional's names: ``[dest]``). For the scans of the
+    tools' sources."""
+    options = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        for action in _cli_args_actions(node):  # add_json_args(parser) ...
+            options.append((action.option_strings
+                            or [action.dest], action.dest))
+        func = node.func
+        if getattr(func, 'attr', getattr(func, 'id', '')) != 'add_argument':
+            continue
+        names = [
+            a.value for a in node.args
+            if isinstance(a, ast.Constant) and isinstance(a.value, str)
+        ]
+        if not names:
+            continue
+        dest = ([n for n in names if n.startswith('--')] or names)[0]
+        dest = dest.lstrip('-').replace('-', '_')
+        for kw in node.keywords:
+            if kw.arg == 'dest' and isinstance(kw.value, ast.Constant):
+                dest = kw.value.value
+        options.append((names, dest))
+    return options
 
 
 def tool_env(cuda: bool = False) -> dict:

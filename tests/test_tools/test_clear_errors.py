@@ -21,7 +21,7 @@ from mmpsearch.utils.checkpoint import (CheckpointMismatchError,
                                         check_checkpoint_fits)
 from mmpsearch.utils.config import load_config
 from ..conftest import load_tool
-from .conftest import ORACLE, REPO, TOY_CONFIG, cli_args_actions, run_tool
+from .conftest import ORACLE, REPO, TOY_CONFIG, declared_options, run_tool
 
 
 # ---------------------------------------------------------------------------
@@ -227,16 +227,7 @@ def test_search_demo_refuses_one_file_for_two_pictures(tmp_path):
 
 
 def _flags(tree: ast.AST) -> set:
-    flags = set()
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        if getattr(node.func, 'attr', '') == 'add_argument':
-            flags.update(
-                a.value for a in node.args if isinstance(a, ast.Constant))
-        for action in cli_args_actions(node):
-            flags.update(action.option_strings or [action.dest])
-    return flags
+    return {name for names, _ in declared_options(tree) for name in names}
 
 
 def _suggested_flags(tree: ast.AST) -> list:

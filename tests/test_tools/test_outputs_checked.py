@@ -12,7 +12,7 @@ from typing import Dict, Set
 import pytest
 
 from ..conftest import load_tool
-from .conftest import REPO, cli_args_actions
+from .conftest import REPO, declared_options
 
 #: The shared checks (mmpsearch.utils.overwrite / run_lock).
 SHARED_CHECKS = {
@@ -60,30 +60,10 @@ def _name(node: ast.AST) -> str:
 
 def output_options(tree: ast.AST) -> Dict[str, str]:
     """``{dest: option}`` of the argparse options that name an output."""
-    found = {}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        for action in cli_args_actions(node):  # add_json_args(parser) ...
-            long = action.option_strings[-1:] or [action.dest]
-            if OUTPUT_DEST.search(action.dest):
-                found[action.dest] = long[0]
-        if _name(node.func) != 'add_argument':
-            continue
-        flags = [
-            a.value for a in node.args
-            if isinstance(a, ast.Constant) and isinstance(a.value, str)
-        ]
-        if not flags:
-            continue
-        long = [f for f in flags if f.startswith('--')] or flags
-        dest = long[0].lstrip('-').replace('-', '_')
-        for kw in node.keywords:
-            if kw.arg == 'dest' and isinstance(kw.value, ast.Constant):
-                dest = kw.value.value
-        if OUTPUT_DEST.search(dest):
-            found[dest] = long[0]
-    return found
+    return {
+        dest: ([n for n in names if n.startswith('--')] or names)[0]
+        for names, dest in declared_options(tree) if OUTPUT_DEST.search(dest)
+    }
 
 
 def checked_names(tree: ast.AST) -> Set[str]:
