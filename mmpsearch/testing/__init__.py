@@ -8,9 +8,8 @@ annotations (:class:`OracleColourSearcher`), a toy regressor for the
 tools, a digest of a folder's files (:func:`tree_digest`), one random
 image through a model's data preprocessor (:func:`preprocessed_image`) and
 random weights without mmengine's report (:func:`quiet_init_weights`).
-Not imported
-by ``import mmpsearch``: importing this module registers the oracle and toy
-modules."""
+Not imported by ``import mmpsearch``: importing this module registers the
+oracle and toy modules."""
 from ._utils import demo_ps_inputs
 from .batches import preprocessed_image, unscaled_metainfo
 from .files import tree_digest
